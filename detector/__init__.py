@@ -1,0 +1,1 @@
+"""SMS pumping detector."""

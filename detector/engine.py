@@ -1,0 +1,239 @@
+"""evaluate(batch, store) → decisions: the one engine that replay, evaluation and the Kafka worker share.
+
+The engine knows nothing of files, Kafka or Redis. It turns a batch of parsed events into signals, asks the
+store for every count in one call, and scores each request. Results come back in the order of the batch:
+a `Decision` for each request (valid or not), a feedback status for each feedback, and the `BadEvent`
+itself for input that is neither (the caller writes it as a dead letter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+
+from detector.events import (
+    BadEvent,
+    Decision,
+    Event,
+    OtpFeedback,
+    OtpRequest,
+    Reason,
+    encode,
+    format_timestamp,
+    parse_timestamp,
+)
+from detector.hashing import KeyedHasher
+from detector.policy import Policy
+from detector.scoring import Conclusion, Hit, Scorer, Subject
+from detector.signals.network import ClientResolver, IpClassifier
+from detector.signals.phone import PhoneParser
+from detector.state.base import (
+    DISTINCT_DIMENSION,
+    Counts,
+    FeedbackStatus,
+    FeedbackUpdate,
+    Observation,
+    Store,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+FeedbackResult = FeedbackStatus | Literal["unavailable"]
+Result = Decision | FeedbackResult | BadEvent
+_decision_decoder = msgspec.json.Decoder(Decision)
+
+
+class Engine:
+    def __init__(self, policy: Policy, store: Store, hasher: KeyedHasher) -> None:
+        self.policy = policy
+        self.store = store
+        self.scorer = Scorer(policy)
+        self.plan = self.scorer.plan
+        self._hash = hasher
+        self._phones = PhoneParser(policy.phone.prefix_digits, policy.phone.default_region)
+        self._clients = ClientResolver(policy.trusted_proxies)
+        lists = policy.lists
+        self._ips = IpClassifier(
+            lists.allow_ips, lists.deny_ips, lists.datacenter_ip_files, lists.anonymizer_ip_files,
+            lists.geoip_database,
+        )
+        self._counted = frozenset(self.plan.windows) | {DISTINCT_DIMENSION, "msisdn"}
+        self._ip_keys: dict[str, tuple[str, str]] = {}
+        self._prefix_keys: dict[str, str] = {}
+        self._timeout = policy.state.timeout_ms / 1000
+
+    async def process(self, events: Sequence[Event | BadEvent]) -> list[Result]:
+        results: list[Result | None] = [None] * len(events)
+        updates: list[Observation | FeedbackUpdate] = []
+        pending: list[tuple[int, OtpRequest, Subject, list[Hit], bool]] = []
+        for index, event in enumerate(events):
+            if isinstance(event, OtpRequest):
+                subject = self.subject(event)
+                static = self.scorer.static_hits(subject)
+                allow_listed = self.scorer.allow_listed(subject)
+                updates.append(Observation(event.request_id, subject.ts, subject.keys, subject.phone.region,
+                                           take_slot=not allow_listed and not self._blocked_before_counting(static)))
+                pending.append((index, event, subject, static, allow_listed))
+            elif isinstance(event, OtpFeedback):
+                updates.append(FeedbackUpdate(event.request_id, parse_timestamp(event.ts),
+                                              resolved=event.outcome != "failed"))
+            elif event.request_id is not None:
+                results[index] = self.invalid_request(event)
+            else:
+                results[index] = event
+
+        answers = await self._apply(updates)
+        feedback_slots = [i for i, e in enumerate(events) if isinstance(e, OtpFeedback)]
+        request_answers: list[Counts | None] = []
+        feedback_answers: list[FeedbackResult] = []
+        for update, answer in zip(updates, answers, strict=True):
+            if isinstance(update, Observation):
+                request_answers.append(answer if isinstance(answer, Counts) else None)
+            else:
+                feedback_answers.append(answer if isinstance(answer, str) else "unavailable")
+        for slot, status in zip(feedback_slots, feedback_answers, strict=True):
+            results[slot] = status
+
+        decided: dict[str, Decision] = {}
+        fresh: list[tuple[str, float, bytes]] = []
+        for (index, request, subject, static, allow_listed), counts in zip(pending, request_answers, strict=True):
+            if counts is not None and counts.duplicate:
+                decision = self._redelivered(request, subject, static, counts, decided)
+            else:
+                decision = self._decide(request, subject, static, allow_listed, counts)
+                fresh.append((request.request_id, subject.ts, encode(decision)))
+            decided[request.request_id] = decision
+            results[index] = decision
+        if fresh:
+            await self._remember(fresh)
+        return [result for result in results if result is not None]
+
+    def subject(self, request: OtpRequest) -> Subject:
+        ts = parse_timestamp(request.ts)
+        phone = self._phones.parse(request.phone, request.phone_country)
+        client = self._clients.resolve(request.client_ip, request.remote_addr, request.forwarded_for)
+        facts = self._ips.facts(client.ip) if client.ip is not None else None
+        ip_country = request.ip_country or (facts.country if facts else None)
+        subject = Subject(ts, phone, facts, ip_country, request.signals)
+        if client.problem:
+            subject.problems.append(client.problem)
+        keys = subject.keys
+        counted = self._counted
+        if facts is not None:
+            ip_key, subnet_key = self._ip_keys.get(facts.ip) or self._hash_ip(facts.ip, facts.subnet)
+            keys["ip"] = ip_key
+            if "subnet" in counted:
+                keys["subnet"] = subnet_key
+        if phone.e164 is not None and phone.valid:
+            keys["msisdn"] = self._hash("msisdn", phone.e164)
+            if phone.prefix is not None and "prefix" in counted:
+                keys["prefix"] = self._prefix_keys.get(phone.prefix) or self._hash_prefix(phone.prefix)
+            if phone.region is not None:
+                keys["phone_country"] = phone.region
+        if ip_country is not None:
+            keys["ip_country"] = ip_country
+        if request.session_id and "session" in counted:
+            keys["session"] = self._hash("session", request.session_id)
+        if request.account_id and "account" in counted:
+            keys["account"] = self._hash("account", request.account_id)
+        if request.device_id and "device" in counted:
+            keys["device"] = self._hash("device", request.device_id)
+        return subject
+
+    def invalid_request(self, bad: BadEvent) -> Decision:
+        assert bad.request_id is not None
+        return Decision(
+            request_id=bad.request_id, ts=None, action="block", verdict="block", mode=self.policy.mode,
+            score=0.0, reasons=(Reason(code="invalid_request", value=bad.error),),
+            policy_version=self.policy.version,
+        )
+
+    def _decide(
+        self, request: OtpRequest, subject: Subject, static: list[Hit], allow_listed: bool, counts: Counts | None
+    ) -> Decision:
+        problems = [Hit(problem, "enforce") for problem in subject.problems]
+        if allow_listed:
+            conclusion = Conclusion("allow", "allow", 0.0, (Hit("allow_listed", "enforce"), *problems))
+        elif counts is None:
+            conclusion = self.scorer.conclude(static + problems + self._unavailable())
+        else:
+            hits = static + self.scorer.counted_hits(subject, counts) + self.scorer.context_hits(subject)
+            conclusion = self.scorer.conclude(hits + problems)
+        return self._decision(request, subject, conclusion)
+
+    def _decision(self, request: OtpRequest, subject: Subject, conclusion: Conclusion) -> Decision:
+        return Decision(
+            request_id=request.request_id,
+            ts=format_timestamp(subject.ts),
+            action=conclusion.action,
+            verdict=conclusion.verdict,
+            mode=self.policy.mode,
+            score=conclusion.score,
+            reasons=tuple(hit.reason() for hit in conclusion.hits),
+            policy_version=self.policy.version,
+            client_ip=subject.ip.ip if subject.ip else None,
+            phone=subject.phone.e164,
+            phone_country=subject.phone.region,
+            message=request.message,
+            flow=request.flow,
+            retry_after=conclusion.retry_after,
+        )
+
+    def _unavailable(self) -> list[Hit]:
+        fail = self.policy.state.on_error
+        verdict = None if fail == "open" else fail
+        return [Hit("state_unavailable", "enforce", verdict=verdict)]
+
+    def _redelivered(
+        self, request: OtpRequest, subject: Subject, static: list[Hit], counts: Counts,
+        decided: dict[str, Decision],
+    ) -> Decision:
+        if counts.stored_decision is not None:
+            return _decision_decoder.decode(counts.stored_decision)
+        earlier = decided.get(request.request_id)
+        if earlier is not None:
+            return earlier
+        hits = static + self.scorer.context_hits(subject) + [Hit("redelivered_without_record", "enforce")]
+        return self._decision(request, subject, self.scorer.conclude(hits))
+
+    async def _apply(self, updates: list[Observation | FeedbackUpdate]) -> Sequence[object]:
+        if not updates:
+            return []
+        try:
+            return await asyncio.wait_for(self.store.apply(updates), self._timeout)
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("state store unavailable, applying on_error=%s: %s", self.policy.state.on_error, exc)
+            return [None] * len(updates)
+
+    async def _remember(self, fresh: list[tuple[str, float, bytes]]) -> None:
+        try:
+            await asyncio.wait_for(self.store.remember(fresh), self._timeout)
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("could not record %d decisions for redelivery: %s", len(fresh), exc)
+
+    def _blocked_before_counting(self, static: list[Hit]) -> bool:
+        """A request that will not be sent takes no slot of its number's send limit."""
+        return self.policy.mode == "enforce" and any(
+            hit.verdict == "block" and hit.mode == "enforce" for hit in static
+        )
+
+    def _hash_ip(self, ip: str, subnet: str) -> tuple[str, str]:
+        pair = (self._hash("ip", ip), self._hash("subnet", subnet))
+        if len(self._ip_keys) >= 200_000:
+            self._ip_keys.clear()
+        self._ip_keys[ip] = pair
+        return pair
+
+    def _hash_prefix(self, prefix: str) -> str:
+        key = self._hash("prefix", prefix)
+        if len(self._prefix_keys) >= 200_000:
+            self._prefix_keys.clear()
+        self._prefix_keys[prefix] = key
+        return key
+
+

@@ -1,0 +1,286 @@
+"""The policy: what to count, how each signal scores, and what the score means.
+
+A policy file is YAML with a `version`. It may set only the keys it changes: it is merged over the default
+policy shipped with the package (mappings merge key by key; lists and scalars replace). Errors name the
+field, as a path like `$.rules.velocity.ip_10m.threshold`, and say what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+RuleMode = Literal["enforce", "shadow", "off"]
+Dimension = Literal[
+    "ip", "subnet", "msisdn", "prefix", "phone_country", "ip_country", "session", "account", "device"
+]
+FailMode = Literal["open", "challenge", "block"]
+NUMBER_TYPES = (
+    "fixed_line", "mobile", "fixed_line_or_mobile", "toll_free", "premium_rate", "shared_cost", "voip",
+    "personal_number", "pager", "uan", "voicemail", "unknown",
+)  # fmt: skip
+
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+Duration = str
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be used; the message names the field."""
+
+
+def seconds(duration: Duration) -> int:
+    match = _DURATION.match(duration)
+    if not match:
+        raise ValueError(f"{duration!r} is not a duration like 30s, 10m, 1h or 7d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class Rule(_Strict):
+    mode: RuleMode = "enforce"
+
+
+class ScoreConfig(_Strict):
+    challenge_at: float = 40.0
+    block_at: float = 70.0
+    velocity_cap: float = 3.0
+
+
+class PhoneConfig(_Strict):
+    prefix_digits: int = 3
+    core_countries: tuple[str, ...] = ()
+    default_region: str | None = None
+
+
+class ListsConfig(_Strict):
+    allow_ips: tuple[str, ...] = ()
+    deny_ips: tuple[str, ...] = ()
+    allow_phones: tuple[str, ...] = ()
+    deny_phones: tuple[str, ...] = ()
+    deny_phone_countries: tuple[str, ...] = ()
+    deny_number_types: tuple[str, ...] = ()
+    datacenter_ip_files: tuple[str, ...] = ()
+    anonymizer_ip_files: tuple[str, ...] = ()
+    geoip_database: str | None = None
+
+
+class CountersConfig(_Strict):
+    buckets: int = 12
+
+
+class StateConfig(_Strict):
+    on_error: FailMode = "open"
+    timeout_ms: int = 250
+    record_ttl: Duration = "48h"
+
+
+class RateLimitRule(Rule, frozen=True):
+    limit: int = 10
+    window: Duration = "30m"
+
+
+class RetryDelayRule(Rule, frozen=True):
+    base: Duration = "30s"
+    cap: Duration = "1h"
+    window: Duration = "24h"
+
+
+class VelocityRule(Rule, frozen=True):
+    dimension: Dimension = "ip"
+    window: Duration = "1h"
+    threshold: int = 10
+    points: float = 20.0
+    count: Literal["requests", "unverified"] = "requests"
+
+
+class UnverifiedRule(Rule, frozen=True):
+    """Adaptive: unverified OTPs in `recent` above max(floor, peak × peak_factor, verified × verified_factor)."""
+
+    dimension: Dimension = "phone_country"
+    recent: Duration = "1h"
+    history: Duration = "24h"
+    floor: int = 20
+    peak_factor: float = 1.5
+    verified_factor: float = 1.0
+    points: float = 30.0
+
+
+class ConversionRule(Rule, frozen=True):
+    """Conversion (verified ÷ requested) in `recent` collapsing against the `baseline` window."""
+
+    dimension: Dimension = "prefix"
+    recent: Duration = "1h"
+    baseline: Duration = "24h"
+    min_requests: int = 20
+    collapse_ratio: float = 0.5
+    min_rate: float = 0.2
+    default_rate: float = 0.6
+    points: float = 30.0
+
+
+class PointsRule(Rule, frozen=True):
+    points: float = 10.0
+
+
+class DistinctCountriesRule(Rule, frozen=True):
+    window: Duration = "24h"
+    threshold: int = 3
+    points: float = 25.0
+
+
+class UpstreamRule(Rule, frozen=True):
+    bot: float = 40.0
+    anonymizer: float = 20.0
+    datacenter: float = 25.0
+    session_velocity_medium: float = 10.0
+    session_velocity_high: float = 30.0
+
+
+class NumberTypeRule(Rule, frozen=True):
+    points: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class Rules(_Strict):
+    invalid_number: Rule = Rule()
+    deny_lists: Rule = Rule()
+    msisdn_rate_limit: RateLimitRule = RateLimitRule()
+    retry_delay: RetryDelayRule = RetryDelayRule()
+    velocity: dict[str, VelocityRule] = msgspec.field(default_factory=dict)
+    unverified: dict[str, UnverifiedRule] = msgspec.field(default_factory=dict)
+    conversion: dict[str, ConversionRule] = msgspec.field(default_factory=dict)
+    ip_country_mismatch: PointsRule = PointsRule()
+    non_core_destination: PointsRule = PointsRule()
+    distinct_countries_per_ip: DistinctCountriesRule = DistinctCountriesRule()
+    upstream: UpstreamRule = UpstreamRule()
+    number_type: NumberTypeRule = NumberTypeRule()
+
+
+class Policy(_Strict):
+    version: str
+    mode: Literal["enforce", "shadow"] = "enforce"
+    trusted_proxies: tuple[str, ...] = ()
+    score: ScoreConfig = ScoreConfig()
+    phone: PhoneConfig = PhoneConfig()
+    lists: ListsConfig = ListsConfig()
+    counters: CountersConfig = CountersConfig()
+    state: StateConfig = StateConfig()
+    rules: Rules = Rules()
+
+
+def default_policy_data() -> dict[str, Any]:
+    text = resources.files("detector").joinpath("default_policy.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict)
+    return data
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """The default policy, with the file at `path` (if any) merged over it."""
+    data = default_policy_data()
+    if path is not None:
+        try:
+            override = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{path} is not valid YAML: {exc}") from exc
+        if override is None:
+            override = {}
+        if not isinstance(override, dict):
+            raise PolicyError(f"{path}: a policy is a YAML mapping, got {type(override).__name__}")
+        data = merge(data, override)
+    return policy_from_data(data)
+
+
+def policy_from_data(data: dict[str, Any]) -> Policy:
+    try:
+        policy = msgspec.convert(data, Policy)
+    except msgspec.ValidationError as exc:
+        raise PolicyError(str(exc)) from exc
+    problems = list(_semantic_problems(policy))
+    if problems:
+        raise PolicyError("; ".join(problems))
+    return policy
+
+
+def _semantic_problems(policy: Policy) -> Any:
+    for index, cidr in enumerate(policy.trusted_proxies):
+        yield from _cidr_problem(cidr, f"$.trusted_proxies[{index}]")
+    for name in ("allow_ips", "deny_ips"):
+        for index, cidr in enumerate(getattr(policy.lists, name)):
+            yield from _cidr_problem(cidr, f"$.lists.{name}[{index}]")
+    for name in ("deny_phone_countries",):
+        for index, code in enumerate(getattr(policy.lists, name)):
+            if not (len(code) == 2 and code.isalpha() and code.isupper()):
+                yield f"{code!r} is not an ISO 3166 alpha-2 code - at `$.lists.{name}[{index}]`"
+    for index, code in enumerate(policy.phone.core_countries):
+        if not (len(code) == 2 and code.isalpha() and code.isupper()):
+            yield f"{code!r} is not an ISO 3166 alpha-2 code - at `$.phone.core_countries[{index}]`"
+    for index, kind in enumerate(policy.lists.deny_number_types):
+        if kind not in NUMBER_TYPES:
+            yield f"{kind!r} is not a number type (one of {', '.join(NUMBER_TYPES)}) - at `$.lists.deny_number_types[{index}]`"
+    for kind in policy.rules.number_type.points:
+        if kind not in NUMBER_TYPES:
+            yield f"{kind!r} is not a number type (one of {', '.join(NUMBER_TYPES)}) - at `$.rules.number_type.points`"
+    if not 0 < policy.score.challenge_at <= policy.score.block_at:
+        yield "need 0 < challenge_at <= block_at - at `$.score`"
+    if not 0 <= policy.phone.prefix_digits <= 8:
+        yield "must be between 0 and 8 - at `$.phone.prefix_digits`"
+    if not 2 <= policy.counters.buckets <= 120:
+        yield "must be between 2 and 120 - at `$.counters.buckets`"
+    if policy.rules.msisdn_rate_limit.limit < 1:
+        yield "must be at least 1 - at `$.rules.msisdn_rate_limit.limit`"
+    yield from _duration_problems(policy)
+
+
+def _duration_problems(policy: Policy) -> Any:
+    def check(value: str, where: str) -> Any:
+        try:
+            if seconds(value) <= 0:
+                yield f"must be longer than 0 - at `{where}`"
+        except ValueError as exc:
+            yield f"{exc} - at `{where}`"
+
+    rules = policy.rules
+    yield from check(policy.state.record_ttl, "$.state.record_ttl")
+    yield from check(rules.msisdn_rate_limit.window, "$.rules.msisdn_rate_limit.window")
+    for field in ("base", "cap", "window"):
+        yield from check(getattr(rules.retry_delay, field), f"$.rules.retry_delay.{field}")
+    yield from check(rules.distinct_countries_per_ip.window, "$.rules.distinct_countries_per_ip.window")
+    for name, velocity in rules.velocity.items():
+        yield from check(velocity.window, f"$.rules.velocity.{name}.window")
+        if velocity.threshold < 1:
+            yield f"must be at least 1 - at `$.rules.velocity.{name}.threshold`"
+    for name, unverified in rules.unverified.items():
+        yield from check(unverified.recent, f"$.rules.unverified.{name}.recent")
+        yield from check(unverified.history, f"$.rules.unverified.{name}.history")
+    for name, conversion in rules.conversion.items():
+        yield from check(conversion.recent, f"$.rules.conversion.{name}.recent")
+        yield from check(conversion.baseline, f"$.rules.conversion.{name}.baseline")
+
+
+def _cidr_problem(value: str, where: str) -> Any:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        yield f"{value!r} is not an IP address or CIDR block - at `{where}`"

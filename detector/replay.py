@@ -1,0 +1,133 @@
+"""Replay a file of events through the engine in event-time order: the embedded, no-server way to run it."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from detector.engine import Engine
+from detector.events import BadEvent, Decision, Event, encode, parse_event, parse_timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    number: int
+    event: Event | BadEvent
+    ts: float
+
+
+def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.rstrip(b"\r\n")
+            if line.strip():
+                yield number, line
+
+
+def parse_lines(lines: Iterable[tuple[int, bytes]]) -> list[Line]:
+    """Parsed events sorted by event time; bad lines keep their place (the time of the line before)."""
+    parsed: list[Line] = []
+    last_ts = 0.0
+    for number, raw in lines:
+        event = parse_event(raw)
+        if not isinstance(event, BadEvent):
+            last_ts = parse_timestamp(event.ts)
+        parsed.append(Line(number, event, last_ts))
+    parsed.sort(key=lambda line: (line.ts, line.number))
+    return parsed
+
+
+@dataclass
+class Summary:
+    events: int = 0
+    requests: int = 0
+    feedback: int = 0
+    actions: Counter[str] = field(default_factory=Counter)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    feedback_status: Counter[str] = field(default_factory=Counter)
+    bad_input: int = 0
+    invalid_requests: int = 0
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self, policy_version: str, mode: str) -> dict[str, Any]:
+        return {
+            "policy_version": policy_version,
+            "mode": mode,
+            "events": self.events,
+            "requests": self.requests,
+            "feedback": self.feedback,
+            "actions": dict(sorted(self.actions.items())),
+            "verdicts": dict(sorted(self.verdicts.items())),
+            "reasons": dict(self.reasons.most_common()),
+            "feedback_status": dict(sorted(self.feedback_status.items())),
+            "bad_input": self.bad_input,
+            "invalid_requests": self.invalid_requests,
+            "dead_letter_examples": self.dead_letters[:10],
+        }
+
+
+OnDecision = Callable[[Line, Decision], None]
+
+
+async def replay(
+    engine: Engine,
+    lines: list[Line],
+    *,
+    batch_size: int = 1000,
+    decisions_out: IO[bytes] | None = None,
+    dead_letters_out: IO[bytes] | None = None,
+    on_decision: OnDecision | None = None,
+    progress: bool = False,
+) -> Summary:
+    summary = Summary()
+    bar = _progress_bar(len(lines), progress)
+    for start in range(0, len(lines), batch_size):
+        chunk = lines[start : start + batch_size]
+        results = await engine.process([line.event for line in chunk])
+        for line, result in zip(chunk, results, strict=True):
+            summary.events += 1
+            if isinstance(result, Decision):
+                summary.requests += 1
+                summary.actions[result.action] += 1
+                summary.verdicts[result.verdict] += 1
+                for reason in result.reasons:
+                    summary.reasons[reason.code] += 1
+                if isinstance(line.event, BadEvent):
+                    summary.bad_input += 1
+                    summary.invalid_requests += 1
+                if decisions_out is not None:
+                    decisions_out.write(encode(result) + b"\n")
+                if on_decision is not None:
+                    on_decision(line, result)
+            elif isinstance(result, BadEvent):
+                summary.bad_input += 1
+                letter = {"line": line.number, "error": result.error}
+                if len(summary.dead_letters) < 10:
+                    summary.dead_letters.append(letter)
+                if dead_letters_out is not None:
+                    letter["raw"] = result.raw[:1024].decode("utf-8", "replace")
+                    dead_letters_out.write(orjson.dumps(letter) + b"\n")
+            else:
+                summary.feedback += 1
+                summary.feedback_status[result] += 1
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return summary
+
+
+def _progress_bar(total: int, wanted: bool) -> Any:
+    if not wanted or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="ev", unit_scale=True, file=sys.stderr, leave=False)
+

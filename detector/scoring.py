@@ -1,0 +1,287 @@
+"""Rules and the risk score: from what is known about a request and what was counted, to a verdict.
+
+Every rule that fires leaves a `Hit`: a hard verdict (deny lists, limits) or points (the log of a
+multiplicative threat factor). The verdict comes from all rules that are on; the enforced action only from
+rules in enforce mode, and is always allow when the policy is in shadow mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from detector.events import Action, Reason, UpstreamSignals
+from detector.policy import Policy, RuleMode, seconds
+from detector.signals.network import IpFacts
+from detector.signals.phone import PhoneFacts
+from detector.state.base import LIMIT_DIMENSION, CounterPlan, Counts
+from detector.windows import Window
+
+_SEVERITY = {"allow": 0, "challenge": 1, "block": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    code: str
+    mode: RuleMode
+    points: float = 0.0
+    verdict: Action | None = None
+    value: float | int | str | None = None
+    threshold: float | int | None = None
+    retry_after: float | None = None
+
+    def reason(self) -> Reason:
+        return Reason(
+            code=self.code,
+            value=self.value,
+            threshold=self.threshold,
+            points=round(self.points, 2) if self.points else None,
+            mode="shadow" if self.mode == "shadow" else None,
+        )
+
+
+@dataclass(slots=True)
+class Subject:
+    """What is known about one request before anything is counted."""
+
+    ts: float
+    phone: PhoneFacts
+    ip: IpFacts | None
+    ip_country: str | None
+    signals: UpstreamSignals | None
+    keys: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Conclusion:
+    verdict: Action
+    action: Action
+    score: float
+    hits: tuple[Hit, ...]
+
+    @property
+    def retry_after(self) -> float | None:
+        waits = [hit.retry_after for hit in self.hits if hit.retry_after is not None]
+        return max(waits) if waits else None
+
+
+def counter_plan(policy: Policy) -> CounterPlan:
+    """The windows each dimension needs, from the rules that are on."""
+    rules = policy.rules
+    wanted: dict[str, set[int]] = {}
+    peaks: set[tuple[str, int]] = set()
+
+    def want(dim: str, duration: str) -> int:
+        wanted.setdefault(dim, set()).add(seconds(duration))
+        return seconds(duration)
+
+    for velocity in rules.velocity.values():
+        if velocity.mode != "off":
+            want(velocity.dimension, velocity.window)
+    for unverified in rules.unverified.values():
+        if unverified.mode != "off":
+            want(unverified.dimension, unverified.recent)
+            peaks.add((unverified.dimension, want(unverified.dimension, unverified.history)))
+    for conversion in rules.conversion.values():
+        if conversion.mode != "off":
+            want(conversion.dimension, conversion.recent)
+            want(conversion.dimension, conversion.baseline)
+    if rules.retry_delay.mode != "off":
+        want(LIMIT_DIMENSION, rules.retry_delay.window)
+    buckets = policy.counters.buckets
+    return CounterPlan(
+        windows={dim: tuple(Window(s, buckets) for s in sorted(secs)) for dim, secs in sorted(wanted.items())},
+        peaks=frozenset(peaks),
+        limit_window=Window(seconds(rules.msisdn_rate_limit.window), buckets),
+        limit=rules.msisdn_rate_limit.limit,
+        distinct_window=seconds(rules.distinct_countries_per_ip.window),
+        record_ttl=seconds(policy.state.record_ttl),
+    )
+
+
+class Scorer:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.plan = counter_plan(policy)
+        rules = policy.rules
+        self._deny_countries = frozenset(policy.lists.deny_phone_countries)
+        self._deny_types = frozenset(policy.lists.deny_number_types)
+        self._allow_phones = frozenset(policy.lists.allow_phones)
+        self._deny_phones = frozenset(policy.lists.deny_phones)
+        self._core = frozenset(policy.phone.core_countries)
+        self._cap = policy.score.velocity_cap
+        self._velocity = [
+            (f"{name}_velocity", rule, seconds(rule.window))
+            for name, rule in rules.velocity.items()
+            if rule.mode != "off"
+        ]
+        self._unverified = [
+            (f"{name}_unverified", rule, seconds(rule.recent), seconds(rule.history))
+            for name, rule in rules.unverified.items()
+            if rule.mode != "off"
+        ]
+        self._conversion = [
+            (f"{name}_conversion_collapse", rule, seconds(rule.recent), seconds(rule.baseline))
+            for name, rule in rules.conversion.items()
+            if rule.mode != "off"
+        ]
+        self._retry_base = seconds(rules.retry_delay.base)
+        self._retry_cap = seconds(rules.retry_delay.cap)
+        self._retry_window = seconds(rules.retry_delay.window)
+        self._history_width = {
+            (dim, window.seconds): window.width for dim, ws in self.plan.windows.items() for window in ws
+        }
+
+    def allow_listed(self, subject: Subject) -> bool:
+        return bool(subject.ip and subject.ip.allowed) or subject.phone.e164 in self._allow_phones
+
+    def static_hits(self, subject: Subject) -> list[Hit]:
+        """Rules that need no counting: they also decide whether a request takes a send slot."""
+        rules = self.policy.rules
+        hits: list[Hit] = []
+        phone = subject.phone
+        if rules.invalid_number.mode != "off" and not phone.valid:
+            hits.append(Hit(phone.problem or "invalid_number", rules.invalid_number.mode, verdict="block",
+                            value=phone.kind if phone.e164 else None))
+        deny = rules.deny_lists.mode
+        if deny != "off":
+            if phone.region in self._deny_countries:
+                hits.append(Hit("denied_phone_country", deny, verdict="block", value=phone.region))
+            if phone.kind in self._deny_types:
+                hits.append(Hit("denied_number_type", deny, verdict="block", value=phone.kind))
+            if phone.e164 in self._deny_phones:
+                hits.append(Hit("denied_phone", deny, verdict="block"))
+            if subject.ip is not None and subject.ip.denied:
+                hits.append(Hit("denied_ip", deny, verdict="block", value=subject.ip.ip))
+        return hits
+
+    def counted_hits(self, subject: Subject, counts: Counts) -> list[Hit]:
+        rules = self.policy.rules
+        hits: list[Hit] = []
+        windows = counts.windows
+        cap = self._cap
+
+        limit = rules.msisdn_rate_limit
+        if limit.mode != "off" and not counts.slot_taken:
+            hits.append(Hit("msisdn_rate_limit", limit.mode, verdict="block", value=counts.slot_count,
+                            threshold=limit.limit))
+
+        retry = rules.retry_delay
+        if retry.mode != "off" and counts.previous_ts is not None:
+            requested, verified = windows.get((LIMIT_DIMENSION, self._retry_window), (0, 0))
+            unverified_before = max(requested - 1 - verified, 0)
+            if unverified_before:
+                delay = min(self._retry_base * 2.0 ** (unverified_before - 1), self._retry_cap)
+                waited = subject.ts - counts.previous_ts
+                if waited < delay:
+                    hits.append(Hit("retry_too_soon", retry.mode, verdict="block", value=round(waited, 3),
+                                    threshold=delay, retry_after=round(delay - waited, 3)))
+
+        for code, velocity, window in self._velocity:
+            pair = windows.get((velocity.dimension, window))
+            if pair is None:
+                continue
+            value = pair[0] if velocity.count == "requests" else max(pair[0] - pair[1], 0)
+            if value >= velocity.threshold:
+                ratio = min(value / velocity.threshold, cap)
+                hits.append(Hit(code, velocity.mode, points=velocity.points * ratio, value=value,
+                                threshold=velocity.threshold))
+
+        for code, adaptive, recent, history in self._unverified:
+            pair = windows.get((adaptive.dimension, recent))
+            if pair is None:
+                continue
+            unverified = max(pair[0] - pair[1], 0)
+            peak = counts.peaks.get((adaptive.dimension, history), 0)
+            peak_per_recent = peak * recent / self._history_width[(adaptive.dimension, history)]
+            threshold = max(adaptive.floor, adaptive.peak_factor * peak_per_recent,
+                            adaptive.verified_factor * pair[1])
+            if unverified > threshold:
+                ratio = min(unverified / threshold, cap)
+                hits.append(Hit(code, adaptive.mode, points=adaptive.points * ratio, value=unverified,
+                                threshold=round(threshold, 2)))
+
+        for code, conversion, recent, baseline in self._conversion:
+            now = windows.get((conversion.dimension, recent))
+            if now is None or now[0] < conversion.min_requests:
+                continue
+            before = windows.get((conversion.dimension, baseline), now)
+            older_requests, older_verified = before[0] - now[0], before[1] - now[1]
+            base_rate = (
+                older_verified / older_requests if older_requests >= conversion.min_requests
+                else conversion.default_rate
+            )
+            threshold = max(conversion.min_rate, conversion.collapse_ratio * base_rate)
+            rate = now[1] / now[0]
+            if rate < threshold:
+                ratio = min(threshold / max(rate, threshold / cap), cap)
+                hits.append(Hit(code, conversion.mode, points=conversion.points * ratio, value=round(rate, 3),
+                                threshold=round(threshold, 3)))
+
+        distinct = rules.distinct_countries_per_ip
+        if distinct.mode != "off" and counts.distinct >= distinct.threshold:
+            ratio = min(counts.distinct / distinct.threshold, cap)
+            hits.append(Hit("ip_distinct_phone_countries", distinct.mode, points=distinct.points * ratio,
+                            value=counts.distinct, threshold=distinct.threshold))
+        return hits
+
+    def context_hits(self, subject: Subject) -> list[Hit]:
+        """Points from what the request says about itself: geography, number type, upstream signals."""
+        rules = self.policy.rules
+        hits: list[Hit] = []
+        region = subject.phone.region
+        mismatch = rules.ip_country_mismatch
+        if (mismatch.mode != "off" and subject.ip_country and region and subject.ip_country != region):
+            hits.append(Hit("ip_country_mismatch", mismatch.mode, points=mismatch.points,
+                            value=f"{subject.ip_country}->{region}"))
+        non_core = rules.non_core_destination
+        if non_core.mode != "off" and self._core and region and region not in self._core:
+            hits.append(Hit("non_core_destination", non_core.mode, points=non_core.points, value=region))
+        kinds = rules.number_type
+        if kinds.mode != "off" and subject.phone.valid:
+            points = kinds.points.get(subject.phone.kind)
+            if points:
+                hits.append(Hit("risky_number_type", kinds.mode, points=points, value=subject.phone.kind))
+        upstream = rules.upstream
+        if upstream.mode != "off":
+            signals = subject.signals or UpstreamSignals()
+            ip = subject.ip
+            if signals.bot:
+                hits.append(Hit("upstream_bot", upstream.mode, points=upstream.bot))
+            if signals.anonymizer or (ip is not None and ip.anonymizer):
+                hits.append(Hit("anonymizer_ip", upstream.mode, points=upstream.anonymizer))
+            if signals.datacenter or (ip is not None and ip.datacenter):
+                hits.append(Hit("datacenter_ip", upstream.mode, points=upstream.datacenter))
+            if signals.session_velocity == "high":
+                hits.append(Hit("session_velocity", upstream.mode, points=upstream.session_velocity_high,
+                                value="high"))
+            elif signals.session_velocity == "medium":
+                hits.append(Hit("session_velocity", upstream.mode, points=upstream.session_velocity_medium,
+                                value="medium"))
+        return hits
+
+    def conclude(self, hits: list[Hit]) -> Conclusion:
+        score = sum(hit.points for hit in hits)
+        enforced_score = sum(hit.points for hit in hits if hit.mode == "enforce")
+        verdict = _worst(
+            [hit.verdict for hit in hits if hit.verdict] + [self._verdict_for(score)]
+        )
+        if self.policy.mode == "shadow":
+            action: Action = "allow"
+        else:
+            action = _worst(
+                [hit.verdict for hit in hits if hit.verdict and hit.mode == "enforce"]
+                + [self._verdict_for(enforced_score)]
+            )
+        return Conclusion(verdict, action, float(round(score, 2)), tuple(hits))
+
+    def _verdict_for(self, score: float) -> Action:
+        if score >= self.policy.score.block_at:
+            return "block"
+        if score >= self.policy.score.challenge_at:
+            return "challenge"
+        return "allow"
+
+
+def _worst(verdicts: list[Action]) -> Action:
+    return max(verdicts, key=_SEVERITY.__getitem__, default="allow")

@@ -1,0 +1,208 @@
+"""Who is the client: X-Forwarded-For walked right to left past trusted proxies, subnets, IP lists, geo."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+SUBNET_PREFIX = {4: 24, 6: 64}
+_CACHE_LIMIT = 200_000
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """One address as proxies write it: optional port, brackets, spaces; IPv4-mapped IPv6 becomes IPv4."""
+    value = text.strip().strip('"')
+    if not value:
+        return None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        value = value[1:end]
+    elif value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    if "%" in value:
+        value = value.split("%", 1)[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class NetworkSet:
+    """CIDR membership in O(number of distinct prefix lengths), for lists of any size."""
+
+    def __init__(self, cidrs: Iterable[str | IPNetwork]) -> None:
+        self._by_length: dict[tuple[int, int], set[int]] = {}
+        self.size = 0
+        for cidr in cidrs:
+            network = cidr if not isinstance(cidr, str) else ipaddress.ip_network(cidr.strip(), strict=False)
+            if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped:
+                mapped = network.network_address.ipv4_mapped
+                network = ipaddress.ip_network(f"{mapped}/{max(network.prefixlen - 96, 0)}", strict=False)
+            key = (network.version, network.prefixlen)
+            self._by_length.setdefault(key, set()).add(int(network.network_address))
+            self.size += 1
+        self._lengths = sorted(self._by_length, key=lambda k: -k[1])
+
+    @classmethod
+    def from_files(cls, paths: Iterable[str]) -> NetworkSet:
+        cidrs: list[str] = []
+        for path in paths:
+            for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+                entry = line.split("#", 1)[0].strip()
+                if not entry:
+                    continue
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{number}: {entry!r} is not an IP address or CIDR block") from exc
+                cidrs.append(entry)
+        return cls(cidrs)
+
+    def __contains__(self, address: IPAddress) -> bool:
+        value = int(address)
+        bits = 32 if address.version == 4 else 128
+        for version, length in self._lengths:
+            if version == address.version:
+                mask = ((1 << length) - 1) << (bits - length) if length else 0
+                if value & mask in self._by_length[(version, length)]:
+                    return True
+        return False
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAddress:
+    ip: IPAddress | None
+    problem: str | None = None
+
+
+class ClientResolver:
+    """The client's address from the socket peer and X-Forwarded-For, trusting only configured proxies.
+
+    The header is walked right to left (the right-most entry was written by our own proxy); trusted
+    proxies are skipped and the first untrusted address is the client. A spoofed left-most entry is
+    therefore never reached while an untrusted hop stands to its right. With no trusted proxies the
+    header is ignored. A garbage element stops the walk: what lies left of it cannot be trusted, so the
+    last hop we could trust is reported, with a problem code.
+    """
+
+    def __init__(self, trusted_proxies: Sequence[str]) -> None:
+        self._trusted = NetworkSet(trusted_proxies)
+        self._cache: dict[tuple[str | None, str | None], ClientAddress] = {}
+
+    def resolve(self, client_ip: str | None, remote_addr: str | None, forwarded_for: str | None) -> ClientAddress:
+        if client_ip is not None:
+            address = parse_ip(client_ip)
+            return ClientAddress(address, None if address else "bad_client_ip")
+        key = (remote_addr, forwarded_for)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._walk(remote_addr, forwarded_for)
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = cached
+        return cached
+
+    def _walk(self, remote_addr: str | None, forwarded_for: str | None) -> ClientAddress:
+        peer = parse_ip(remote_addr) if remote_addr else None
+        if peer is None:
+            return ClientAddress(None, "bad_remote_addr")
+        if not self._trusted or peer not in self._trusted or not forwarded_for:
+            return ClientAddress(peer)
+        nearest_trusted = peer
+        for element in reversed(forwarded_for.split(",")):
+            if not element.strip():
+                continue
+            hop = parse_ip(element)
+            if hop is None:
+                return ClientAddress(nearest_trusted, "bad_forwarded_for")
+            if hop not in self._trusted:
+                return ClientAddress(hop)
+            nearest_trusted = hop
+        return ClientAddress(nearest_trusted)
+
+
+def subnet_of(address: IPAddress) -> str:
+    network = ipaddress.ip_network(f"{address}/{SUBNET_PREFIX[address.version]}", strict=False)
+    return str(network)
+
+
+@dataclass(frozen=True, slots=True)
+class IpFacts:
+    ip: str
+    subnet: str
+    allowed: bool
+    denied: bool
+    datacenter: bool
+    anonymizer: bool
+    country: str | None
+
+
+class IpClassifier:
+    """Facts about one client address, cached: lists are checked once per address."""
+
+    def __init__(
+        self,
+        allow: Sequence[str],
+        deny: Sequence[str],
+        datacenter_files: Sequence[str],
+        anonymizer_files: Sequence[str],
+        geoip_database: str | None,
+    ) -> None:
+        self._allow = NetworkSet(allow)
+        self._deny = NetworkSet(deny)
+        self._datacenter = NetworkSet.from_files(datacenter_files)
+        self._anonymizer = NetworkSet.from_files(anonymizer_files)
+        self._geo = _open_geo(geoip_database)
+        self._cache: dict[IPAddress, IpFacts] = {}
+
+    def facts(self, address: IPAddress) -> IpFacts:
+        cached = self._cache.get(address)
+        if cached is None:
+            cached = IpFacts(
+                ip=str(address),
+                subnet=subnet_of(address),
+                allowed=address in self._allow,
+                denied=address in self._deny,
+                datacenter=address in self._datacenter,
+                anonymizer=address in self._anonymizer,
+                country=self._country(address),
+            )
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[address] = cached
+        return cached
+
+    def _country(self, address: IPAddress) -> str | None:
+        if self._geo is None:
+            return None
+        record = self._geo.get(str(address))
+        if not isinstance(record, dict):
+            return None
+        country = record.get("country") or record.get("registered_country") or {}
+        code = country.get("iso_code") if isinstance(country, dict) else None
+        return code if isinstance(code, str) else None
+
+
+def _open_geo(path: str | None) -> Any:
+    if path is None:
+        return None
+    import maxminddb
+
+    try:
+        return maxminddb.open_database(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot open the GeoIP database {path}: {exc}") from exc

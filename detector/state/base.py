@@ -1,0 +1,82 @@
+"""The store protocol: what the engine asks of shared state, one call per batch.
+
+A batch is a sequence of `Observation` (a request) and `FeedbackUpdate` (a verification outcome), in
+event-time order. The store applies them in that order and answers each: a request gets its `Counts`
+(every window of every dimension, including this request), a feedback gets a status string. The store
+also remembers each request (its entity keys and time, for feedback; its decision, for redelivery).
+
+Entity keys arrive already hashed with the operator's secret: a store never sees a phone number or an IP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from detector.windows import Window
+
+FeedbackStatus = Literal["applied", "duplicate", "failed", "unknown"]
+LIMIT_DIMENSION = "msisdn"  # the per-number send limit and the time of the previous request live here
+DISTINCT_DIMENSION = "ip"  # distinct phone countries are counted per client IP
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer (down, slow past its timeout, or refused the call)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterPlan:
+    """What to count, derived once from the policy."""
+
+    windows: Mapping[str, tuple[Window, ...]]
+    peaks: frozenset[tuple[str, int]]
+    limit_window: Window
+    limit: int
+    distinct_window: int
+    record_ttl: int
+
+    def window_count(self) -> int:
+        return sum(len(windows) for windows in self.windows.values())
+
+
+@dataclass(slots=True)
+class Observation:
+    request_id: str
+    ts: float
+    keys: dict[str, str]
+    distinct_member: str | None = None
+    take_slot: bool = True
+
+
+@dataclass(slots=True)
+class FeedbackUpdate:
+    request_id: str
+    ts: float
+    resolved: bool
+
+
+@dataclass(slots=True)
+class Counts:
+    """What a request sees: (requests, verified) per (dimension, window seconds), this request included."""
+
+    windows: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    peaks: dict[tuple[str, int], int] = field(default_factory=dict)
+    slot_taken: bool = True
+    slot_count: int = 0
+    previous_ts: float | None = None
+    distinct: int = 0
+    duplicate: bool = False
+    stored_decision: bytes | None = None
+
+
+class Store(Protocol):
+    plan: CounterPlan
+
+    async def apply(self, batch: Sequence[Observation | FeedbackUpdate]) -> list[Counts | FeedbackStatus]: ...
+
+    async def remember(self, decisions: Sequence[tuple[str, float, bytes]]) -> None:
+        """Keep (request_id, ts, encoded decision) so a redelivered request gets the same answer."""
+        ...
+
+    async def close(self) -> None: ...

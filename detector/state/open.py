@@ -1,0 +1,25 @@
+"""Choose a store from a URL: memory:// (in-process) or redis://HOST:PORT/DB (shared by every worker)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from detector.policy import Policy
+from detector.state.base import CounterPlan, Store
+
+
+class StoreUrlError(ValueError):
+    pass
+
+
+def open_store(url: str, plan: CounterPlan, policy: Policy) -> Store:
+    scheme = urlparse(url).scheme
+    if scheme == "memory":
+        from detector.state.memory import MemoryStore
+
+        return MemoryStore(plan)
+    if scheme in ("redis", "rediss", "unix"):
+        from detector.state.redis import RedisStore
+
+        return RedisStore.from_url(url, plan, timeout=policy.state.timeout_ms / 1000)
+    raise StoreUrlError(f"unknown store {url!r}: use memory:// or redis://HOST:PORT/DB")

@@ -1,0 +1,20 @@
+"""Put an engine together from what the operator configured: a policy file, a store URL, the hash key."""
+
+from __future__ import annotations
+
+from detector.engine import Engine
+from detector.hashing import KeyedHasher, load_hash_key
+from detector.policy import Policy, load_policy
+from detector.scoring import counter_plan
+from detector.state.open import open_store
+
+DEFAULT_STORE = "memory://"
+
+
+def build_engine(policy: Policy | str | None = None, store_url: str = DEFAULT_STORE) -> Engine:
+    if not isinstance(policy, Policy):
+        policy = load_policy(policy)
+    shared = not store_url.startswith("memory:")
+    hasher = KeyedHasher(load_hash_key(required=shared))
+    store = open_store(store_url, counter_plan(policy), policy)
+    return Engine(policy, store, hasher)
