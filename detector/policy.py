@@ -216,11 +216,29 @@ def policy_from_data(data: dict[str, Any]) -> Policy:
     try:
         policy = msgspec.convert(data, Policy)
     except msgspec.ValidationError as exc:
-        raise PolicyError(str(exc)) from exc
+        raise PolicyError(_name_the_entry(str(exc), data)) from exc
     problems = list(_semantic_problems(policy))
     if problems:
         raise PolicyError("; ".join(problems))
     return policy
+
+
+_NAMED_RULES = {"velocity": VelocityRule, "unverified": UnverifiedRule, "conversion": ConversionRule}
+
+
+def _name_the_entry(message: str, data: dict[str, Any]) -> str:
+    """msgspec writes `[...]` for a mapping key; put the rule's name there."""
+    for section, kind in _NAMED_RULES.items():
+        marker = f"$.rules.{section}[...]"
+        if marker not in message:
+            continue
+        entries = data.get("rules", {}).get(section, {})
+        for name, entry in entries.items() if isinstance(entries, dict) else ():
+            try:
+                msgspec.convert(entry, kind)
+            except msgspec.ValidationError:
+                return message.replace(marker, f"$.rules.{section}.{name}")
+    return message
 
 
 def _semantic_problems(policy: Policy) -> Any:

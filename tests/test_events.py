@@ -1,0 +1,109 @@
+import json
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+from referencing import Registry, Resource
+
+from detector.events import BadEvent, OtpFeedback, OtpRequest, encode, parse_event, parse_timestamp
+from tests.factories import decisions
+
+SCHEMAS = Path(__file__).parent.parent / "schemas"
+EXAMPLES = SCHEMAS / "examples"
+
+
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    resources = [
+        (path.name, Resource.from_contents(json.loads(path.read_text()))) for path in SCHEMAS.glob("*.schema.json")
+    ]
+    registry: Registry = Registry().with_resources(resources)
+    return jsonschema.Draft202012Validator(json.loads((SCHEMAS / name).read_text()), registry=registry)
+
+
+def _schema_for(event: dict) -> str:
+    return "otp_feedback.schema.json" if event.get("type") == "otp_feedback" else "otp_request.schema.json"
+
+
+@pytest.mark.parametrize("path", sorted((EXAMPLES / "valid").glob("*.json")), ids=lambda p: p.name)
+def test_valid_examples_pass_the_schema_and_the_parser(path: Path) -> None:
+    event = json.loads(path.read_text())
+    _validator(_schema_for(event)).validate(event)
+    parsed = parse_event(path.read_bytes())
+    assert isinstance(parsed, OtpRequest | OtpFeedback), parsed
+
+
+@pytest.mark.parametrize("path", sorted((EXAMPLES / "invalid").glob("*.json")), ids=lambda p: p.name)
+def test_invalid_examples_fail_the_schema_and_the_parser(path: Path) -> None:
+    event = json.loads(path.read_text())
+    assert not _validator(_schema_for(event)).is_valid(event)
+    parsed = parse_event(path.read_bytes())
+    assert isinstance(parsed, BadEvent)
+    assert parsed.error
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"type": "otp_request", "request_id": "a", "ts": 1, "client_ip": "1.2.3.4"}, "phone"),
+        ({"type": "otp_request", "request_id": "a", "ts": "noon", "phone": "+447400123456", "client_ip": "1.2.3.4"}, "ts"),
+        ({"type": "otp_request", "request_id": "a", "ts": 1, "phone": 447400123456, "client_ip": "1.2.3.4"}, "phone"),
+        ({"type": "otp_request", "request_id": "a", "ts": 1, "phone": "+447400123456", "client_ip": "1.2.3.4",
+          "signals": {"session_velocity": "extreme"}}, "session_velocity"),
+        ({"type": "otp_feedback", "request_id": "a", "ts": 1, "outcome": "maybe"}, "outcome"),
+        ({"type": "sms", "request_id": "a"}, "type"),
+        ({"request_id": "a"}, "type"),
+    ],
+)
+def test_errors_name_the_field(event: dict, field: str) -> None:
+    parsed = parse_event(orjson.dumps(event))
+    assert isinstance(parsed, BadEvent)
+    assert field in parsed.error
+
+
+def test_request_id_is_kept_for_invalid_requests_only() -> None:
+    bad_request = parse_event(b'{"type": "otp_request", "request_id": "x1", "ts": "noon", "phone": "+1"}')
+    bad_feedback = parse_event(b'{"type": "otp_feedback", "request_id": "x2", "ts": "noon", "outcome": "verified"}')
+    assert isinstance(bad_request, BadEvent) and bad_request.request_id == "x1"
+    assert isinstance(bad_feedback, BadEvent) and bad_feedback.request_id is None
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'"text"', b"{", b"\xff\xfe", b"null"])
+def test_garbage_is_a_bad_event_not_a_crash(raw: bytes) -> None:
+    assert isinstance(parse_event(raw), BadEvent)
+
+
+def test_oversize_line_is_rejected_before_parsing() -> None:
+    raw = orjson.dumps({"type": "otp_request", "request_id": "big", "ts": 1, "phone": "+447400123456",
+                        "client_ip": "1.2.3.4", "user_agent": "x" * 70_000})
+    parsed = parse_event(raw)
+    assert isinstance(parsed, BadEvent) and "limit" in parsed.error
+
+
+@pytest.mark.parametrize(
+    ("text", "epoch"),
+    [
+        ("2026-11-23T08:00:00Z", 1_795_420_800.0),
+        ("2026-11-23T09:00:00+01:00", 1_795_420_800.0),
+        ("2026-11-23T08:00:00.500Z", 1_795_420_800.5),
+        (1_795_420_800, 1_795_420_800.0),
+    ],
+)
+def test_timestamps(text: str | int, epoch: float) -> None:
+    assert parse_timestamp(text) == epoch
+
+
+@pytest.mark.parametrize("text", ["2026-11-23T08:00:00", "2026-11-23", "tomorrow", "2026-13-01T00:00:00Z"])
+def test_timestamps_without_offset_or_invalid_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_timestamp(text)
+
+
+def test_decisions_match_the_decision_schema() -> None:
+    events = [json.loads(p.read_text()) for p in sorted((EXAMPLES / "valid").glob("*.json"))]
+    events.append(json.loads((EXAMPLES / "invalid" / "request-bad-ts.json").read_text()))
+    produced = decisions(events)
+    assert len(produced) == 3
+    validator = _validator("otp_decision.schema.json")
+    for decision in produced:
+        validator.validate(orjson.loads(encode(decision)))

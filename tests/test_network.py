@@ -1,0 +1,143 @@
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from detector.signals.network import ClientResolver, NetworkSet, parse_ip, subnet_of
+
+PROXIES = ["10.0.0.0/8", "2001:db8:ffff::/48"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("198.51.100.7", "198.51.100.7"),
+        (" 198.51.100.7 ", "198.51.100.7"),
+        ("198.51.100.7:51234", "198.51.100.7"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+        ("[::ffff:198.51.100.7]:80", "198.51.100.7"),
+        ('"198.51.100.7"', "198.51.100.7"),
+        ("fe80::1%eth0", "fe80::1"),
+    ],
+)
+def test_parse_ip_accepts_what_proxies_write(text: str, expected: str) -> None:
+    assert str(parse_ip(text)) == expected
+
+
+@pytest.mark.parametrize("text", ["", "unknown", "_hidden", "300.1.1.1", "1.2.3", "[2001:db8::1", "a:b", "::g"])
+def test_parse_ip_refuses_garbage(text: str) -> None:
+    assert parse_ip(text) is None
+
+
+def test_without_trusted_proxies_the_header_is_ignored() -> None:
+    resolver = ClientResolver([])
+    assert str(resolver.resolve(None, "10.0.0.1", "6.6.6.6, 198.51.100.7").ip) == "10.0.0.1"
+
+
+def test_walks_right_to_left_past_trusted_proxies() -> None:
+    resolver = ClientResolver(PROXIES)
+    found = resolver.resolve(None, "10.0.0.1", "6.6.6.6, 198.51.100.7, 10.1.2.3")
+    assert str(found.ip) == "198.51.100.7" and found.problem is None
+
+
+def test_untrusted_peer_is_the_client_whatever_the_header_says() -> None:
+    resolver = ClientResolver(PROXIES)
+    assert str(resolver.resolve(None, "198.51.100.9", "6.6.6.6").ip) == "198.51.100.9"
+
+
+def test_ipv6_and_mapped_hops() -> None:
+    resolver = ClientResolver(PROXIES)
+    found = resolver.resolve(None, "[2001:db8:ffff::2]:443", "2001:db8:1::5, [::ffff:10.0.0.9]:80")
+    assert str(found.ip) == "2001:db8:1::5"
+
+
+def test_empty_elements_are_skipped() -> None:
+    resolver = ClientResolver(PROXIES)
+    assert str(resolver.resolve(None, "10.0.0.1", "198.51.100.7, , ,").ip) == "198.51.100.7"
+
+
+def test_garbage_stops_the_walk_with_a_reason() -> None:
+    resolver = ClientResolver(PROXIES)
+    found = resolver.resolve(None, "10.0.0.1", "198.51.100.7, garbage, 10.0.0.2")
+    assert str(found.ip) == "10.0.0.2" and found.problem == "bad_forwarded_for"
+
+
+def test_all_trusted_hops_give_the_leftmost() -> None:
+    resolver = ClientResolver(PROXIES)
+    assert str(resolver.resolve(None, "10.0.0.1", "10.0.0.3, 10.0.0.2").ip) == "10.0.0.3"
+
+
+def test_bad_peer_and_bad_client_ip_are_reasons() -> None:
+    resolver = ClientResolver(PROXIES)
+    assert resolver.resolve(None, "nonsense", None).problem == "bad_remote_addr"
+    assert resolver.resolve("999.1.1.1", None, None).problem == "bad_client_ip"
+
+
+def test_subnets() -> None:
+    assert subnet_of(ipaddress.ip_address("198.51.100.7")) == "198.51.100.0/24"
+    assert subnet_of(ipaddress.ip_address("2001:db8:1:2:3::9")) == "2001:db8:1:2::/64"
+
+
+ipv4 = st.ip_addresses(v=4)
+ipv6 = st.ip_addresses(v=6)
+addresses = st.one_of(ipv4, ipv6)
+
+
+def _spelled(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int | None, spaces: str) -> str:
+    text = str(address)
+    if port is not None:
+        text = f"[{text}]:{port}" if address.version == 6 else f"{text}:{port}"
+    return f"{spaces}{text}{spaces}"
+
+
+@given(addresses, st.one_of(st.none(), st.integers(1, 65535)), st.sampled_from(["", " ", "  "]))
+def test_parse_ip_round_trips_any_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                                          port: int | None, spaces: str) -> None:
+    parsed = parse_ip(_spelled(address, port, spaces))
+    expected = address.ipv4_mapped if address.version == 6 and address.ipv4_mapped else address
+    assert parsed == expected
+
+
+@given(st.text(max_size=60))
+def test_parse_ip_never_crashes(text: str) -> None:
+    parse_ip(text)
+
+
+untrusted = st.one_of(
+    st.ip_addresses(v=4).filter(lambda a: a not in ipaddress.ip_network("10.0.0.0/8")),
+    st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None and a not in ipaddress.ip_network("2001:db8:ffff::/48")),
+)
+trusted = st.one_of(
+    st.integers(0, 2**24 - 1).map(lambda n: ipaddress.IPv4Address(0x0A000000 + n)),
+    st.integers(0, 2**80 - 1).map(lambda n: ipaddress.IPv6Address((0x20010DB8FFFF << 80) + n)),
+)
+junk = st.text(max_size=20).filter(lambda s: "," not in s)
+
+
+@given(st.lists(st.one_of(untrusted.map(str), junk), max_size=5), untrusted, st.lists(trusted, max_size=4), trusted)
+def test_spoofed_left_entries_never_become_the_client(spoofed: list[str], client: ipaddress.IPv4Address,
+                                                      hops: list[ipaddress.IPv4Address],
+                                                      peer: ipaddress.IPv4Address) -> None:
+    header = ", ".join([*spoofed, str(client), *(str(h) for h in hops)])
+    found = ClientResolver(PROXIES).resolve(None, str(peer), header)
+    assert found.ip == client
+
+
+@given(st.text(max_size=200), st.text(max_size=40))
+def test_resolver_never_crashes(header: str, peer: str) -> None:
+    ClientResolver(PROXIES).resolve(None, peer, header)
+
+
+ipv4_networks = st.builds(
+    lambda address, length: ipaddress.ip_network(f"{address}/{length}", strict=False), ipv4, st.integers(0, 32)
+)
+
+
+@given(st.lists(ipv4_networks, max_size=8), ipv4)
+def test_network_set_agrees_with_ipaddress(networks: list[ipaddress.IPv4Network],
+                                           address: ipaddress.IPv4Address) -> None:
+    assert (address in NetworkSet(networks)) == any(address in n for n in networks)
