@@ -15,24 +15,42 @@ from detector import logs
 from detector.hashing import MissingHashKey
 from detector.policy import PolicyError, load_policy
 from detector.state.open import StoreUrlError
-from detector.wiring import DEFAULT_STORE, build_engine
+from detector.wiring import DEFAULT_STORE, build_engine, tune_gc
 
 POLICY_OPTION = click.option(
-    "--policy", "policy_path", type=click.Path(exists=True, dir_okay=False), envvar="DETECTOR_POLICY",
+    "--policy",
+    "policy_path",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="DETECTOR_POLICY",
     help="Policy YAML; sets only the keys it changes from the default policy. [env: DETECTOR_POLICY]",
 )
 STORE_OPTION = click.option(
-    "--store", "store_url", default=DEFAULT_STORE, show_default=True, envvar="DETECTOR_STORE",
+    "--store",
+    "store_url",
+    default=DEFAULT_STORE,
+    show_default=True,
+    envvar="DETECTOR_STORE",
     help="Where counters live: memory:// or redis://HOST:PORT/DB. [env: DETECTOR_STORE]",
 )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--log-level", default="INFO", envvar="DETECTOR_LOG_LEVEL", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="[env: DETECTOR_LOG_LEVEL]")
-@click.option("--log-format", default="text", envvar="DETECTOR_LOG_FORMAT", show_default=True,
-              type=click.Choice(["text", "json"]), help="json: one object per line. [env: DETECTOR_LOG_FORMAT]")
+@click.option(
+    "--log-level",
+    default="INFO",
+    envvar="DETECTOR_LOG_LEVEL",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="[env: DETECTOR_LOG_LEVEL]",
+)
+@click.option(
+    "--log-format",
+    default="text",
+    envvar="DETECTOR_LOG_FORMAT",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="json: one object per line. [env: DETECTOR_LOG_FORMAT]",
+)
 def main(log_level: str, log_format: str) -> None:
     """Detect SMS pumping before an OTP is sent: allow / challenge / block, with the reasons.
 
@@ -48,34 +66,66 @@ def main(log_level: str, log_format: str) -> None:
 @click.argument("events", type=click.Path(exists=True, dir_okay=False))
 @POLICY_OPTION
 @STORE_OPTION
-@click.option("--decisions", "decisions_path", type=click.Path(dir_okay=False, writable=True),
-              help="Write one decision per request here (JSON lines).")
-@click.option("--dead-letters", "dead_path", type=click.Path(dir_okay=False, writable=True),
-              help="Write input that could not be read here, with line numbers and the error.")
+@click.option(
+    "--decisions",
+    "decisions_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write one decision per request here (JSON lines).",
+)
+@click.option(
+    "--dead-letters",
+    "dead_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write input that could not be read here, with line numbers and the error.",
+)
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--shadow", is_flag=True, help="Force shadow mode: decide and count, but every action is allow.")
-def replay(events: str, policy_path: str | None, store_url: str, decisions_path: str | None,
-           dead_path: str | None, batch_size: int, shadow: bool) -> None:
+@click.option(
+    "--shadow", is_flag=True, help="Force shadow mode: decide and count, but every action is allow."
+)
+def replay(
+    events: str,
+    policy_path: str | None,
+    store_url: str,
+    decisions_path: str | None,
+    dead_path: str | None,
+    batch_size: int,
+    shadow: bool,
+) -> None:
     """Replay EVENTS (JSON lines of otp_request / otp_feedback) in event-time order.
 
     Prints a JSON summary on stdout: counts per action, verdict and reason, and the bad input.
     The same input and policy give byte-identical decisions.
     """
-    from detector.replay import parse_lines, read_lines, replay as run_replay
+    from detector.replay import parse_lines, read_lines
+    from detector.replay import replay as run_replay
 
     policy = _policy(policy_path, shadow)
     engine = _engine(policy, store_url)
     started = time.perf_counter()
     lines = parse_lines(read_lines(events))
+    tune_gc()
     with _open_out(decisions_path) as decisions_out, _open_out(dead_path) as dead_out:
-        summary = asyncio.run(_closing(engine, run_replay(
-            engine, lines, batch_size=batch_size, decisions_out=decisions_out, dead_letters_out=dead_out,
-            progress=True,
-        )))
+        summary = asyncio.run(
+            _closing(
+                engine,
+                run_replay(
+                    engine,
+                    lines,
+                    batch_size=batch_size,
+                    decisions_out=decisions_out,
+                    dead_letters_out=dead_out,
+                    progress=True,
+                ),
+            )
+        )
     elapsed = time.perf_counter() - started
-    click.echo(orjson.dumps(summary.as_dict(policy.version, policy.mode), option=orjson.OPT_INDENT_2).decode())
-    click.echo(f"{summary.events} events in {elapsed:.2f}s ({summary.events / max(elapsed, 1e-9):,.0f} events/s)",
-               err=True)
+    click.echo(
+        orjson.dumps(summary.as_dict(policy.version, policy.mode), option=orjson.OPT_INDENT_2).decode()
+    )
+    click.echo(
+        f"{summary.events} events in {elapsed:.2f}s ({summary.events / max(elapsed, 1e-9):,.0f} events/s)",
+        err=True,
+    )
 
 
 @main.group()
@@ -136,7 +186,7 @@ class _open_out:
     def __enter__(self) -> IO[bytes] | None:
         if self.path is not None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(self.path, "wb")  # noqa: SIM115
+            self.handle = open(self.path, "wb")
         return self.handle
 
     def __exit__(self, *exc: object) -> None:

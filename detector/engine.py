@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 
@@ -59,7 +59,10 @@ class Engine:
         self._clients = ClientResolver(policy.trusted_proxies)
         lists = policy.lists
         self._ips = IpClassifier(
-            lists.allow_ips, lists.deny_ips, lists.datacenter_ip_files, lists.anonymizer_ip_files,
+            lists.allow_ips,
+            lists.deny_ips,
+            lists.datacenter_ip_files,
+            lists.anonymizer_ip_files,
             lists.geoip_database,
         )
         self._counted = frozenset(self.plan.windows) | {DISTINCT_DIMENSION, "msisdn"}
@@ -76,12 +79,22 @@ class Engine:
                 subject = self.subject(event)
                 static = self.scorer.static_hits(subject)
                 allow_listed = self.scorer.allow_listed(subject)
-                updates.append(Observation(event.request_id, subject.ts, subject.keys, subject.phone.region,
-                                           take_slot=not allow_listed and not self._blocked_before_counting(static)))
+                updates.append(
+                    Observation(
+                        event.request_id,
+                        subject.ts,
+                        subject.keys,
+                        subject.phone.region,
+                        take_slot=not allow_listed and not self._blocked_before_counting(static),
+                    )
+                )
                 pending.append((index, event, subject, static, allow_listed))
             elif isinstance(event, OtpFeedback):
-                updates.append(FeedbackUpdate(event.request_id, parse_timestamp(event.ts),
-                                              resolved=event.outcome != "failed"))
+                updates.append(
+                    FeedbackUpdate(
+                        event.request_id, parse_timestamp(event.ts), resolved=event.outcome != "failed"
+                    )
+                )
             elif event.request_id is not None:
                 results[index] = self.invalid_request(event)
             else:
@@ -95,13 +108,17 @@ class Engine:
             if isinstance(update, Observation):
                 request_answers.append(answer if isinstance(answer, Counts) else None)
             else:
-                feedback_answers.append(answer if isinstance(answer, str) else "unavailable")
+                feedback_answers.append(
+                    cast(FeedbackStatus, answer) if isinstance(answer, str) else "unavailable"
+                )
         for slot, status in zip(feedback_slots, feedback_answers, strict=True):
             results[slot] = status
 
         decided: dict[str, Decision] = {}
         fresh: list[tuple[str, float, bytes]] = []
-        for (index, request, subject, static, allow_listed), counts in zip(pending, request_answers, strict=True):
+        for (index, request, subject, static, allow_listed), counts in zip(
+            pending, request_answers, strict=True
+        ):
             if counts is not None and counts.duplicate:
                 decision = self._redelivered(request, subject, static, counts, decided)
             else:
@@ -148,13 +165,23 @@ class Engine:
     def invalid_request(self, bad: BadEvent) -> Decision:
         assert bad.request_id is not None
         return Decision(
-            request_id=bad.request_id, ts=None, action="block", verdict="block", mode=self.policy.mode,
-            score=0.0, reasons=(Reason(code="invalid_request", value=bad.error),),
+            request_id=bad.request_id,
+            ts=None,
+            action="block",
+            verdict="block",
+            mode=self.policy.mode,
+            score=0.0,
+            reasons=(Reason(code="invalid_request", value=bad.error),),
             policy_version=self.policy.version,
         )
 
     def _decide(
-        self, request: OtpRequest, subject: Subject, static: list[Hit], allow_listed: bool, counts: Counts | None
+        self,
+        request: OtpRequest,
+        subject: Subject,
+        static: list[Hit],
+        allow_listed: bool,
+        counts: Counts | None,
     ) -> Decision:
         problems = [Hit(problem, "enforce") for problem in subject.problems]
         if allow_listed:
@@ -190,7 +217,11 @@ class Engine:
         return [Hit("state_unavailable", "enforce", verdict=verdict)]
 
     def _redelivered(
-        self, request: OtpRequest, subject: Subject, static: list[Hit], counts: Counts,
+        self,
+        request: OtpRequest,
+        subject: Subject,
+        static: list[Hit],
+        counts: Counts,
         decided: dict[str, Decision],
     ) -> Decision:
         if counts.stored_decision is not None:
@@ -235,5 +266,3 @@ class Engine:
             self._prefix_keys.clear()
         self._prefix_keys[prefix] = key
         return key
-
-

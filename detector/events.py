@@ -21,9 +21,7 @@ Outcome = Literal["verified", "failed", "completed_other"]
 Action = Literal["allow", "challenge", "block"]
 Mode = Literal["enforce", "shadow"]
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 class UpstreamSignals(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -63,7 +61,9 @@ class OtpRequest(msgspec.Struct, frozen=True, tag="otp_request", tag_field="type
         if not self.phone:
             raise ValueError("`phone` must not be empty - at `$.phone`")
         if self.phone_country is not None and not _is_country_code(self.phone_country):
-            raise ValueError("`phone_country` must be an ISO 3166 alpha-2 code like 'GB' - at `$.phone_country`")
+            raise ValueError(
+                "`phone_country` must be an ISO 3166 alpha-2 code like 'GB' - at `$.phone_country`"
+            )
         if self.ip_country is not None and not _is_country_code(self.ip_country):
             raise ValueError("`ip_country` must be an ISO 3166 alpha-2 code like 'GB' - at `$.ip_country`")
         if self.client_ip is None and self.remote_addr is None:
@@ -145,7 +145,9 @@ _convert_type: Any = Event
 def parse_event(raw: bytes) -> Event | BadEvent:
     """Parse one JSON event (a file line or a Kafka message value)."""
     if len(raw) > MAX_EVENT_BYTES:
-        return BadEvent(error=f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit", raw=raw[:256])
+        return BadEvent(
+            error=f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit", raw=raw[:256]
+        )
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

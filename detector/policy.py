@@ -46,23 +46,23 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
 
-class Rule(_Strict):
+class Rule(_Strict, frozen=True):
     mode: RuleMode = "enforce"
 
 
-class ScoreConfig(_Strict):
+class ScoreConfig(_Strict, frozen=True):
     challenge_at: float = 40.0
     block_at: float = 70.0
     velocity_cap: float = 3.0
 
 
-class PhoneConfig(_Strict):
+class PhoneConfig(_Strict, frozen=True):
     prefix_digits: int = 3
     core_countries: tuple[str, ...] = ()
     default_region: str | None = None
 
 
-class ListsConfig(_Strict):
+class ListsConfig(_Strict, frozen=True):
     allow_ips: tuple[str, ...] = ()
     deny_ips: tuple[str, ...] = ()
     allow_phones: tuple[str, ...] = ()
@@ -74,11 +74,11 @@ class ListsConfig(_Strict):
     geoip_database: str | None = None
 
 
-class CountersConfig(_Strict):
+class CountersConfig(_Strict, frozen=True):
     buckets: int = 12
 
 
-class StateConfig(_Strict):
+class StateConfig(_Strict, frozen=True):
     on_error: FailMode = "open"
     timeout_ms: int = 250
     record_ttl: Duration = "48h"
@@ -104,7 +104,7 @@ class VelocityRule(Rule, frozen=True):
 
 
 class UnverifiedRule(Rule, frozen=True):
-    """Adaptive: unverified OTPs in `recent` above max(floor, peak × peak_factor, verified × verified_factor)."""
+    """Unverified OTPs in `recent` over max(floor, peak × peak_factor, verified × verified_factor)"""
 
     dimension: Dimension = "phone_country"
     recent: Duration = "1h"
@@ -150,7 +150,7 @@ class NumberTypeRule(Rule, frozen=True):
     points: dict[str, float] = msgspec.field(default_factory=dict)
 
 
-class Rules(_Strict):
+class Rules(_Strict, frozen=True):
     invalid_number: Rule = Rule()
     deny_lists: Rule = Rule()
     msisdn_rate_limit: RateLimitRule = RateLimitRule()
@@ -165,7 +165,7 @@ class Rules(_Strict):
     number_type: NumberTypeRule = NumberTypeRule()
 
 
-class Policy(_Strict):
+class Policy(_Strict, frozen=True):
     version: str
     mode: Literal["enforce", "shadow"] = "enforce"
     trusted_proxies: tuple[str, ...] = ()
@@ -254,12 +254,13 @@ def _semantic_problems(policy: Policy) -> Any:
     for index, code in enumerate(policy.phone.core_countries):
         if not (len(code) == 2 and code.isalpha() and code.isupper()):
             yield f"{code!r} is not an ISO 3166 alpha-2 code - at `$.phone.core_countries[{index}]`"
+    known = ", ".join(NUMBER_TYPES)
     for index, kind in enumerate(policy.lists.deny_number_types):
         if kind not in NUMBER_TYPES:
-            yield f"{kind!r} is not a number type (one of {', '.join(NUMBER_TYPES)}) - at `$.lists.deny_number_types[{index}]`"
+            yield f"{kind!r} is not a number type ({known}) - at `$.lists.deny_number_types[{index}]`"
     for kind in policy.rules.number_type.points:
         if kind not in NUMBER_TYPES:
-            yield f"{kind!r} is not a number type (one of {', '.join(NUMBER_TYPES)}) - at `$.rules.number_type.points`"
+            yield f"{kind!r} is not a number type ({known}) - at `$.rules.number_type.points`"
     if not 0 < policy.score.challenge_at <= policy.score.block_at:
         yield "need 0 < challenge_at <= block_at - at `$.score`"
     if not 0 <= policy.phone.prefix_digits <= 8:

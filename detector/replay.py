@@ -130,4 +130,3 @@ def _progress_bar(total: int, wanted: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="ev", unit_scale=True, file=sys.stderr, leave=False)
-

@@ -90,7 +90,9 @@ def counter_plan(policy: Policy) -> CounterPlan:
         want(LIMIT_DIMENSION, rules.retry_delay.window)
     buckets = policy.counters.buckets
     return CounterPlan(
-        windows={dim: tuple(Window(s, buckets) for s in sorted(secs)) for dim, secs in sorted(wanted.items())},
+        windows={
+            dim: tuple(Window(s, buckets) for s in sorted(secs)) for dim, secs in sorted(wanted.items())
+        },
         peaks=frozenset(peaks),
         limit_window=Window(seconds(rules.msisdn_rate_limit.window), buckets),
         limit=rules.msisdn_rate_limit.limit,
@@ -141,8 +143,14 @@ class Scorer:
         hits: list[Hit] = []
         phone = subject.phone
         if rules.invalid_number.mode != "off" and not phone.valid:
-            hits.append(Hit(phone.problem or "invalid_number", rules.invalid_number.mode, verdict="block",
-                            value=phone.kind if phone.e164 else None))
+            hits.append(
+                Hit(
+                    phone.problem or "invalid_number",
+                    rules.invalid_number.mode,
+                    verdict="block",
+                    value=phone.kind if phone.e164 else None,
+                )
+            )
         deny = rules.deny_lists.mode
         if deny != "off":
             if phone.region in self._deny_countries:
@@ -163,8 +171,15 @@ class Scorer:
 
         limit = rules.msisdn_rate_limit
         if limit.mode != "off" and not counts.slot_taken:
-            hits.append(Hit("msisdn_rate_limit", limit.mode, verdict="block", value=counts.slot_count,
-                            threshold=limit.limit))
+            hits.append(
+                Hit(
+                    "msisdn_rate_limit",
+                    limit.mode,
+                    verdict="block",
+                    value=counts.slot_count,
+                    threshold=limit.limit,
+                )
+            )
 
         retry = rules.retry_delay
         if retry.mode != "off" and counts.previous_ts is not None:
@@ -174,8 +189,16 @@ class Scorer:
                 delay = min(self._retry_base * 2.0 ** (unverified_before - 1), self._retry_cap)
                 waited = subject.ts - counts.previous_ts
                 if waited < delay:
-                    hits.append(Hit("retry_too_soon", retry.mode, verdict="block", value=round(waited, 3),
-                                    threshold=delay, retry_after=round(delay - waited, 3)))
+                    hits.append(
+                        Hit(
+                            "retry_too_soon",
+                            retry.mode,
+                            verdict="block",
+                            value=round(waited, 3),
+                            threshold=delay,
+                            retry_after=round(delay - waited, 3),
+                        )
+                    )
 
         for code, velocity, window in self._velocity:
             pair = windows.get((velocity.dimension, window))
@@ -184,8 +207,15 @@ class Scorer:
             value = pair[0] if velocity.count == "requests" else max(pair[0] - pair[1], 0)
             if value >= velocity.threshold:
                 ratio = min(value / velocity.threshold, cap)
-                hits.append(Hit(code, velocity.mode, points=velocity.points * ratio, value=value,
-                                threshold=velocity.threshold))
+                hits.append(
+                    Hit(
+                        code,
+                        velocity.mode,
+                        points=velocity.points * ratio,
+                        value=value,
+                        threshold=velocity.threshold,
+                    )
+                )
 
         for code, adaptive, recent, history in self._unverified:
             pair = windows.get((adaptive.dimension, recent))
@@ -194,12 +224,20 @@ class Scorer:
             unverified = max(pair[0] - pair[1], 0)
             peak = counts.peaks.get((adaptive.dimension, history), 0)
             peak_per_recent = peak * recent / self._history_width[(adaptive.dimension, history)]
-            threshold = max(adaptive.floor, adaptive.peak_factor * peak_per_recent,
-                            adaptive.verified_factor * pair[1])
+            threshold = max(
+                adaptive.floor, adaptive.peak_factor * peak_per_recent, adaptive.verified_factor * pair[1]
+            )
             if unverified > threshold:
                 ratio = min(unverified / threshold, cap)
-                hits.append(Hit(code, adaptive.mode, points=adaptive.points * ratio, value=unverified,
-                                threshold=round(threshold, 2)))
+                hits.append(
+                    Hit(
+                        code,
+                        adaptive.mode,
+                        points=adaptive.points * ratio,
+                        value=unverified,
+                        threshold=round(threshold, 2),
+                    )
+                )
 
         for code, conversion, recent, baseline in self._conversion:
             now = windows.get((conversion.dimension, recent))
@@ -208,21 +246,36 @@ class Scorer:
             before = windows.get((conversion.dimension, baseline), now)
             older_requests, older_verified = before[0] - now[0], before[1] - now[1]
             base_rate = (
-                older_verified / older_requests if older_requests >= conversion.min_requests
+                older_verified / older_requests
+                if older_requests >= conversion.min_requests
                 else conversion.default_rate
             )
             threshold = max(conversion.min_rate, conversion.collapse_ratio * base_rate)
             rate = now[1] / now[0]
             if rate < threshold:
                 ratio = min(threshold / max(rate, threshold / cap), cap)
-                hits.append(Hit(code, conversion.mode, points=conversion.points * ratio, value=round(rate, 3),
-                                threshold=round(threshold, 3)))
+                hits.append(
+                    Hit(
+                        code,
+                        conversion.mode,
+                        points=conversion.points * ratio,
+                        value=round(rate, 3),
+                        threshold=round(threshold, 3),
+                    )
+                )
 
         distinct = rules.distinct_countries_per_ip
         if distinct.mode != "off" and counts.distinct >= distinct.threshold:
             ratio = min(counts.distinct / distinct.threshold, cap)
-            hits.append(Hit("ip_distinct_phone_countries", distinct.mode, points=distinct.points * ratio,
-                            value=counts.distinct, threshold=distinct.threshold))
+            hits.append(
+                Hit(
+                    "ip_distinct_phone_countries",
+                    distinct.mode,
+                    points=distinct.points * ratio,
+                    value=counts.distinct,
+                    threshold=distinct.threshold,
+                )
+            )
         return hits
 
     def context_hits(self, subject: Subject) -> list[Hit]:
@@ -231,9 +284,15 @@ class Scorer:
         hits: list[Hit] = []
         region = subject.phone.region
         mismatch = rules.ip_country_mismatch
-        if (mismatch.mode != "off" and subject.ip_country and region and subject.ip_country != region):
-            hits.append(Hit("ip_country_mismatch", mismatch.mode, points=mismatch.points,
-                            value=f"{subject.ip_country}->{region}"))
+        if mismatch.mode != "off" and subject.ip_country and region and subject.ip_country != region:
+            hits.append(
+                Hit(
+                    "ip_country_mismatch",
+                    mismatch.mode,
+                    points=mismatch.points,
+                    value=f"{subject.ip_country}->{region}",
+                )
+            )
         non_core = rules.non_core_destination
         if non_core.mode != "off" and self._core and region and region not in self._core:
             hits.append(Hit("non_core_destination", non_core.mode, points=non_core.points, value=region))
@@ -253,19 +312,26 @@ class Scorer:
             if signals.datacenter or (ip is not None and ip.datacenter):
                 hits.append(Hit("datacenter_ip", upstream.mode, points=upstream.datacenter))
             if signals.session_velocity == "high":
-                hits.append(Hit("session_velocity", upstream.mode, points=upstream.session_velocity_high,
-                                value="high"))
+                hits.append(
+                    Hit(
+                        "session_velocity", upstream.mode, points=upstream.session_velocity_high, value="high"
+                    )
+                )
             elif signals.session_velocity == "medium":
-                hits.append(Hit("session_velocity", upstream.mode, points=upstream.session_velocity_medium,
-                                value="medium"))
+                hits.append(
+                    Hit(
+                        "session_velocity",
+                        upstream.mode,
+                        points=upstream.session_velocity_medium,
+                        value="medium",
+                    )
+                )
         return hits
 
     def conclude(self, hits: list[Hit]) -> Conclusion:
         score = sum(hit.points for hit in hits)
         enforced_score = sum(hit.points for hit in hits if hit.mode == "enforce")
-        verdict = _worst(
-            [hit.verdict for hit in hits if hit.verdict] + [self._verdict_for(score)]
-        )
+        verdict = _worst([hit.verdict for hit in hits if hit.verdict] + [self._verdict_for(score)])
         if self.policy.mode == "shadow":
             action: Action = "allow"
         else:

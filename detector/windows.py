@@ -30,55 +30,66 @@ class Window:
         return self.seconds / self.buckets
 
     def bucket(self, ts: float) -> int:
-        return int(ts // self.width)
-
-    def oldest_kept(self, head: int) -> int:
-        return head - self.buckets
+        """floor(ts / width) for the non-negative event times we accept; every store uses this one."""
+        return int(ts / (self.seconds / self.buckets))
 
 
 class BucketCounter:
     """One windowed pair of counts (requests, verified) in memory, with O(1) amortised updates."""
 
-    __slots__ = ("buckets", "head", "requests", "verified", "window")
+    __slots__ = ("_peak", "buckets", "head", "requests", "span", "verified")
 
     def __init__(self, window: Window) -> None:
-        self.window = window
+        self.span = window.buckets
         self.buckets: dict[int, list[int]] = {}
         self.head = -(1 << 62)
         self.requests = 0
         self.verified = 0
+        self._peak: int | None = 0
 
     def _advance(self, bucket: int) -> None:
-        if bucket <= self.head:
-            return
         self.head = bucket
-        oldest = bucket - self.window.buckets
+        oldest = bucket - self.span
         stale = [index for index in self.buckets if index < oldest]
         for index in stale:
             requests, verified = self.buckets.pop(index)
             self.requests -= requests
             self.verified -= verified
+        if stale:
+            self._peak = None
 
-    def add(self, ts: float, requests: int = 0, verified: int = 0) -> None:
-        bucket = self.window.bucket(ts)
-        self._advance(bucket)
-        if bucket < self.head - self.window.buckets:
-            return
+    def add_at(self, bucket: int, requests: int = 0, verified: int = 0) -> tuple[int, int]:
+        """Add to `bucket` (dropped if it has left the window) and return the counts after it."""
+        if bucket > self.head:
+            self._advance(bucket)
+        elif bucket < self.head - self.span:
+            return self.requests, self.verified
         cell = self.buckets.get(bucket)
         if cell is None:
-            self.buckets[bucket] = [requests, verified]
-        else:
-            cell[0] += requests
-            cell[1] += verified
+            cell = self.buckets[bucket] = [0, 0]
+        cell[0] += requests
+        cell[1] += verified
         self.requests += requests
         self.verified += verified
-
-    def read(self, ts: float) -> tuple[int, int]:
-        self._advance(self.window.bucket(ts))
+        if verified and self._peak is not None and cell[1] > self._peak:
+            self._peak = cell[1]
         return self.requests, self.verified
 
+    def read_at(self, bucket: int) -> tuple[int, int]:
+        if bucket > self.head:
+            self._advance(bucket)
+        return self.requests, self.verified
+
+    def add(self, ts: float, window: Window, requests: int = 0, verified: int = 0) -> tuple[int, int]:
+        return self.add_at(window.bucket(ts), requests, verified)
+
+    def read(self, ts: float, window: Window) -> tuple[int, int]:
+        return self.read_at(window.bucket(ts))
+
     def peak_verified(self) -> int:
-        return max((cell[1] for cell in self.buckets.values()), default=0)
+        if self._peak is None:
+            self._peak = max((cell[1] for cell in self.buckets.values()), default=0)
+        return self._peak
 
     def is_empty(self) -> bool:
         return not self.buckets

@@ -43,10 +43,15 @@ def policy(**overrides: Any) -> Policy:
 def quiet_policy(**overrides: Any) -> Policy:
     """The default policy with every scored rule off, so one rule can be tested alone."""
     rules_off = {
-        "velocity": {}, "unverified": {}, "conversion": {},
-        "ip_country_mismatch": {"mode": "off"}, "non_core_destination": {"mode": "off"},
-        "distinct_countries_per_ip": {"mode": "off"}, "upstream": {"mode": "off"},
-        "number_type": {"mode": "off"}, "retry_delay": {"mode": "off"},
+        "velocity": {},
+        "unverified": {},
+        "conversion": {},
+        "ip_country_mismatch": {"mode": "off"},
+        "non_core_destination": {"mode": "off"},
+        "distinct_countries_per_ip": {"mode": "off"},
+        "upstream": {"mode": "off"},
+        "number_type": {"mode": "off"},
+        "retry_delay": {"mode": "off"},
     }
     data = default_policy_data()
     data["rules"] = merge(data["rules"], rules_off)
@@ -74,7 +79,9 @@ def run(events: list[dict[str, Any]], pol: Policy | None = None, batch_size: int
     return results
 
 
-def decisions(events: list[dict[str, Any]], pol: Policy | None = None, batch_size: int = 100) -> list[Decision]:
+def decisions(
+    events: list[dict[str, Any]], pol: Policy | None = None, batch_size: int = 100
+) -> list[Decision]:
     return [r for r in run(events, pol, batch_size) if isinstance(r, Decision)]
 
 

@@ -15,7 +15,8 @@ EXAMPLES = SCHEMAS / "examples"
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:
     resources = [
-        (path.name, Resource.from_contents(json.loads(path.read_text()))) for path in SCHEMAS.glob("*.schema.json")
+        (path.name, Resource.from_contents(json.loads(path.read_text())))
+        for path in SCHEMAS.glob("*.schema.json")
     ]
     registry: Registry = Registry().with_resources(resources)
     return jsonschema.Draft202012Validator(json.loads((SCHEMAS / name).read_text()), registry=registry)
@@ -46,10 +47,37 @@ def test_invalid_examples_fail_the_schema_and_the_parser(path: Path) -> None:
     ("event", "field"),
     [
         ({"type": "otp_request", "request_id": "a", "ts": 1, "client_ip": "1.2.3.4"}, "phone"),
-        ({"type": "otp_request", "request_id": "a", "ts": "noon", "phone": "+447400123456", "client_ip": "1.2.3.4"}, "ts"),
-        ({"type": "otp_request", "request_id": "a", "ts": 1, "phone": 447400123456, "client_ip": "1.2.3.4"}, "phone"),
-        ({"type": "otp_request", "request_id": "a", "ts": 1, "phone": "+447400123456", "client_ip": "1.2.3.4",
-          "signals": {"session_velocity": "extreme"}}, "session_velocity"),
+        (
+            {
+                "type": "otp_request",
+                "request_id": "a",
+                "ts": "noon",
+                "phone": "+447400123456",
+                "client_ip": "1.2.3.4",
+            },
+            "ts",
+        ),
+        (
+            {
+                "type": "otp_request",
+                "request_id": "a",
+                "ts": 1,
+                "phone": 447400123456,
+                "client_ip": "1.2.3.4",
+            },
+            "phone",
+        ),
+        (
+            {
+                "type": "otp_request",
+                "request_id": "a",
+                "ts": 1,
+                "phone": "+447400123456",
+                "client_ip": "1.2.3.4",
+                "signals": {"session_velocity": "extreme"},
+            },
+            "session_velocity",
+        ),
         ({"type": "otp_feedback", "request_id": "a", "ts": 1, "outcome": "maybe"}, "outcome"),
         ({"type": "sms", "request_id": "a"}, "type"),
         ({"request_id": "a"}, "type"),
@@ -63,7 +91,9 @@ def test_errors_name_the_field(event: dict, field: str) -> None:
 
 def test_request_id_is_kept_for_invalid_requests_only() -> None:
     bad_request = parse_event(b'{"type": "otp_request", "request_id": "x1", "ts": "noon", "phone": "+1"}')
-    bad_feedback = parse_event(b'{"type": "otp_feedback", "request_id": "x2", "ts": "noon", "outcome": "verified"}')
+    bad_feedback = parse_event(
+        b'{"type": "otp_feedback", "request_id": "x2", "ts": "noon", "outcome": "verified"}'
+    )
     assert isinstance(bad_request, BadEvent) and bad_request.request_id == "x1"
     assert isinstance(bad_feedback, BadEvent) and bad_feedback.request_id is None
 
@@ -74,8 +104,16 @@ def test_garbage_is_a_bad_event_not_a_crash(raw: bytes) -> None:
 
 
 def test_oversize_line_is_rejected_before_parsing() -> None:
-    raw = orjson.dumps({"type": "otp_request", "request_id": "big", "ts": 1, "phone": "+447400123456",
-                        "client_ip": "1.2.3.4", "user_agent": "x" * 70_000})
+    raw = orjson.dumps(
+        {
+            "type": "otp_request",
+            "request_id": "big",
+            "ts": 1,
+            "phone": "+447400123456",
+            "client_ip": "1.2.3.4",
+            "user_agent": "x" * 70_000,
+        }
+    )
     parsed = parse_event(raw)
     assert isinstance(parsed, BadEvent) and "limit" in parsed.error
 

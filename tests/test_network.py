@@ -28,7 +28,9 @@ def test_parse_ip_accepts_what_proxies_write(text: str, expected: str) -> None:
     assert str(parse_ip(text)) == expected
 
 
-@pytest.mark.parametrize("text", ["", "unknown", "_hidden", "300.1.1.1", "1.2.3", "[2001:db8::1", "a:b", "::g"])
+@pytest.mark.parametrize(
+    "text", ["", "unknown", "_hidden", "300.1.1.1", "1.2.3", "[2001:db8::1", "a:b", "::g"]
+)
 def test_parse_ip_refuses_garbage(text: str) -> None:
     assert parse_ip(text) is None
 
@@ -95,8 +97,9 @@ def _spelled(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int |
 
 
 @given(addresses, st.one_of(st.none(), st.integers(1, 65535)), st.sampled_from(["", " ", "  "]))
-def test_parse_ip_round_trips_any_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                                          port: int | None, spaces: str) -> None:
+def test_parse_ip_round_trips_any_address(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int | None, spaces: str
+) -> None:
     parsed = parse_ip(_spelled(address, port, spaces))
     expected = address.ipv4_mapped if address.version == 6 and address.ipv4_mapped else address
     assert parsed == expected
@@ -109,7 +112,9 @@ def test_parse_ip_never_crashes(text: str) -> None:
 
 untrusted = st.one_of(
     st.ip_addresses(v=4).filter(lambda a: a not in ipaddress.ip_network("10.0.0.0/8")),
-    st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None and a not in ipaddress.ip_network("2001:db8:ffff::/48")),
+    st.ip_addresses(v=6).filter(
+        lambda a: a.ipv4_mapped is None and a not in ipaddress.ip_network("2001:db8:ffff::/48")
+    ),
 )
 trusted = st.one_of(
     st.integers(0, 2**24 - 1).map(lambda n: ipaddress.IPv4Address(0x0A000000 + n)),
@@ -118,10 +123,18 @@ trusted = st.one_of(
 junk = st.text(max_size=20).filter(lambda s: "," not in s)
 
 
-@given(st.lists(st.one_of(untrusted.map(str), junk), max_size=5), untrusted, st.lists(trusted, max_size=4), trusted)
-def test_spoofed_left_entries_never_become_the_client(spoofed: list[str], client: ipaddress.IPv4Address,
-                                                      hops: list[ipaddress.IPv4Address],
-                                                      peer: ipaddress.IPv4Address) -> None:
+@given(
+    st.lists(st.one_of(untrusted.map(str), junk), max_size=5),
+    untrusted,
+    st.lists(trusted, max_size=4),
+    trusted,
+)
+def test_spoofed_left_entries_never_become_the_client(
+    spoofed: list[str],
+    client: ipaddress.IPv4Address,
+    hops: list[ipaddress.IPv4Address],
+    peer: ipaddress.IPv4Address,
+) -> None:
     header = ", ".join([*spoofed, str(client), *(str(h) for h in hops)])
     found = ClientResolver(PROXIES).resolve(None, str(peer), header)
     assert found.ip == client
@@ -133,11 +146,14 @@ def test_resolver_never_crashes(header: str, peer: str) -> None:
 
 
 ipv4_networks = st.builds(
-    lambda address, length: ipaddress.ip_network(f"{address}/{length}", strict=False), ipv4, st.integers(0, 32)
+    lambda address, length: ipaddress.ip_network(f"{address}/{length}", strict=False),
+    ipv4,
+    st.integers(0, 32),
 )
 
 
 @given(st.lists(ipv4_networks, max_size=8), ipv4)
-def test_network_set_agrees_with_ipaddress(networks: list[ipaddress.IPv4Network],
-                                           address: ipaddress.IPv4Address) -> None:
+def test_network_set_agrees_with_ipaddress(
+    networks: list[ipaddress.IPv4Network], address: ipaddress.IPv4Address
+) -> None:
     assert (address in NetworkSet(networks)) == any(address in n for n in networks)

@@ -7,11 +7,7 @@ from hypothesis import strategies as st
 
 from detector.signals.phone import PhoneParser, full_parse
 
-TYPES = [
-    phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE,
-    phonenumbers.PhoneNumberType.VOIP, phonenumbers.PhoneNumberType.PREMIUM_RATE,
-    phonenumbers.PhoneNumberType.TOLL_FREE, phonenumbers.PhoneNumberType.SHARED_COST,
-]
+TYPES = list(phonenumbers.PhoneNumberType.values())
 
 
 def _examples() -> list[str]:
@@ -59,25 +55,26 @@ def test_national_number_without_country_is_unparseable() -> None:
     assert PhoneParser(default_region="GB").parse("07400123456").valid
 
 
-def test_block_cache_agrees_with_a_full_parse() -> None:
-    """The cache answers per block of 1,000 numbers; count how often that differs from phonenumbers."""
+def test_fast_path_agrees_with_a_full_parse() -> None:
+    """Random numbers around every region's example numbers, varying the last 1 to 7 digits."""
     rng = random.Random(7)
     parser = PhoneParser()
-    checked = differ = 0
+    checked, differ = 0, []
     for example in EXAMPLES:
-        for _ in range(25):
-            number = example[:-3] + f"{rng.randrange(1000):03d}"
+        for _ in range(20):
+            tail = min(rng.randint(1, 7), len(example) - 3)
+            number = example[:-tail] + "".join(rng.choice("0123456789") for _ in range(tail))
             checked += 1
-            differ += parser.number_facts(number) != full_parse(number)
+            if parser.number_facts(number) != full_parse(number):
+                differ.append(number)
     assert checked > 20_000
-    assert differ / checked < 0.002, f"{differ} of {checked} differ"
+    assert differ == []
 
 
-@given(st.sampled_from(EXAMPLES), st.integers(0, 999))
-def test_cached_facts_are_stable(example: str, tail: int) -> None:
-    parser = PhoneParser()
-    number = example[:-3] + f"{tail:03d}"
-    assert parser.parse(number) == parser.parse(number)
+@given(st.sampled_from(EXAMPLES), st.integers(0, 9999))
+def test_fast_path_agrees_with_a_full_parse_anywhere(example: str, tail: int) -> None:
+    number = example[:-4] + f"{tail:04d}"
+    assert PhoneParser().number_facts(number) == full_parse(number)
 
 
 @given(st.text(max_size=30), st.one_of(st.none(), st.sampled_from(["GB", "US", "DE", "ZZ"])))

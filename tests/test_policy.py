@@ -21,8 +21,11 @@ def test_default_policy_loads() -> None:
 
 
 def test_a_file_sets_only_what_it_changes(tmp_path: Path) -> None:
-    path = _write(tmp_path, "version: mine-1\nmode: shadow\ntrusted_proxies: [10.0.0.0/8]\n"
-                            "rules:\n  velocity:\n    ip_10m: {threshold: 99}\n")
+    path = _write(
+        tmp_path,
+        "version: mine-1\nmode: shadow\ntrusted_proxies: [10.0.0.0/8]\n"
+        "rules:\n  velocity:\n    ip_10m: {threshold: 99}\n",
+    )
     policy = load_policy(path)
     default = load_policy()
     assert (policy.version, policy.mode, policy.trusted_proxies) == ("mine-1", "shadow", ("10.0.0.0/8",))

@@ -24,10 +24,16 @@ def test_invalid_number_is_blocked() -> None:
 
 
 def test_deny_lists() -> None:
-    events = [request(phone="+33612345678"), request(client_ip="198.51.100.1"), request(phone="+499001234567")]
+    events = [
+        request(phone="+33612345678"),
+        request(client_ip="198.51.100.1"),
+        request(phone="+499001234567"),
+    ]
     blocked = _only(events, lists={"deny_phone_countries": ["FR"], "deny_ips": ["198.51.100.0/24"]})
     assert [sorted(codes(d)) for d in blocked] == [
-        ["denied_phone_country"], ["denied_ip"], ["denied_number_type"],
+        ["denied_phone_country"],
+        ["denied_ip"],
+        ["denied_number_type"],
     ]
     assert all(d.action == "block" for d in blocked)
 
@@ -79,26 +85,49 @@ def test_velocity_scales_with_count_over_threshold_and_is_capped() -> None:
 
 
 def test_verified_requests_do_not_count_as_unverified() -> None:
-    rules = {"velocity": {"ip": {"dimension": "ip", "window": "1h", "threshold": 3, "points": 50,
-                                 "count": "unverified"}}}
+    rules = {
+        "velocity": {
+            "ip": {"dimension": "ip", "window": "1h", "threshold": 3, "points": 50, "count": "unverified"}
+        }
+    }
     events: list[dict[str, Any]] = []
     for i in range(6):
         sent = request(ts=T0 + 60 * i, phone=f"+4474001234{i:02d}")
         events += [sent, feedback(sent["request_id"], T0 + 60 * i + 20)]
     assert all(d.action == "allow" for d in _only(events, rules=rules))
     failing = [request(ts=T0 + 60 * i, phone=f"+4474001234{i:02d}") for i in range(6)]
-    assert [d.action for d in _only(failing, rules=rules)] == ["allow", "allow", "challenge", "challenge", "block", "block"]
+    assert [d.action for d in _only(failing, rules=rules)] == [
+        "allow",
+        "allow",
+        "challenge",
+        "challenge",
+        "block",
+        "block",
+    ]
 
 
 def test_completed_other_is_not_unverified_but_failed_is() -> None:
-    rules = {"velocity": {"ip": {"dimension": "ip", "window": "1h", "threshold": 2, "points": 50,
-                                 "count": "unverified"}}}
+    rules = {
+        "velocity": {
+            "ip": {"dimension": "ip", "window": "1h", "threshold": 2, "points": 50, "count": "unverified"}
+        }
+    }
     a, b = request(ts=T0, phone="+447400123401"), request(ts=T0 + 1, phone="+447400123402")
-    other = [a, feedback(a["request_id"], T0 + 2, "completed_other"),
-             b, feedback(b["request_id"], T0 + 3, "completed_other"), request(ts=T0 + 5)]
+    other = [
+        a,
+        feedback(a["request_id"], T0 + 2, "completed_other"),
+        b,
+        feedback(b["request_id"], T0 + 3, "completed_other"),
+        request(ts=T0 + 5),
+    ]
     assert _only(other, rules=rules)[-1].action == "allow"
-    failed = [a | {"request_id": "fa"}, feedback("fa", T0 + 2, "failed"),
-              b | {"request_id": "fb"}, feedback("fb", T0 + 3, "failed"), request(ts=T0 + 5)]
+    failed = [
+        a | {"request_id": "fa"},
+        feedback("fa", T0 + 2, "failed"),
+        b | {"request_id": "fb"},
+        feedback("fb", T0 + 3, "failed"),
+        request(ts=T0 + 5),
+    ]
     assert _only(failed, rules=rules)[-1].action != "allow"
 
 
@@ -111,29 +140,63 @@ def _country_day(verified_per_hour: int, unverified_now: int) -> list[dict[str, 
             sent = request(ts=ts, phone=f"+3361234{hour:02d}{i:02d}", client_ip=f"198.51.{hour}.{i}")
             events += [sent, feedback(sent["request_id"], ts + 15)]
     start = T0 + 12 * 3600
-    events += [request(ts=start + i, phone=f"+3369876{i:04d}", client_ip=f"192.0.2.{i % 250}")
-               for i in range(unverified_now)]
+    events += [
+        request(ts=start + i, phone=f"+3369876{i:04d}", client_ip=f"192.0.2.{i % 250}")
+        for i in range(unverified_now)
+    ]
     return events
 
 
 def test_adaptive_unverified_threshold_triggers_on_a_quiet_day() -> None:
-    rules = {"unverified": {"fr": {"dimension": "phone_country", "recent": "1h", "history": "24h",
-                                   "floor": 10, "peak_factor": 1.5, "verified_factor": 0.5, "points": 50}}}
+    rules = {
+        "unverified": {
+            "fr": {
+                "dimension": "phone_country",
+                "recent": "1h",
+                "history": "24h",
+                "floor": 10,
+                "peak_factor": 1.5,
+                "verified_factor": 0.5,
+                "points": 50,
+            }
+        }
+    }
     results = _only(_country_day(verified_per_hour=4, unverified_now=40), rules=rules)
     assert results[-1].action != "allow" and "fr_unverified" in codes(results[-1])
 
 
 def test_adaptive_unverified_threshold_rises_on_a_busy_legitimate_day() -> None:
-    rules = {"unverified": {"fr": {"dimension": "phone_country", "recent": "1h", "history": "24h",
-                                   "floor": 10, "peak_factor": 1.5, "verified_factor": 0.5, "points": 50}}}
+    rules = {
+        "unverified": {
+            "fr": {
+                "dimension": "phone_country",
+                "recent": "1h",
+                "history": "24h",
+                "floor": 10,
+                "peak_factor": 1.5,
+                "verified_factor": 0.5,
+                "points": 50,
+            }
+        }
+    }
     results = _only(_country_day(verified_per_hour=60, unverified_now=40), rules=rules)
     assert results[-1].action == "allow"
 
 
 def test_conversion_collapse_per_prefix() -> None:
-    rules = {"conversion": {"prefix": {"dimension": "prefix", "recent": "1h", "baseline": "24h",
-                                       "min_requests": 10, "collapse_ratio": 0.5, "min_rate": 0.1,
-                                       "points": 50}}}
+    rules = {
+        "conversion": {
+            "prefix": {
+                "dimension": "prefix",
+                "recent": "1h",
+                "baseline": "24h",
+                "min_requests": 10,
+                "collapse_ratio": 0.5,
+                "min_rate": 0.1,
+                "points": 50,
+            }
+        }
+    }
     events: list[dict[str, Any]] = []
     for i in range(40):  # a healthy morning on one block: 90% verify
         ts = T0 + i * 600
@@ -142,7 +205,9 @@ def test_conversion_collapse_per_prefix() -> None:
         if i % 10:
             events.append(feedback(sent["request_id"], ts + 20))
     start = T0 + 12 * 3600
-    events += [request(ts=start + i * 30, phone=f"+4474001235{i:02d}", client_ip=f"192.0.2.{i}") for i in range(20)]
+    events += [
+        request(ts=start + i * 30, phone=f"+4474001235{i:02d}", client_ip=f"192.0.2.{i}") for i in range(20)
+    ]
     results = _only(events, rules=rules)
     assert results[39].action == "allow"
     assert "prefix_conversion_collapse" in codes(results[-1]) and results[-1].action == "block"
@@ -158,13 +223,16 @@ def test_country_mismatch_non_core_and_number_type_add_points() -> None:
 def test_distinct_phone_countries_per_ip() -> None:
     phones = ["+447400123456", "+33612345678", "+4915123456789", "+34612345678"]
     events = [request(ts=T0 + i, phone=p) for i, p in enumerate(phones)]
-    results = _only(events, rules={"distinct_countries_per_ip": {"mode": "enforce", "threshold": 3,
-                                                                  "points": 45}})
+    results = _only(
+        events, rules={"distinct_countries_per_ip": {"mode": "enforce", "threshold": 3, "points": 45}}
+    )
     assert [d.action for d in results] == ["allow", "allow", "challenge", "challenge"]
 
 
 def test_upstream_signals_add_up() -> None:
-    [decision] = _only([request(signals={"bot": True, "datacenter": True})], rules={"upstream": {"mode": "enforce"}})
+    [decision] = _only(
+        [request(signals={"bot": True, "datacenter": True})], rules={"upstream": {"mode": "enforce"}}
+    )
     assert codes(decision) == {"upstream_bot", "datacenter_ip"} and decision.action == "challenge"
 
 

@@ -65,7 +65,9 @@ class NetworkSet:
                 try:
                     ipaddress.ip_network(entry, strict=False)
                 except ValueError as exc:
-                    raise ValueError(f"{path}:{number}: {entry!r} is not an IP address or CIDR block") from exc
+                    raise ValueError(
+                        f"{path}:{number}: {entry!r} is not an IP address or CIDR block"
+                    ) from exc
                 cidrs.append(entry)
         return cls(cidrs)
 
@@ -101,16 +103,20 @@ class ClientResolver:
 
     def __init__(self, trusted_proxies: Sequence[str]) -> None:
         self._trusted = NetworkSet(trusted_proxies)
+        # keys: (client_ip, NUL) or (remote_addr, forwarded_for); no header is a NUL byte
         self._cache: dict[tuple[str | None, str | None], ClientAddress] = {}
 
-    def resolve(self, client_ip: str | None, remote_addr: str | None, forwarded_for: str | None) -> ClientAddress:
-        if client_ip is not None:
-            address = parse_ip(client_ip)
-            return ClientAddress(address, None if address else "bad_client_ip")
-        key = (remote_addr, forwarded_for)
+    def resolve(
+        self, client_ip: str | None, remote_addr: str | None, forwarded_for: str | None
+    ) -> ClientAddress:
+        key = (client_ip, "\0") if client_ip is not None else (remote_addr, forwarded_for)
         cached = self._cache.get(key)
         if cached is None:
-            cached = self._walk(remote_addr, forwarded_for)
+            if client_ip is not None:
+                address = parse_ip(client_ip)
+                cached = ClientAddress(address, None if address else "bad_client_ip")
+            else:
+                cached = self._walk(remote_addr, forwarded_for)
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             self._cache[key] = cached

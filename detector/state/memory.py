@@ -31,13 +31,29 @@ class _Record:
 class MemoryStore:
     def __init__(self, plan: CounterPlan) -> None:
         self.plan = plan
-        self._counters: dict[tuple[str, str, int], BucketCounter] = {}
+        self._counters: dict[tuple[str, tuple[str, int]], BucketCounter] = {}
         self._limits: dict[str, BucketCounter] = {}
         self._last_seen: dict[str, float] = {}
         self._distinct: dict[str, dict[str, float]] = {}
         self._records: dict[str, _Record] = {}
         self._expiry: deque[tuple[float, str]] = deque()
-        self._windows = [(dim, window) for dim, windows in plan.windows.items() for window in windows]
+        widths = sorted({window.width for windows in plan.windows.values() for window in windows})
+        self._widths = widths
+        self._by_dim = [
+            (
+                dim,
+                [
+                    (
+                        window,
+                        (dim, window.seconds),
+                        widths.index(window.width),
+                        (dim, window.seconds) in plan.peaks,
+                    )
+                    for window in windows
+                ],
+            )
+            for dim, windows in plan.windows.items()
+        ]
         self._since_sweep = 0
 
     async def apply(self, batch: Sequence[Observation | FeedbackUpdate]) -> list[Counts | FeedbackStatus]:
@@ -64,15 +80,21 @@ class MemoryStore:
 
         counts = Counts()
         ts = item.ts
-        for dim, window in self._windows:
-            key = item.keys.get(dim)
+        keys = item.keys
+        counters = self._counters
+        buckets = [int(ts / width) for width in self._widths]
+        windows = counts.windows
+        for dim, entries in self._by_dim:
+            key = keys.get(dim)
             if key is None:
                 continue
-            counter = self._counter(dim, key, window.seconds, window)
-            counter.add(ts, requests=1)
-            counts.windows[(dim, window.seconds)] = counter.read(ts)
-            if (dim, window.seconds) in self.plan.peaks:
-                counts.peaks[(dim, window.seconds)] = counter.peak_verified()
+            for window, label, position, wants_peak in entries:
+                counter = counters.get((key, label))
+                if counter is None:
+                    counter = counters[(key, label)] = BucketCounter(window)
+                windows[label] = counter.add_at(buckets[position], requests=1)
+                if wants_peak:
+                    counts.peaks[label] = counter.peak_verified()
 
         number = item.keys.get(LIMIT_DIMENSION)
         if number is not None:
@@ -82,10 +104,11 @@ class MemoryStore:
                 limit = self._limits.get(number)
                 if limit is None:
                     limit = self._limits[number] = BucketCounter(self.plan.limit_window)
-                used, _ = limit.read(ts)
+                bucket = self.plan.limit_window.bucket(ts)
+                used, _ = limit.read_at(bucket)
                 counts.slot_taken = used < self.plan.limit
                 if counts.slot_taken:
-                    limit.add(ts, requests=1)
+                    limit.add_at(bucket, requests=1)
                 counts.slot_count = used + counts.slot_taken
 
         address = item.keys.get(DISTINCT_DIMENSION)
@@ -102,13 +125,6 @@ class MemoryStore:
             self._sweep(ts)
         return counts
 
-    def _counter(self, dim: str, key: str, seconds: int, window: object) -> BucketCounter:
-        slot = (dim, key, seconds)
-        counter = self._counters.get(slot)
-        if counter is None:
-            counter = self._counters[slot] = BucketCounter(window)  # type: ignore[arg-type]
-        return counter
-
     def _feedback(self, item: FeedbackUpdate) -> FeedbackStatus:
         record = self._records.get(item.request_id)
         if record is None:
@@ -118,10 +134,16 @@ class MemoryStore:
         if record.resolved:
             return "duplicate"
         record.resolved = True
-        for dim, window in self._windows:
+        buckets = [int(record.ts / width) for width in self._widths]
+        for dim, entries in self._by_dim:
             key = record.keys.get(dim)
-            if key is not None:
-                self._counter(dim, key, window.seconds, window).add(record.ts, verified=1)
+            if key is None:
+                continue
+            for window, label, position, _ in entries:
+                counter = self._counters.get((key, label))
+                if counter is None:
+                    counter = self._counters[(key, label)] = BucketCounter(window)
+                counter.add_at(buckets[position], verified=1)
         return "applied"
 
     def _expire(self, now: float) -> None:
@@ -133,16 +155,21 @@ class MemoryStore:
     def _sweep(self, now: float) -> None:
         """Forget counters whose every bucket has left their window, so memory stays bounded."""
         self._since_sweep = 0
+        windows = {label: window for _, entries in self._by_dim for window, label, _, _ in entries}
         for slot, counter in list(self._counters.items()):
-            counter.read(now)
+            counter.read(now, windows[slot[1]])
             if counter.is_empty():
                 del self._counters[slot]
         for number, limit in list(self._limits.items()):
-            limit.read(now)
+            limit.read(now, self.plan.limit_window)
             if limit.is_empty():
                 del self._limits[number]
         horizon = now - self.plan.record_ttl
         for number in [n for n, seen in self._last_seen.items() if seen <= horizon]:
             del self._last_seen[number]
-        for address in [a for a, members in self._distinct.items() if max(members.values()) <= now - self.plan.distinct_window]:
+        for address in [
+            a
+            for a, members in self._distinct.items()
+            if max(members.values()) <= now - self.plan.distinct_window
+        ]:
             del self._distinct[address]
