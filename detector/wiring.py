@@ -16,9 +16,8 @@ DEFAULT_STORE = "memory://"
 def build_engine(policy: Policy | str | None = None, store_url: str = DEFAULT_STORE) -> Engine:
     if not isinstance(policy, Policy):
         policy = load_policy(policy)
-    shared = not store_url.startswith("memory:")
-    hasher = KeyedHasher(load_hash_key(required=shared))
     store = open_store(store_url, counter_plan(policy), policy)
+    hasher = KeyedHasher(load_hash_key(required=not store_url.startswith("memory:")))
     return Engine(policy, store, hasher)
 
 
