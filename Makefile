@@ -32,7 +32,7 @@ test: venv system-deps lint
 	$(PY) -m pytest -q
 
 bench: venv system-deps
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH)
 
 services: venv system-deps
 	$(PY) -m detector.testing.services up
