@@ -314,7 +314,7 @@ class Scorer:
             if signals.session_velocity == "high":
                 hits.append(
                     Hit(
-                        "session_velocity", upstream.mode, points=upstream.session_velocity_high, value="high"
+                        "upstream_session_velocity", upstream.mode, points=upstream.session_velocity_high, value="high"
                     )
                 )
             elif signals.session_velocity == "medium":
