@@ -6,6 +6,7 @@ Requests here are raw httpx calls, not the client, so each test says exactly wha
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detector.testing.eightbyeight_double import (
     BATCH,
@@ -242,6 +245,92 @@ async def test_documented_operations_it_does_not_play_are_501_not_violations(
 
     assert response.status_code == 501
     assert double.violations == []
+
+
+# --- the fast check in the double agrees with openapi-core's reading of the document ---
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def test_the_fast_check_agrees_with_openapi_core_on_the_cases_above(contract: Contract) -> None:
+    cases = [("good", SEND_PATH, GOOD, ""), ("good batch", BATCH_PATH, {"messages": [GOOD]}, ""), *BROKEN]
+    for name, path, body, _ in cases:
+        raw = json.dumps(body).encode() if body is not None else b""
+        fast = contract.check("POST", path, AUTH, raw, "application/json")
+        reference = contract.reference_request_errors("POST", path, AUTH, raw, "application/json")
+        if name == "no body":  # the document does not mark these bodies required; the double does
+            assert fast.kind == "invalid" and reference == []
+        else:
+            assert (fast.kind == "ok") == (reference == []), (name, fast.errors, reference)
+    for headers in ({}, {"Authorization": "Basic eDp5"}, {"Authorization": "Bearer"}):
+        assert contract.check("POST", SEND_PATH, headers, b"{}", "application/json").kind == "unauthenticated"
+        assert contract.reference_request_errors("POST", SEND_PATH, headers, b"{}", "application/json")
+    assert contract.check("POST", "/api/v2/x", AUTH, b"{}", "application/json").kind == "no_such_path"
+    assert contract.check("PATCH", SEND_PATH, AUTH, b"{}", "application/json").kind == "no_such_method"
+
+
+_anything = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8))
+_valid_sms_request = st.fixed_dictionaries(
+    {"destination": st.from_regex(r"\+?[1-9][0-9]{6,14}", fullmatch=True), "text": st.text(max_size=20)},
+    optional={
+        "clientMessageId": st.text(max_size=350),
+        "clientIp": st.text(max_size=15),
+        "track": st.sampled_from(["Outcome", "None"]),
+        "encoding": st.sampled_from(["AUTO", "GSM7", "UCS2"]),
+        "source": st.text(max_size=16),
+        "country": st.text(max_size=2),
+        "scheduled": st.just("2026-11-23T08:55:00Z"),
+        "dlrCallbackUrl": st.just("https://example.com/dlr"),
+    },
+)
+_field = st.sampled_from(
+    ["destination", "text", "clientMessageId", "track", "encoding", "source", "scheduled"]
+)
+_breakage = st.one_of(
+    st.tuples(_field, _anything),
+    st.tuples(_field, st.sampled_from(["+0123456789", "12345", "x" * 351, "outcome", "UTF8", "soon"])),
+    st.tuples(_field, st.just(None)).map(lambda broken: (broken[0], "<delete>")),
+)
+
+
+def _break(request: tuple[dict[str, Any], tuple[str, Any] | None]) -> dict[str, Any]:
+    body, breakage = request
+    if breakage is not None:
+        name, value = breakage
+        if value == "<delete>":
+            body.pop(name, None)
+        else:
+            body[name] = value
+    return body
+
+
+# About half valid, half with one field broken (or not: a "breakage" can happen to be valid too).
+_sms_request = st.tuples(_valid_sms_request, st.one_of(st.none(), _breakage)).map(_break)
+_sub_account = st.one_of(
+    st.from_regex(r"[A-Za-z0-9\-._&]{3,50}", fullmatch=True),
+    st.text(alphabet="abcXYZ019-._&! ~*", min_size=1, max_size=53),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sub_account=_sub_account,
+    body=st.one_of(
+        _sms_request.map(lambda body: ("messages", body)),
+        st.lists(_sms_request, max_size=3).map(lambda messages: ("messages/batch", {"messages": messages})),
+    ),
+)
+def test_the_fast_check_agrees_with_openapi_core_on_generated_requests(
+    contract: Contract, sub_account: str, body: tuple[str, Any]
+) -> None:
+    suffix, payload = body
+    path = f"/api/v1/subaccounts/{sub_account}/{suffix}"
+    raw = json.dumps(payload).encode()
+
+    fast = contract.check("POST", path, AUTH, raw, "application/json")
+    reference = contract.reference_request_errors("POST", path, AUTH, raw, "application/json")
+
+    assert (fast.kind == "ok") == (reference == []), (fast.errors, reference)
 
 
 # --- faults ---
