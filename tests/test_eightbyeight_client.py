@@ -460,6 +460,10 @@ def test_config_regions_and_environment() -> None:
         EightByEightConfig.from_env({"EIGHTBYEIGHT_API_KEY": KEY})
     with pytest.raises(SecretError, match="EIGHTBYEIGHT_API_KEY"):
         EightByEightConfig.from_env({"EIGHTBYEIGHT_SUBACCOUNT_ID": "acme"})
+    with pytest.raises(ValueError, match="EIGHTBYEIGHT_TIMEOUT"):
+        EightByEightConfig.from_env(
+            {"EIGHTBYEIGHT_SUBACCOUNT_ID": "acme", "EIGHTBYEIGHT_API_KEY": KEY, "EIGHTBYEIGHT_TIMEOUT": "5s"}
+        )
 
 
 def test_the_message_keeps_number_and_code_out_of_its_repr() -> None:

@@ -7,8 +7,8 @@ single send), and the double's tests hold it to openapi-core's reading of the sa
 
 A request that breaks the contract is answered as 8x8 describes (400, or 401 without credentials,
 with ``{code, message, errorId, timestamp}``) and is recorded in ``double.violations``, so a test can
-assert there were none. A well-formed request with the wrong key
-gets 401 too, but that is a configuration error, not a contract violation.
+assert there were none. A well-formed request with the wrong key gets 401 too, but that is a
+configuration error, not a contract violation.
 
 What it implements: send one (``Send-Sms-Single``), send a batch (``Send-Many-Sms``) and outcome
 feedback (``api-Sms-Feedback``). Other operations of the document pass the contract check and are
@@ -27,7 +27,9 @@ Faults, applied after the contract check: ``double.inject(RateLimited("2"), Serv
 next requests in turn; ``double.add_rule(Slow(5), when=lambda r: r.operation == "Send-Many-Sms")``
 for every matching request; ``double.reject("+6591234567")`` answers ``REJECTED`` for one number.
 
-For a benchmark, in a background thread (``with double.in_thread(): ...``) or as a process::
+Outside pytest's event loop: in a background thread (``with double.in_thread(): ...``), or as a
+process, which is the better choice for a benchmark (in a thread the double competes with the client
+for the GIL)::
 
     python -m detector.testing.eightbyeight_double --port 8088 --api-key-env EIGHTBYEIGHT_API_KEY
 
