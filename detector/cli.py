@@ -194,5 +194,14 @@ class _open_out:
             self.handle.close()
 
 
+def _register_commands() -> None:
+    from detector.commands_sim import demo, evaluate, simulate
+
+    for command in (simulate, evaluate, demo):
+        main.add_command(command)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     sys.exit(main())

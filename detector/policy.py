@@ -212,7 +212,15 @@ def load_policy(path: str | Path | None = None) -> Policy:
     return policy_from_data(data)
 
 
+def _unquoted_off(data: Any) -> Any:
+    """YAML 1.1 reads an unquoted `mode: off` as false; that is what the author meant."""
+    if isinstance(data, dict):
+        return {k: "off" if k == "mode" and v is False else _unquoted_off(v) for k, v in data.items()}
+    return data
+
+
 def policy_from_data(data: dict[str, Any]) -> Policy:
+    data = _unquoted_off(data)
     try:
         policy = msgspec.convert(data, Policy)
     except msgspec.ValidationError as exc:

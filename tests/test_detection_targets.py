@@ -27,9 +27,6 @@ def explain(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# The default policy does not meet the targets yet (see the evaluation in issue 3: low_and_slow and cgnat);
-# remove this marker once it does, so that a regression fails the build.
-@pytest.mark.xfail(reason="default policy not yet tuned to the issue 3 targets", strict=False)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_default_policy_meets_the_targets_on_the_mix(seed: int, tmp_path: Path) -> None:
     events = tmp_path / f"mix-{seed}.jsonl"

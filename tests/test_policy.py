@@ -31,7 +31,7 @@ def test_a_file_sets_only_what_it_changes(tmp_path: Path) -> None:
     assert (policy.version, policy.mode, policy.trusted_proxies) == ("mine-1", "shadow", ("10.0.0.0/8",))
     assert policy.rules.velocity["ip_10m"].threshold == 99
     assert policy.rules.velocity["ip_10m"].points == default.rules.velocity["ip_10m"].points
-    assert policy.rules.velocity["ip_24h"] == default.rules.velocity["ip_24h"]
+    assert policy.rules.velocity["subnet_1h"] == default.rules.velocity["subnet_1h"]
     assert policy.score == default.score
 
 
@@ -71,3 +71,8 @@ def test_policy_check_command(tmp_path: Path) -> None:
     assert good.exit_code == 0 and "ok" in good.output
     bad = runner.invoke(main, ["policy", "check", str(_write(tmp_path, "mode: loud\n"))])
     assert bad.exit_code != 0 and "$.mode" in bad.output
+
+
+def test_unquoted_off_turns_a_rule_off(tmp_path: Path) -> None:
+    policy = load_policy(_write(tmp_path, "rules:\n  upstream: {mode: off}\n  velocity:\n    ip_10m: {mode: off}\n"))
+    assert policy.rules.upstream.mode == "off" and policy.rules.velocity["ip_10m"].mode == "off"
