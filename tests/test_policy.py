@@ -74,5 +74,7 @@ def test_policy_check_command(tmp_path: Path) -> None:
 
 
 def test_unquoted_off_turns_a_rule_off(tmp_path: Path) -> None:
-    policy = load_policy(_write(tmp_path, "rules:\n  upstream: {mode: off}\n  velocity:\n    ip_10m: {mode: off}\n"))
+    policy = load_policy(
+        _write(tmp_path, "rules:\n  upstream: {mode: off}\n  velocity:\n    ip_10m: {mode: off}\n")
+    )
     assert policy.rules.upstream.mode == "off" and policy.rules.velocity["ip_10m"].mode == "off"
