@@ -1,0 +1,231 @@
+"""Throughput of `RedisStore.apply` against a real redis-server, next to `MemoryStore` on the same stream.
+
+    python -m bench.redis_store [--requests N] [--sizes 1,100,500,1000] [--url redis://…]
+
+Starts its own redis-server (no persistence) unless ``--url`` or ``REDIS_URL`` names one. The stream is
+`bench.streams.mixed_stream` (mostly unique numbers, ~5k IPs, ~70% of requests get a verified feedback),
+turned into store updates by the engine's own `subject()` with the default policy, so the keys and the
+counter plan are the production ones. Each batch size runs on a fresh namespace.
+
+Round trips are counted on the wire: every call of redis-py's `Connection.send_packed_command` (one per
+pipeline, plus connection set-up) is counted, independently of the store's own `round_trips` counter.
+Memory: ``MEMORY USAGE`` of every key the largest run left, grouped by kind, and ``used_memory`` before/after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+
+from bench.streams import mixed_stream
+from detector.engine import Engine
+from detector.events import OtpFeedback, OtpRequest, parse_event, parse_timestamp
+from detector.hashing import KeyedHasher
+from detector.policy import load_policy
+from detector.scoring import counter_plan
+from detector.state.base import CounterPlan, FeedbackUpdate, Observation, Store
+from detector.state.memory import MemoryStore
+from detector.state.redis import DEFAULT_SHARDS, RedisStore
+from detector.testing.services import RedisServer
+
+Update = Observation | FeedbackUpdate
+TARGET = 20_000  # events/s at batch 500, one process
+
+
+class WireCounter:
+    """Counts `send_packed_command` calls on every redis-py asyncio connection: one per round trip."""
+
+    def __init__(self) -> None:
+        self.sends = 0
+        self._original: Any = None
+
+    def __enter__(self) -> WireCounter:
+        original = Connection.send_packed_command
+        self._original = original
+        counter = self
+
+        async def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+            counter.sends += 1
+            await original(conn, command, check_health)
+
+        Connection.send_packed_command = counted  # type: ignore[method-assign, assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        Connection.send_packed_command = self._original  # type: ignore[method-assign]
+
+
+def updates(requests: int) -> list[Update]:
+    """The store calls the engine would make for `mixed_stream(requests)`."""
+    policy = load_policy()
+    engine = Engine(policy, MemoryStore(counter_plan(policy)), KeyedHasher(b"bench-key-" * 4))
+    out: list[Update] = []
+    for raw in mixed_stream(requests):
+        event = parse_event(raw)
+        if isinstance(event, OtpRequest):
+            subject = engine.subject(event)
+            out.append(Observation(event.request_id, subject.ts, subject.keys, subject.phone.region))
+        elif isinstance(event, OtpFeedback):
+            out.append(FeedbackUpdate(event.request_id, parse_timestamp(event.ts), event.outcome != "failed"))
+    return out
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+async def drive(store: Store, stream: Sequence[Update], batch_size: int) -> tuple[float, list[float]]:
+    """Push the stream through `apply` one batch at a time; (seconds, per-batch latencies)."""
+    latencies = []
+    started = time.perf_counter()
+    for start in range(0, len(stream), batch_size):
+        batch = stream[start : start + batch_size]
+        began = time.perf_counter()
+        await store.apply(batch)
+        latencies.append(time.perf_counter() - began)
+    return time.perf_counter() - started, latencies
+
+
+async def memory_report(url: str, namespace: str, active: dict[str, int]) -> None:
+    """MEMORY USAGE of every key the run left, by kind (entity dimension, or request record)."""
+    client = Redis.from_url(url)
+    try:
+        usage: dict[str, list[int]] = defaultdict(list)
+        async for key in client.scan_iter(match=f"{namespace}*", count=1000):
+            kind = key.decode().split("}:", 1)[1].split(":", 1)[0]
+            usage[kind].append(await client.memory_usage(key, samples=0) or 0)
+        print("  memory per key (MEMORY USAGE, bytes)      keys      mean    median")
+        for kind, sizes in sorted(usage.items()):
+            mean, median = statistics.fmean(sizes), statistics.median(sizes)
+            print(f"    {kind:<36} {len(sizes):>8,} {mean:>9,.0f} {median:>9,.0f}")
+        numbers, addresses = active.get("msisdn", 0), active.get("ip", 0)
+        parts = []
+        if numbers:
+            parts.append(f"per active number {sum(usage.get('msisdn', [])) / numbers:,.0f} B")
+        if addresses:
+            parts.append(f"per active IP {sum(usage.get('ip', [])) / addresses:,.0f} B")
+        if usage.get("req"):
+            parts.append(f"per request record {statistics.fmean(usage['req']):,.0f} B")
+        total = sum(sum(sizes) for sizes in usage.values())
+        parts.append(f"all keys {total / 2**20:,.1f} MiB")
+        print("    " + ";  ".join(parts))
+    finally:
+        await client.aclose()
+
+
+async def run(url: str, requests: int, sizes: list[int], shards: int) -> None:
+    plan: CounterPlan = counter_plan(load_policy())
+    stream = updates(requests)
+    observed = sum(isinstance(item, Observation) for item in stream)
+    active: dict[str, set[str]] = defaultdict(set)
+    for item in stream:
+        if isinstance(item, Observation):
+            for dim, key in item.keys.items():
+                active[dim].add(key)
+    print(
+        f"redis store benchmark: {len(stream):,} updates ({observed:,} requests, {len(stream) - observed:,} "
+        f"feedback), {len(active['msisdn']):,} numbers, {len(active['ip']):,} IPs, default policy plan, "
+        f"{shards} shards, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
+
+    memory_rates = {}
+    for size in sorted({*sizes, 500}):
+        seconds, _ = await drive(MemoryStore(plan), stream, size)
+        memory_rates[size] = len(stream) / seconds
+
+    client = Redis.from_url(url)
+    before = (await client.info("memory"))["used_memory"]
+    print(
+        f"  {'batch':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RT/event':>9} {'(store)':>8} "
+        f"{'client CPU':>10} {'server CPU':>10} {'memory ev/s':>11} {'ratio':>6}"
+    )
+    for size in sizes:
+        namespace = f"bench{size}-{os.getpid()}:"
+        store = RedisStore.from_url(
+            url, plan, timeout=30.0, namespace=namespace, secret=b"bench-key-" * 4, shards=shards
+        )
+        await store.apply(stream[:1])  # connect and load the script outside the measurement
+        rest = stream[1:]
+        store.round_trips = 0
+        await client.config_resetstat()
+        cpu = time.process_time()
+        with WireCounter() as wire:
+            seconds, latencies = await drive(store, rest, size)
+        cpu = time.process_time() - cpu
+        server = (await client.info("commandstats")).get("cmdstat_evalsha", {}).get("usec", 0)
+        await store.close()
+        rate = len(rest) / seconds
+        print(
+            f"  {size:>5} {rate:>9,.0f} {_percentile(latencies, 0.5) * 1e3:>7.2f} "
+            f"{_percentile(latencies, 0.99) * 1e3:>7.2f} {wire.sends / len(rest):>9.4f} "
+            f"{store.round_trips / len(rest):>8.4f} {cpu / len(rest) * 1e6:>7.1f} us "
+            f"{server / len(rest):>7.1f} us "
+            f"{memory_rates[size]:>11,.0f} {rate / memory_rates[size]:>6.3f}"
+        )
+    after = (await client.info("memory"))["used_memory"]
+    await client.aclose()
+    print("  RT/event: request writes on the wire (redis-py send_packed_command); (store): its own count")
+    print("  client CPU: this process (time.process_time); server CPU: EVALSHA usec (INFO commandstats)")
+    print(
+        f"  used_memory grew by {(after - before) / 2**20:,.1f} MiB over all runs; "
+        f"target: {TARGET:,} events/s at batch 500 in one process"
+    )
+
+    # The whole engine (parse, score, count, remember decisions) at batch 500, on both stores.
+    lines = mixed_stream(requests)
+    namespace = f"engine-{os.getpid()}:"
+    rates = {}
+    for name in ("memory", "redis"):
+        policy = load_policy()
+        engine_store: Store = (
+            MemoryStore(plan) if name == "memory"
+            else RedisStore.from_url(url, plan, timeout=30.0, namespace=namespace, secret=b"bench-key-" * 4,
+                                     shards=shards)
+        )  # fmt: skip
+        engine = Engine(policy, engine_store, KeyedHasher(b"bench-key-" * 4))
+        events = [parse_event(line) for line in lines]
+        started = time.perf_counter()
+        for start in range(0, len(events), 500):
+            await engine.process(events[start : start + 500])
+        rates[name] = len(events) / (time.perf_counter() - started)
+        await engine_store.close()
+    print(
+        f"  whole engine at batch 500 (parse excluded, decisions remembered): "
+        f"redis {rates['redis']:,.0f} events/s, memory {rates['memory']:,.0f} events/s, "
+        f"ratio {rates['redis'] / rates['memory']:.3f}"
+    )
+    print(f"  keys left by the engine run ({namespace}, request records hold sealed decisions):")
+    await memory_report(url, namespace, {dim: len(keys) for dim, keys in active.items()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=60_000)
+    parser.add_argument("--sizes", default="1,100,500,1000")
+    parser.add_argument("--url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    if args.url:
+        asyncio.run(run(args.url, args.requests, sizes, args.shards))
+        return
+    with tempfile.TemporaryDirectory() as workdir, RedisServer(Path(workdir)) as server:
+        asyncio.run(run(server.url, args.requests, sizes, args.shards))
+
+
+if __name__ == "__main__":
+    main()

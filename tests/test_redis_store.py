@@ -1,0 +1,553 @@
+"""`RedisStore` on a real redis-server: the same answers as `MemoryStore`, shared safely between processes.
+
+Every test uses its own key namespace on the session's server (``redis_url``); the outage tests get a
+server of their own (``redis_server``) that they stop and start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import multiprocessing
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from detector.engine import Engine, Result
+from detector.events import Decision, parse_event
+from detector.hashing import KeyedHasher
+from detector.policy import Policy, default_policy_data, load_policy, merge, policy_from_data
+from detector.scoring import counter_plan
+from detector.state.base import (
+    CounterPlan,
+    Counts,
+    FeedbackStatus,
+    FeedbackUpdate,
+    Observation,
+    StoreUnavailable,
+)
+from detector.state.memory import MemoryStore
+from detector.state.redis import RedisStore
+from detector.testing.services import RedisServer
+from detector.windows import Window
+
+pytestmark = pytest.mark.redis
+
+SECRET = b"redis-store-test-secret-0123456789"
+T0 = 1_795_420_800.0
+Update = Observation | FeedbackUpdate
+Answer = Counts | FeedbackStatus
+
+
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+def small_plan(record_ttl: int = 100_000) -> CounterPlan:
+    """Short windows, few buckets: a short stream evicts buckets, drops late events and fills the limit."""
+    return CounterPlan(
+        windows={
+            "ip": (Window(60, 6), Window(600, 4)),
+            "msisdn": (Window(120, 3),),
+            "prefix": (Window(60, 6),),
+            "phone_country": (Window(300, 5),),
+        },
+        peaks=frozenset({("ip", 600), ("phone_country", 300)}),
+        limit_window=Window(90, 3),
+        limit=3,
+        distinct_window=200,
+        record_ttl=record_ttl,
+    )
+
+
+def random_stream(rng: random.Random, length: int, span: float = 2_000.0) -> list[Update]:
+    """Requests on a few numbers and IPs, feedback of every kind, redeliveries and late events."""
+    ids: list[str] = []
+    stream: list[Update] = []
+    ts = T0
+    for _ in range(length):
+        ts += rng.random() * span / length
+        roll = rng.random()
+        if ids and roll < 0.3:
+            request_id = rng.choice(ids) if rng.random() < 0.9 else f"ghost{rng.randrange(1000)}"
+            stream.append(FeedbackUpdate(request_id, ts + rng.random() * 5, resolved=rng.random() < 0.7))
+            continue
+        request_id = rng.choice(ids) if ids and roll < 0.36 else f"r{len(ids)}"
+        ids.append(request_id)
+        when = ts - rng.random() * 400 if rng.random() < 0.12 else ts  # some late events, some very late
+        keys = {
+            "msisdn": f"n{rng.randrange(6)}",
+            "ip": f"i{rng.randrange(4)}",
+            "prefix": f"p{rng.randrange(3)}",
+            "phone_country": rng.choice(["GB", "FR", "DE"]),
+            "subnet": "uncounted",
+        }
+        for dim in ("ip", "prefix"):
+            if rng.random() < 0.1:
+                del keys[dim]
+        member = rng.choice(["GB", "FR", "DE", "NG", None])
+        stream.append(Observation(request_id, when, keys, member, take_slot=rng.random() < 0.85))
+    return stream
+
+
+def batches(stream: Sequence[Update], rng: random.Random, sizes: Sequence[int]) -> list[list[Update]]:
+    out: list[list[Update]] = []
+    start = 0
+    while start < len(stream):
+        size = rng.choice(sizes)
+        out.append(list(stream[start : start + size]))
+        start += size
+    return out
+
+
+async def run_both(
+    redis: RedisStore, memory: MemoryStore, chunks: Sequence[Sequence[Update]]
+) -> tuple[list[Answer], list[Answer]]:
+    """Apply every batch to both stores, remembering a decision for each fresh request as the engine does."""
+    got: list[Answer] = []
+    want: list[Answer] = []
+    for chunk in chunks:
+        expected = await memory.apply(chunk)
+        actual = await redis.apply(chunk)
+        fresh = [
+            (item.request_id, item.ts, f"decision {item.request_id} {index}".encode())
+            for index, (item, answer) in enumerate(zip(chunk, expected, strict=True))
+            if isinstance(item, Observation) and isinstance(answer, Counts) and not answer.duplicate
+        ]
+        await memory.remember(fresh)
+        await redis.remember(fresh)
+        want += expected
+        got += actual
+    return got, want
+
+
+def assert_same(got: Sequence[object], want: Sequence[object], stream: Sequence[object]) -> None:
+    assert len(got) == len(want)
+    for index, (actual, expected) in enumerate(zip(got, want, strict=True)):
+        assert actual == expected, f"update {index}: {stream[index]!r}"
+
+
+@pytest.fixture
+async def store_factory(redis_url: str) -> AsyncIterator[Callable[..., RedisStore]]:
+    opened: list[RedisStore] = []
+
+    def make(plan: CounterPlan, **options: Any) -> RedisStore:
+        options.setdefault("namespace", namespace())
+        options.setdefault("secret", SECRET)
+        options.setdefault("timeout", 5.0)
+        store = RedisStore.from_url(redis_url, plan, **options)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+# --------------------------------------------------------------------------- equivalence
+
+
+@pytest.mark.parametrize(
+    ("seed", "sizes", "shards"),
+    [(1, [1], 64), (2, [7, 3], 64), (3, [50], 1), (4, [200, 1, 13], 16), (5, [500], 64), (6, [2, 90], 3)],
+)
+async def test_counts_match_the_memory_store(
+    store_factory: Callable[..., RedisStore], seed: int, sizes: list[int], shards: int
+) -> None:
+    rng = random.Random(seed)
+    plan = small_plan()
+    stream = random_stream(rng, 600)
+    got, want = await run_both(
+        store_factory(plan, shards=shards), MemoryStore(plan), batches(stream, rng, sizes)
+    )
+    assert_same(got, want, stream)
+    # the stream exercised what it should
+    assert any(isinstance(a, Counts) and a.duplicate and a.stored_decision for a in want)
+    if max(sizes) >= 50:  # a request id twice in one batch: the second has no stored decision yet
+        assert any(isinstance(a, Counts) and a.duplicate and a.stored_decision is None for a in want)
+    assert {"applied", "failed", "unknown", "duplicate"} <= {a for a in want if isinstance(a, str)}
+    assert any(isinstance(a, Counts) and not a.slot_taken for a in want)
+    assert any(isinstance(a, Counts) and a.distinct >= 3 for a in want)
+
+
+async def test_counts_match_with_the_default_policy_plan(store_factory: Callable[..., RedisStore]) -> None:
+    rng = random.Random(11)
+    plan = counter_plan(load_policy())
+    stream = random_stream(rng, 800, span=3 * 86_400.0)
+    for item in stream:
+        if isinstance(item, Observation):
+            item.keys["session"] = f"s{rng.randrange(50)}"
+            item.keys["account"] = f"a{rng.randrange(5)}"
+    got, want = await run_both(store_factory(plan), MemoryStore(plan), batches(stream, rng, [1, 40, 300]))
+    assert_same(got, want, stream)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    length=st.integers(1, 120),
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    span=st.sampled_from([30.0, 500.0, 5_000.0]),
+)
+def test_counts_match_on_generated_streams(
+    redis_url: str, seed: int, length: int, sizes: list[int], span: float
+) -> None:
+    async def check() -> None:
+        rng = random.Random(seed)
+        plan = small_plan()
+        stream = random_stream(rng, length, span)
+        store = RedisStore.from_url(
+            redis_url, plan, timeout=5.0, namespace=namespace(), secret=SECRET, shards=4
+        )
+        try:
+            got, want = await run_both(store, MemoryStore(plan), batches(stream, rng, sizes))
+        finally:
+            await store.close()
+        assert_same(got, want, stream)
+
+    asyncio.run(check())
+
+
+async def test_records_expire_in_event_time_like_the_memory_store(
+    store_factory: Callable[..., RedisStore],
+) -> None:
+    plan = small_plan(record_ttl=100)
+    keys = {"msisdn": "n1", "ip": "i1"}
+    stream: list[Update] = [
+        Observation("a", T0, dict(keys)),
+        Observation("b", T0 + 50, dict(keys)),
+        Observation("a", T0 + 99, dict(keys)),  # still remembered: a duplicate
+        FeedbackUpdate("a", T0 + 99.5, resolved=True),
+        Observation("c", T0 + 100, dict(keys)),  # a's record is now 100 s old
+        Observation("a", T0 + 101, dict(keys)),  # forgotten: counted again
+        FeedbackUpdate("b", T0 + 120, resolved=True),
+    ]
+    got, want = await run_both(store_factory(plan), MemoryStore(plan), [stream[:3], stream[3:]])
+    assert_same(got, want, stream)
+    assert isinstance(want[2], Counts) and want[2].duplicate
+    assert isinstance(want[5], Counts) and not want[5].duplicate
+
+
+async def test_a_flushed_script_cache_is_reloaded(
+    store_factory: Callable[..., RedisStore], redis_url: str
+) -> None:
+    rng = random.Random(7)
+    plan = small_plan()
+    stream = random_stream(rng, 300)
+    store, memory = store_factory(plan), MemoryStore(plan)
+    admin = Redis.from_url(redis_url)
+    got: list[Answer] = []
+    want: list[Answer] = []
+    try:
+        for chunk in batches(stream, rng, [30]):
+            await admin.script_flush()
+            g, w = await run_both(store, memory, [chunk])
+            got += g
+            want += w
+    finally:
+        await admin.aclose()
+    assert_same(got, want, stream)
+
+
+async def test_decisions_are_shared_between_stores_with_the_same_key(
+    store_factory: Callable[..., RedisStore],
+) -> None:
+    plan = small_plan()
+    name = namespace()
+    first, second = store_factory(plan, namespace=name), store_factory(plan, namespace=name)
+    other_key = store_factory(plan, namespace=name, secret=b"another-secret-0123456789abcdef")
+    await first.apply([Observation("x", T0, {"msisdn": "n"})])
+    await first.remember([("x", T0, b'{"decision":"kept"}')])
+    [again] = await second.apply([Observation("x", T0 + 1, {"msisdn": "n"})])
+    assert again == Counts(duplicate=True, stored_decision=b'{"decision":"kept"}')
+    [unreadable] = await other_key.apply([Observation("x", T0 + 2, {"msisdn": "n"})])
+    assert unreadable == Counts(duplicate=True, stored_decision=None)
+
+
+# --------------------------------------------------------------------------- whole engine
+
+PHONES = [f"+4474001{n:05d}" for n in range(0, 90_000, 7_919)] + [
+    "+14155550123",
+    "+33612345678",
+    "+2348031234567",
+]
+IPS = ["203.0.113.5", "203.0.113.77", "198.51.100.23", "192.0.2.200", "2001:db8::17", "2001:db8:0:1::5"]
+
+
+def engine_events(rng: random.Random, count: int) -> list[bytes]:
+    lines: list[bytes] = []
+    sent: list[dict[str, Any]] = []
+    ts = T0
+    for index in range(count):
+        ts += rng.expovariate(1 / 20)
+        roll = rng.random()
+        if sent and roll < 0.35:
+            outcome = rng.choice(["verified", "verified", "failed", "completed_other"])
+            request_id = rng.choice(sent)["request_id"] if rng.random() < 0.95 else "never-sent"
+            lines.append(
+                orjson.dumps(
+                    {"type": "otp_feedback", "request_id": request_id, "ts": ts + 3, "outcome": outcome}
+                )
+            )
+        elif sent and roll < 0.42:
+            lines.append(orjson.dumps(rng.choice(sent)))  # a redelivery
+        else:
+            event = {
+                "type": "otp_request", "request_id": f"req-{index}", "ts": ts,
+                "phone": PHONES[0] if rng.random() < 0.3 else rng.choice(PHONES),
+                "client_ip": rng.choice(IPS),
+                "session_id": f"sess-{rng.randrange(10)}", "account_id": f"acct-{rng.randrange(4)}",
+                "flow": "login",
+            }  # fmt: skip
+            if rng.random() < 0.3:
+                event["ip_country"] = rng.choice(["GB", "US", "NG"])
+            sent.append(event)
+            lines.append(orjson.dumps(event))
+    return lines
+
+
+async def run_engine(
+    engine: Engine, lines: Sequence[bytes], sizes: Sequence[int], rng: random.Random
+) -> list[Result]:
+    results: list[Result] = []
+    start = 0
+    while start < len(lines):
+        size = rng.choice(sizes)
+        results += await engine.process([parse_event(line) for line in lines[start : start + size]])
+        start += size
+    return results
+
+
+def policy_with(**overrides: Any) -> Policy:
+    return policy_from_data(merge(default_policy_data(), overrides))
+
+
+async def test_engine_decisions_match_the_memory_store(store_factory: Callable[..., RedisStore]) -> None:
+    policy = load_policy()
+    plan = counter_plan(policy)
+    lines = engine_events(random.Random(5), 1_500)
+    hasher = KeyedHasher(b"k" * 32)
+    want = await run_engine(Engine(policy, MemoryStore(plan), hasher), lines, [1, 25, 200], random.Random(9))
+    store = store_factory(plan)
+    got = await run_engine(Engine(policy, store, hasher), lines, [1, 25, 200], random.Random(9))
+    assert len(got) == len(want)
+    for index, (actual, expected) in enumerate(zip(got, want, strict=True)):
+        assert actual == expected, f"result {index}: {lines[index]!r}"
+    decisions = [r for r in want if isinstance(r, Decision)]
+    codes = {reason.code for decision in decisions for reason in decision.reasons}
+    assert {"msisdn_rate_limit", "retry_too_soon", "ip_distinct_phone_countries"} <= codes, codes
+    assert not {"state_unavailable", "redelivered_without_record"} & codes
+    assert {"applied", "failed", "unknown", "duplicate"} <= {r for r in want if isinstance(r, str)}
+
+
+# --------------------------------------------------------------------------- privacy, TTL, cluster slots
+
+
+async def test_no_number_or_address_in_clear_and_every_key_expires(
+    store_factory: Callable[..., RedisStore], redis_url: str
+) -> None:
+    policy = load_policy()
+    plan = counter_plan(policy)
+    store = store_factory(plan)
+    lines = engine_events(random.Random(8), 600)
+    await run_engine(Engine(policy, store, KeyedHasher(b"k" * 32)), lines, [1, 50], random.Random(2))
+
+    secrets: set[bytes] = set()
+    for phone in PHONES:
+        secrets |= {phone.encode(), phone.lstrip("+").encode(), phone[-9:].encode()}
+    for ip in IPS:
+        address = ipaddress.ip_address(ip)
+        secrets |= {ip.encode(), address.exploded.encode()}
+        if address.version == 6:
+            secrets.add(address.packed)  # 4 packed bytes of an IPv4 address could turn up in random bytes
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{store.namespace}*", count=1000)]
+        assert len(keys) > 100
+        for key in keys:
+            assert await client.type(key) == b"string"
+            value = await client.get(key)
+            assert value is not None
+            for secret in secrets:
+                assert secret not in key, (secret, key)
+                assert secret not in value, (secret, key, value)
+            ttl = await client.pttl(key)
+            assert 0 < ttl <= plan.record_ttl * 1000, (key, ttl)
+    finally:
+        await client.aclose()
+
+
+async def test_every_script_call_stays_in_one_cluster_slot(store_factory: Callable[..., RedisStore]) -> None:
+    rng = random.Random(3)
+    plan = small_plan()
+    store = store_factory(plan, shards=64)
+    calls: list[tuple[Any, ...]] = []
+    execute = store._execute
+
+    async def spy(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        calls.extend(commands)
+        return await execute(commands)
+
+    store._execute = spy  # type: ignore[method-assign]
+    stream = random_stream(rng, 400)
+    await run_both(store, MemoryStore(plan), batches(stream, rng, [100]))
+    assert len(calls) > 64
+    for command in calls:
+        assert command[0] == "EVALSHA"
+        keys = command[3 : 3 + command[2]]
+        assert keys, command[:4]
+        assert len({key_slot(key) for key in keys}) == 1, keys
+
+
+# --------------------------------------------------------------------------- the send limit across processes
+
+RACERS = 4
+PER_RACER = 12
+
+
+def _race(url: str, name: str, racer: int, start: Any, results: Any) -> None:
+    async def go() -> list[bool]:
+        plan = counter_plan(load_policy())
+        store = RedisStore.from_url(url, plan, timeout=10.0, namespace=name, secret=SECRET)
+        try:
+            taken: list[bool] = []
+            start.wait()
+            for round_ in range(PER_RACER // 3):
+                batch = [
+                    Observation(f"p{racer}-{round_}-{i}", T0, {"msisdn": "same-number"}) for i in range(3)
+                ]
+                answers = await store.apply(batch)
+                taken += [answer.slot_taken for answer in answers if isinstance(answer, Counts)]
+            return taken
+        finally:
+            await store.close()
+
+    results.put((racer, asyncio.run(go())))
+
+
+def test_racing_processes_never_share_the_last_slot(redis_url: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(RACERS)
+    results = context.Queue()
+    name = namespace()
+    workers = [
+        context.Process(target=_race, args=(redis_url, name, r, start, results)) for r in range(RACERS)
+    ]
+    for worker in workers:
+        worker.start()
+    collected = dict(results.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    taken = [flag for flags in collected.values() for flag in flags]
+    assert len(taken) == RACERS * PER_RACER
+    assert sum(taken) == counter_plan(load_policy()).limit
+
+
+# --------------------------------------------------------------------------- outages
+
+
+def request_line(index: int, phone: str = "+447400123456") -> bytes:
+    return orjson.dumps(
+        {
+            "type": "otp_request",
+            "request_id": f"o-{index}-{uuid.uuid4().hex[:6]}",
+            "ts": T0 + index,
+            "phone": phone,
+            "client_ip": "203.0.113.9",
+        }
+    )
+
+
+async def decide(engine: Engine, index: int) -> tuple[Decision, float]:
+    started = time.monotonic()
+    [decision] = await engine.process([parse_event(request_line(index))])
+    assert isinstance(decision, Decision)
+    return decision, time.monotonic() - started
+
+
+def codes(decision: Decision) -> set[str]:
+    return {reason.code for reason in decision.reasons}
+
+
+def wait_for_ping(url: str, deadline: float) -> None:
+    async def ping() -> bool:
+        client = Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(await client.ping())
+        except Exception:
+            return False
+        finally:
+            await client.aclose()
+
+    while not asyncio.run(ping()):
+        assert time.monotonic() < deadline, "redis did not come back"
+
+
+@pytest.mark.parametrize(("on_error", "action"), [("open", "allow"), ("block", "block")])
+async def test_an_outage_follows_the_fail_mode_and_counting_resumes(
+    redis_server: RedisServer, on_error: str, action: str
+) -> None:
+    policy = policy_with(state={"on_error": on_error, "timeout_ms": 300})
+    timeout = policy.state.timeout_ms / 1000
+    bound = 2 * timeout + 0.5  # the store's deadline, the engine's own, and scheduling slack
+    store = RedisStore.from_url(redis_server.url, counter_plan(policy), timeout=timeout, secret=SECRET)
+    engine = Engine(policy, store, KeyedHasher(b"k" * 32))
+    try:
+        decision, _ = await decide(engine, 0)
+        assert "state_unavailable" not in codes(decision)
+
+        await asyncio.to_thread(redis_server.stop)
+        for index in range(1, 4):
+            decision, elapsed = await decide(engine, index)
+            assert elapsed < bound, elapsed
+            assert "state_unavailable" in codes(decision)
+            assert decision.action == action
+
+        await asyncio.to_thread(redis_server.start)  # same port, empty: the script must be loaded again
+        decision, elapsed = await decide(engine, 10)
+        assert "state_unavailable" not in codes(decision), decision
+        assert elapsed < bound
+    finally:
+        await store.close()
+
+
+async def test_a_server_that_stops_answering_times_out_and_does_not_poison_the_pool(
+    redis_server: RedisServer,
+) -> None:
+    plan = small_plan()
+    timeout = 0.3
+    store = RedisStore.from_url(redis_server.url, plan, timeout=timeout, secret=SECRET, namespace=namespace())
+    admin = Redis.from_url(redis_server.url)
+    try:
+        assert (await store.apply([Observation("warm", T0, {"msisdn": "a"})]))[0] == Counts(
+            windows={("msisdn", 120): (1, 0)}, slot_taken=True, slot_count=1
+        )
+        await admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.apply([Observation("lost", T0, {"msisdn": "b", "ip": "x"})])
+        assert time.monotonic() - started < timeout + 0.25
+        with pytest.raises(StoreUnavailable):
+            await store.remember([("warm", T0, b"d")])
+        assert time.monotonic() - started < 2 * timeout + 0.5
+
+        await asyncio.to_thread(wait_for_ping, redis_server.url, time.monotonic() + 10)
+        [fresh] = await store.apply([Observation("fresh", T0 + 1, {"msisdn": "c"})])
+        assert fresh == Counts(
+            windows={("msisdn", 120): (1, 0)}, slot_taken=True, slot_count=1, previous_ts=None
+        )
+        [again] = await store.apply([Observation("warm", T0 + 2, {"msisdn": "a"})])
+        assert isinstance(again, Counts) and again.duplicate
+    finally:
+        await admin.aclose()
+        await store.close()
