@@ -1,0 +1,1 @@
+"""The Kafka side: a Faust worker that feeds batches of events to the engine (see `detector.stream.app`)."""

@@ -1,0 +1,474 @@
+"""The Kafka worker: a Faust app whose agents feed batches of events to the engine.
+
+Agents (one instance each; throughput comes from batching, not concurrency):
+
+* ``requests``: takes up to `batch_size` messages (or what arrived within `batch_wait`) from the requests
+  topic, runs them through `Engine.process` in one call (one store round trip per batch), and publishes one
+  decision per request, keyed by `request_id`, to the decisions topic;
+* ``feedback``: the same for the feedback topic, applying verification outcomes to the counters;
+* ``feedback_retry``: a delay queue for feedback the store could not apply yet (see below).
+
+Every input topic is read as raw bytes (Faust decodes nothing), so any message reaches `parse_event`: what is
+not an event goes to the dead-letter topic as JSON ``{"error", "topic", "partition", "offset", "timestamp",
+"key_b64", "raw_b64", "raw_size"}``; an invalid request whose `request_id` can be read gets an
+``invalid_request`` decision instead. Any event type is accepted on any input topic.
+
+Delivery is at least once. An agent returns to Faust for the next batch — which is when Faust marks the
+batch's offsets as processed, to be committed by its commit timer — only after Kafka acknowledged every
+decision, dead letter and retry of the batch. A request delivered twice is recognised by the store (its
+request record) and gets the decision stored the first time, without being counted again. If an output
+cannot be published at all, the process exits at once with status 70, without committing, so the batch is
+delivered again to whichever worker takes over.
+
+Feedback and its request travel on different topics (and maybe to different workers), so feedback can
+arrive before its request is decided: the store answers "unknown". Such feedback is published to the retry
+topic with a due time `feedback_retry_delay` later and tried again then, up to `feedback_retries` times,
+then dropped (``detector_feedback_dropped_total{reason="unknown"}``) — feedback for a request the detector
+never recorded (decided while the store was down, or older than `record_ttl`) ends there. Feedback the store
+did not answer at all ("unavailable") is never dropped: the feedback agent retries it in place with
+exponential backoff (up to `unavailable_backoff_max` between tries) for `unavailable_patience` seconds,
+holding its partitions, and then hands it to the retry topic, where it keeps being retried without a limit.
+Requests never wait for feedback: unavailable feedback met by the requests agent goes to the retry topic.
+
+Shutdown (SIGTERM/SIGINT, handled by mode's Worker): Faust stops fetching, waits until every message an agent
+took is processed (a batch in hand finishes, a retry wait is cut short and its feedback re-queued), commits,
+flushes the producer and leaves the group; the store is closed last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from detector.engine import Engine, Result
+from detector.events import BadEvent, Decision, Event, OtpFeedback, OtpRequest, encode, parse_event
+from detector.stream.config import StreamConfig
+from detector.stream.metrics import Metrics
+from detector.stream.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["requests", "feedback", "feedback_retry"]
+
+ATTEMPT_HEADER = "detector-attempt"
+DUE_HEADER = "detector-due"
+REASON_HEADER = "detector-reason"
+ORIGIN_HEADER = "detector-origin"
+MAX_DEAD_LETTER_RAW = 128 * 1024
+EX_SOFTWARE = 70  # sysexits.h: the batch could not be finished; exit without committing it
+
+
+class DeliveryFailed(RuntimeError):
+    """Kafka did not take an output of a batch: the batch must not be committed."""
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One consumed message, as the pipeline needs it (independent of Faust's types)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float | None = None  # seconds since the epoch (the producer's or the broker's time)
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+
+class Output(Protocol):
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> Awaitable[Any]:
+        """Hand one message to the producer; the awaitable returned completes when Kafka acknowledged it."""
+        ...
+
+
+class Pipeline:
+    """What every agent does with a batch; knows the engine, the output topics and the metrics, not Faust."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        output: Output,
+        metrics: Metrics,
+        config: StreamConfig,
+        hurry: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.output = output
+        self.metrics = metrics
+        self.config = config
+        self.topics: TopicNames = config.topics
+        self.hurry = hurry  # true when the worker is stopping or rebalancing: cut waits short
+        self.clock = clock
+        self._mode = engine.policy.mode
+
+    async def handle(self, kind: Kind, batch: Sequence[Incoming]) -> None:
+        """Process one batch; return once Kafka acknowledged everything it produced."""
+        if not batch:
+            return
+        started = time.perf_counter()
+        metrics = self.metrics
+        metrics.batch_size.labels(kind).observe(len(batch))
+        if kind == "feedback_retry":
+            await self._wait_until_due(batch)
+        events = [self._parse(message) for message in batch]
+        results = await self._process(events)
+
+        acks: list[Awaitable[Any]] = []
+        decided: list[Incoming] = []
+        unavailable: list[tuple[Incoming, OtpFeedback]] = []
+        seen: Counter[str] = Counter()
+        actions: Counter[tuple[str, str, str]] = Counter()
+        statuses: Counter[str] = Counter()
+        store_failed = False
+        send, decisions_topic = self.output.send, self.topics.decisions
+        for message, event, result in zip(batch, events, results, strict=True):
+            if isinstance(result, Decision):
+                seen["otp_request" if isinstance(event, OtpRequest) else "bad"] += 1
+                acks.append(await send(decisions_topic, result.request_id.encode(), encode(result)))
+                actions[(result.action, result.verdict, result.mode)] += 1
+                decided.append(message)
+                store_failed = store_failed or _store_unavailable(result)
+            elif isinstance(result, BadEvent):
+                seen["bad"] += 1
+                acks.append(await self._dead_letter(message, result.error))
+            else:
+                seen["otp_feedback"] += 1
+                statuses[result] += 1
+                assert isinstance(event, OtpFeedback)
+                if result == "unavailable":
+                    unavailable.append((message, event))
+                elif result == "unknown":
+                    acks.extend(await self._requeue([message], "unknown"))
+        for event_type, count in seen.items():
+            metrics.events_in.labels(kind, event_type).inc(count)
+        for labels, count in actions.items():
+            metrics.decisions.labels(*labels).inc(count)
+        for status, count in statuses.items():
+            metrics.feedback.labels(status).inc(count)
+        if store_failed:
+            metrics.store_errors.labels("decide").inc()
+        if unavailable:
+            metrics.store_errors.labels("feedback").inc()
+            acks.extend(await self._retry_unavailable(kind, unavailable))
+
+        try:
+            await asyncio.gather(*acks)
+        except Exception as exc:
+            raise DeliveryFailed(f"publishing the output of a {kind} batch failed: {exc!r}") from exc
+        now = self.clock()
+        for message in decided:
+            if message.timestamp:
+                metrics.decision_delay.observe(max(0.0, now - message.timestamp))
+        metrics.batch_seconds.labels(kind).observe(time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ steps
+
+    def _parse(self, message: Incoming) -> Event | BadEvent:
+        if message.value is None:
+            return BadEvent(error="empty message (no value)")
+        return parse_event(message.value)
+
+    async def _process(self, events: Sequence[Event | BadEvent]) -> list[Result]:
+        """The engine's answers; should it fail on a batch, each event alone, so one cannot stop the rest."""
+        try:
+            return await self.engine.process(events)
+        except Exception:
+            log.exception("the engine failed on a batch of %d events; trying them one at a time", len(events))
+        results: list[Result] = []
+        for event in events:
+            try:
+                results.extend(await self.engine.process([event]))
+            except Exception as exc:
+                log.exception("the engine failed on one event; writing it as a dead letter")
+                results.append(BadEvent(error=f"internal error while processing: {exc!r}"[:500]))
+        return results
+
+    async def _dead_letter(self, message: Incoming, error: str) -> Awaitable[Any]:
+        self.metrics.dead_letters.labels(_kind_of(self.topics, message.topic)).inc()
+        raw = message.value or b""
+        letter = {
+            "error": error,
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "timestamp": message.timestamp,
+            "key_b64": base64.b64encode(message.key).decode() if message.key is not None else None,
+            "raw_b64": base64.b64encode(raw[:MAX_DEAD_LETTER_RAW]).decode(),
+            "raw_size": len(raw),
+        }
+        return await self.output.send(self.topics.dead_letters, message.key, orjson.dumps(letter))
+
+    async def _retry_unavailable(
+        self, kind: Kind, waiting: list[tuple[Incoming, OtpFeedback]]
+    ) -> list[Awaitable[Any]]:
+        """Feedback the store did not answer: try again here with backoff, then hand it to the retry topic."""
+        patience = 0.0 if kind == "requests" else self.config.unavailable_patience
+        deadline = time.monotonic() + patience
+        delay = 0.1
+        acks: list[Awaitable[Any]] = []
+        while waiting and time.monotonic() + delay <= deadline and not self.hurry():
+            await self._nap(delay)
+            if self.hurry():
+                break
+            delay = min(delay * 2, self.config.unavailable_backoff_max)
+            results = await self._process([event for _, event in waiting])
+            for result in results:
+                if isinstance(result, str):
+                    self.metrics.feedback.labels(result).inc()
+            unknown = [message for (message, _), result in zip(waiting, results, strict=True)
+                       if result == "unknown"]
+            acks.extend(await self._requeue(unknown, "unknown"))
+            waiting = [pair for pair, result in zip(waiting, results, strict=True) if result == "unavailable"]
+        return acks + await self._hand_on(waiting)
+
+    async def _hand_on(self, waiting: list[tuple[Incoming, OtpFeedback]]) -> list[Awaitable[Any]]:
+        if waiting:
+            log.warning("store unavailable: %d feedback events go to the retry topic", len(waiting))
+        return await self._requeue([message for message, _ in waiting], "unavailable")
+
+    async def _requeue(self, messages: Iterable[Incoming], reason: str) -> list[Awaitable[Any]]:
+        """Publish feedback to the retry topic, due `feedback_retry_delay`; drop it after its last try.
+
+        Unknown feedback counts an attempt each time it comes back unknown from the retry topic (not when it
+        was processed early because the worker was stopping); unavailable feedback never counts one.
+        """
+        acks = []
+        now = self.clock()
+        for message in messages:
+            attempt = _int_header(message.headers, ATTEMPT_HEADER)
+            early = _float_header(message.headers, DUE_HEADER) > now
+            if reason == "unknown" and not early:
+                attempt += 1
+            if reason == "unknown" and attempt > self.config.feedback_retries:
+                self.metrics.feedback_dropped.labels(reason).inc()
+                log.info("dropping feedback for an unknown request after %d tries (%s/%d/%d)",
+                         attempt - 1, message.topic, message.partition, message.offset)
+                continue
+            self.metrics.feedback_retries.labels(reason).inc()
+            origin = (message.headers.get(ORIGIN_HEADER)
+                      or f"{message.topic}/{message.partition}/{message.offset}".encode())
+            headers = [
+                (ATTEMPT_HEADER, str(attempt).encode()),
+                (DUE_HEADER, repr(now + self.config.feedback_retry_delay).encode()),
+                (REASON_HEADER, reason.encode()),
+                (ORIGIN_HEADER, origin),
+            ]
+            acks.append(await self.output.send(self.topics.feedback_retry, message.key, message.value or b"",
+                                               headers))
+        return acks
+
+    async def _wait_until_due(self, batch: Sequence[Incoming]) -> None:
+        due = max(_float_header(message.headers, DUE_HEADER) for message in batch)
+        wait = min(due - self.clock(), self.config.feedback_retry_delay)
+        if wait > 0:
+            await self._nap(wait)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, but wake up within 50 ms once the worker stops or rebalances."""
+        deadline = time.monotonic() + seconds
+        while not self.hurry():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.05))
+
+
+def _store_unavailable(decision: Decision) -> bool:
+    return any(reason.code == "state_unavailable" for reason in decision.reasons)
+
+
+def _kind_of(topics: TopicNames, topic: str) -> str:
+    if topic == topics.requests:
+        return "requests"
+    if topic == topics.feedback:
+        return "feedback"
+    if topic == topics.feedback_retry:
+        return "feedback_retry"
+    return "other"
+
+
+def _int_header(headers: dict[str, bytes], name: str) -> int:
+    try:
+        return int(headers.get(name, b"0"))
+    except ValueError:
+        return 0
+
+
+def _float_header(headers: dict[str, bytes], name: str) -> float:
+    try:
+        return float(headers.get(name, b"0"))
+    except ValueError:
+        return 0.0
+
+
+# ---------------------------------------------------------------------- Faust
+
+
+def incoming(message: Any) -> Incoming:
+    """An `Incoming` from a Faust `Message`."""
+    raw_headers = message.headers or ()
+    pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+    headers = {str(name): bytes(value or b"") for name, value in pairs}
+    return Incoming(message.topic, message.partition, message.offset, message.key, message.value,
+                    message.timestamp, headers)
+
+
+class KafkaOutput:
+    """An aiokafka producer of the worker's own (idempotent: a retried produce request adds no duplicate).
+
+    Faust's producer would do, but every batch waits for its own acknowledgements anyway, so nothing depends
+    on Faust flushing it; this one skips Faust's per-message wrapper and its 16 KiB batches.
+    """
+
+    def __init__(self, config: StreamConfig) -> None:
+        self.config = config
+        self._producer: Any = None
+        self._lock = asyncio.Lock()
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> Awaitable[Any]:
+        producer = self._producer or await self._start()
+        fut: Awaitable[Any] = await producer.send(topic, value, key=key, headers=headers)
+        return fut
+
+    async def _start(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.config.bootstrap, client_id=f"{self.config.group_id}-output",
+                    acks="all", enable_idempotence=True, linger_ms=2, max_batch_size=512 * 1024,
+                    request_timeout_ms=int(self.config.producer_timeout * 1000),
+                )
+                await producer.start()
+                self._producer = producer
+        return self._producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+
+def build_app(config: StreamConfig, engine: Engine, metrics: Metrics) -> Any:
+    """The Faust app with its agents; `app.pipeline` is the shared `Pipeline`."""
+    import faust
+    from mode import CrashingSupervisor
+
+    output = KafkaOutput(config)
+
+    class DetectorApp(faust.App):
+        pipeline: Pipeline
+
+        async def on_shutdown(self) -> None:
+            """After the agents, the consumer and Faust's producer have stopped: our producer, the store."""
+            await super().on_shutdown()
+            for what, close in (("producer", output.stop), ("store", engine.store.close)):
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing the %s failed", what)
+
+    app = DetectorApp(config.group_id, autodiscover=False, **config.faust_settings())
+    pipeline = Pipeline(engine, output, metrics, config,
+                        hurry=lambda: bool(app.should_stop or app.rebalancing))
+    app.pipeline = pipeline
+    topics = config.topics
+
+    def add_agent(kind: Kind, topic_names: list[str]) -> None:
+        topic = app.topic(*topic_names, key_type=bytes, value_type=bytes, key_serializer="raw",
+                          value_serializer="raw", allow_empty=True)
+
+        async def consume(stream: Any) -> None:
+            async for events in stream.take_events(config.batch_size, within=config.batch_wait):
+                try:
+                    await pipeline.handle(kind, [incoming(event.message) for event in events])
+                except Exception as exc:
+                    _die(kind, exc)
+
+        consume.__name__ = consume.__qualname__ = kind
+        app.agent(topic, name=f"detector.{kind}", concurrency=1,
+                  supervisor_strategy=CrashingSupervisor)(consume)
+
+    add_agent("requests", [topics.requests])
+    if topics.feedback != topics.requests:
+        add_agent("feedback", [topics.feedback])
+    add_agent("feedback_retry", [topics.feedback_retry])
+    return app
+
+
+def _die(kind: str, exc: BaseException) -> None:
+    """Exit without letting Faust commit the batch in hand: it is delivered again after a restart."""
+    log.critical("cannot finish a %s batch, exiting without committing it: %r", kind, exc, exc_info=exc)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(EX_SOFTWARE)
+
+
+def run_worker(
+    config: StreamConfig, make_engine: Callable[[], Engine], metrics: Metrics | None = None
+) -> int:
+    """Create missing topics, then run the Faust worker until a signal stops it; the exit status."""
+    import faust
+
+    from detector.stream.metrics import MetricsServer
+    from detector.stream.topics import ensure_topics
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    names = config.topics.all()
+    counts = loop.run_until_complete(
+        ensure_topics(config.bootstrap, names, config.partitions, config.replication)
+    )
+    log.info("topics: %s", ", ".join(f"{name} ({counts[name]} partitions)" for name in names))
+    if counts[config.topics.requests] != counts[config.topics.feedback]:
+        log.warning("the requests and feedback topics have different partition counts (%d, %d)",
+                    counts[config.topics.requests], counts[config.topics.feedback])
+    metrics = metrics or Metrics()
+    engine = make_engine()
+    app = build_app(config, engine, metrics)
+    server = MetricsServer(metrics, config.metrics_port, config.metrics_host)
+    server.start()
+    log.info("worker %s: group %s, store %s, mode %s, batches of up to %d within %.0f ms", os.getpid(),
+             config.group_id, _redact(config.store_url), engine.policy.mode, config.batch_size,
+             config.batch_wait * 1000)
+    worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
+    worker.spinner = None  # a terminal spinner, and its escape codes in log files: no
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except Exception:
+        log.exception("the worker crashed")
+        return 1
+    finally:
+        server.stop()
+    return 0
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":****@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
