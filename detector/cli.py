@@ -115,6 +115,7 @@ def replay(
                     decisions_out=decisions_out,
                     dead_letters_out=dead_out,
                     progress=True,
+                    stop_on_sigterm=True,
                 ),
             )
         )
@@ -122,6 +123,9 @@ def replay(
     click.echo(
         orjson.dumps(summary.as_dict(policy.version, policy.mode), option=orjson.OPT_INDENT_2).decode()
     )
+    if summary.interrupted:
+        click.echo("stopped by SIGTERM: the summary and decisions cover the events replayed so far", err=True)
+        sys.exit(143)
     click.echo(
         f"{summary.events} events in {elapsed:.2f}s ({summary.events / max(elapsed, 1e-9):,.0f} events/s)",
         err=True,

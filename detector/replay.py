@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -55,6 +57,7 @@ class Summary:
     bad_input: int = 0
     invalid_requests: int = 0
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
 
     def as_dict(self, policy_version: str, mode: str) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ class Summary:
             "bad_input": self.bad_input,
             "invalid_requests": self.invalid_requests,
             "dead_letter_examples": self.dead_letters[:10],
+            **({"interrupted": True} if self.interrupted else {}),
         }
 
 
@@ -85,10 +89,42 @@ async def replay(
     dead_letters_out: IO[bytes] | None = None,
     on_decision: OnDecision | None = None,
     progress: bool = False,
+    stop_on_sigterm: bool = False,
 ) -> Summary:
+    """Feed `lines` to the engine in batches. With `stop_on_sigterm`, SIGTERM ends the run after the
+    current batch: everything decided so far is written and the summary says `interrupted`."""
     summary = Summary()
     bar = _progress_bar(len(lines), progress)
+    stop = asyncio.Event()
+    if stop_on_sigterm:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await _run_batches(
+            engine, lines, batch_size, summary, stop, decisions_out, dead_letters_out, on_decision, bar
+        )
+    finally:
+        if stop_on_sigterm:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        if bar is not None:
+            bar.close()
+    return summary
+
+
+async def _run_batches(
+    engine: Engine,
+    lines: list[Line],
+    batch_size: int,
+    summary: Summary,
+    stop: asyncio.Event,
+    decisions_out: IO[bytes] | None,
+    dead_letters_out: IO[bytes] | None,
+    on_decision: OnDecision | None,
+    bar: Any,
+) -> None:
     for start in range(0, len(lines), batch_size):
+        if stop.is_set():
+            summary.interrupted = True
+            return
         chunk = lines[start : start + batch_size]
         results = await engine.process([line.event for line in chunk])
         for line, result in zip(chunk, results, strict=True):
@@ -119,9 +155,6 @@ async def replay(
                 summary.feedback_status[result] += 1
         if bar is not None:
             bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return summary
 
 
 def _progress_bar(total: int, wanted: bool) -> Any:

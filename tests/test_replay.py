@@ -14,8 +14,11 @@ def _stream(path: Path, seed: int = 3, size: int = 400) -> Path:
     for i in range(size):
         ts = T0 + i * rng.uniform(0.5, 30)
         event = request(
-            request_id=f"q{i}", ts=ts, phone=f"+4474001{rng.randrange(50):05d}",
-            client_ip=f"198.51.100.{rng.randrange(8)}", session_id=f"s{rng.randrange(40)}",
+            request_id=f"q{i}",
+            ts=ts,
+            phone=f"+4474001{rng.randrange(50):05d}",
+            client_ip=f"198.51.100.{rng.randrange(8)}",
+            session_id=f"s{rng.randrange(40)}",
         )
         lines.append(orjson.dumps(event))
         if rng.random() < 0.6:
@@ -59,7 +62,9 @@ def test_bad_input_never_stops_a_run(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"\n".join(lines) + b"\n")
     dead = tmp_path / "dead.jsonl"
-    code, summary, _ = _replay(str(events), "--decisions", str(tmp_path / "d.jsonl"), "--dead-letters", str(dead))
+    code, summary, _ = _replay(
+        str(events), "--decisions", str(tmp_path / "d.jsonl"), "--dead-letters", str(dead)
+    )
     assert code == 0
     assert summary["requests"] == 2 and summary["invalid_requests"] == 1
     assert summary["bad_input"] == 6
@@ -69,7 +74,9 @@ def test_bad_input_never_stops_a_run(tmp_path: Path) -> None:
     assert any("request_id" in letter["error"] for letter in letters)
     assert any("outcome" in letter["error"] for letter in letters)
     assert any("byte limit" in letter["error"] for letter in letters)
-    decisions = {d["request_id"]: d for d in map(orjson.loads, (tmp_path / "d.jsonl").read_bytes().splitlines())}
+    decisions = {
+        d["request_id"]: d for d in map(orjson.loads, (tmp_path / "d.jsonl").read_bytes().splitlines())
+    }
     assert decisions["bad-ts"]["reasons"][0]["code"] == "invalid_request"
     assert "ts" in decisions["bad-ts"]["reasons"][0]["value"]
 
@@ -92,3 +99,49 @@ def test_helpful_errors(tmp_path: Path) -> None:
     assert code != 0 and "$.mode" in output
     code, _, output = _replay(str(tmp_path / "missing.jsonl"))
     assert code != 0 and "does not exist" in output
+
+
+def test_sigterm_stops_after_the_current_batch_with_everything_written(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    events = tmp_path / "big.jsonl"
+    with events.open("wb") as out:
+        for i in range(60_000):
+            event = request(
+                request_id=f"big{i}", ts=T0 + i, phone=f"+4474{i:08d}", client_ip=f"10.{i % 250}.0.1"
+            )
+            out.write(orjson.dumps(event) + b"\n")
+    decisions = tmp_path / "decisions.jsonl"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "detector.cli",
+            "replay",
+            str(events),
+            "--decisions",
+            str(decisions),
+            "--batch-size",
+            "500",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not decisions.exists() or decisions.stat().st_size == 0):
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    summary = orjson.loads(stdout)
+    written = decisions.read_bytes().splitlines()
+    assert summary["interrupted"] is True
+    assert 0 < summary["requests"] < 60_000
+    assert len(written) == summary["requests"]
+    assert all(orjson.loads(line)["type"] == "otp_decision" for line in written)
