@@ -140,19 +140,36 @@ def format_timestamp(epoch: float) -> str:
 
 
 _convert_type: Any = Event
+_decoder = msgspec.json.Decoder(_convert_type)
 
 
 def parse_event(raw: bytes) -> Event | BadEvent:
-    """Parse one JSON event (a file line or a Kafka message value)."""
+    """Parse one JSON event (a file line or a Kafka message value).
+
+    The common case is one pass of msgspec's typed decoder; input that fails it is read again with orjson
+    only to say what is wrong and to recover the request id.
+    """
     if len(raw) > MAX_EVENT_BYTES:
         return BadEvent(
             error=f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit", raw=raw[:256]
         )
     try:
+        event: Event = _decoder.decode(raw)
+        parse_timestamp(event.ts)
+    except (msgspec.DecodeError, ValueError):
+        return _explain(raw)
+    return event
+
+
+def _explain(raw: bytes) -> BadEvent:
+    try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return BadEvent(error=f"not JSON: {exc}", raw=raw)
-    return event_from_object(obj, raw)
+    explained = event_from_object(obj, raw)
+    if isinstance(explained, BadEvent):
+        return explained
+    return BadEvent(error="not a valid event", raw=raw)
 
 
 def event_from_object(obj: Any, raw: bytes = b"") -> Event | BadEvent:

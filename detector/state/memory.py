@@ -31,7 +31,7 @@ class _Record:
 class MemoryStore:
     def __init__(self, plan: CounterPlan) -> None:
         self.plan = plan
-        self._counters: dict[tuple[str, tuple[str, int]], BucketCounter] = {}
+        self._counters: dict[tuple[str, str], list[BucketCounter]] = {}
         self._limits: dict[str, BucketCounter] = {}
         self._last_seen: dict[str, float] = {}
         self._distinct: dict[str, dict[str, float]] = {}
@@ -42,15 +42,8 @@ class MemoryStore:
         self._by_dim = [
             (
                 dim,
-                [
-                    (
-                        window,
-                        (dim, window.seconds),
-                        widths.index(window.width),
-                        (dim, window.seconds) in plan.peaks,
-                    )
-                    for window in windows
-                ],
+                windows,
+                [((dim, w.seconds), widths.index(w.width), (dim, w.seconds) in plan.peaks) for w in windows],
             )
             for dim, windows in plan.windows.items()
         ]
@@ -84,14 +77,14 @@ class MemoryStore:
         counters = self._counters
         buckets = [int(ts / width) for width in self._widths]
         windows = counts.windows
-        for dim, entries in self._by_dim:
+        for dim, plan_windows, labels in self._by_dim:
             key = keys.get(dim)
             if key is None:
                 continue
-            for window, label, position, wants_peak in entries:
-                counter = counters.get((key, label))
-                if counter is None:
-                    counter = counters[(key, label)] = BucketCounter(window)
+            entity = counters.get((dim, key))
+            if entity is None:
+                entity = counters[(dim, key)] = [BucketCounter(window) for window in plan_windows]
+            for counter, (label, position, wants_peak) in zip(entity, labels, strict=True):
                 windows[label] = counter.add_at(buckets[position], requests=1)
                 if wants_peak:
                     counts.peaks[label] = counter.peak_verified()
@@ -135,14 +128,14 @@ class MemoryStore:
             return "duplicate"
         record.resolved = True
         buckets = [int(record.ts / width) for width in self._widths]
-        for dim, entries in self._by_dim:
+        for dim, plan_windows, labels in self._by_dim:
             key = record.keys.get(dim)
             if key is None:
                 continue
-            for window, label, position, _ in entries:
-                counter = self._counters.get((key, label))
-                if counter is None:
-                    counter = self._counters[(key, label)] = BucketCounter(window)
+            entity = self._counters.get((dim, key))
+            if entity is None:
+                entity = self._counters[(dim, key)] = [BucketCounter(window) for window in plan_windows]
+            for counter, (_, position, _) in zip(entity, labels, strict=True):
                 counter.add_at(buckets[position], verified=1)
         return "applied"
 
@@ -155,10 +148,11 @@ class MemoryStore:
     def _sweep(self, now: float) -> None:
         """Forget counters whose every bucket has left their window, so memory stays bounded."""
         self._since_sweep = 0
-        windows = {label: window for _, entries in self._by_dim for window, label, _, _ in entries}
-        for slot, counter in list(self._counters.items()):
-            counter.read(now, windows[slot[1]])
-            if counter.is_empty():
+        by_dim = {dim: plan_windows for dim, plan_windows, _ in self._by_dim}
+        for slot, entity in list(self._counters.items()):
+            for counter, window in zip(entity, by_dim[slot[0]], strict=True):
+                counter.read(now, window)
+            if all(counter.is_empty() for counter in entity):
                 del self._counters[slot]
         for number, limit in list(self._limits.items()):
             limit.read(now, self.plan.limit_window)
