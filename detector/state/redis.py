@@ -1,6 +1,82 @@
 """The Redis store: counters shared by every worker, with the same answers as `MemoryStore`.
 
-(design notes: see the end of this docstring once measured)
+Key layout. Every key starts with the namespace (``det:`` by default; ``?namespace=`` in the URL) and a
+Redis Cluster hash tag ``{n}``, the entity's or request's *shard* (0 ≤ n < `shards`, 64 by default)::
+
+    det:{17}:msisdn:<key>     one entity's state, a msgpack string: every window of its dimension;
+    det:{40}:ip:<key>         for a number also its send-limit window and previous request time;
+    det:{3}:phone_country:GB  for an IP also the distinct members (phone countries) seen with it.
+    det:{9}:req:<digest>      one request record: resolved flag, event time, the entity keys it counted
+                              and the decision kept for redelivery, sealed (see `_Sealer`).
+
+``<key>`` is what the engine passes: a keyed hash for numbers, IPs, subnets, prefixes, sessions, accounts
+and devices, an ISO country code for ``phone_country`` / ``ip_country``. ``<digest>`` is a BLAKE2b digest of
+the request id, so no client-supplied text becomes a key. The one value with personal data in it, the
+remembered decision (it names the phone number and client IP, like the decision log), is deflated and then
+encrypted and authenticated under a key derived from the operator's hash key (``DETECTOR_HASH_KEY``), so no
+number or address is stored in clear anywhere. The shard is CRC32(dimension:key) or the digest, modulo
+`shards`: every worker must use the same value (changing it starts the counts afresh, like a new namespace).
+
+Why a shard tag and not one tag per entity: a script may only touch keys of one hash slot on Redis Cluster,
+so with a tag per entity every entity would need its own script call — about ten per request, each costing a
+fixed ~4 µs on the server and ~15 µs in the client, which caps a worker at a few thousand events/s. With a
+tag per shard one call carries every entity (or record) of that shard in the batch, and each call still
+touches one slot only (`tests/test_redis_store.py` checks every call's keys hash to one slot). 64 shards
+spread over the masters of a small cluster; raise `shards` for a large one.
+
+Scripts and round trips. One Lua script (loaded once, run with EVALSHA): ``Q`` claims and resolves request
+records, ``R`` remembers decisions, ``E`` applies operations to entities. `apply(batch)` makes two round
+trips, whatever the batch size (`remember` one more):
+
+1. one pipeline with one ``Q`` call per shard, carrying that shard's claims (observations) and resolutions
+   (feedback) in batch order. A feedback sees a request recorded earlier in the same batch (same request id,
+   same shard, same call, in order); a second copy of a request id in a batch is a duplicate. The answers
+   say which observations count, and, for applied feedback, the record's time and entity keys;
+2. one pipeline with one ``E`` call per shard, carrying, per entity, its operations in batch order: count a
+   request in every window and read them back (with the peak bucket where the plan wants it), add a
+   verification, read-and-keep the previous request time, take a send-limit slot, add a distinct member.
+   Entities share no state, so only the order within an entity matters, and it is kept.
+
+Counting has to wait for the duplicate check, and feedback first has to learn which entities its request
+touched: those live under different hash tags, and a script that reads one tag and writes another would not
+run on a cluster — hence two round trips, not one. The send limit is read and taken inside one script call,
+so two workers racing for a number's last slot cannot both get it; a record is claimed the same way, so a
+request id counts once across workers. Window arithmetic is `BucketCounter`'s: bucket indices are computed
+in Python with `Window.bucket`, as the memory store does, and passed to the script; times travel as float64
+and compare exactly. ``NOSCRIPT`` (after a restart or SCRIPT FLUSH) is handled by loading the script and
+resending the refused calls, which is safe because a refused call did nothing and no two calls of a round trip
+share a key.
+
+TTLs. Every key has one, set on every write: an entity lives for its longest window plus one bucket (a
+number: at least `record_ttl`, because its previous request time is kept that long, as in the memory store;
+an IP: at least `distinct_window`); a record lives `record_ttl` from its creation (resolving or remembering
+keeps the TTL). Memory, measured with ``MEMORY USAGE`` on redis-server 7.0 with the default policy (``python
+-m bench.redis_store`` prints it): 168 B per active number, about 255 B per active IP (three windows and its
+countries), 136–152 B per subnet, session or prefix, and about 530 B per request record with its sealed
+decision. A request from a new number, IP, session, subnet and prefix costs about 1.4 KB; the record part
+stays for `record_ttl` (48 h), the counters at most their window plus a bucket after the last write.
+
+Differences from the memory store, all about time:
+
+* TTLs are wall-clock; the memory store's expiry is event time. The scripts repeat the event-time rules that
+  decide answers (buckets leave a window exactly as in `BucketCounter`; a request id whose record is
+  `record_ttl` older than a new request counts as new), but a key whose TTL ran out is gone even if event
+  time says it should still count (a replay slower than real time, an event later than the TTL), and a key
+  is kept while it is written to however far event time moves on (the event-time rules still apply to its
+  contents).
+* The memory store forgets records in arrival order as requests arrive; here feedback compares the record's
+  age with the feedback's own time (``unknown`` once `record_ttl` has passed). Within `record_ttl` both
+  agree.
+* The memory store's periodic sweep (every 200,000 requests) forgets empty counters; here an entity's
+  buckets leave as its window moves and the key goes when its TTL runs out.
+
+Failure. Every call has a deadline (`timeout`, from `state.timeout_ms`: socket connect and read timeouts and
+an overall `asyncio.timeout`); refused connections, timeouts and server errors raise `StoreUnavailable`.
+Calls are never retried by the client (a script that ran but whose answer was lost must not count twice);
+redis-py closes a connection whose call failed or was cancelled, and the pool opens a fresh one on the next
+call, which is how the store comes back when Redis does. If phase 1 succeeded and phase 2 did not, the
+batch's requests are recorded but not counted, and their redelivery is a duplicate without a stored
+decision.
 """
 
 from __future__ import annotations
@@ -12,7 +88,7 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -302,7 +378,9 @@ class _Dimension:
 
     name: str
     index: int
-    widths: tuple[float, ...]
+    buckets: tuple[
+        Callable[[float], int], ...
+    ]  # `Window.bucket` of each window: the memory store's arithmetic
     slots: tuple[tuple[tuple[str, int], bool], ...]  # ((dim, seconds), has a peak) of each window
     config: list[int]
 
@@ -320,7 +398,7 @@ class _Dimension:
         for window, peak in zip(windows, peaks, strict=True):
             config += [window.seconds, window.buckets, int(peak)]
         slots = tuple(((name, w.seconds), peak) for w, peak in zip(windows, peaks, strict=True))
-        return cls(name, index, tuple(w.width for w in windows), slots, config)
+        return cls(name, index, tuple(w.bucket for w in windows), slots, config)
 
 
 # An entity of a batch is a list [spec, sinks, dimension]: spec is what the script gets (key index, dimension
@@ -484,7 +562,7 @@ class RedisStore:
         self._counted = tuple(plan.windows)
         self._record_args = (str(plan.record_ttl), str(_ms(plan.record_ttl)))
         self._distinct_window = plan.distinct_window
-        self._limit_width = plan.limit_window.width
+        self._limit_bucket = plan.limit_window.bucket
         self._prefixes = [f"{namespace}{{{shard}}}:".encode() for shard in range(shards)]
 
     @classmethod
@@ -620,7 +698,7 @@ class RedisStore:
                         entity = entities.get((dim, key)) or self._entity(entities, shards, dim, key)
                         spec = entity[0]
                         spec.append(_VERIFY)
-                        spec += [int(ts // width) for width in entity[2].widths]
+                        spec += [bucket(ts) for bucket in entity[2].buckets]
 
         if entities:
             todo = list(shards.values())
@@ -671,13 +749,13 @@ class RedisStore:
                 entity = get((dim, key)) or self._entity(entities, shards, dim, key)
                 spec = entity[0]
                 spec.append(_OBSERVE)
-                spec += [int(ts // width) for width in entity[2].widths]
+                spec += [bucket(ts) for bucket in entity[2].buckets]
                 entity[1] += (_OBSERVE, counts)
         number = keys.get(LIMIT_DIMENSION)
         if number is not None:
             entity = get((LIMIT_DIMENSION, number)) or self._entity(entities, shards, LIMIT_DIMENSION, number)
             if item.take_slot:
-                entity[0] += (_PREVIOUS, ts, _LIMIT, int(ts // self._limit_width))
+                entity[0] += (_PREVIOUS, ts, _LIMIT, self._limit_bucket(ts))
                 entity[1] += (_PREVIOUS, counts, _LIMIT, counts)
             else:
                 entity[0] += (_PREVIOUS, ts)
