@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, cast
 
 import msgspec
@@ -27,9 +28,10 @@ from detector.events import (
     parse_timestamp,
 )
 from detector.hashing import KeyedHasher
+from detector.memo import Memo
 from detector.policy import Policy
 from detector.scoring import Conclusion, Hit, Scorer, Subject
-from detector.signals.network import ClientResolver, IpClassifier
+from detector.signals.network import ClientResolver, IpClassifier, IpFacts
 from detector.signals.phone import PhoneParser
 from detector.state.base import (
     DISTINCT_DIMENSION,
@@ -42,6 +44,15 @@ from detector.state.base import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Network:
+    facts: IpFacts | None
+    problem: str | None
+    ip_key: str | None
+    subnet_key: str
+
 
 FeedbackResult = FeedbackStatus | Literal["unavailable"]
 Result = Decision | FeedbackResult | BadEvent
@@ -66,8 +77,8 @@ class Engine:
             lists.geoip_database,
         )
         self._counted = frozenset(self.plan.windows) | {DISTINCT_DIMENSION, "msisdn"}
-        self._ip_keys: dict[str, tuple[str, str]] = {}
-        self._prefix_keys: dict[str, str] = {}
+        self._networks: Memo[tuple[str | None, str | None, str | None], _Network] = Memo()
+        self._prefix_keys: Memo[str, str] = Memo()
         self._timeout = policy.state.timeout_ms / 1000
 
     async def process(self, events: Sequence[Event | BadEvent]) -> list[Result]:
@@ -133,23 +144,24 @@ class Engine:
     def subject(self, request: OtpRequest) -> Subject:
         ts = parse_timestamp(request.ts)
         phone = self._phones.parse(request.phone, request.phone_country)
-        client = self._clients.resolve(request.client_ip, request.remote_addr, request.forwarded_for)
-        facts = self._ips.facts(client.ip) if client.ip is not None else None
+        network = self._network(request)
+        facts = network.facts
         ip_country = request.ip_country or (facts.country if facts else None)
         subject = Subject(ts, phone, facts, ip_country, request.signals)
-        if client.problem:
-            subject.problems.append(client.problem)
+        if network.problem:
+            subject.problems.append(network.problem)
         keys = subject.keys
         counted = self._counted
-        if facts is not None:
-            ip_key, subnet_key = self._ip_keys.get(facts.ip) or self._hash_ip(facts.ip, facts.subnet)
-            keys["ip"] = ip_key
+        if network.ip_key is not None:
+            keys["ip"] = network.ip_key
             if "subnet" in counted:
-                keys["subnet"] = subnet_key
+                keys["subnet"] = network.subnet_key
         if phone.e164 is not None and phone.valid:
             keys["msisdn"] = self._hash("msisdn", phone.e164)
             if phone.prefix is not None and "prefix" in counted:
-                keys["prefix"] = self._prefix_keys.get(phone.prefix) or self._hash_prefix(phone.prefix)
+                keys["prefix"] = self._prefix_keys.get(phone.prefix) or self._prefix_keys.put(
+                    phone.prefix, self._hash("prefix", phone.prefix)
+                )
             if phone.region is not None:
                 keys["phone_country"] = phone.region
         if ip_country is not None:
@@ -253,16 +265,17 @@ class Engine:
             hit.verdict == "block" and hit.mode == "enforce" for hit in static
         )
 
-    def _hash_ip(self, ip: str, subnet: str) -> tuple[str, str]:
-        pair = (self._hash("ip", ip), self._hash("subnet", subnet))
-        if len(self._ip_keys) >= 200_000:
-            self._ip_keys.clear()
-        self._ip_keys[ip] = pair
-        return pair
-
-    def _hash_prefix(self, prefix: str) -> str:
-        key = self._hash("prefix", prefix)
-        if len(self._prefix_keys) >= 200_000:
-            self._prefix_keys.clear()
-        self._prefix_keys[prefix] = key
-        return key
+    def _network(self, request: OtpRequest) -> _Network:
+        """Client address, its facts and keyed hashes, memoised on the event's own strings."""
+        spelled = (request.client_ip, request.remote_addr, request.forwarded_for)
+        known = self._networks.get(spelled)
+        if known is None:
+            client = self._clients.resolve(*spelled)
+            if client.ip is None:
+                known = _Network(None, client.problem, None, "")
+            else:
+                facts = self._ips.facts(client.ip)
+                ip_key, subnet_key = self._hash("ip", facts.ip), self._hash("subnet", facts.subnet)
+                known = _Network(facts, client.problem, ip_key, subnet_key)
+            self._networks.put(spelled, known)
+        return known

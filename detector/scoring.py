@@ -314,7 +314,10 @@ class Scorer:
             if signals.session_velocity == "high":
                 hits.append(
                     Hit(
-                        "upstream_session_velocity", upstream.mode, points=upstream.session_velocity_high, value="high"
+                        "upstream_session_velocity",
+                        upstream.mode,
+                        points=upstream.session_velocity_high,
+                        value="high",
                     )
                 )
             elif signals.session_velocity == "medium":

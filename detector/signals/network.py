@@ -12,7 +12,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SUBNET_PREFIX = {4: 24, 6: 64}
-_CACHE_LIMIT = 200_000
 
 
 def parse_ip(text: str) -> IPAddress | None:
@@ -103,24 +102,14 @@ class ClientResolver:
 
     def __init__(self, trusted_proxies: Sequence[str]) -> None:
         self._trusted = NetworkSet(trusted_proxies)
-        # keys: (client_ip, NUL) or (remote_addr, forwarded_for); no header is a NUL byte
-        self._cache: dict[tuple[str | None, str | None], ClientAddress] = {}
 
     def resolve(
         self, client_ip: str | None, remote_addr: str | None, forwarded_for: str | None
     ) -> ClientAddress:
-        key = (client_ip, "\0") if client_ip is not None else (remote_addr, forwarded_for)
-        cached = self._cache.get(key)
-        if cached is None:
-            if client_ip is not None:
-                address = parse_ip(client_ip)
-                cached = ClientAddress(address, None if address else "bad_client_ip")
-            else:
-                cached = self._walk(remote_addr, forwarded_for)
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[key] = cached
-        return cached
+        if client_ip is not None:
+            address = parse_ip(client_ip)
+            return ClientAddress(address, None if address else "bad_client_ip")
+        return self._walk(remote_addr, forwarded_for)
 
     def _walk(self, remote_addr: str | None, forwarded_for: str | None) -> ClientAddress:
         peer = parse_ip(remote_addr) if remote_addr else None
@@ -158,7 +147,7 @@ class IpFacts:
 
 
 class IpClassifier:
-    """Facts about one client address, cached: lists are checked once per address."""
+    """Facts about one client address: lists, subnet, country."""
 
     def __init__(
         self,
@@ -173,24 +162,17 @@ class IpClassifier:
         self._datacenter = NetworkSet.from_files(datacenter_files)
         self._anonymizer = NetworkSet.from_files(anonymizer_files)
         self._geo = _open_geo(geoip_database)
-        self._cache: dict[IPAddress, IpFacts] = {}
 
     def facts(self, address: IPAddress) -> IpFacts:
-        cached = self._cache.get(address)
-        if cached is None:
-            cached = IpFacts(
-                ip=str(address),
-                subnet=subnet_of(address),
-                allowed=address in self._allow,
-                denied=address in self._deny,
-                datacenter=address in self._datacenter,
-                anonymizer=address in self._anonymizer,
-                country=self._country(address),
-            )
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[address] = cached
-        return cached
+        return IpFacts(
+            ip=str(address),
+            subnet=subnet_of(address),
+            allowed=address in self._allow,
+            denied=address in self._deny,
+            datacenter=address in self._datacenter,
+            anonymizer=address in self._anonymizer,
+            country=self._country(address),
+        )
 
     def _country(self, address: IPAddress) -> str | None:
         if self._geo is None:

@@ -20,6 +20,8 @@ import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
+from detector.memo import Memo
+
 REGION_CODE_FOR_NON_GEO_ENTITY = "001"
 
 _TYPE_NAMES = {
@@ -38,7 +40,6 @@ _TYPE_NAMES = {
 }
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SEPARATORS = re.compile(r"[\s().\-/]")
-_CACHE_LIMIT = 500_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class PhoneParser:
     def __init__(self, prefix_digits: int = 3, default_region: str | None = None) -> None:
         self.prefix_digits = prefix_digits
         self.default_region = default_region
-        self._numbers: dict[str, NumberFacts] = {}
+        self._numbers: Memo[str, NumberFacts] = Memo(500_000)
         self._plan = NumberPlan()
 
     def parse(self, phone: str, country: str | None = None) -> PhoneFacts:
@@ -79,11 +80,7 @@ class PhoneParser:
         facts = self._numbers.get(e164)
         if facts is None:
             facts = self._plan.facts(e164)
-            if not facts.valid:
-                facts = full_parse(e164)
-            if len(self._numbers) >= _CACHE_LIMIT:
-                self._numbers.clear()
-            self._numbers[e164] = facts
+            facts = self._numbers.put(e164, facts if facts.valid else full_parse(e164))
         return facts
 
     def _to_e164(self, phone: str, country: str | None) -> str | None:
