@@ -10,13 +10,18 @@ import asyncio
 import ipaddress
 import multiprocessing
 import random
+import shutil
+import socket
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import redis as sync_redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -37,7 +42,7 @@ from detector.state.base import (
 )
 from detector.state.memory import MemoryStore
 from detector.state.redis import RedisStore
-from detector.testing.services import RedisServer
+from detector.testing.services import RedisServer, free_port, redis_ping
 from detector.windows import Window
 
 pytestmark = pytest.mark.redis
@@ -406,6 +411,106 @@ async def test_every_script_call_stays_in_one_cluster_slot(store_factory: Callab
         keys = command[3 : 3 + command[2]]
         assert keys, command[:4]
         assert len({key_slot(key) for key in keys}) == 1, keys
+
+
+# --------------------------------------------------------------------------- Redis Cluster
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10_000 <= 65_535:
+            try:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port + 10_000))
+                return port
+            except OSError:
+                continue
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[list[int]]:
+    """A three-master Redis Cluster on loopback (slots split evenly); yields the masters' ports."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed"
+    ports: list[int] = []
+    while len(ports) < 3:
+        port = _cluster_port()
+        if port not in ports:
+            ports.append(port)
+    processes = []
+    try:
+        for port in ports:
+            workdir = tmp_path / str(port)
+            workdir.mkdir()
+            processes.append(subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no",
+                 "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+        deadline = time.monotonic() + 15
+        while not all(redis_ping(port) for port in ports):
+            assert time.monotonic() < deadline, "cluster nodes did not start"
+            time.sleep(0.05)
+        nodes = [sync_redis.Redis(port=port) for port in ports]
+        step = 16_384 // len(ports)
+        for index, node in enumerate(nodes):
+            last = 16_383 if index == len(nodes) - 1 else (index + 1) * step - 1
+            node.execute_command("CLUSTER", "ADDSLOTSRANGE", index * step, last)
+        for port in ports[1:]:
+            nodes[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+        deadline = time.monotonic() + 30
+        while not all(
+            b"cluster_state:ok" in node.execute_command("CLUSTER", "INFO")
+            and b"cluster_known_nodes:3" in node.execute_command("CLUSTER", "INFO")
+            for node in nodes
+        ):
+            assert time.monotonic() < deadline, "the cluster did not come up"
+            time.sleep(0.05)
+        for node in nodes:
+            node.close()
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+async def test_a_redis_cluster_gives_the_same_answers(redis_cluster: list[int]) -> None:
+    url = f"redis://127.0.0.1:{redis_cluster[0]}/0?cluster=1"
+    rng = random.Random(21)
+    plan = small_plan()
+    stream = random_stream(rng, 500)
+    store = RedisStore.from_url(url, plan, timeout=5.0, namespace=namespace(), secret=SECRET, shards=32)
+    try:
+        got, want = await run_both(store, MemoryStore(plan), batches(stream, rng, [1, 60, 200]))
+    finally:
+        await store.close()
+    assert_same(got, want, stream)
+
+    policy = load_policy()
+    lines = engine_events(random.Random(6), 600)
+    hasher = KeyedHasher(b"k" * 32)
+    expected = await run_engine(
+        Engine(policy, MemoryStore(counter_plan(policy)), hasher), lines, [1, 100], random.Random(4)
+    )
+    store = RedisStore.from_url(url, counter_plan(policy), timeout=5.0, secret=SECRET)
+    try:
+        actual = await run_engine(Engine(policy, store, hasher), lines, [1, 100], random.Random(4))
+    finally:
+        await store.close()
+    assert actual == expected
+
+    for port in redis_cluster:  # every master holds some of the keys
+        with sync_redis.Redis(port=port) as node:
+            assert node.dbsize() > 10, port
 
 
 # --------------------------------------------------------------------------- the send limit across processes

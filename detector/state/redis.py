@@ -21,8 +21,9 @@ Why a shard tag and not one tag per entity: a script may only touch keys of one 
 so with a tag per entity every entity would need its own script call — about ten per request, each costing a
 fixed ~4 µs on the server and ~15 µs in the client, which caps a worker at a few thousand events/s. With a
 tag per shard one call carries every entity (or record) of that shard in the batch, and each call still
-touches one slot only (`tests/test_redis_store.py` checks every call's keys hash to one slot). 64 shards
-spread over the masters of a small cluster; raise `shards` for a large one.
+touches one slot only (`tests/test_redis_store.py` checks every call's keys hash to one slot, and runs the
+store on a real three-master cluster through ``?cluster=1``). 64 shards spread over the masters of a small
+cluster; raise `shards` for a large one.
 
 Scripts and round trips. One Lua script (loaded once, run with EVALSHA): ``Q`` claims and resolves request
 records, ``R`` remembers decisions, ``E`` applies operations to entities. `apply(batch)` makes two round
@@ -96,7 +97,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import msgspec
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
@@ -514,10 +515,10 @@ class _Sealer:
 
 
 def _split_options(url: str) -> tuple[str, dict[str, str]]:
-    """Take our own query parameters (namespace, shards) out of a Redis URL: redis-py would reject them."""
+    """Take our own query parameters out of a Redis URL: redis-py would reject them."""
     parts = urlparse(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {name: value for name, value in query if name in ("namespace", "shards")}
+    ours = {name: value for name, value in query if name in ("namespace", "shards", "cluster")}
     rest = urlencode([(name, value) for name, value in query if name not in ours])
     return urlunparse(parts._replace(query=rest)), ours
 
@@ -527,7 +528,7 @@ class RedisStore:
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         plan: CounterPlan,
         *,
         timeout: float,
@@ -574,19 +575,28 @@ class RedisStore:
         timeout: float = 0.25,
         namespace: str | None = None,
         shards: int | None = None,
+        cluster: bool | None = None,
         secret: bytes | None = None,
         max_connections: int = 64,
     ) -> RedisStore:
-        """``redis://HOST:PORT/DB[?namespace=det:&shards=64]`` (also ``rediss://`` and ``unix://``)."""
+        """``redis://HOST:PORT/DB[?namespace=det:&shards=64&cluster=1]`` (also ``rediss://``, ``unix://``).
+
+        ``cluster=1`` talks to a Redis Cluster through any of its nodes (redis-py's cluster client); the keys
+        and scripts are the same either way.
+        """
         url, options = _split_options(url)
-        client = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_error=[],
-            health_check_interval=0,
-            max_connections=max_connections,
+        if cluster is None:
+            cluster = options.get("cluster", "").lower() in ("1", "true", "yes", "on")
+        common: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),  # never re-send: a script that ran must not count twice
+            "max_connections": max_connections,
+        }
+        client: Redis | RedisCluster = (
+            RedisCluster.from_url(url, **common)
+            if cluster
+            else Redis.from_url(url, retry_on_error=[], health_check_interval=0, **common)
         )
         return cls(
             client, plan, timeout=timeout,
