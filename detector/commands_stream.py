@@ -78,7 +78,7 @@ def worker(**options: Any) -> None:
 
     Requests are decided in batches (one store round trip each) and one decision per request is published,
     keyed by request_id, before the input offsets are committed (at least once; a redelivered request gets
-    the same decision and is not counted twice). Run as many workers with the same --group-id as the
+    the same decision and is not counted twice). Run up to as many workers with the same --group-id as the
     requests topic has partitions; they share counters through the Redis store, so every worker needs the
     same DETECTOR_HASH_KEY. SIGTERM stops a worker cleanly.
     """

@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -49,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from detector.engine import Engine, Result
 from detector.events import BadEvent, Decision, Event, OtpFeedback, OtpRequest, encode, parse_event
@@ -365,7 +368,7 @@ class KafkaOutput:
             await producer.stop()
 
 
-def build_app(config: StreamConfig, engine: Engine, metrics: Metrics) -> Any:
+def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: str) -> Any:
     """The Faust app with its agents; `app.pipeline` is the shared `Pipeline`."""
     import faust
     from mode import CrashingSupervisor
@@ -384,7 +387,7 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics) -> Any:
                 except Exception:
                     log.exception("closing the %s failed", what)
 
-    app = DetectorApp(config.group_id, autodiscover=False, **config.faust_settings())
+    app = DetectorApp(config.group_id, autodiscover=False, **config.faust_settings(data_dir))
     pipeline = Pipeline(engine, output, metrics, config,
                         hurry=lambda: bool(app.should_stop or app.rebalancing))
     app.pipeline = pipeline
@@ -428,38 +431,45 @@ def run_worker(
     import faust
 
     from detector.stream.metrics import MetricsServer
-    from detector.stream.topics import ensure_topics
+    from detector.stream.topics import TopicError, ensure_topics
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     names = config.topics.all()
-    counts = loop.run_until_complete(
-        ensure_topics(config.bootstrap, names, config.partitions, config.replication)
-    )
+    try:
+        counts = loop.run_until_complete(
+            ensure_topics(config.bootstrap, names, config.partitions, config.replication)
+        )
+    except (TopicError, OSError, KafkaError) as exc:
+        log.error("cannot prepare the topics on %s: %s", config.brokers, exc)
+        loop.close()
+        return 1
     log.info("topics: %s", ", ".join(f"{name} ({counts[name]} partitions)" for name in names))
     if counts[config.topics.requests] != counts[config.topics.feedback]:
         log.warning("the requests and feedback topics have different partition counts (%d, %d)",
                     counts[config.topics.requests], counts[config.topics.feedback])
     metrics = metrics or Metrics()
     engine = make_engine()
-    app = build_app(config, engine, metrics)
-    server = MetricsServer(metrics, config.metrics_port, config.metrics_host)
-    server.start()
-    log.info("worker %s: group %s, store %s, mode %s, batches of up to %d within %.0f ms", os.getpid(),
-             config.group_id, _redact(config.store_url), engine.policy.mode, config.batch_size,
-             config.batch_wait * 1000)
-    worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
-    worker.spinner = None  # a terminal spinner, and its escape codes in log files: no
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    except Exception:
-        log.exception("the worker crashed")
-        return 1
-    finally:
-        server.stop()
+    with contextlib.ExitStack() as stack:
+        # Faust wants a data directory even without tables: a temporary one unless configured.
+        data_dir = config.data_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="detector-"))
+        app = build_app(config, engine, metrics, data_dir)
+        server = MetricsServer(metrics, config.metrics_port, config.metrics_host)
+        server.start()
+        stack.callback(server.stop)
+        log.info("worker %s: group %s, store %s, mode %s, batches of up to %d within %.0f ms", os.getpid(),
+                 config.group_id, _redact(config.store_url), engine.policy.mode, config.batch_size,
+                 config.batch_wait * 1000)
+        worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
+        worker.spinner = None  # a terminal spinner, and its escape codes in log files: no
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            code = exc.code
+            return code if isinstance(code, int) else (0 if code is None else 1)
+        except Exception:
+            log.exception("the worker crashed")
+            return 1
     return 0
 
 

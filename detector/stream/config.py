@@ -6,9 +6,7 @@ the command, the tests and the README agree on the names.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from detector.stream.topics import TopicNames
@@ -124,12 +122,11 @@ class StreamConfig:
         """aiokafka's form, HOST:PORT."""
         return [url.split("://", 1)[1] for url in self.broker_urls]
 
-    def faust_settings(self) -> dict[str, Any]:
+    def faust_settings(self, data_dir: str) -> dict[str, Any]:
         """Keyword arguments for `faust.App`: no web server, no leader topic, no tables, our timeouts."""
-        data_dir = Path(self.data_dir) if self.data_dir else _default_data_dir(self.group_id)
         return {
             "broker": self.broker_urls,
-            "datadir": str(data_dir),
+            "datadir": data_dir,
             "web_enabled": False,
             "topic_disable_leader": True,
             "topic_allow_declare": False,
@@ -146,8 +143,3 @@ class StreamConfig:
             "worker_redirect_stdouts": False,
         }
 
-
-def _default_data_dir(group_id: str) -> Path:
-    """Faust wants a data directory even without tables; keep it out of the working directory."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
-    return Path(base) / f"detector-{group_id}-{os.getpid()}"

@@ -1,0 +1,461 @@
+"""The Kafka pipeline, measured: one `detector worker` (Redis store, default policy) against a bare aiokafka
+consume → produce passthrough on the same broker — the ceiling any Python consumer of it could reach.
+
+    python -m bench.pipeline [--requests 50000] [--rates 2000,1000,500] [--seconds 15] [--json out.json]
+
+Uses $KAFKA_BOOTSTRAP and $REDIS_URL when set (``make services``); otherwise starts a broker and a
+redis-server of its own in a temporary directory. Four measurements:
+
+1. engine alone: `Engine.process` on the Redis store in this process, batches of --batch-size (no Kafka);
+2. throughput: --requests requests are loaded into a fresh topic first, then a worker (or the passthrough)
+   starts; the rate is counted between the first and the last output record's broker timestamps, so start-up
+   and the reader's own speed do not count;
+3. latency: with the worker (or passthrough) running and its group settled, requests are produced at each of
+   --rates per second for --seconds (2,000/s is the target; the lower rates show the latency of a worker
+   that is not saturated); latency is from just before `send` to the moment this process reads the decision
+   (the first --warmup seconds are left out). Producer and reader share this process and its clock;
+4. the ratio of the worker's figures to the passthrough's.
+
+Every process — broker, Redis, worker, this one — shares the machine's cores; the report says how many.
+Requests go to unique valid numbers in 16 countries from 5,000 client IPs, keyed by number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+REGIONS = ["US", "GB", "DE", "FR", "IN", "BR", "ES", "IT", "NG", "ID", "PH", "VN", "PK", "EG", "KE", "TH"]
+PARTITIONS = 8
+
+
+# ----------------------------------------------------------------------------- workload
+
+
+def number_blocks() -> list[str]:
+    """E.164 prefixes of valid mobile numbers (the example number minus its last four digits)."""
+    import phonenumbers
+
+    blocks = []
+    for region in REGIONS:
+        example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+        if example is not None:
+            blocks.append(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)[:-4])
+    return blocks
+
+
+class Workload:
+    def __init__(self, seed: int = 7) -> None:
+        self.rng = random.Random(seed)
+        self.blocks = number_blocks()
+        rng = self.rng
+        self.ips = [".".join(str(part) for part in (rng.randrange(1, 224), rng.randrange(256),
+                                                    rng.randrange(256), rng.randrange(1, 255)))
+                    for _ in range(5000)]
+        self.tag = uuid.uuid4().hex[:8]
+        self.count = 0
+
+    def request(self) -> tuple[str, bytes, bytes]:
+        """(request_id, key, value) of a fresh request, stamped now."""
+        from detector.stream.topics import partition_key
+
+        rng = self.rng
+        self.count += 1
+        request_id = f"{self.tag}-{self.count}"
+        phone = rng.choice(self.blocks) + f"{rng.randrange(10_000):04d}"
+        event = {
+            "type": "otp_request", "request_id": request_id, "ts": round(time.time(), 3), "phone": phone,
+            "client_ip": rng.choice(self.ips), "session_id": f"s{rng.randrange(1_000_000)}", "flow": "login",
+        }  # fmt: skip
+        return request_id, partition_key(phone, b"bench"), orjson.dumps(event)
+
+
+# ----------------------------------------------------------------------------- services
+
+
+@contextlib.contextmanager
+def services() -> Iterator[tuple[str, str]]:
+    """(bootstrap, redis url): from the environment, or started here for the run."""
+    from detector.testing.services import KafkaBroker, RedisServer
+
+    bootstrap, redis_url = os.environ.get("KAFKA_BOOTSTRAP"), os.environ.get("REDIS_URL")
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp, contextlib.ExitStack() as stack:
+        if not bootstrap:
+            print("starting a Kafka broker ...", file=sys.stderr, flush=True)
+            bootstrap = stack.enter_context(KafkaBroker(Path(tmp) / "kafka")).bootstrap
+        if not redis_url:
+            redis_url = stack.enter_context(RedisServer(Path(tmp) / "redis")).url
+        yield bootstrap, redis_url
+
+
+def worker_command() -> list[str]:
+    from detector.cli import main
+
+    if "worker" in getattr(main, "commands", {}):
+        return [sys.executable, "-m", "detector", "worker"]
+    return [sys.executable, "-m", "detector.commands_stream"]
+
+
+class Process:
+    """A worker or passthrough subprocess, logging to a file."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
+        self.log = log
+        self.argv = argv
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (all its threads), from /proc."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"{self.argv[:4]} exited with {self.proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_worker(bootstrap: str, redis_url: str, names: dict[str, str], group: str, workdir: Path,
+                 batch_size: int) -> Process:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DETECTOR_")}
+    env.update({
+        "DETECTOR_HASH_KEY": f"bench-{uuid.uuid4().hex}",
+        "DETECTOR_KAFKA_BROKERS": bootstrap,
+        "DETECTOR_STORE": redis_url,
+        "DETECTOR_GROUP_ID": group,
+        "DETECTOR_TOPIC_REQUESTS": names["requests"],
+        "DETECTOR_TOPIC_FEEDBACK": names["feedback"],
+        "DETECTOR_TOPIC_DECISIONS": names["decisions"],
+        "DETECTOR_TOPIC_DEAD_LETTERS": names["dead_letters"],
+        "DETECTOR_TOPIC_FEEDBACK_RETRY": names["feedback_retry"],
+        "DETECTOR_BATCH_SIZE": str(batch_size),
+        "DETECTOR_METRICS_PORT": "0",
+        "DETECTOR_DATA_DIR": str(workdir / f"{group}-data"),
+        "DETECTOR_KAFKA_SESSION_TIMEOUT": "10",
+        "DETECTOR_KAFKA_HEARTBEAT_INTERVAL": "1",
+        "DETECTOR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+    })  # fmt: skip
+    return Process(worker_command(), workdir / f"{group}.log", env)
+
+
+def start_passthrough(bootstrap: str, source: str, target: str, group: str, workdir: Path,
+                      batch_size: int) -> Process:
+    argv = [sys.executable, "-m", "bench.pipeline", "passthrough", "--bootstrap", bootstrap,
+            "--source", source, "--target", target, "--group", group, "--batch-size", str(batch_size)]
+    return Process(argv, workdir / f"{group}.log", dict(os.environ))
+
+
+async def passthrough(bootstrap: str, source: str, target: str, group: str, batch_size: int) -> None:
+    """The ceiling: consume a batch, produce every message, wait for the acks, commit. No parsing at all."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                auto_offset_reset="earliest", session_timeout_ms=10_000,
+                                heartbeat_interval_ms=1_000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await consumer.start()
+    await producer.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=10, max_records=batch_size)
+            acks = [await producer.send(target, record.value, key=record.key)
+                    for records in batches.values() for record in records]
+            if acks:
+                await asyncio.gather(*acks)
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def topic_names(stem: str) -> dict[str, str]:
+    tag = f"{stem}-{uuid.uuid4().hex[:8]}"
+    return {kind: f"bench.{tag}.{kind.replace('_', '-')}"
+            for kind in ("requests", "feedback", "decisions", "dead_letters", "feedback_retry")}
+
+
+async def create(bootstrap: str, names: dict[str, str]) -> None:
+    from detector.stream.topics import ensure_topics
+
+    await ensure_topics(bootstrap, list(names.values()), PARTITIONS, 1)
+
+
+async def load(bootstrap: str, topic: str, workload: Workload, count: int) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        acks = []
+        for _ in range(count):
+            _, key, value = workload.request()
+            acks.append(await producer.send(topic, value, key=key))
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+
+
+class Reader:
+    """Reads an output topic from the start: when each request id first showed up, and its broker time."""
+
+    def __init__(self, bootstrap: str, topic: str, on_first: Any = None) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.seen: dict[str, float] = {}
+        self.stamps: list[float] = []
+        self.on_first = on_first
+
+    async def run(self, expected: int, deadline: float, check: Any) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.structs import TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    fetch_max_wait_ms=5)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while len(self.seen) < expected:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(self.seen)} of {expected} outputs on {self.topic} in time")
+                check()
+                batches = await consumer.getmany(timeout_ms=20)
+                now = time.time()
+                if batches and not self.seen and self.on_first is not None:
+                    self.on_first()
+                for records in batches.values():
+                    for record in records:
+                        request_id = orjson.loads(record.value)["request_id"]
+                        if request_id not in self.seen:
+                            self.seen[request_id] = now
+                            self.stamps.append(record.timestamp / 1000)
+        finally:
+            await consumer.stop()
+
+
+async def throughput(bootstrap: str, count: int, start: Any, workdir: Path) -> tuple[float, float]:
+    """(outputs per second, CPU µs per output) of a consumer started on `count` waiting requests.
+
+    The rate is taken from the broker timestamps of the first and last output; the CPU time is the
+    consumer process's own (all threads) over the same stretch, which other load on the machine does not
+    inflate the way it does the rate."""
+    names = topic_names("tput")
+    await create(bootstrap, names)
+    await load(bootstrap, names["requests"], Workload(), count)
+    proc: Process = start(names)
+    cpu: list[float] = []
+    try:
+        reader = Reader(bootstrap, names["decisions"], on_first=lambda: cpu.append(proc.cpu_seconds()))
+        await reader.run(count, time.monotonic() + 600, proc.check)
+        cpu.append(proc.cpu_seconds())
+    finally:
+        proc.stop()
+    stamps = sorted(reader.stamps)
+    return (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9), (cpu[-1] - cpu[0]) * 1e6 / count
+
+
+async def latency(bootstrap: str, rate: float, seconds: float, warmup: float, start: Any, workdir: Path
+                  ) -> dict[str, float]:
+    """Send → read latency (ms) at `rate` requests per second, once the consumer is ready."""
+    from aiokafka import AIOKafkaProducer
+
+    names = topic_names("lat")
+    await create(bootstrap, names)
+    proc: Process = start(names)
+    workload = Workload(seed=11)
+    sent: dict[str, float] = {}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    try:
+        # Ready means: a probe request comes back. Then produce at a fixed rate and read as we go.
+        _, key, value = workload.request()
+        await producer.send_and_wait(names["requests"], value, key=key)
+        probe = Reader(bootstrap, names["decisions"])
+        await probe.run(1, time.monotonic() + 120, proc.check)
+
+        total = int(rate * (seconds + warmup))
+        reader = Reader(bootstrap, names["decisions"])
+        deadline = time.monotonic() + seconds + warmup + 120
+        reading = asyncio.create_task(reader.run(total + 1, deadline, proc.check))
+        began = time.monotonic()
+        acks = []
+        for index in range(total):
+            due = began + index / rate
+            ahead = due - time.monotonic()
+            if ahead > 0.001:
+                await asyncio.sleep(ahead)
+            request_id, key, value = workload.request()
+            sent[request_id] = time.time()
+            acks.append(await producer.send(names["requests"], value, key=key))
+        offered = total / (time.monotonic() - began)
+        await asyncio.gather(*acks)
+        await reading
+    finally:
+        await producer.stop()
+        proc.stop()
+    skip = int(rate * warmup)
+    ids = list(sent)[skip:]
+    waits = sorted((reader.seen[rid] - sent[rid]) * 1000 for rid in ids)
+
+    def pct(p: float) -> float:
+        return waits[min(len(waits) - 1, int(p / 100 * len(waits)))]
+
+    return {"offered_per_s": offered, "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
+            "max_ms": waits[-1], "measured": len(waits)}
+
+
+async def engine_alone(redis_url: str, count: int, batch_size: int) -> float:
+    """Requests per second through `Engine.process` on the Redis store, no Kafka."""
+    from detector.events import parse_event
+    from detector.wiring import build_engine
+
+    os.environ.setdefault("DETECTOR_HASH_KEY", f"bench-{uuid.uuid4().hex}")
+    engine = build_engine(None, redis_url)
+    workload = Workload(seed=3)
+    events = [parse_event(workload.request()[2]) for _ in range(count)]
+    try:
+        await engine.process(events[:batch_size])  # connect, load the script
+        started = time.perf_counter()
+        for index in range(batch_size, count, batch_size):
+            await engine.process(events[index:index + batch_size])
+        return (count - batch_size) / (time.perf_counter() - started)
+    finally:
+        await engine.store.close()
+
+
+# ----------------------------------------------------------------------------- main
+
+
+async def run(args: argparse.Namespace, bootstrap: str, redis_url: str, workdir: Path) -> dict[str, Any]:
+    def worker(names: dict[str, str]) -> Process:
+        return start_worker(bootstrap, redis_url, names, f"bench-worker-{uuid.uuid4().hex[:6]}", workdir,
+                            args.batch_size)
+
+    def bare(names: dict[str, str]) -> Process:
+        return start_passthrough(bootstrap, names["requests"], names["decisions"],
+                                 f"bench-pass-{uuid.uuid4().hex[:6]}", workdir, args.batch_size)
+
+    report: dict[str, Any] = {
+        "cores": os.cpu_count(), "requests": args.requests, "batch_size": args.batch_size,
+        "partitions": PARTITIONS, "repeat": args.repeat, "load_before": os.getloadavg()[0],
+    }  # fmt: skip
+    say("engine alone (Redis store, no Kafka) ...")
+    report["engine_per_s"] = await engine_alone(redis_url, min(args.requests, 20_000), args.batch_size)
+    for name, start in (("passthrough", bare), ("worker", worker)):
+        runs = []
+        for attempt in range(1, args.repeat + 1):
+            say(f"{name}: throughput on {args.requests:,} waiting requests ({attempt}/{args.repeat}) ...")
+            runs.append(await throughput(bootstrap, args.requests, start, workdir))
+        rates = sorted(rate for rate, _ in runs)
+        report[f"{name}_per_s"] = statistics.median(rates)
+        report[f"{name}_per_s_range"] = [rates[0], rates[-1]]
+        report[f"{name}_cpu_us_per_event"] = statistics.median(cpu for _, cpu in runs)
+        report[f"{name}_latency"] = {}
+        for rate in args.rates:
+            say(f"{name}: latency at {rate:,.0f}/s for {args.seconds:.0f}s ...")
+            report[f"{name}_latency"][rate] = await latency(bootstrap, rate, args.seconds, args.warmup, start,
+                                                            workdir)
+    report["throughput_ratio"] = report["worker_per_s"] / report["passthrough_per_s"]
+    report["load_after"] = os.getloadavg()[0]
+    return report
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"cores: {report['cores']}   load average before/after: {report['load_before']:.1f}/"
+          f"{report['load_after']:.1f}   partitions: {report['partitions']}   "
+          f"batch size: {report['batch_size']}")
+    print(f"{'':34}{'worker':>12}{'passthrough':>14}{'ratio':>8}")
+    wr, pr = report["worker_per_s_range"], report["passthrough_per_s_range"]
+    print(f"{'throughput (events/s, median)':34}{report['worker_per_s']:>12,.0f}"
+          f"{report['passthrough_per_s']:>14,.0f}{report['throughput_ratio']:>8.2f}")
+    print(f"{'  range of ' + str(report['repeat']) + ' runs':34}{f'{wr[0]:,.0f}-{wr[1]:,.0f}':>12}"
+          f"{f'{pr[0]:,.0f}-{pr[1]:,.0f}':>14}")
+    wc, pc = report["worker_cpu_us_per_event"], report["passthrough_cpu_us_per_event"]
+    print(f"{'CPU per event (µs)':34}{wc:>12,.0f}{pc:>14,.0f}{wc / max(pc, 1e-9):>8.1f}")
+    for rate, w in report["worker_latency"].items():
+        p = report["passthrough_latency"][rate]
+        for key in ("p50_ms", "p99_ms", "max_ms"):
+            label = f"latency {key[:-3]} at {rate:,.0f}/s (ms)"
+            print(f"{label:34}{w[key]:>12.1f}{p[key]:>14.1f}{w[key] / max(p[key], 1e-9):>8.1f}")
+    print(f"engine alone on Redis, no Kafka: {report['engine_per_s']:,.0f} requests/s")
+    target = report["worker_latency"].get(2000.0)
+    verdicts = [f"10,000 events/s per worker: {'met' if report['worker_per_s'] >= 10_000 else 'NOT met'}"]
+    if target is not None:
+        verdicts.append(f"p99 < 50 ms at 2,000/s: {'met' if target['p99_ms'] < 50 else 'NOT met'}")
+    print("targets: " + "; ".join(verdicts))
+
+
+def _rates(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "passthrough":
+        parser = argparse.ArgumentParser(prog="python -m bench.pipeline passthrough")
+        for flag in ("--bootstrap", "--source", "--target", "--group"):
+            parser.add_argument(flag, required=True)
+        parser.add_argument("--batch-size", type=int, default=500)
+        opts = parser.parse_args(sys.argv[2:])
+        asyncio.run(passthrough(opts.bootstrap, opts.source, opts.target, opts.group, opts.batch_size))
+        return
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=50_000, help="requests for the throughput runs")
+    parser.add_argument("--rates", type=_rates, default=[2000.0, 1000.0, 500.0],
+                        help="offered loads of the latency runs, events/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured length of the latency runs")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds at the start left out of latency")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=3, help="throughput runs of each (the median counts)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    with services() as (bootstrap, redis_url), tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
+        report = asyncio.run(run(args, bootstrap, redis_url, Path(logs)))
+    print_report(report)
+    if args.json:
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
+if __name__ == "__main__":
+    main()
