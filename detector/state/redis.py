@@ -379,9 +379,7 @@ class _Dimension:
 
     name: str
     index: int
-    buckets: tuple[
-        Callable[[float], int], ...
-    ]  # `Window.bucket` of each window: the memory store's arithmetic
+    buckets: tuple[Callable[[float], int], ...]  # `Window.bucket` of each window, as the memory store
     slots: tuple[tuple[tuple[str, int], bool], ...]  # ((dim, seconds), has a peak) of each window
     config: list[int]
 
