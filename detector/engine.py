@@ -134,7 +134,7 @@ class Engine:
                 decision = self._redelivered(request, subject, static, counts, decided)
             else:
                 decision = self._decide(request, subject, static, allow_listed, counts)
-                fresh.append((request.request_id, subject.ts, encode(decision)))
+                fresh.append((request.request_id, subject.ts, encode(_without_personal_data(decision))))
             decided[request.request_id] = decision
             results[index] = decision
         if fresh:
@@ -237,7 +237,13 @@ class Engine:
         decided: dict[str, Decision],
     ) -> Decision:
         if counts.stored_decision is not None:
-            return _decision_decoder.decode(counts.stored_decision)
+            stored = _decision_decoder.decode(counts.stored_decision)
+            return msgspec.structs.replace(
+                stored,
+                phone=subject.phone.e164,
+                client_ip=subject.ip.ip if subject.ip else None,
+                message=request.message,
+            )
         earlier = decided.get(request.request_id)
         if earlier is not None:
             return earlier
@@ -279,3 +285,11 @@ class Engine:
                 known = _Network(facts, client.problem, ip_key, subnet_key)
             self._networks.put(spelled, known)
         return known
+
+
+def _without_personal_data(decision: Decision) -> Decision:
+    """What the store keeps for redelivery: the answer, not the number, address or message it was for.
+
+    A redelivered request carries those again, and they are put back from it.
+    """
+    return msgspec.structs.replace(decision, phone=None, client_ip=None, message=None)

@@ -160,7 +160,7 @@ class Scorer:
             if phone.e164 in self._deny_phones:
                 hits.append(Hit("denied_phone", deny, verdict="block"))
             if subject.ip is not None and subject.ip.denied:
-                hits.append(Hit("denied_ip", deny, verdict="block", value=subject.ip.ip))
+                hits.append(Hit("denied_ip", deny, verdict="block"))
         return hits
 
     def counted_hits(self, subject: Subject, counts: Counts) -> list[Hit]:

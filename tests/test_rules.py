@@ -264,4 +264,5 @@ def test_redelivered_request_gets_the_same_decision_and_is_not_counted_twice() -
     first, second = request(ts=T0), request(ts=T0 + 1)
     results = _only([first, first, second, second, request(ts=T0 + 2)], rules=rules, batch_size=1)
     assert results[0] == results[1] and results[2] == results[3]
+    assert results[1].phone == "+447400123456" and results[1].client_ip == "203.0.113.5"
     assert [d.action for d in results] == ["allow", "allow", "allow", "allow", "block"]
