@@ -200,8 +200,9 @@ class _open_out:
 
 def _register_commands() -> None:
     from detector.commands_sim import demo, evaluate, simulate
+    from detector.commands_stream import worker
 
-    for command in (simulate, evaluate, demo):
+    for command in (simulate, evaluate, demo, worker):
         main.add_command(command)
 
 
