@@ -376,6 +376,7 @@ async def run(args: argparse.Namespace, bootstrap: str, redis_url: str, workdir:
     report: dict[str, Any] = {
         "cores": os.cpu_count(), "requests": args.requests, "batch_size": args.batch_size,
         "partitions": PARTITIONS, "repeat": args.repeat, "load_before": os.getloadavg()[0],
+        "cpu_pressure_before": cpu_pressure(),
     }  # fmt: skip
     say("engine alone (Redis store, no Kafka) ...")
     report["engine_per_s"] = await engine_alone(redis_url, min(args.requests, 20_000), args.batch_size)
@@ -395,7 +396,17 @@ async def run(args: argparse.Namespace, bootstrap: str, redis_url: str, workdir:
                                                             workdir)
     report["throughput_ratio"] = report["worker_per_s"] / report["passthrough_per_s"]
     report["load_after"] = os.getloadavg()[0]
+    report["cpu_pressure_after"] = cpu_pressure()
     return report
+
+
+def cpu_pressure() -> float | None:
+    """Linux PSI: the share of the last minute in which some runnable task waited for a CPU (0-100)."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return float(dict(part.split("=") for part in line.split()[1:])["avg60"])
 
 
 def say(text: str) -> None:
@@ -404,8 +415,9 @@ def say(text: str) -> None:
 
 def print_report(report: dict[str, Any]) -> None:
     print(f"cores: {report['cores']}   load average before/after: {report['load_before']:.1f}/"
-          f"{report['load_after']:.1f}   partitions: {report['partitions']}   "
-          f"batch size: {report['batch_size']}")
+          f"{report['load_after']:.1f}   CPU pressure (PSI some avg60, %) before/after: "
+          f"{report['cpu_pressure_before']}/{report['cpu_pressure_after']}")
+    print(f"topic partitions: {report['partitions']}   batch size: {report['batch_size']}")
     print(f"{'':34}{'worker':>12}{'passthrough':>14}{'ratio':>8}")
     wr, pr = report["worker_per_s_range"], report["passthrough_per_s_range"]
     print(f"{'throughput (events/s, median)':34}{report['worker_per_s']:>12,.0f}"

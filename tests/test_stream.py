@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from detector.stream.topics import TopicNames, ensure_topics
 from detector.testing.services import RedisServer, free_port
 
-pytestmark = [pytest.mark.kafka]
+KAFKA = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[1]
 # A fresh key per run: counters of earlier runs in a long-lived Redis (`make services`) are not seen.
@@ -424,6 +424,7 @@ def running(
 # ----------------------------------------------------------------------------- tests
 
 
+@KAFKA
 async def test_one_decision_per_request_and_dead_letters_for_garbage(running: Running) -> None:
     bootstrap, topics = running.bootstrap, running.topics
     tag = uuid.uuid4().hex[:6]
@@ -473,6 +474,7 @@ async def test_one_decision_per_request_and_dead_letters_for_garbage(running: Ru
     assert running.worker.metric("detector_dead_letters_total", topic="requests") >= len(garbage)
 
 
+@KAFKA
 async def test_redelivered_request_gets_the_same_decision_and_counts_once(running: Running) -> None:
     bootstrap, topics = running.bootstrap, running.topics
     tag = uuid.uuid4().hex[:6]
@@ -500,6 +502,7 @@ async def test_redelivered_request_gets_the_same_decision_and_counts_once(runnin
     assert found[f"{tag}-10"][0]["reasons"][0]["code"] == "msisdn_rate_limit"
 
 
+@KAFKA
 async def test_feedback_is_applied_retried_when_early_and_dropped_when_unknown(running: Running) -> None:
     bootstrap, topics, worker = running.bootstrap, running.topics, running.worker
     tag = uuid.uuid4().hex[:6]
@@ -540,6 +543,7 @@ async def test_feedback_is_applied_retried_when_early_and_dropped_when_unknown(r
     assert 1 <= attempts[early["request_id"]] <= 3
 
 
+@KAFKA
 async def test_shadow_flag_allows_but_keeps_the_verdict(
     kafka_bootstrap: str, policy_file: Path, tmp_path: Path
 ) -> None:
@@ -564,6 +568,8 @@ async def test_shadow_flag_allows_but_keeps_the_verdict(
     assert [found[f"s{i}"][0]["verdict"] for i in range(10)] == ["allow"] * 10
 
 
+@KAFKA
+@pytest.mark.redis
 async def test_sigterm_exits_cleanly_and_commits_only_decided_work(
     kafka_bootstrap: str, redis_url: str, policy_file: Path, tmp_path: Path
 ) -> None:
@@ -631,6 +637,7 @@ async def produce_steadily(bootstrap: str, topic: str, messages: Sequence[Messag
             await producer.stop()
 
 
+@KAFKA
 @pytest.mark.redis
 async def test_store_outage_fails_requests_open_and_keeps_feedback(
     kafka_bootstrap: str, redis_server: RedisServer, policy_file: Path, tmp_path: Path
@@ -682,3 +689,189 @@ async def test_store_outage_fails_requests_open_and_keeps_feedback(
     assert decision["action"] == "allow", "the default policy fails open"
     assert "state_unavailable" in [reason["code"] for reason in decision["reasons"]]
     assert decided_in < 5, "requests do not wait for the store"
+
+
+# ----------------------------------------------------------------------------- the pipeline without a broker
+
+
+class RecordingOutput:
+    """Collects what the pipeline publishes; `fail` makes every acknowledgement fail."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, dict[str, bytes]]] = []
+        self.fail = fail
+
+    async def send(self, topic: str, key: bytes | None, value: bytes,
+                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]:
+        self.sent.append((topic, key, value, dict(headers or [])))
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail:
+            ack.set_exception(OSError("broker gone"))
+        else:
+            ack.set_result(None)
+        return ack
+
+    def to(self, topic: str) -> list[tuple[str, bytes | None, bytes, dict[str, bytes]]]:
+        return [message for message in self.sent if message[0] == topic]
+
+
+class SwitchableStore:
+    """The memory store, which can be made to fail like a store that does not answer."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.plan = inner.plan
+        self.down = False
+
+    async def apply(self, batch: Any) -> Any:
+        from detector.state.base import StoreUnavailable
+
+        if self.down:
+            raise StoreUnavailable("switched off")
+        return await self.inner.apply(batch)
+
+    async def remember(self, decisions: Any) -> None:
+        await self.inner.remember(decisions)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def make_pipeline(output: RecordingOutput, hurry: Callable[[], bool] = lambda: False,
+                  **config: Any) -> tuple[Any, SwitchableStore]:
+    from detector.engine import Engine
+    from detector.hashing import KeyedHasher
+    from detector.policy import load_policy
+    from detector.scoring import counter_plan
+    from detector.state.memory import MemoryStore
+    from detector.stream.app import Pipeline
+    from detector.stream.config import StreamConfig
+    from detector.stream.metrics import Metrics
+
+    policy = load_policy(None)
+    store = SwitchableStore(MemoryStore(counter_plan(policy)))
+    engine = Engine(policy, store, KeyedHasher(b"pipeline-tests-key-0123"))  # type: ignore[arg-type]
+    settings = {"feedback_retry_delay": 0.05, "feedback_retries": 2, "unavailable_patience": 0.3,
+                "unavailable_backoff_max": 0.1, **config}
+    return Pipeline(engine, output, Metrics(), StreamConfig(**settings), hurry=hurry), store
+
+
+def incoming(topic: str, value: bytes | None, offset: int = 0,
+             headers: dict[str, bytes] | None = None) -> Any:
+    from detector.stream.app import Incoming
+
+    return Incoming(topic, 0, offset, b"key", value, time.time(), headers or {})
+
+
+def counted(pipeline: Any, name: str, **labels: str) -> float:
+    return pipeline.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_unknown_feedback_goes_round_the_retry_topic_then_is_dropped() -> None:
+    output = RecordingOutput()
+    pipeline, _ = make_pipeline(output)
+    topics = pipeline.topics
+    await pipeline.handle("feedback", [incoming(topics.feedback, as_json(feedback_event("nobody")))])
+    for attempt in (1, 2):
+        (retry,) = output.to(topics.feedback_retry)
+        assert retry[1] == b"key" and retry[3]["detector-attempt"] == str(attempt).encode()
+        assert retry[3]["detector-reason"] == b"unknown"
+        assert retry[3]["detector-origin"] == b"otp.feedback/0/0"
+        output.sent.clear()
+        await pipeline.handle("feedback_retry", [incoming(topics.feedback_retry, retry[2], headers=retry[3])])
+    assert output.sent == [], "dropped after the last retry"
+    assert counted(pipeline, "detector_feedback_dropped_total", reason="unknown") == 1
+
+
+async def test_a_retry_taken_early_while_stopping_keeps_its_attempt() -> None:
+    output = RecordingOutput()
+    pipeline, _ = make_pipeline(output, hurry=lambda: True, feedback_retry_delay=30.0)
+    due = {"detector-attempt": b"1", "detector-due": repr(time.time() + 30).encode()}
+    started = time.monotonic()
+    early = incoming(pipeline.topics.feedback_retry, as_json(feedback_event("x")), headers=due)
+    await pipeline.handle("feedback_retry", [early])
+    assert time.monotonic() - started < 1, "no waiting while the worker stops"
+    (retry,) = output.to(pipeline.topics.feedback_retry)
+    assert retry[3]["detector-attempt"] == b"1"
+
+
+async def test_feedback_the_store_did_not_take_is_retried_then_handed_on_and_applied_later() -> None:
+    output = RecordingOutput()
+    pipeline, store = make_pipeline(output)
+    topics = pipeline.topics
+    request = request_event("r1", "+447400123456")
+    await pipeline.handle("requests", [incoming(topics.requests, as_json(request))])
+    store.down = True
+    started = time.monotonic()
+    await pipeline.handle("feedback", [incoming(topics.feedback, as_json(feedback_event("r1")), offset=7)])
+    assert 0.2 < time.monotonic() - started < 2, "retried in place for about the patience"
+    (retry,) = output.to(topics.feedback_retry)
+    assert retry[3]["detector-reason"] == b"unavailable" and retry[3]["detector-attempt"] == b"0"
+    assert counted(pipeline, "detector_feedback_total", status="unavailable") >= 2
+    store.down = False
+    await pipeline.handle("feedback_retry", [incoming(topics.feedback_retry, retry[2], headers=retry[3])])
+    assert counted(pipeline, "detector_feedback_total", status="applied") == 1
+    assert counted(pipeline, "detector_store_errors_total", operation="feedback") == 1
+
+
+async def test_requests_never_wait_for_feedback_the_store_did_not_take() -> None:
+    output = RecordingOutput()
+    pipeline, store = make_pipeline(output, unavailable_patience=30.0)
+    store.down = True
+    started = time.monotonic()
+    await pipeline.handle("requests", [
+        incoming(pipeline.topics.requests, as_json(request_event("r2", "+447400123457"))),
+        incoming(pipeline.topics.requests, as_json(feedback_event("r0"))),
+    ])
+    assert time.monotonic() - started < 1
+    (decision,) = output.to(pipeline.topics.decisions)
+    assert "state_unavailable" in decision[2].decode()
+    assert len(output.to(pipeline.topics.feedback_retry)) == 1
+    assert counted(pipeline, "detector_store_errors_total", operation="decide") == 1
+
+
+async def test_an_output_kafka_does_not_take_fails_the_batch() -> None:
+    from detector.stream.app import DeliveryFailed
+
+    pipeline, _ = make_pipeline(RecordingOutput(fail=True))
+    with pytest.raises(DeliveryFailed):
+        await pipeline.handle("requests",
+                              [incoming("otp.requests", as_json(request_event("r3", "+447400123458")))])
+
+
+async def test_an_engine_failure_costs_one_dead_letter_not_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    output = RecordingOutput()
+    pipeline, _ = make_pipeline(output)
+    real = pipeline.engine.process
+
+    async def flaky(events: Any) -> Any:
+        if any(getattr(e, "request_id", "") == "poison" for e in events):
+            raise RuntimeError("bug")
+        return await real(events)
+
+    monkeypatch.setattr(pipeline.engine, "process", flaky)
+    await pipeline.handle("requests", [
+        incoming("otp.requests", as_json(request_event("fine", "+447400123459")), offset=1),
+        incoming("otp.requests", as_json(request_event("poison", "+447400123460")), offset=2),
+    ])
+    (decision,) = output.to(pipeline.topics.decisions)
+    assert decision[1] == b"fine"
+    (letter,) = output.to(pipeline.topics.dead_letters)
+    assert "internal error" in orjson.loads(letter[2])["error"] and orjson.loads(letter[2])["offset"] == 2
+
+
+def test_topic_names_and_settings_are_checked() -> None:
+    from detector.stream.config import StreamConfig
+
+    with pytest.raises(ValueError, match="must differ"):
+        TopicNames(decisions="otp.requests")
+    with pytest.raises(ValueError, match="legal"):
+        TopicNames(requests="otp requests")
+    with pytest.raises(ValueError, match="heartbeat"):
+        StreamConfig(session_timeout=6, heartbeat_interval=3)
+    config = StreamConfig(brokers="a:9092, kafka://b:9093")
+    assert config.broker_urls == ["kafka://a:9092", "kafka://b:9093"]
+    assert config.bootstrap == ["a:9092", "b:9093"]
+    assert TopicNames(feedback="otp.requests").all() == [
+        "otp.requests", "otp.decisions", "otp.dead-letters", "otp.feedback-retry"
+    ]

@@ -115,7 +115,6 @@ class Pipeline:
         self.topics: TopicNames = config.topics
         self.hurry = hurry  # true when the worker is stopping or rebalancing: cut waits short
         self.clock = clock
-        self._mode = engine.policy.mode
 
     async def handle(self, kind: Kind, batch: Sequence[Incoming]) -> None:
         """Process one batch; return once Kafka acknowledged everything it produced."""
