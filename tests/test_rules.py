@@ -1,5 +1,6 @@
 """One test per rule, each with the rule alone (quiet_policy) so that it is the rule that decides."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -266,3 +267,26 @@ def test_redelivered_request_gets_the_same_decision_and_is_not_counted_twice() -
     assert results[0] == results[1] and results[2] == results[3]
     assert results[1].phone == "+447400123456" and results[1].client_ip == "203.0.113.5"
     assert [d.action for d in results] == ["allow", "allow", "allow", "allow", "block"]
+
+
+def test_datacenter_and_anonymizer_lists_from_files(tmp_path: Path) -> None:
+    datacenters = tmp_path / "datacenters.txt"
+    datacenters.write_text("# cloud ranges\n198.51.100.0/24\n2001:db8:dc::/48  # provider b\n")
+    anonymizers = tmp_path / "vpn.txt"
+    anonymizers.write_text("203.0.113.7\n")
+    lists = {"datacenter_ip_files": [str(datacenters)], "anonymizer_ip_files": [str(anonymizers)]}
+    events = [
+        request(client_ip="198.51.100.9"),
+        request(client_ip="2001:db8:dc::5"),
+        request(client_ip="203.0.113.7"),
+        request(client_ip="192.0.2.1"),
+    ]
+    found = [codes(d) for d in _only(events, lists=lists, rules={"upstream": {"mode": "enforce"}})]
+    assert found == [{"datacenter_ip"}, {"datacenter_ip"}, {"anonymizer_ip"}, set()]
+
+
+def test_a_bad_list_file_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "dc.txt"
+    bad.write_text("198.51.100.0/24\nnot-an-ip\n")
+    with pytest.raises(ValueError, match=r"dc.txt:2"):
+        _only([request()], lists={"datacenter_ip_files": [str(bad)]})
