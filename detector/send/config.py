@@ -1,0 +1,213 @@
+"""Settings of the send worker (`detector send-worker`): one frozen object from flags and the environment.
+
+Names follow the Kafka worker's (:mod:`detector.stream.config`): settings both workers share keep the same
+variable (``DETECTOR_KAFKA_BROKERS``, ``DETECTOR_TOPIC_DECISIONS``, ``DETECTOR_TOPIC_FEEDBACK``, the
+``DETECTOR_KAFKA_*`` client timings, topic partitions and replication); what only the send worker has is
+``DETECTOR_SEND_*``, plus ``DETECTOR_TOPIC_OUTCOMES`` for the topic it writes. The 8x8 account itself
+(sub-account, key, region) is 8x8's own ``EIGHTBYEIGHT_*`` variables, read by
+:meth:`detector.send.EightByEightConfig.from_env`. `ENV` maps every setting to its variable so the command,
+the tests and the docs agree.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from detector.send.retry import RetryPolicy
+from detector.stream.topics import TopicNames
+
+OffsetReset = Literal["earliest", "latest"]
+CrashPoint = Literal["after-claim", "after-send", "after-ledger", "after-outcomes"]
+CRASH_POINTS: tuple[CrashPoint, ...] = ("after-claim", "after-send", "after-ledger", "after-outcomes")
+
+_STREAM_TOPICS = TopicNames()
+DEFAULT_BROKERS = "localhost:9092"
+DEFAULT_GROUP = "sms-pumping-send"
+DEFAULT_LEDGER = "redis://localhost:6379/0"
+DEFAULT_LEDGER_PREFIX = "detector:send:"
+DEFAULT_OUTCOMES_TOPIC = "otp.outcomes"
+DEFAULT_METRICS_PORT = 9109  # the detection worker uses 9108
+
+ENV = {
+    "brokers": "DETECTOR_KAFKA_BROKERS",
+    "group_id": "DETECTOR_SEND_GROUP_ID",
+    "decisions": "DETECTOR_TOPIC_DECISIONS",
+    "feedback": "DETECTOR_TOPIC_FEEDBACK",
+    "outcomes": "DETECTOR_TOPIC_OUTCOMES",
+    "consume_feedback": "DETECTOR_SEND_FEEDBACK",
+    "partitions": "DETECTOR_TOPIC_PARTITIONS",
+    "replication": "DETECTOR_TOPIC_REPLICATION",
+    "ledger_url": "DETECTOR_SEND_LEDGER",
+    "ledger_prefix": "DETECTOR_SEND_LEDGER_PREFIX",
+    "ledger_ttl": "DETECTOR_SEND_LEDGER_TTL",
+    "rate": "DETECTOR_SEND_RATE",
+    "burst": "DETECTOR_SEND_BURST",
+    "batch_size": "DETECTOR_SEND_BATCH_SIZE",
+    "batch_wait": "DETECTOR_SEND_BATCH_WAIT",
+    "max_in_flight": "DETECTOR_SEND_MAX_IN_FLIGHT",
+    "retry_attempts": "DETECTOR_SEND_RETRY_ATTEMPTS",
+    "retry_max_elapsed": "DETECTOR_SEND_RETRY_MAX_ELAPSED",
+    "retry_base_delay": "DETECTOR_SEND_RETRY_BASE_DELAY",
+    "retry_max_delay": "DETECTOR_SEND_RETRY_MAX_DELAY",
+    "retry_ambiguous": "DETECTOR_SEND_RETRY_AMBIGUOUS",
+    "owner_ttl": "DETECTOR_SEND_OWNER_TTL",
+    "claim_wait": "DETECTOR_SEND_CLAIM_WAIT",
+    "offset_reset": "DETECTOR_KAFKA_OFFSET_RESET",
+    "session_timeout": "DETECTOR_KAFKA_SESSION_TIMEOUT",
+    "heartbeat_interval": "DETECTOR_KAFKA_HEARTBEAT_INTERVAL",
+    "metrics_port": "DETECTOR_SEND_METRICS_PORT",
+    "metrics_host": "DETECTOR_METRICS_HOST",
+}
+# A test hook, deliberately not a flag: exit at once (status 86) the first time the worker reaches this
+# point of a round, to prove what a crash there does. Never set it in production.
+CRASH_ENV = "DETECTOR_SEND_CRASH_AT"
+CRASH_EXIT_STATUS = 86
+
+_LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+@dataclass(frozen=True, slots=True)
+class SendTopics:
+    """What the send worker reads (decisions, feedback) and writes (outcomes)."""
+
+    decisions: str = _STREAM_TOPICS.decisions
+    feedback: str = _STREAM_TOPICS.feedback
+    outcomes: str = DEFAULT_OUTCOMES_TOPIC
+
+    def __post_init__(self) -> None:
+        for name, topic in (
+            ("decisions", self.decisions),
+            ("feedback", self.feedback),
+            ("outcomes", self.outcomes),
+        ):
+            if not _LEGAL_TOPIC.match(topic) or topic in (".", ".."):
+                raise ValueError(f"topic name for {name} is not a legal Kafka topic name: {topic!r}")
+        if self.outcomes in (self.decisions, self.feedback):
+            raise ValueError("the outcomes topic must differ from the decisions and feedback topics")
+        if self.decisions == self.feedback:
+            raise ValueError("the decisions and feedback topics must differ")
+
+    def all(self) -> list[str]:
+        return [self.decisions, self.feedback, self.outcomes]
+
+
+@dataclass(frozen=True, slots=True)
+class SendConfig:
+    """Everything `detector send-worker` needs but the 8x8 account; the defaults are the production ones."""
+
+    brokers: str = DEFAULT_BROKERS
+    group_id: str = DEFAULT_GROUP
+    topics: SendTopics = field(default_factory=SendTopics)
+    # Read the feedback topic and report verified / failed OTPs to 8x8 (conversion tracking).
+    consume_feedback: bool = True
+    # Topics that do not exist yet are created with this many partitions; None replication: min(3, brokers).
+    partitions: int = 12
+    replication: int | None = None
+    # The send ledger: request_id -> claim, outcome, umid. Its TTL must outlast any redelivery of a decision
+    # (a consumer group's offsets are committed within seconds) and the wait for an OTP's feedback.
+    ledger_url: str = DEFAULT_LEDGER
+    ledger_prefix: str = DEFAULT_LEDGER_PREFIX
+    ledger_ttl: float = 2 * 86400.0
+    # Messages per second to 8x8 (every attempt counts, retries too), and how many may go at once.
+    rate: float = 50.0
+    burst: float | None = None  # None: one second's worth, at least one batch
+    # Most messages in one batch request (1: always the single-message endpoint); how long to wait for
+    # decisions to fill a round; how many 8x8 requests may be in flight at once.
+    batch_size: int = 100
+    batch_wait: float = 0.02
+    max_in_flight: int = 8
+    # Retries of 429, 5xx, timeouts and connection errors: exponential backoff with full jitter, never
+    # sooner than Retry-After; at most `retry_attempts` attempts within `retry_max_elapsed` seconds.
+    retry_attempts: int = 4
+    retry_max_elapsed: float = 20.0
+    retry_base_delay: float = 0.25
+    retry_max_delay: float = 8.0
+    # Also retry failures after which 8x8 may have queued the message anyway (500/502/504, a read
+    # timeout, a dropped connection)? The retry reuses clientMessageId = request_id; unless 8x8 dedupes on
+    # it, such a retry can deliver the OTP twice. False: only 429, 503 and failures to connect are retried.
+    retry_ambiguous: bool = True
+    # A worker refreshes a liveness key this often-ish (ttl / 4); a claim whose owner's key has expired
+    # belongs to a dead worker. A live owner's claim is waited for at most `claim_wait` seconds.
+    owner_ttl: float = 10.0
+    claim_wait: float = 35.0
+    offset_reset: OffsetReset = "earliest"
+    session_timeout: float = 30.0
+    heartbeat_interval: float = 3.0
+    metrics_port: int = DEFAULT_METRICS_PORT
+    metrics_host: str = "0.0.0.0"
+    crash_at: CrashPoint | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.ledger_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append(
+                f"the ledger must be a redis://, rediss:// or unix:// URL, not {self.ledger_url!r}"
+            )
+        if self.ledger_ttl < 3600:
+            problems.append("the ledger TTL must be at least an hour (3600 s)")
+        if not self.ledger_prefix or "{" in self.ledger_prefix or "}" in self.ledger_prefix:
+            problems.append("the ledger key prefix must not be empty nor hold { or } (keys carry a hash tag)")
+        if not 0 < self.rate < math.inf:
+            problems.append("the send rate must be a positive number of messages per second")
+        if self.burst is not None and self.burst < 1:
+            problems.append("the burst must be at least 1 message")
+        if not 1 <= self.batch_size <= 10_000:
+            problems.append("the batch size must be between 1 and 10000 (8x8's limit)")
+        if not 0 < self.batch_wait <= 10:
+            problems.append("the batch wait must be between 0 and 10 seconds")
+        if self.max_in_flight < 1:
+            problems.append("at least one request must be allowed in flight")
+        if self.partitions < 1 or (self.replication is not None and self.replication < 1):
+            problems.append("partitions and replication must be at least 1")
+        if self.owner_ttl < 1 or self.claim_wait < 0:
+            problems.append("the owner TTL must be at least 1 second and the claim wait not negative")
+        if self.heartbeat_interval * 3 > self.session_timeout:
+            problems.append("the heartbeat interval must be at most a third of the session timeout")
+        if not 0 <= self.metrics_port <= 65535:
+            problems.append("metrics port must be 0 (off) to 65535")
+        if self.crash_at is not None and self.crash_at not in CRASH_POINTS:
+            problems.append(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
+        try:
+            self.retry_policy  # noqa: B018 - validates the retry settings
+        except ValueError as exc:
+            problems.append(f"retry settings: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def with_changes(self, **changes: Any) -> SendConfig:
+        return replace(self, **changes)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.retry_attempts,
+            max_elapsed=self.retry_max_elapsed,
+            base_delay=self.retry_base_delay,
+            max_delay=self.retry_max_delay,
+        )
+
+    @property
+    def effective_burst(self) -> float:
+        return self.burst if self.burst is not None else max(1.0, self.rate)
+
+    @property
+    def round_size(self) -> int:
+        """Most decisions taken from Kafka per round: enough to keep every request slot busy (at least 64,
+        for single sends), but no more than the rate limit lets out in about five seconds."""
+        wanted = max(64, self.batch_size * self.max_in_flight)
+        return max(self.batch_size, min(wanted, math.ceil(self.rate * 5)))
+
+    @property
+    def bootstrap(self) -> list[str]:
+        """aiokafka's form, HOST:PORT, from a comma-separated list with or without a kafka:// scheme."""
+        hosts = []
+        for part in self.brokers.replace(";", ",").split(","):
+            part = part.strip()
+            if part:
+                hosts.append(part.split("://", 1)[1] if "://" in part else part)
+        if not hosts:
+            raise ValueError("no Kafka brokers configured")
+        return hosts
