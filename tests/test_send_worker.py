@@ -891,3 +891,34 @@ async def test_sigterm_abandons_rate_limited_sends_for_the_next_worker(
     assert sent_ids(harness.double) == Counter({rid: 1 for rid in ids})
     assert {outcomes[rid]["status"] for rid in ids} == {"sent"}
     assert Counter(key.decode() for key, _ in reader.raw) == Counter({rid: 1 for rid in ids})
+
+
+def test_the_command_says_what_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Usage errors name the setting to fix and never show the key; an unreachable Kafka exits 1."""
+    from click.testing import CliRunner
+
+    from detector.commands_send import send_worker
+
+    for name in list(os.environ):
+        if name.startswith(("DETECTOR_", "EIGHTBYEIGHT_")):
+            monkeypatch.delenv(name)
+    runner = CliRunner()
+    missing = runner.invoke(send_worker, [], env={"EIGHTBYEIGHT_API_KEY": API_KEY})
+    assert missing.exit_code == 2 and "EIGHTBYEIGHT_SUBACCOUNT_ID" in missing.output
+    no_key = runner.invoke(send_worker, ["--sub-account", SUB_ACCOUNT])
+    assert no_key.exit_code == 2 and "EIGHTBYEIGHT_API_KEY_FILE" in no_key.output
+    bad = runner.invoke(send_worker, ["--sub-account", "x"], env={"EIGHTBYEIGHT_API_KEY": API_KEY})
+    assert bad.exit_code == 2 and "sub-account id" in bad.output and API_KEY not in bad.output
+    crash = runner.invoke(send_worker, [], env={"EIGHTBYEIGHT_API_KEY": API_KEY,
+                                                "EIGHTBYEIGHT_SUBACCOUNT_ID": SUB_ACCOUNT,
+                                                "DETECTOR_SEND_CRASH_AT": "sometime"})  # fmt: skip
+    assert crash.exit_code == 2 and "after-ledger" in crash.output
+    prefix = runner.invoke(send_worker, ["--sub-account", SUB_ACCOUNT, "--ledger-prefix", "a{b}:"],
+                           env={"EIGHTBYEIGHT_API_KEY": API_KEY})  # fmt: skip
+    assert prefix.exit_code == 2 and "hash tag" in prefix.output
+    port = free_port()  # nobody listens there
+    unreachable = runner.invoke(
+        send_worker, ["--sub-account", SUB_ACCOUNT, "--brokers", f"127.0.0.1:{port}", "--metrics-port", "0"],
+        env={"EIGHTBYEIGHT_API_KEY": API_KEY},
+    )  # fmt: skip
+    assert unreachable.exit_code == 1

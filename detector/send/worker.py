@@ -84,14 +84,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from detector.events import Decision, OtpFeedback, format_timestamp, parse_event, parse_timestamp
 from detector.logs import mask_phone
@@ -110,7 +110,8 @@ from detector.send.eightbyeight import (
 from detector.send.ledger import Entry, LedgerUnavailable, SendLedger
 from detector.send.ratelimit import TokenBucket
 from detector.send.retry import NO_RETRIES
-from detector.stream.topics import ensure_topics
+from detector.stream.metrics import MetricsServer
+from detector.stream.topics import TopicError, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +219,6 @@ class SendMetrics:
             buckets=_LATENCY,
             registry=r,
         )
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 # --- what a round works on --------------------------------------------------------------------------
@@ -976,11 +974,16 @@ class SendWorker:
             self.stopping.set()
 
     async def run(self) -> int:
-        """Until `stop()`: 0 after a clean stop, EX_SOFTWARE if outcomes could not be published."""
+        """Until `stop()`: 0 after a clean stop, EX_SOFTWARE if outcomes could not be published, 1 if Kafka
+        cannot be reached at start."""
         config = self.config
         topics = config.topics
         wanted = [topics.decisions, topics.outcomes] + ([topics.feedback] if config.consume_feedback else [])
-        await ensure_topics(config.bootstrap, wanted, config.partitions, config.replication)
+        try:
+            await ensure_topics(config.bootstrap, wanted, config.partitions, config.replication)
+        except (TopicError, OSError, KafkaError) as exc:
+            log.error("cannot prepare the topics on %s: %s", config.brokers, exc)
+            return 1
         ledger = SendLedger.from_url(config.ledger_url, prefix=config.ledger_prefix, ttl=config.ledger_ttl)
         client = EightByEightClient(self.vendor, retry=NO_RETRIES)
         producer = AIOKafkaProducer(
@@ -1006,7 +1009,13 @@ class SendWorker:
         try:
             if not await self._wait_for_ledger(ledger):
                 return 0
-            await producer.start()
+            try:
+                await producer.start()
+                consumer.subscribe(wanted[:1] + wanted[2:], listener=_Rebalance(self))
+                await consumer.start()
+            except (OSError, KafkaError) as exc:
+                log.error("cannot reach Kafka on %s: %s", config.brokers, exc)
+                return 1
             pipeline = SendPipeline(
                 config,
                 client,
@@ -1017,8 +1026,6 @@ class SendWorker:
                 stopping=self.stopping,
             )
             heartbeat = asyncio.ensure_future(self._heartbeat(ledger))
-            consumer.subscribe(wanted[:1] + wanted[2:], listener=_Rebalance(self))
-            await consumer.start()
             log.info(
                 "send worker %s ready: group %s, decisions %s, feedback %s, outcomes %s, 8x8 %s "
                 "(sub-account %s), %.0f msg/s, batches of up to %d, %d in flight",
@@ -1198,29 +1205,6 @@ class _Rebalance(ConsumerRebalanceListener):
 # --- running it -------------------------------------------------------------------------------------
 
 
-class MetricsServer:
-    """prometheus-client's scrape endpoint on its own thread; port 0 means off."""
-
-    def __init__(self, metrics: SendMetrics, port: int, host: str) -> None:
-        self.metrics, self.port, self.host = metrics, port, host
-        self._server: Any = None
-        self._thread: Any = None
-
-    def start(self) -> None:
-        if self.port:
-            self._server, self._thread = start_http_server(
-                self.port, self.host, registry=self.metrics.registry
-            )
-            log.info("metrics on http://%s:%d/metrics", self.host, self.port)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-
 def run_send_worker(
     config: SendConfig, vendor: EightByEightConfig, metrics: SendMetrics | None = None
 ) -> int:
@@ -1228,7 +1212,8 @@ def run_send_worker(
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: only when debugging
     worker = SendWorker(config, vendor, metrics)
-    server = MetricsServer(worker.metrics, config.metrics_port, config.metrics_host)
+    # The detection worker's scrape endpoint; it reads nothing but `.registry` of the metrics it is given.
+    server = MetricsServer(cast(Any, worker.metrics), config.metrics_port, config.metrics_host)
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
