@@ -1,22 +1,26 @@
-"""The Kafka pipeline, measured: one `detector worker` (Redis store, default policy) against a bare aiokafka
-consume → produce passthrough on the same broker — the ceiling any Python consumer of it could reach.
+"""The Kafka pipeline, measured: one `detector worker` (Redis store, default policy) next to two passthroughs
+on the same broker that consume a batch, publish every message and wait for the acks, deciding nothing:
+
+* aiokafka: the bare client, ``getmany`` → ``send`` → commit — the ceiling for any Python consumer here;
+* faust only: the worker's own Faust app settings, ``take_events`` and output producer — what Faust costs.
 
     python -m bench.pipeline [--requests 50000] [--rates 2000,1000,500] [--seconds 15] [--json out.json]
 
 Uses $KAFKA_BOOTSTRAP and $REDIS_URL when set (``make services``); otherwise starts a broker and a
-redis-server of its own in a temporary directory. Four measurements:
+redis-server of its own in a temporary directory. Measured:
 
 1. engine alone: `Engine.process` on the Redis store in this process, batches of --batch-size (no Kafka);
-2. throughput: --requests requests are loaded into a fresh topic first, then a worker (or the passthrough)
-   starts; the rate is counted between the first and the last output record's broker timestamps, so start-up
-   and the reader's own speed do not count;
-3. latency: with the worker (or passthrough) running and its group settled, requests are produced at each of
-   --rates per second for --seconds (2,000/s is the target; the lower rates show the latency of a worker
-   that is not saturated); latency is from just before `send` to the moment this process reads the decision
-   (the first --warmup seconds are left out). Producer and reader share this process and its clock;
-4. the ratio of the worker's figures to the passthrough's.
+2. throughput: --requests requests are loaded into a fresh topic first, then the consumer starts; the rate is
+   counted between the first and the last output record's broker timestamps, so start-up and this reader's
+   speed do not count. Also the consumer process's CPU time per event over that stretch (all threads, from
+   /proc), which load from other processes does not inflate the way it does the rate;
+3. latency: with the consumer running and its group settled, requests are produced at each of --rates per
+   second for --seconds (2,000/s is the target; lower rates show a worker that is not saturated); latency
+   is from just before `send` to the moment this process reads the output (the first --warmup seconds are
+   left out). Producer and reader share this process and its clock.
 
-Every process — broker, Redis, worker, this one — shares the machine's cores; the report says how many.
+Every process — broker, Redis, consumer, this one — shares the machine's cores: the report gives the core
+count, the load average and Linux's CPU pressure (the share of time some runnable task waited for a CPU).
 Requests go to unique valid numbers in 16 countries from 5,000 client IPs, keyed by number.
 """
 
@@ -168,9 +172,10 @@ def start_worker(bootstrap: str, redis_url: str, names: dict[str, str], group: s
     return Process(worker_command(), workdir / f"{group}.log", env)
 
 
-def start_passthrough(bootstrap: str, source: str, target: str, group: str, workdir: Path,
+def start_passthrough(kind: str, bootstrap: str, source: str, target: str, group: str, workdir: Path,
                       batch_size: int) -> Process:
-    argv = [sys.executable, "-m", "bench.pipeline", "passthrough", "--bootstrap", bootstrap,
+    """`kind` "aiokafka": the bare client; "faust": the worker's Faust set-up and output, no engine."""
+    argv = [sys.executable, "-m", "bench.pipeline", f"{kind}-passthrough", "--bootstrap", bootstrap,
             "--source", source, "--target", target, "--group", group, "--batch-size", str(batch_size)]
     return Process(argv, workdir / f"{group}.log", dict(os.environ))
 
@@ -199,6 +204,36 @@ async def passthrough(bootstrap: str, source: str, target: str, group: str, batc
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def faust_passthrough(bootstrap: str, source: str, target: str, group: str, batch_size: int) -> None:
+    """What Faust itself costs: the worker's app settings, `take_events` and output, and no engine."""
+    import faust
+
+    from detector.stream.app import KafkaOutput
+    from detector.stream.config import StreamConfig
+
+    config = StreamConfig(brokers=bootstrap, group_id=group, batch_size=batch_size, session_timeout=10,
+                          heartbeat_interval=1)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    output = KafkaOutput(config)
+    with tempfile.TemporaryDirectory(prefix="bench-faust-") as data_dir:
+        app = faust.App(group, autodiscover=False, **config.faust_settings(data_dir))
+        topic = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw",
+                          value_serializer="raw")
+
+        async def forward(stream: Any) -> None:
+            async for events in stream.take_events(config.batch_size, within=config.batch_wait):
+                acks = [await output.send(target, event.message.key, event.message.value)
+                        for event in events]
+                await asyncio.gather(*acks)
+
+        app.agent(topic, name="bench.forward")(forward)
+        worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
+        worker.spinner = None
+        with contextlib.suppress(SystemExit):
+            worker.execute_from_commandline()
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -369,9 +404,12 @@ async def run(args: argparse.Namespace, bootstrap: str, redis_url: str, workdir:
         return start_worker(bootstrap, redis_url, names, f"bench-worker-{uuid.uuid4().hex[:6]}", workdir,
                             args.batch_size)
 
-    def bare(names: dict[str, str]) -> Process:
-        return start_passthrough(bootstrap, names["requests"], names["decisions"],
-                                 f"bench-pass-{uuid.uuid4().hex[:6]}", workdir, args.batch_size)
+    def passthrough(kind: str) -> Any:
+        def start(names: dict[str, str]) -> Process:
+            return start_passthrough(kind, bootstrap, names["requests"], names["decisions"],
+                                     f"bench-{kind}-{uuid.uuid4().hex[:6]}", workdir, args.batch_size)
+
+        return start
 
     report: dict[str, Any] = {
         "cores": os.cpu_count(), "requests": args.requests, "batch_size": args.batch_size,
@@ -380,7 +418,8 @@ async def run(args: argparse.Namespace, bootstrap: str, redis_url: str, workdir:
     }  # fmt: skip
     say("engine alone (Redis store, no Kafka) ...")
     report["engine_per_s"] = await engine_alone(redis_url, min(args.requests, 20_000), args.batch_size)
-    for name, start in (("passthrough", bare), ("worker", worker)):
+    consumers = (("aiokafka", passthrough("aiokafka")), ("faust", passthrough("faust")), ("worker", worker))
+    for name, start in consumers:
         runs = []
         for attempt in range(1, args.repeat + 1):
             say(f"{name}: throughput on {args.requests:,} waiting requests ({attempt}/{args.repeat}) ...")
@@ -394,7 +433,7 @@ async def run(args: argparse.Namespace, bootstrap: str, redis_url: str, workdir:
             say(f"{name}: latency at {rate:,.0f}/s for {args.seconds:.0f}s ...")
             report[f"{name}_latency"][rate] = await latency(bootstrap, rate, args.seconds, args.warmup, start,
                                                             workdir)
-    report["throughput_ratio"] = report["worker_per_s"] / report["passthrough_per_s"]
+    report["throughput_ratio"] = report["worker_per_s"] / report["aiokafka_per_s"]
     report["load_after"] = os.getloadavg()[0]
     report["cpu_pressure_after"] = cpu_pressure()
     return report
@@ -414,23 +453,26 @@ def say(text: str) -> None:
 
 
 def print_report(report: dict[str, Any]) -> None:
+    names = ("worker", "faust", "aiokafka")
     print(f"cores: {report['cores']}   load average before/after: {report['load_before']:.1f}/"
           f"{report['load_after']:.1f}   CPU pressure (PSI some avg60, %) before/after: "
           f"{report['cpu_pressure_before']}/{report['cpu_pressure_after']}")
-    print(f"topic partitions: {report['partitions']}   batch size: {report['batch_size']}")
-    print(f"{'':34}{'worker':>12}{'passthrough':>14}{'ratio':>8}")
-    wr, pr = report["worker_per_s_range"], report["passthrough_per_s_range"]
-    print(f"{'throughput (events/s, median)':34}{report['worker_per_s']:>12,.0f}"
-          f"{report['passthrough_per_s']:>14,.0f}{report['throughput_ratio']:>8.2f}")
-    print(f"{'  range of ' + str(report['repeat']) + ' runs':34}{f'{wr[0]:,.0f}-{wr[1]:,.0f}':>12}"
-          f"{f'{pr[0]:,.0f}-{pr[1]:,.0f}':>14}")
-    wc, pc = report["worker_cpu_us_per_event"], report["passthrough_cpu_us_per_event"]
-    print(f"{'CPU per event (µs)':34}{wc:>12,.0f}{pc:>14,.0f}{wc / max(pc, 1e-9):>8.1f}")
-    for rate, w in report["worker_latency"].items():
-        p = report["passthrough_latency"][rate]
+    print(f"topic partitions: {report['partitions']}   batch size: {report['batch_size']}   "
+          f"throughput runs: {report['repeat']} (median)")
+    print(f"{'':34}{'worker':>12}{'faust only':>12}{'aiokafka':>12}{'worker/aiokafka':>17}")
+
+    def row(label: str, values: list[float], fmt: str) -> None:
+        ratio = values[0] / values[-1] if values[-1] else float("nan")
+        print(f"{label:34}" + "".join(f"{v:>12{fmt}}" for v in values) + f"{ratio:>17.2f}")
+
+    row("throughput (events/s)", [report[f"{n}_per_s"] for n in names], ",.0f")
+    ranges = [report[f"{n}_per_s_range"] for n in names]
+    print(f"{'  range':34}" + "".join(f"{f'{lo / 1000:.1f}k-{hi / 1000:.1f}k':>12}" for lo, hi in ranges))
+    row("CPU per event (µs)", [report[f"{n}_cpu_us_per_event"] for n in names], ",.0f")
+    for rate in report["worker_latency"]:
         for key in ("p50_ms", "p99_ms", "max_ms"):
-            label = f"latency {key[:-3]} at {rate:,.0f}/s (ms)"
-            print(f"{label:34}{w[key]:>12.1f}{p[key]:>14.1f}{w[key] / max(p[key], 1e-9):>8.1f}")
+            values = [report[f"{n}_latency"][rate][key] for n in names]
+            row(f"latency {key[:-3]} at {rate:,.0f}/s (ms)", values, ",.1f")
     print(f"engine alone on Redis, no Kafka: {report['engine_per_s']:,.0f} requests/s")
     target = report["worker_latency"].get(2000.0)
     verdicts = [f"10,000 events/s per worker: {'met' if report['worker_per_s'] >= 10_000 else 'NOT met'}"]
@@ -444,13 +486,16 @@ def _rates(text: str) -> list[float]:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "passthrough":
-        parser = argparse.ArgumentParser(prog="python -m bench.pipeline passthrough")
+    if len(sys.argv) > 1 and sys.argv[1] in ("aiokafka-passthrough", "faust-passthrough"):
+        parser = argparse.ArgumentParser(prog=f"python -m bench.pipeline {sys.argv[1]}")
         for flag in ("--bootstrap", "--source", "--target", "--group"):
             parser.add_argument(flag, required=True)
         parser.add_argument("--batch-size", type=int, default=500)
         opts = parser.parse_args(sys.argv[2:])
-        asyncio.run(passthrough(opts.bootstrap, opts.source, opts.target, opts.group, opts.batch_size))
+        if sys.argv[1] == "faust-passthrough":
+            faust_passthrough(opts.bootstrap, opts.source, opts.target, opts.group, opts.batch_size)
+        else:
+            asyncio.run(passthrough(opts.bootstrap, opts.source, opts.target, opts.group, opts.batch_size))
         return
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=50_000, help="requests for the throughput runs")
@@ -466,7 +511,8 @@ def main() -> None:
         report = asyncio.run(run(args, bootstrap, redis_url, Path(logs)))
     print_report(report)
     if args.json:
-        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+        args.json.write_bytes(orjson.dumps(report, option=options))
 
 
 if __name__ == "__main__":
