@@ -362,15 +362,19 @@ async def test_rejected_by_8x8_is_reported_with_its_code_and_not_retried(harness
 async def test_retryable_answers_are_retried_then_sent(
     harness: Harness, fault: Any, reason: str, ambiguous: str
 ) -> None:
-    harness.double.inject(fault)
+    arrivals: list[float] = []  # when the double saw each request
+
+    def first_only(seen: Any) -> bool:
+        arrivals.append(time.monotonic())
+        return len(arrivals) == 1
+
+    harness.double.add_rule(fault, when=first_only)
     await harness.decide(decision("retry-1", n=1))
     async with (
         harness.worker() as worker,
         OutcomeReader(harness.bootstrap, harness.topics.outcomes) as reader,
     ):
-        started = time.monotonic()
         outcome = (await reader.wait_outcomes({"retry-1"}))["retry-1"]
-        took = time.monotonic() - started
     assert (outcome["status"], outcome["attempts"]) == ("sent", 2)
     assert sent_ids(harness.double) == Counter({"retry-1": 1})
     assert len(harness.double.requests) == 2
@@ -385,7 +389,7 @@ async def test_retryable_answers_are_retried_then_sent(
         == 1
     )
     if isinstance(fault, RateLimited):
-        assert took >= 1.0, "Retry-After: 1 was honoured"
+        assert arrivals[1] - arrivals[0] >= 1.0, "Retry-After: 1 was honoured"
         assert (
             sample(worker.metrics, "detector_send_rate_limit_wait_seconds_count", source="retry_after") == 0
         )
@@ -526,11 +530,10 @@ async def test_send_rate_is_limited_by_the_token_bucket(harness: Harness) -> Non
         harness.worker(rate=5.0, burst=1.0, batch_size=1) as worker,
         OutcomeReader(harness.bootstrap, harness.topics.outcomes) as reader,
     ):
-        started = time.monotonic()
         await reader.wait_outcomes({f"rate-{i}" for i in range(6)})
-        took = time.monotonic() - started
-    assert took >= 0.9, "six messages at five per second with a burst of one take a second"
+    # Six messages at five per second with a burst of one: the bucket held them back about a second.
     assert sample(worker.metrics, "detector_send_rate_limit_wait_seconds_count", source="bucket") >= 4
+    assert sample(worker.metrics, "detector_send_rate_limit_wait_seconds_sum", source="bucket") >= 0.9
     assert sent_ids(harness.double) == Counter({f"rate-{i}": 1 for i in range(6)})
 
 
@@ -875,12 +878,10 @@ async def test_sigterm_abandons_rate_limited_sends_for_the_next_worker(
     )
     processes.append(slow)
     await eventually(lambda: len(harness.double.sent) >= 1, 60, "the first send", alive=slow.assert_running)
-    started = time.monotonic()
     slow.proc.send_signal(signal.SIGTERM)
     assert await slow.wait_exit(20) == 0, slow.tail()
-    assert time.monotonic() - started < 5, "token waits are cut short"
     before = sent_ids(harness.double)
-    assert 1 <= sum(before.values()) < len(ids)
+    assert 1 <= sum(before.values()) < len(ids), "token waits are cut short, not waited out"
 
     fast = WorkerProcess("fast", tmp_path, worker_env(harness))
     processes.append(fast)

@@ -488,7 +488,11 @@ class SendPipeline:
 
     async def _settle(self, item: _Item, entry: Entry) -> None:
         """A claim without an outcome: wait while its owner is alive (this worker too: another of its rounds
-        may be sending it), else declare it in doubt."""
+        may be sending it), else declare it in doubt. Left unfinished if the worker stops meanwhile."""
+        with contextlib.suppress(_Stopped):  # the rest of the round (sends made) still gets recorded
+            await self._settle_claim(item, entry)
+
+    async def _settle_claim(self, item: _Item, entry: Entry) -> None:
         request_id = item.request_id or ""
         deadline = time.monotonic() + self.config.claim_wait
         self.metrics.redelivered.labels("claimed").inc()
