@@ -153,9 +153,7 @@ async def run(url: str, requests: int, sizes: list[int], shards: int) -> None:
     )
     for size in sizes:
         namespace = f"bench{size}-{os.getpid()}:"
-        store = RedisStore.from_url(
-            url, plan, timeout=30.0, namespace=namespace, secret=b"bench-key-" * 4, shards=shards
-        )
+        store = RedisStore.from_url(url, plan, timeout=30.0, namespace=namespace, shards=shards)
         await store.apply(stream[:1])  # connect and load the script outside the measurement
         rest = stream[1:]
         store.round_trips = 0
@@ -192,7 +190,7 @@ async def run(url: str, requests: int, sizes: list[int], shards: int) -> None:
     for name in ("memory", "redis"):
         engine_store: Store = (
             MemoryStore(plan) if name == "memory"
-            else RedisStore.from_url(url, plan, timeout=30.0, namespace=namespace, secret=b"bench-key-" * 4,
+            else RedisStore.from_url(url, plan, timeout=30.0, namespace=namespace,
                                      shards=shards)
         )  # fmt: skip
         engine = Engine(policy, engine_store, KeyedHasher(b"bench-key-" * 4))
@@ -207,7 +205,7 @@ async def run(url: str, requests: int, sizes: list[int], shards: int) -> None:
         f"redis {rates['redis']:,.0f} events/s, memory {rates['memory']:,.0f} events/s, "
         f"ratio {rates['redis'] / rates['memory']:.3f}"
     )
-    print(f"  keys left by the engine run ({namespace}, request records hold sealed decisions):")
+    print(f"  keys left by the engine run ({namespace}, request records hold compressed decisions):")
     await memory_report(url, namespace, {dim: len(keys) for dim, keys in active.items()})
 
 

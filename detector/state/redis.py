@@ -7,13 +7,12 @@ Redis Cluster hash tag ``{n}``, the entity's or request's *shard* (0 ≤ n < `sh
     det:{40}:ip:<key>         for a number also its send-limit window and previous request time;
     det:{3}:phone_country:GB  for an IP also the distinct members (phone countries) seen with it.
     det:{9}:req:<digest>      one request record: resolved flag, event time, the entity keys it counted
-                              and the decision kept for redelivery, sealed (see `_Sealer`).
+                              and the decision kept for redelivery, compressed.
 
 ``<key>`` is what the engine passes: a keyed hash for numbers, IPs, subnets, prefixes, sessions, accounts
 and devices, an ISO country code for ``phone_country`` / ``ip_country``. ``<digest>`` is a BLAKE2b digest of
-the request id, so no client-supplied text becomes a key. The one value with personal data in it, the
-remembered decision (it names the phone number and client IP, like the decision log), is deflated and then
-encrypted and authenticated under a key derived from the operator's hash key (``DETECTOR_HASH_KEY``), so no
+the request id, so no client-supplied text becomes a key. The remembered decision is deflated; the engine
+keeps the phone number, client IP and message out of it (a redelivered request carries them again), so no
 number or address is stored in clear anywhere. The shard is CRC32(dimension:key) or the digest, modulo
 `shards`: every worker must use the same value (changing it starts the counts afresh, like a new namespace).
 
@@ -53,7 +52,7 @@ number: at least `record_ttl`, because its previous request time is kept that lo
 an IP: at least `distinct_window`); a record lives `record_ttl` from its creation (resolving or remembering
 keeps the TTL). Memory, measured with ``MEMORY USAGE`` on redis-server 7.0 with the default policy (``python
 -m bench.redis_store`` prints it): 168 B per active number, about 255 B per active IP (three windows and its
-countries), 136–152 B per subnet, session or prefix, and about 530 B per request record with its sealed
+countries), 136–152 B per subnet, session or prefix, and about 530 B per request record with its compressed
 decision. A request from a new number, IP, session, subnet and prefix costs about 1.4 KB; the record part
 stays for `record_ttl` (48 h), the counters at most their window plus a bucket after the last write.
 
@@ -84,10 +83,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import math
-import os
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -102,7 +99,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from detector.hashing import HASH_KEY_ENV, HASH_KEY_FILE_ENV, load_hash_key
 from detector.state.base import (
     DISTINCT_DIMENSION,
     LIMIT_DIMENSION,
@@ -465,49 +461,24 @@ _DECISION_WORDS = (
 )
 
 
-class _Sealer:
-    """Compression and authenticated encryption of stored decisions, with the standard library only.
+class _Compressor:
+    """Stored decisions, deflated with a preset dictionary of what most of them share (~480 → ~140 bytes).
 
-    A decision names the phone number and the client IP, so it is not stored in clear. It is deflated with a
-    preset dictionary (about 480 → 140 bytes), then encrypted with the key stream SHAKE-256(enc_key ‖ nonce)
-    and authenticated with BLAKE2b keyed with mac_key over version ‖ nonce ‖ ciphertext. Both keys derive from
-    the operator's secret (the hash key), so every worker that shares it can open what another sealed.
+    They carry no phone number, client IP or message: the engine strips those before `remember`.
     """
 
-    VERSION = b"\x02"
-    NONCE = 16
-    TAG = 16
+    VERSION = b"\x03"
 
-    def __init__(self, secret: bytes) -> None:
-        root = secret[:64]
-        self._enc = hashlib.blake2b(b"encrypt", key=root, person=b"det-redis-seal").digest()
-        self._mac = hashlib.blake2b(b"authenticate", key=root, person=b"det-redis-seal").digest()
-
-    def _stream(self, nonce: bytes, size: int) -> int:
-        return int.from_bytes(hashlib.shake_256(self._enc + nonce).digest(size), "little")
-
-    def _tag(self, nonce: bytes, body: bytes) -> bytes:
-        return hashlib.blake2b(self.VERSION + nonce + body, key=self._mac, digest_size=self.TAG).digest()
-
-    def seal(self, plain: bytes) -> bytes:
+    def pack(self, plain: bytes) -> bytes:
         deflate = zlib.compressobj(1, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DECISION_WORDS)
-        packed = deflate.compress(plain) + deflate.flush()
-        nonce = os.urandom(self.NONCE)
-        size = len(packed)
-        body = (int.from_bytes(packed, "little") ^ self._stream(nonce, size)).to_bytes(size, "little")
-        return self.VERSION + nonce + body + self._tag(nonce, body)
+        return self.VERSION + deflate.compress(plain) + deflate.flush()
 
-    def open(self, sealed: bytes) -> bytes | None:
-        if len(sealed) < 1 + self.NONCE + self.TAG or sealed[:1] != self.VERSION:
+    def unpack(self, packed: bytes) -> bytes | None:
+        if packed[:1] != self.VERSION:
             return None
-        nonce, body, tag = sealed[1 : 1 + self.NONCE], sealed[1 + self.NONCE : -self.TAG], sealed[-self.TAG :]
-        if not hmac.compare_digest(tag, self._tag(nonce, body)):
-            return None
-        size = len(body)
-        packed = (int.from_bytes(body, "little") ^ self._stream(nonce, size)).to_bytes(size, "little")
         inflate = zlib.decompressobj(-15, _DECISION_WORDS)
         try:
-            return inflate.decompress(packed) + inflate.flush()
+            return inflate.decompress(packed[1:]) + inflate.flush()
         except zlib.error:
             return None
 
@@ -532,7 +503,6 @@ class RedisStore:
         timeout: float,
         namespace: str = DEFAULT_NAMESPACE,
         shards: int = DEFAULT_SHARDS,
-        secret: bytes | None = None,
     ) -> None:
         if "{" in namespace or "}" in namespace:
             raise ValueError(
@@ -548,13 +518,7 @@ class RedisStore:
         self.shards = shards
         self.round_trips = 0
         self._client = client
-        if secret is None:
-            secret = load_hash_key(required=False)
-            if not (os.environ.get(HASH_KEY_ENV) or os.environ.get(HASH_KEY_FILE_ENV)):
-                log.warning(
-                    "no %s: decisions kept for redelivery are readable by this process only", HASH_KEY_ENV
-                )
-        self._sealer = _Sealer(secret)
+        self._compressor = _Compressor()
         names = sorted({*plan.windows, LIMIT_DIMENSION, DISTINCT_DIMENSION})
         self._dims = {name: _Dimension.build(name, index, plan) for index, name in enumerate(names, start=1)}
         self._dim_args = tuple(_encode(self._dims[name].config) for name in names)
@@ -574,7 +538,6 @@ class RedisStore:
         namespace: str | None = None,
         shards: int | None = None,
         cluster: bool | None = None,
-        secret: bytes | None = None,
         max_connections: int = 64,
     ) -> RedisStore:
         """``redis://HOST:PORT/DB[?namespace=det:&shards=64&cluster=1]`` (also ``rediss://``, ``unix://``).
@@ -600,7 +563,6 @@ class RedisStore:
             client, plan, timeout=timeout,
             namespace=namespace or options.get("namespace") or DEFAULT_NAMESPACE,
             shards=shards or int(options.get("shards") or DEFAULT_SHARDS),
-            secret=secret,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ keys
@@ -633,7 +595,7 @@ class RedisStore:
             number, name = self.record_key(request_id)
             shard, sealed = shards.get(number) or shards.setdefault(number, (_Shard(), []))
             shard.ops.append(shard.key(name))
-            sealed.append(self._sealer.seal(decision))
+            sealed.append(self._compressor.pack(decision))
         commands = [
             ("EVALSHA", SCRIPT_SHA, len(shard.keys), *shard.keys, "R", _encode(shard.ops), *sealed)
             for shard, sealed in shards.values()
@@ -779,9 +741,9 @@ class RedisStore:
     def _open(self, sealed: bytes | None) -> bytes | None:
         if not sealed:
             return None
-        plain = self._sealer.open(sealed)
+        plain = self._compressor.unpack(sealed)
         if plain is None:
-            log.warning("a stored decision could not be opened (was it sealed with another hash key?)")
+            log.warning("a stored decision could not be read (written by another version?)")
         return plain
 
     async def _execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
