@@ -199,8 +199,8 @@ class _open_out:
 
 
 def _register_commands() -> None:
-    from detector.commands_sim import demo, evaluate, simulate
     from detector.commands_send import send_worker
+    from detector.commands_sim import demo, evaluate, simulate
     from detector.commands_stream import worker
 
     for command in (simulate, evaluate, demo, worker, send_worker):
