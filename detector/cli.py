@@ -13,25 +13,10 @@ import orjson
 
 from detector import logs
 from detector.hashing import MissingHashKey
+from detector.options import POLICY_OPTION, STORE_OPTION
 from detector.policy import PolicyError, load_policy
 from detector.state.open import StoreUrlError
-from detector.wiring import DEFAULT_STORE, build_engine, tune_gc
-
-POLICY_OPTION = click.option(
-    "--policy",
-    "policy_path",
-    type=click.Path(exists=True, dir_okay=False),
-    envvar="DETECTOR_POLICY",
-    help="Policy YAML; sets only the keys it changes from the default policy. [env: DETECTOR_POLICY]",
-)
-STORE_OPTION = click.option(
-    "--store",
-    "store_url",
-    default=DEFAULT_STORE,
-    show_default=True,
-    envvar="DETECTOR_STORE",
-    help="Where counters live: memory:// or redis://HOST:PORT/DB. [env: DETECTOR_STORE]",
-)
+from detector.wiring import build_engine, tune_gc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

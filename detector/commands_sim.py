@@ -14,25 +14,9 @@ import click
 import orjson
 
 from detector.hashing import MissingHashKey
+from detector.options import POLICY_OPTION, STORE_OPTION
 from detector.policy import PolicyError, load_policy, seconds
 from detector.state.open import StoreUrlError
-from detector.wiring import DEFAULT_STORE
-
-_POLICY = click.option(
-    "--policy",
-    "policy_path",
-    type=click.Path(exists=True, dir_okay=False),
-    envvar="DETECTOR_POLICY",
-    help="Policy YAML; sets only the keys it changes from the default policy. [env: DETECTOR_POLICY]",
-)
-_STORE = click.option(
-    "--store",
-    "store_url",
-    default=DEFAULT_STORE,
-    show_default=True,
-    envvar="DETECTOR_STORE",
-    help="Where counters live: memory:// or redis://HOST:PORT/DB. [env: DETECTOR_STORE]",
-)
 
 
 def _duration(value: str) -> float:
@@ -129,8 +113,8 @@ def simulate(
 
 @click.command()
 @click.argument("events", type=click.Path(exists=True, dir_okay=False))
-@_POLICY
-@_STORE
+@POLICY_OPTION
+@STORE_OPTION
 @click.option(
     "--json",
     "json_path",
@@ -191,7 +175,7 @@ def evaluate(
 )
 @click.option("--seed", default=2026, show_default=True, type=int)
 @click.option("--duration", default="24h", show_default=True)
-@_POLICY
+@POLICY_OPTION
 def demo(out_dir: str, seed: int, duration: str, policy_path: str | None) -> None:
     """Simulate a day of mixed traffic, replay it in shadow and enforce mode, and write a report.
 
