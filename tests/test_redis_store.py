@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 import redis as sync_redis
@@ -41,7 +42,7 @@ from detector.state.base import (
     StoreUnavailable,
 )
 from detector.state.memory import MemoryStore
-from detector.state.redis import RedisStore, _Compressor
+from detector.state.redis import RedisStore, unpack_decision
 from detector.testing.services import RedisServer, free_port, redis_ping
 from detector.windows import Window
 
@@ -259,16 +260,47 @@ async def test_a_flushed_script_cache_is_reloaded(
     assert_same(got, want, stream)
 
 
-async def test_decisions_are_shared_between_stores(
+async def test_decisions_are_shared_between_stores_byte_for_byte(
     store_factory: Callable[..., RedisStore],
 ) -> None:
     plan = small_plan()
     name = namespace()
     first, second = store_factory(plan, namespace=name), store_factory(plan, namespace=name)
-    await first.apply([Observation("x", T0, {"msisdn": "n"})])
-    await first.remember([("x", T0, b'{"decision":"kept"}')])
-    [again] = await second.apply([Observation("x", T0 + 1, {"msisdn": "n"})])
-    assert again == Counts(duplicate=True, stored_decision=b'{"decision":"kept"}')
+    decisions = [b'{"decision":"kept"}', bytes(range(256)) * 9, b"\n", b""]
+    await first.apply([Observation(f"x{index}", T0, {"msisdn": "n"}) for index in range(len(decisions))])
+    await first.remember([(f"x{index}", T0, decision) for index, decision in enumerate(decisions)])
+    await first.remember([("x0", T0, b"a second decision for a request is ignored")])
+    again = await second.apply(
+        [Observation(f"x{index}", T0 + 1, {"msisdn": "n"}) for index in range(len(decisions))]
+    )
+    assert again == [Counts(duplicate=True, stored_decision=decision) for decision in decisions]
+
+
+async def test_records_of_earlier_versions_still_answer(
+    store_factory: Callable[..., RedisStore], redis_url: str
+) -> None:
+    """Entity keys as a JSON list, and decisions in a format this version cannot read (0x02 was encrypted)."""
+    plan = small_plan()
+    store = store_factory(plan)
+    keys = {"msisdn": "n1", "ip": "i1"}
+    await store.apply([Observation("warm", T0, dict(keys))])
+    client = Redis.from_url(redis_url)
+    try:
+        for request_id, decision in (("old", b"\x02" + bytes(60)), ("older", b"\x03garbage")):
+            _, name = store.record_key(request_id)
+            record = f"0{T0!r}\n" + '["msisdn","n1","ip","i1"]\n'
+            await client.set(name, record.encode() + decision, px=100_000_000)
+    finally:
+        await client.aclose()
+    got = await store.apply([
+        Observation("old", T0 + 1, dict(keys)),
+        Observation("older", T0 + 1, dict(keys)),
+        FeedbackUpdate("old", T0 + 2, resolved=True),
+        Observation("new", T0 + 3, dict(keys)),
+    ])  # fmt: skip
+    assert got[:3] == [Counts(duplicate=True), Counts(duplicate=True), "applied"]
+    assert isinstance(got[3], Counts)
+    assert got[3].windows == {("msisdn", 120): (2, 1), ("ip", 60): (2, 1), ("ip", 600): (2, 1)}
 
 
 # --------------------------------------------------------------------------- whole engine
@@ -281,7 +313,7 @@ PHONES = [f"+4474001{n:05d}" for n in range(0, 90_000, 7_919)] + [
 IPS = ["203.0.113.5", "203.0.113.77", "198.51.100.23", "192.0.2.200", "2001:db8::17", "2001:db8:0:1::5"]
 
 
-def engine_events(rng: random.Random, count: int) -> list[bytes]:
+def engine_events(rng: random.Random, count: int, *, message: bool = False) -> list[bytes]:
     lines: list[bytes] = []
     sent: list[dict[str, Any]] = []
     ts = T0
@@ -308,6 +340,8 @@ def engine_events(rng: random.Random, count: int) -> list[bytes]:
             }  # fmt: skip
             if rng.random() < 0.3:
                 event["ip_country"] = rng.choice(["GB", "US", "NG"])
+            if message:
+                event["message"] = {"text": f"Code 4821 for {event['phone']} from {event['client_ip']}"}
             sent.append(event)
             lines.append(orjson.dumps(event))
     return lines
@@ -350,47 +384,75 @@ async def test_engine_decisions_match_the_memory_store(store_factory: Callable[.
 # --------------------------------------------------------------------------- privacy, TTL, cluster slots
 
 
-async def test_no_number_or_address_in_clear_and_every_key_expires(
+def _readable(value: object) -> list[bytes]:
+    """Every string and number inside a decoded value, as text."""
+    if isinstance(value, dict):
+        return [part for item in value.items() for inner in item for part in _readable(inner)]
+    if isinstance(value, list | tuple):
+        return [part for inner in value for part in _readable(inner)]
+    if isinstance(value, bytes):
+        return [value]
+    return [str(value).encode(), repr(value).encode()]
+
+
+def _views(key: bytes, value: bytes) -> list[bytes]:
+    """The stored value as stored, and everything in it decoded: msgpack entity state, request records (their
+    entity keys as JSON, their decision inflated and parsed)."""
+    if b"}:req:" not in key:
+        return [value, *_readable(msgspec.msgpack.decode(value))]
+    head, keys, decision = value.split(b"\n", 2)
+    views = [value, head, *_readable(orjson.loads(keys))]
+    if decision:
+        plain = unpack_decision(decision)
+        assert plain is not None, (key, value)
+        views += [plain, *_readable(orjson.loads(plain))]
+    return views
+
+
+async def test_no_number_or_address_anywhere_and_every_key_expires(
     store_factory: Callable[..., RedisStore], redis_url: str
 ) -> None:
-    policy = load_policy()
+    """Nothing stored, once decoded, holds a phone number (or its digits) or a client IP in any spelling."""
+    policy = policy_with(lists={"deny_ips": ["203.0.113.77/32"], "deny_phones": [PHONES[3]]})
     plan = counter_plan(policy)
     store = store_factory(plan)
-    lines = engine_events(random.Random(8), 600)
-    await run_engine(Engine(policy, store, KeyedHasher(b"k" * 32)), lines, [1, 50], random.Random(2))
+    lines = engine_events(random.Random(8), 600, message=True)
+    results = await run_engine(
+        Engine(policy, store, KeyedHasher(b"k" * 32)), lines, [1, 50], random.Random(2)
+    )
+    reasons = {reason.code for result in results if isinstance(result, Decision) for reason in result.reasons}
+    assert {"denied_ip", "denied_phone", "msisdn_rate_limit"} <= reasons, reasons
 
-    secrets: set[bytes] = set()
+    needles: set[bytes] = set()
     for phone in PHONES:
-        secrets |= {phone.encode(), phone.lstrip("+").encode(), phone[-9:].encode()}
+        digits = phone.lstrip("+")
+        needles |= {phone.encode(), digits.encode(), digits[-9:].encode(), digits[-7:].encode()}
     for ip in IPS:
         address = ipaddress.ip_address(ip)
-        secrets |= {ip.encode(), address.exploded.encode()}
+        needles |= {ip.encode(), address.exploded.encode(), address.compressed.encode()}
         if address.version == 6:
-            secrets.add(address.packed)  # 4 packed bytes of an IPv4 address could turn up in random bytes
+            needles.add(address.packed)  # 4 packed bytes of an IPv4 address could turn up by chance
+        else:
+            needles |= {str(int(address)).encode(), ipaddress.ip_address(f"::ffff:{ip}").exploded.encode()}
     client = Redis.from_url(redis_url)
+    decisions = 0
     try:
         keys = [key async for key in client.scan_iter(match=f"{store.namespace}*", count=1000)]
         assert len(keys) > 100
-        inflated_decisions = 0
         for key in keys:
             assert await client.type(key) == b"string"
             value = await client.get(key)
-            assert value is not None
-            if b":req:" in key:  # resolved, ts, entity keys, then the deflated decision: read it inflated
-                head, keys_json, packed = value.split(b"\n", 2)
-                if packed:
-                    inflated = _Compressor().unpack(packed)
-                    assert inflated is not None and b"otp_decision" in inflated
-                    value = head + keys_json + inflated
-                    inflated_decisions += 1
-            for secret in secrets:
-                assert secret not in key, (secret, key)
-                assert secret not in value, (secret, key, value)
+            assert isinstance(value, bytes)
+            views = [key, *_views(key, value)]
+            decisions += any(view.startswith(b'{"type":"otp_decision"') for view in views)
+            for needle in needles:
+                for view in views:
+                    assert needle not in view, (needle, key, view)
             ttl = await client.pttl(key)
             assert 0 < ttl <= plan.record_ttl * 1000, (key, ttl)
-        assert inflated_decisions > 100
     finally:
         await client.aclose()
+    assert decisions > 100  # the decisions were read, inflated and searched
 
 
 async def test_every_script_call_stays_in_one_cluster_slot(store_factory: Callable[..., RedisStore]) -> None:
