@@ -1,15 +1,19 @@
 """Throughput of `RedisStore.apply` against a real redis-server, next to `MemoryStore` on the same stream.
 
-    python -m bench.redis_store [--requests N] [--sizes 1,100,500,1000] [--url redis://…]
+    python -m bench.redis_store [--requests N] [--sizes 1,100,500,1000] [--url redis://…] [--chunk-size 256]
 
 Starts its own redis-server (no persistence) unless ``--url`` or ``REDIS_URL`` names one. The stream is
 `bench.streams.mixed_stream` (mostly unique numbers, ~5k IPs, ~70% of requests get a verified feedback),
 turned into store updates by the engine's own `subject()` with the default policy, so the keys and the
-counter plan are the production ones. Each batch size runs on a fresh namespace.
+counter plan are the production ones. Each batch size runs on a fresh namespace, right after the memory
+store on the same batches (the machine may be shared: the ratio compares runs a few seconds apart).
 
-Round trips are counted on the wire: every call of redis-py's `Connection.send_packed_command` (one per
-pipeline, plus connection set-up) is counted, independently of the store's own `round_trips` counter.
-Memory: ``MEMORY USAGE`` of every key the largest run left, grouped by kind, and ``used_memory`` before/after.
+Columns: events/s and the p50/p99 latency of one `apply(batch)`; RT/event, the store's round trips (waits
+for an answer the next write depends on: two per batch) per event; writes/event, every write on the wire
+(redis-py's `Connection.send_packed_command`, counted independently of the store: a flight writes once per
+chunk and once more); client CPU (this process) and server CPU (EVALSHA and SCRIPT LOAD usec, INFO
+commandstats) per event. Memory: ``MEMORY USAGE`` of every key the whole-engine run left, grouped by kind,
+and ``used_memory`` before/after.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.utils import HIREDIS_AVAILABLE
 
 from bench.streams import mixed_stream
 from detector.engine import Engine
@@ -36,7 +41,7 @@ from detector.policy import default_policy_data, load_policy, merge, policy_from
 from detector.scoring import counter_plan
 from detector.state.base import CounterPlan, FeedbackUpdate, Observation, Store
 from detector.state.memory import MemoryStore
-from detector.state.redis import DEFAULT_SHARDS, RedisStore
+from detector.state.redis import DEFAULT_CHUNK_SIZE, DEFAULT_SHARDS, RedisStore
 from detector.testing.services import RedisServer
 
 Update = Observation | FeedbackUpdate
@@ -125,7 +130,7 @@ async def memory_report(url: str, namespace: str, active: dict[str, int]) -> Non
         await client.aclose()
 
 
-async def run(url: str, requests: int, sizes: list[int], shards: int) -> None:
+async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size: int) -> None:
     plan: CounterPlan = counter_plan(load_policy())
     stream = updates(requests)
     observed = sum(isinstance(item, Observation) for item in stream)
@@ -137,23 +142,23 @@ async def run(url: str, requests: int, sizes: list[int], shards: int) -> None:
     print(
         f"redis store benchmark: {len(stream):,} updates ({observed:,} requests, {len(stream) - observed:,} "
         f"feedback), {len(active['msisdn']):,} numbers, {len(active['ip']):,} IPs, default policy plan, "
-        f"{shards} shards, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+        f"{shards} shards, chunks of {chunk_size}, hiredis {'on' if HIREDIS_AVAILABLE else 'OFF'}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
-
-    memory_rates = {}
-    for size in sorted({*sizes, 500}):
-        seconds, _ = await drive(MemoryStore(plan), stream, size)
-        memory_rates[size] = len(stream) / seconds
 
     client = Redis.from_url(url)
     before = (await client.info("memory"))["used_memory"]
     print(
-        f"  {'batch':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RT/event':>9} {'(store)':>8} "
+        f"  {'batch':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RT/event':>9} {'writes/event':>12} "
         f"{'client CPU':>10} {'server CPU':>10} {'memory ev/s':>11} {'ratio':>6}"
     )
     for size in sizes:
+        seconds, _ = await drive(MemoryStore(plan), stream, size)
+        memory_rate = len(stream) / seconds
         namespace = f"bench{size}-{os.getpid()}:"
-        store = RedisStore.from_url(url, plan, timeout=30.0, namespace=namespace, shards=shards)
+        store = RedisStore.from_url(
+            url, plan, timeout=30.0, namespace=namespace, shards=shards, chunk_size=chunk_size
+        )
         await store.apply(stream[:1])  # connect and load the script outside the measurement
         rest = stream[1:]
         store.round_trips = 0
@@ -162,20 +167,20 @@ async def run(url: str, requests: int, sizes: list[int], shards: int) -> None:
         with WireCounter() as wire:
             seconds, latencies = await drive(store, rest, size)
         cpu = time.process_time() - cpu
-        server = (await client.info("commandstats")).get("cmdstat_evalsha", {}).get("usec", 0)
+        stats = await client.info("commandstats")
+        server = sum(
+            stats.get(name, {}).get("usec", 0) for name in ("cmdstat_evalsha", "cmdstat_script|load")
+        )
         await store.close()
         rate = len(rest) / seconds
         print(
             f"  {size:>5} {rate:>9,.0f} {_percentile(latencies, 0.5) * 1e3:>7.2f} "
-            f"{_percentile(latencies, 0.99) * 1e3:>7.2f} {wire.sends / len(rest):>9.4f} "
-            f"{store.round_trips / len(rest):>8.4f} {cpu / len(rest) * 1e6:>7.1f} us "
-            f"{server / len(rest):>7.1f} us "
-            f"{memory_rates[size]:>11,.0f} {rate / memory_rates[size]:>6.3f}"
+            f"{_percentile(latencies, 0.99) * 1e3:>7.2f} {store.round_trips / len(rest):>9.4f} "
+            f"{wire.sends / len(rest):>12.4f} {cpu / len(rest) * 1e6:>7.1f} us "
+            f"{server / len(rest):>7.1f} us {memory_rate:>11,.0f} {rate / memory_rate:>6.3f}"
         )
     after = (await client.info("memory"))["used_memory"]
     await client.aclose()
-    print("  RT/event: request writes on the wire (redis-py send_packed_command); (store): its own count")
-    print("  client CPU: this process (time.process_time); server CPU: EVALSHA usec (INFO commandstats)")
     print(
         f"  used_memory grew by {(after - before) / 2**20:,.1f} MiB over all runs; "
         f"target: {TARGET:,} events/s at batch 500 in one process"
@@ -185,13 +190,14 @@ async def run(url: str, requests: int, sizes: list[int], shards: int) -> None:
     lines = mixed_stream(requests)
     namespace = f"engine-{os.getpid()}:"
     rates = {}
+    trips = 0.0
     # A generous store deadline, so the figure is throughput: with the default 250 ms a slow batch fails open.
     policy = policy_from_data(merge(default_policy_data(), {"state": {"timeout_ms": 30_000}}))
     for name in ("memory", "redis"):
         engine_store: Store = (
             MemoryStore(plan) if name == "memory"
-            else RedisStore.from_url(url, plan, timeout=30.0, namespace=namespace,
-                                     shards=shards)
+            else RedisStore.from_url(url, plan, timeout=30.0, namespace=namespace, shards=shards,
+                                     chunk_size=chunk_size)
         )  # fmt: skip
         engine = Engine(policy, engine_store, KeyedHasher(b"bench-key-" * 4))
         events = [parse_event(line) for line in lines]
@@ -199,10 +205,13 @@ async def run(url: str, requests: int, sizes: list[int], shards: int) -> None:
         for start in range(0, len(events), 500):
             await engine.process(events[start : start + 500])
         rates[name] = len(events) / (time.perf_counter() - started)
+        if isinstance(engine_store, RedisStore):
+            trips = engine_store.round_trips / len(events)
         await engine_store.close()
     print(
         f"  whole engine at batch 500 (parse excluded, decisions remembered): "
-        f"redis {rates['redis']:,.0f} events/s, memory {rates['memory']:,.0f} events/s, "
+        f"redis {rates['redis']:,.0f} events/s ({trips:.4f} RT/event), "
+        f"memory {rates['memory']:,.0f} events/s, "
         f"ratio {rates['redis'] / rates['memory']:.3f}"
     )
     print(f"  keys left by the engine run ({namespace}, request records hold compressed decisions):")
@@ -217,13 +226,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,100,500,1000")
     parser.add_argument("--url", default=os.environ.get("REDIS_URL"))
     parser.add_argument("--shards", type=int, default=DEFAULT_SHARDS)
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     if args.url:
-        asyncio.run(run(args.url, args.requests, sizes, args.shards))
+        asyncio.run(run(args.url, args.requests, sizes, args.shards, args.chunk_size))
         return
     with tempfile.TemporaryDirectory() as workdir, RedisServer(Path(workdir)) as server:
-        asyncio.run(run(server.url, args.requests, sizes, args.shards))
+        asyncio.run(run(server.url, args.requests, sizes, args.shards, args.chunk_size))
 
 
 if __name__ == "__main__":

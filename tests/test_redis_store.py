@@ -161,18 +161,26 @@ async def store_factory(redis_url: str) -> AsyncIterator[Callable[..., RedisStor
 
 
 @pytest.mark.parametrize(
-    ("seed", "sizes", "shards"),
-    [(1, [1], 64), (2, [7, 3], 64), (3, [50], 1), (4, [200, 1, 13], 16), (5, [500], 64), (6, [2, 90], 3)],
+    ("seed", "sizes", "shards", "chunk_size"),
+    [
+        (1, [1], 64, 128),
+        (2, [7, 3], 64, 128),
+        (3, [50], 1, 128),
+        (4, [200, 1, 13], 16, 128),
+        (5, [500], 64, 128),
+        (6, [2, 90], 3, 128),
+        (7, [120, 45], 8, 5),  # many chunks per batch: claims, feedback and counts cross chunk boundaries
+        (8, [300], 64, 1),
+    ],
 )
 async def test_counts_match_the_memory_store(
-    store_factory: Callable[..., RedisStore], seed: int, sizes: list[int], shards: int
+    store_factory: Callable[..., RedisStore], seed: int, sizes: list[int], shards: int, chunk_size: int
 ) -> None:
     rng = random.Random(seed)
     plan = small_plan()
     stream = random_stream(rng, 600)
-    got, want = await run_both(
-        store_factory(plan, shards=shards), MemoryStore(plan), batches(stream, rng, sizes)
-    )
+    store = store_factory(plan, shards=shards, chunk_size=chunk_size)
+    got, want = await run_both(store, MemoryStore(plan), batches(stream, rng, sizes))
     assert_same(got, want, stream)
     # the stream exercised what it should
     assert any(isinstance(a, Counts) and a.duplicate and a.stored_decision for a in want)
@@ -201,15 +209,18 @@ async def test_counts_match_with_the_default_policy_plan(store_factory: Callable
     length=st.integers(1, 120),
     sizes=st.lists(st.integers(1, 40), min_size=1, max_size=3),
     span=st.sampled_from([30.0, 500.0, 5_000.0]),
+    chunk_size=st.sampled_from([1, 3, 128]),
 )
 def test_counts_match_on_generated_streams(
-    redis_url: str, seed: int, length: int, sizes: list[int], span: float
+    redis_url: str, seed: int, length: int, sizes: list[int], span: float, chunk_size: int
 ) -> None:
     async def check() -> None:
         rng = random.Random(seed)
         plan = small_plan()
         stream = random_stream(rng, length, span)
-        store = RedisStore.from_url(redis_url, plan, timeout=5.0, namespace=namespace(), shards=4)
+        store = RedisStore.from_url(
+            redis_url, plan, timeout=5.0, namespace=namespace(), shards=4, chunk_size=chunk_size
+        )
         try:
             got, want = await run_both(store, MemoryStore(plan), batches(stream, rng, sizes))
         finally:
@@ -460,13 +471,13 @@ async def test_every_script_call_stays_in_one_cluster_slot(store_factory: Callab
     plan = small_plan()
     store = store_factory(plan, shards=64)
     calls: list[tuple[Any, ...]] = []
-    execute = store._execute
+    send = store._send
 
-    async def spy(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        calls.extend(commands)
-        return await execute(commands)
+    async def spy(connection: Any, commands: list[tuple[Any, ...]]) -> None:
+        calls.extend(command for command in commands if command[0] != b"SCRIPT")
+        await send(connection, commands)
 
-    store._execute = spy  # type: ignore[method-assign]
+    store._send = spy  # type: ignore[method-assign]
     stream = random_stream(rng, 400)
     await run_both(store, MemoryStore(plan), batches(stream, rng, [100]))
     assert len(calls) > 64
