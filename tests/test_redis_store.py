@@ -26,6 +26,7 @@ import redis as sync_redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.crc import key_slot
 
 from detector.engine import Engine, Result
@@ -42,7 +43,7 @@ from detector.state.base import (
     StoreUnavailable,
 )
 from detector.state.memory import MemoryStore
-from detector.state.redis import RedisStore, unpack_decision
+from detector.state.redis import RedisStore, _hiredis_packing, unpack_decision
 from detector.testing.services import RedisServer, free_port, redis_ping
 from detector.windows import Window
 
@@ -312,6 +313,17 @@ async def test_records_of_earlier_versions_still_answer(
     assert got[:3] == [Counts(duplicate=True), Counts(duplicate=True), "applied"]
     assert isinstance(got[3], Counts)
     assert got[3].windows == {("msisdn", 120): (2, 1), ("ip", 60): (2, 1), ("ip", 600): (2, 1)}
+
+
+def test_hiredis_packs_commands_as_redis_py_does() -> None:
+    fast, plain = _hiredis_packing(Connection)(), Connection()
+    for command in [
+        ("EVALSHA", "0" * 40, 2, b"det:{1}:ip:ab", b"det:{1}:msisdn:cd", "E", bytes(range(256)), "172800"),
+        ("SCRIPT LOAD", "return 1"),
+        (b"SCRIPT", b"LOAD", "return 'é'"),
+        ("SET", "k", 1795420800.42, "PX", 10**12),
+    ]:
+        assert b"".join(fast.pack_command(*command)) == b"".join(plain.pack_command(*command)), command
 
 
 # --------------------------------------------------------------------------- whole engine
