@@ -1,9 +1,13 @@
-"""evaluate(batch, store) → decisions: the one engine that replay, evaluation and the Kafka worker share.
+"""`Engine.process(batch)` → results: the one engine that replay, evaluation and the Kafka worker share.
 
 The engine knows nothing of files, Kafka or Redis. It turns a batch of parsed events into signals, asks the
 store for every count in one call, and scores each request. Results come back in the order of the batch:
 a `Decision` for each request (valid or not), a feedback status for each feedback, and the `BadEvent`
 itself for input that is neither (the caller writes it as a dead letter).
+
+Every event is counted at its `ts` bounded by a reference clock (`detector.eventtime`): the caller passes
+one per event when it has a trusted one (a Kafka record's timestamp, the server's clock); otherwise the
+engine's own watermark is the reference.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Literal, cast
 import msgspec
 
 from detector.events import (
+    Action,
     BadEvent,
     Decision,
     Event,
@@ -27,9 +32,10 @@ from detector.events import (
     format_timestamp,
     parse_timestamp,
 )
+from detector.eventtime import TimeBounds, Watermark
 from detector.hashing import KeyedHasher
 from detector.memo import Memo
-from detector.policy import Policy
+from detector.policy import Policy, seconds
 from detector.scoring import Conclusion, Hit, Scorer, Subject
 from detector.signals.network import ClientResolver, IpClassifier, IpFacts
 from detector.signals.phone import PhoneParser
@@ -79,15 +85,22 @@ class Engine:
         self._counted = frozenset(self.plan.windows) | {DISTINCT_DIMENSION, "msisdn"}
         self._networks: Memo[tuple[str | None, str | None, str | None], _Network] = Memo()
         self._prefix_keys: Memo[str, str] = Memo()
-        self._timeout = policy.state.timeout_ms / 1000
+        # A store that answers itself within its deadline (Redis, the degrading wrapper) is not cut short
+        # here; this deadline is for one that hangs.
+        self._timeout = 2 * policy.state.timeout_ms / 1000
+        self._clock = Watermark(TimeBounds(seconds(policy.time.max_skew), seconds(policy.time.max_lateness)))
 
-    async def process(self, events: Sequence[Event | BadEvent]) -> list[Result]:
+    async def process(
+        self, events: Sequence[Event | BadEvent], references: Sequence[float | None] | None = None
+    ) -> list[Result]:
+        """Decide a batch; `references`: a trusted time (epoch seconds) per event, or None for none."""
         results: list[Result | None] = [None] * len(events)
         updates: list[Observation | FeedbackUpdate] = []
         pending: list[tuple[int, OtpRequest, Subject, list[Hit], bool]] = []
         for index, event in enumerate(events):
+            reference = references[index] if references is not None else None
             if isinstance(event, OtpRequest):
-                subject = self.subject(event)
+                subject = self.subject(event, reference)
                 static = self.scorer.static_hits(subject)
                 allow_listed = self.scorer.allow_listed(subject)
                 updates.append(
@@ -97,15 +110,13 @@ class Engine:
                         subject.keys,
                         subject.phone.region,
                         take_slot=not allow_listed and not self._blocked_before_counting(static),
+                        fingerprint=self._fingerprint(event, subject),
                     )
                 )
                 pending.append((index, event, subject, static, allow_listed))
             elif isinstance(event, OtpFeedback):
-                updates.append(
-                    FeedbackUpdate(
-                        event.request_id, parse_timestamp(event.ts), resolved=event.outcome != "failed"
-                    )
-                )
+                ts = self._clock.count_at(parse_timestamp(event.ts), reference)
+                updates.append(FeedbackUpdate(event.request_id, ts, resolved=event.outcome != "failed"))
             elif event.request_id is not None:
                 results[index] = self.invalid_request(event)
             else:
@@ -132,22 +143,28 @@ class Engine:
         ):
             if counts is not None and counts.duplicate:
                 decision = self._redelivered(request, subject, static, counts, decided)
+            elif counts is not None and counts.reused:
+                reused = Hit("request_id_reused", "enforce", verdict="block")
+                decision = self._decide(request, subject, [*static, reused], False, counts)
             else:
                 decision = self._decide(request, subject, static, allow_listed, counts)
                 fresh.append((request.request_id, subject.ts, encode(_without_personal_data(decision))))
-            decided[request.request_id] = decision
+                decided[request.request_id] = decision
             results[index] = decision
         if fresh:
             await self._remember(fresh)
         return [result for result in results if result is not None]
 
-    def subject(self, request: OtpRequest) -> Subject:
-        ts = parse_timestamp(request.ts)
+    def subject(self, request: OtpRequest, reference: float | None = None) -> Subject:
+        own_ts = parse_timestamp(request.ts)
+        ts = self._clock.count_at(own_ts, reference)
         phone = self._phones.parse(request.phone, request.phone_country)
         network = self._network(request)
         facts = network.facts
         ip_country = request.ip_country or (facts.country if facts else None)
         subject = Subject(ts, phone, facts, ip_country, request.signals)
+        if ts != own_ts:
+            subject.clamped_by = own_ts - ts
         if network.problem:
             subject.problems.append(network.problem)
         keys = subject.keys
@@ -196,6 +213,10 @@ class Engine:
         counts: Counts | None,
     ) -> Decision:
         problems = [Hit(problem, "enforce") for problem in subject.problems]
+        if subject.clamped_by is not None:
+            problems.append(Hit("ts_clamped", "enforce", value=round(subject.clamped_by, 3)))
+        if counts is not None and counts.degraded:
+            problems.append(Hit("state_degraded", "enforce"))
         if allow_listed:
             conclusion = Conclusion("allow", "allow", 0.0, (Hit("allow_listed", "enforce"), *problems))
         elif counts is None:
@@ -225,7 +246,7 @@ class Engine:
 
     def _unavailable(self) -> list[Hit]:
         fail = self.policy.state.on_error
-        verdict = None if fail == "open" else fail
+        verdict: Action | None = fail if fail == "challenge" or fail == "block" else None
         return [Hit("state_unavailable", "enforce", verdict=verdict)]
 
     def _redelivered(
@@ -264,6 +285,21 @@ class Engine:
             await asyncio.wait_for(self.store.remember(fresh), self._timeout)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("could not record %d decisions for redelivery: %s", len(fresh), exc)
+
+    def _fingerprint(self, request: OtpRequest, subject: Subject) -> str:
+        """What a redelivery must repeat: the number, the client and the message (keyed, like every key)."""
+        message = request.message
+        return self._hash(
+            "fingerprint",
+            "\x1f".join(
+                (
+                    subject.phone.e164 or request.phone,
+                    subject.ip.ip if subject.ip else "",
+                    (message.text or "") if message else "",
+                    (message.source or "") if message else "",
+                )
+            ),
+        )
 
     def _blocked_before_counting(self, static: list[Hit]) -> bool:
         """A request that will not be sent takes no slot of its number's send limit."""

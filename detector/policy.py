@@ -20,7 +20,7 @@ RuleMode = Literal["enforce", "shadow", "off"]
 Dimension = Literal[
     "ip", "subnet", "msisdn", "prefix", "phone_country", "ip_country", "session", "account", "device"
 ]
-FailMode = Literal["open", "challenge", "block"]
+FailMode = Literal["degrade", "open", "challenge", "block"]
 NUMBER_TYPES = (
     "fixed_line", "mobile", "fixed_line_or_mobile", "toll_free", "premium_rate", "shared_cost", "voip",
     "personal_number", "pager", "uan", "voicemail", "unknown",
@@ -79,9 +79,16 @@ class CountersConfig(_Strict, frozen=True):
 
 
 class StateConfig(_Strict, frozen=True):
-    on_error: FailMode = "open"
+    on_error: FailMode = "degrade"
     timeout_ms: int = 250
     record_ttl: Duration = "48h"
+
+
+class TimeConfig(_Strict, frozen=True):
+    """How far an event's own `ts` may be from the reference clock (see detector.eventtime)."""
+
+    max_skew: Duration = "5m"
+    max_lateness: Duration = "10m"
 
 
 class RateLimitRule(Rule, frozen=True):
@@ -174,6 +181,7 @@ class Policy(_Strict, frozen=True):
     lists: ListsConfig = ListsConfig()
     counters: CountersConfig = CountersConfig()
     state: StateConfig = StateConfig()
+    time: TimeConfig = TimeConfig()
     rules: Rules = Rules()
 
 
@@ -290,6 +298,8 @@ def _duration_problems(policy: Policy) -> Any:
 
     rules = policy.rules
     yield from check(policy.state.record_ttl, "$.state.record_ttl")
+    yield from check(policy.time.max_skew, "$.time.max_skew")
+    yield from check(policy.time.max_lateness, "$.time.max_lateness")
     yield from check(rules.msisdn_rate_limit.window, "$.rules.msisdn_rate_limit.window")
     for field in ("base", "cap", "window"):
         yield from check(getattr(rules.retry_delay, field), f"$.rules.retry_delay.{field}")

@@ -50,6 +50,7 @@ class Subject:
     signals: UpstreamSignals | None
     keys: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    clamped_by: float | None = None  # seconds the request's own ts was off its counting time
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +187,8 @@ class Scorer:
             requested, verified = windows.get((LIMIT_DIMENSION, self._retry_window), (0, 0))
             unverified_before = max(requested - 1 - verified, 0)
             if unverified_before:
-                delay = min(self._retry_base * 2.0 ** (unverified_before - 1), self._retry_cap)
-                waited = subject.ts - counts.previous_ts
+                delay = min(self._retry_base * 2.0 ** min(unverified_before - 1, 64), self._retry_cap)
+                waited = max(subject.ts - counts.previous_ts, 0.0)
                 if waited < delay:
                     hits.append(
                         Hit(

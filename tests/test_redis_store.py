@@ -101,7 +101,10 @@ def random_stream(rng: random.Random, length: int, span: float = 2_000.0) -> lis
             if rng.random() < 0.1:
                 del keys[dim]
         member = rng.choice(["GB", "FR", "DE", "NG", None])
-        stream.append(Observation(request_id, when, keys, member, take_slot=rng.random() < 0.85))
+        # A repeated id is mostly a redelivery (same fingerprint), sometimes a reuse for something else.
+        fingerprint = request_id if rng.random() < 0.7 else f"other{rng.randrange(3)}"
+        take_slot = rng.random() < 0.85
+        stream.append(Observation(request_id, when, keys, member, take_slot, fingerprint))
     return stream
 
 

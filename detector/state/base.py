@@ -47,6 +47,9 @@ class Observation:
     keys: dict[str, str]
     distinct_member: str | None = None
     take_slot: bool = True
+    # A keyed digest of what the request is for (number, client, message): a request id seen again with the
+    # same fingerprint is a redelivery; with another one, the id is being reused.
+    fingerprint: str = ""
 
 
 @dataclass(slots=True)
@@ -58,7 +61,10 @@ class FeedbackUpdate:
 
 @dataclass(slots=True)
 class Counts:
-    """What a request sees: (requests, verified) per (dimension, window seconds), this request included."""
+    """What a request sees: (requests, verified) per (dimension, window seconds), this request included.
+
+    A redelivery (`duplicate`) is not counted again and sees nothing but the decision stored for it.
+    """
 
     windows: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
     peaks: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -68,12 +74,18 @@ class Counts:
     distinct: int = 0
     duplicate: bool = False
     stored_decision: bytes | None = None
+    reused: bool = False  # the request id is known with another fingerprint: counted, no record, no slot
+    degraded: bool = False  # answered by a local fallback while the shared store was unavailable
 
 
 class Store(Protocol):
     plan: CounterPlan
 
-    async def apply(self, batch: Sequence[Observation | FeedbackUpdate]) -> list[Counts | FeedbackStatus]: ...
+    async def apply(
+        self, batch: Sequence[Observation | FeedbackUpdate]
+    ) -> Sequence[Counts | FeedbackStatus | None]:
+        """One answer per item, in order; None for an item the store could not answer now."""
+        ...
 
     async def remember(self, decisions: Sequence[tuple[str, float, bytes]]) -> None:
         """Keep (request_id, ts, encoded decision) so a redelivered request gets the same answer."""

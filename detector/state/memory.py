@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +24,7 @@ _SWEEP_EVERY = 200_000
 class _Record:
     ts: float
     keys: dict[str, str]
+    fingerprint: str = ""
     resolved: bool = False
     decision: bytes | None = None
 
@@ -36,7 +37,7 @@ class MemoryStore:
         self._last_seen: dict[str, float] = {}
         self._distinct: dict[str, dict[str, float]] = {}
         self._records: dict[str, _Record] = {}
-        self._expiry: deque[tuple[float, str]] = deque()
+        self._expiry: list[tuple[float, str]] = []  # a heap: records do not arrive in expiry order
         widths = sorted({window.width for windows in plan.windows.values() for window in windows})
         self._widths = widths
         self._by_dim = [
@@ -66,12 +67,15 @@ class MemoryStore:
     def _observe(self, item: Observation) -> Counts:
         self._expire(item.ts)
         known = self._records.get(item.request_id)
-        if known is not None:
-            return Counts(duplicate=True, stored_decision=known.decision)
-        self._records[item.request_id] = _Record(item.ts, item.keys)
-        self._expiry.append((item.ts + self.plan.record_ttl, item.request_id))
-
         counts = Counts()
+        if known is None:
+            self._records[item.request_id] = _Record(item.ts, item.keys, item.fingerprint)
+            heapq.heappush(self._expiry, (item.ts + self.plan.record_ttl, item.request_id))
+        elif _same_request(known.fingerprint, item.fingerprint):
+            return Counts(duplicate=True, stored_decision=known.decision)
+        else:
+            counts.reused = True
+
         ts = item.ts
         keys = item.keys
         counters = self._counters
@@ -93,7 +97,7 @@ class MemoryStore:
         if number is not None:
             counts.previous_ts = self._last_seen.get(number)
             self._last_seen[number] = ts if counts.previous_ts is None else max(ts, counts.previous_ts)
-            if item.take_slot:
+            if item.take_slot and not counts.reused:
                 limit = self._limits.get(number)
                 if limit is None:
                     limit = self._limits[number] = BucketCounter(self.plan.limit_window)
@@ -142,8 +146,10 @@ class MemoryStore:
     def _expire(self, now: float) -> None:
         expiry = self._expiry
         while expiry and expiry[0][0] <= now:
-            _, request_id = expiry.popleft()
-            self._records.pop(request_id, None)
+            _, request_id = heapq.heappop(expiry)
+            record = self._records.get(request_id)
+            if record is not None and record.ts + self.plan.record_ttl <= now:  # not a newer record of the id
+                del self._records[request_id]
 
     def _sweep(self, now: float) -> None:
         """Forget counters whose every bucket has left their window, so memory stays bounded."""
@@ -167,3 +173,8 @@ class MemoryStore:
             if max(members.values()) <= now - self.plan.distinct_window
         ]:
             del self._distinct[address]
+
+
+def _same_request(recorded: str, seen: str) -> bool:
+    """Records written without a fingerprint (older versions, tests) match any request of their id."""
+    return not recorded or recorded == seen

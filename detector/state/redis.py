@@ -203,7 +203,8 @@ if op == 'Q' or op == 'R' then
   end
   -- claim (1, k, ts, record) and resolve (2, k, ts, resolved 1/0) in batch order.
   -- ARGV: 'Q', operations (msgpack, flat), record_ttl (s), record_ttl (ms).
-  -- Answers, flat, in order: a claim 0 (new) or 1 and the stored decision (nil for none); a resolution
+  -- Answers, flat, in order: a claim 0 (new) or 1, the stored decision (false for none) and the record's
+  -- entity keys (with the request's fingerprint, which the client compares); a resolution
   -- 0 (unknown), 1 (failed), 2 (duplicate), or 3, the record's time and its entity keys (applied).
   local ops = cmsgpack.unpack(ARGV[2])
   local ttl = tonumber(ARGV[3])
@@ -214,7 +215,8 @@ if op == 'Q' or op == 'R' then
       if rec and rec[2] + ttl > ts then
         out[o + 1] = 1
         out[o + 2] = rec[5] ~= '' and rec[5]
-        o = o + 2
+        out[o + 3] = rec[4]
+        o = o + 3
       else
         redis.call('SET', KEYS[k], ops[j + 3], 'PX', ARGV[4])
         values[k] = ops[j + 3]
@@ -287,7 +289,7 @@ end
 
 local function add(w, b, dr, dv)
   advance(w, b)
-  if b < w[2] - w[1] then return end
+  if b < w[2] - w[1] then b = w[2] - w[1] end  -- too late for its own bucket: the oldest kept one
   w[3] = w[3] + dr
   w[4] = w[4] + dv
   for c = 5, #w, 3 do
@@ -413,6 +415,7 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 _OBSERVE, _VERIFY, _PREVIOUS, _PREVIOUS_AND_SLOT, _DISTINCT = 1, 2, 3, 4, 5
 _CLAIM, _RESOLVE = 1, 2
 _LOAD, _COUNT = 0, 2  # answer groups of a flight: the script load, Q calls (_CLAIM), E calls
+_FINGERPRINT = "#fp"  # a request's fingerprint, kept with the entity keys of its record (no dimension's name)
 _encode = msgspec.msgpack.encode
 _decode = msgspec.msgpack.decode
 _json = orjson.dumps
@@ -775,7 +778,8 @@ class RedisStore:
                 shard = shards[number] = _Shard()
             places.append(shard)
             if isinstance(item, Observation):
-                record = f"0{item.ts!r}\n{_json(item.keys).decode()}\n"
+                keys = {**item.keys, _FINGERPRINT: item.fingerprint} if item.fingerprint else item.keys
+                record = f"0{item.ts!r}\n{_json(keys).decode()}\n"
                 shard.ops += (_CLAIM, shard.key(name), item.ts, record)
             else:
                 shard.ops += (_RESOLVE, shard.key(name), item.ts, 1 if item.resolved else 0)
@@ -805,13 +809,18 @@ class RedisStore:
             answers, position = cursor
             code = answers[position]
             if isinstance(item, Observation):
-                if code == 1:
-                    cursor[1] = position + 2
-                    stored = answers[position + 1]
-                    results.append(Counts(duplicate=True, stored_decision=stored and self._open(stored)))
-                    continue
-                cursor[1] = position + 1
                 counts = Counts()
+                if code == 1:
+                    cursor[1] = position + 3
+                    recorded = orjson.loads(answers[position + 2])
+                    fingerprint = recorded.get(_FINGERPRINT, "") if isinstance(recorded, dict) else ""
+                    if not fingerprint or fingerprint == item.fingerprint:
+                        stored = answers[position + 1]
+                        results.append(Counts(duplicate=True, stored_decision=stored and self._open(stored)))
+                        continue
+                    counts.reused = True  # counted like a new request, without a record or a slot
+                else:
+                    cursor[1] = position + 1
                 results.append(counts)
                 ts = item.ts
                 keys = item.keys
@@ -826,7 +835,7 @@ class RedisStore:
                     shard, k = entities.get((LIMIT_DIMENSION, phone)) or entity(
                         entities, shards, limit_dimension, phone
                     )
-                    if item.take_slot:
+                    if item.take_slot and not counts.reused:
                         shard.ops += (k, _PREVIOUS_AND_SLOT, ts)
                         shard.sinks += (_PREVIOUS_AND_SLOT, counts)
                     else:
