@@ -36,7 +36,7 @@ def baseline(lines: list[bytes]) -> float:
 async def throughput(engine: Engine, lines: list[bytes], batch_size: int) -> tuple[float, float]:
     """Events per CPU second of this process (one core, whatever else runs), and per wall-clock second."""
     started, wall = time.process_time(), time.perf_counter()
-    parsed = parse_lines(enumerate(lines, start=1))
+    parsed = list(parse_lines(enumerate(lines, start=1)))
     for start in range(0, len(parsed), batch_size):
         for result in await engine.process([line.event for line in parsed[start : start + batch_size]]):
             if isinstance(result, Decision):

@@ -365,10 +365,8 @@ def evaluate_file(
     loaded = policy if isinstance(policy, Policy) else load_policy(policy)
     if shadow:
         loaded = msgspec.structs.replace(loaded, mode="shadow")
-    raw = list(read_lines(path))
-    meta = read_meta(raw)
-    lines = parse_lines(raw)
-    del raw
+    meta = read_meta(read_lines(path))
+    lines = parse_lines(read_lines(path))
     engine = build_engine(loaded, store_url)
     evaluator = Evaluator(meta, prefix_digits=loaded.phone.prefix_digits)
 
