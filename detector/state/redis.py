@@ -16,10 +16,10 @@ import logging
 import math
 import zlib
 from collections import deque
-from importlib import resources
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
