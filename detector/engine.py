@@ -90,6 +90,12 @@ class Engine:
         self._timeout = 2 * policy.state.timeout_ms / 1000
         self._clock = Watermark(TimeBounds(seconds(policy.time.max_skew), seconds(policy.time.max_lateness)))
 
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.store.close()
+
     async def process(
         self, events: Sequence[Event | BadEvent], references: Sequence[float | None] | None = None
     ) -> list[Result]:

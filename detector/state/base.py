@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Self
 
 from detector.windows import Window
 
@@ -92,3 +92,16 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class StoreLifecycle:
+    """`async with store:` closes it; every store mixes this in."""
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

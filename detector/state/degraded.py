@@ -17,7 +17,15 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from detector.state.base import Counts, FeedbackStatus, FeedbackUpdate, Observation, Store, StoreUnavailable
+from detector.state.base import (
+    Counts,
+    FeedbackStatus,
+    FeedbackUpdate,
+    Observation,
+    Store,
+    StoreLifecycle,
+    StoreUnavailable,
+)
 from detector.state.memory import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -26,7 +34,7 @@ FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 2.0
 
 
-class DegradingStore:
+class DegradingStore(StoreLifecycle):
     def __init__(
         self,
         shared: Store,

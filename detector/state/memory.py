@@ -14,6 +14,7 @@ from detector.state.base import (
     FeedbackStatus,
     FeedbackUpdate,
     Observation,
+    StoreLifecycle,
 )
 from detector.windows import BucketCounter
 
@@ -29,7 +30,7 @@ class _Record:
     decision: bytes | None = None
 
 
-class MemoryStore:
+class MemoryStore(StoreLifecycle):
     def __init__(self, plan: CounterPlan) -> None:
         self.plan = plan
         self._counters: dict[tuple[str, str], list[BucketCounter]] = {}

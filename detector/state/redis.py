@@ -40,6 +40,7 @@ from detector.state.base import (
     FeedbackStatus,
     FeedbackUpdate,
     Observation,
+    StoreLifecycle,
     StoreUnavailable,
 )
 
@@ -177,7 +178,7 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
     return urlunparse(parts._replace(query=rest)), ours
 
 
-class RedisStore:
+class RedisStore(StoreLifecycle):
     """The `Store` protocol on Redis (redis-py asyncio, hiredis): see the module docstring."""
 
     def __init__(
