@@ -16,6 +16,7 @@ from detector.state.base import (
     Observation,
     StoreLifecycle,
 )
+from detector.state.packing import pack_decision, unpack_decision
 from detector.windows import BucketCounter
 
 _SWEEP_EVERY = 200_000
@@ -24,7 +25,7 @@ _SWEEP_EVERY = 200_000
 @dataclass(slots=True)
 class _Record:
     ts: float
-    keys: dict[str, str]
+    keys: tuple[str | None, ...]  # the entity key of each counted dimension, in the plan's order
     fingerprint: str = ""
     resolved: bool = False
     decision: bytes | None = None
@@ -60,7 +61,7 @@ class MemoryStore(StoreLifecycle):
         for request_id, _ts, decision in decisions:
             record = self._records.get(request_id)
             if record is not None and record.decision is None:
-                record.decision = decision
+                record.decision = pack_decision(decision)
 
     async def close(self) -> None:
         return None
@@ -70,10 +71,12 @@ class MemoryStore(StoreLifecycle):
         known = self._records.get(item.request_id)
         counts = Counts()
         if known is None:
-            self._records[item.request_id] = _Record(item.ts, item.keys, item.fingerprint)
+            counted = tuple(item.keys.get(dim) for dim, _, _ in self._by_dim)
+            self._records[item.request_id] = _Record(item.ts, counted, item.fingerprint)
             heapq.heappush(self._expiry, (item.ts + self.plan.record_ttl, item.request_id))
         elif _same_request(known.fingerprint, item.fingerprint):
-            return Counts(duplicate=True, stored_decision=known.decision)
+            stored = known.decision and unpack_decision(known.decision)
+            return Counts(duplicate=True, stored_decision=stored)
         else:
             counts.reused = True
 
@@ -133,8 +136,7 @@ class MemoryStore(StoreLifecycle):
             return "duplicate"
         record.resolved = True
         buckets = [int(record.ts / width) for width in self._widths]
-        for dim, plan_windows, labels in self._by_dim:
-            key = record.keys.get(dim)
+        for (dim, plan_windows, labels), key in zip(self._by_dim, record.keys, strict=True):
             if key is None:
                 continue
             entity = self._counters.get((dim, key))
