@@ -16,6 +16,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from detector.errors import ConfigurationError
+
 RuleMode = Literal["enforce", "shadow", "off"]
 Dimension = Literal[
     "ip", "subnet", "msisdn", "prefix", "phone_country", "ip_country", "session", "account", "device"
@@ -31,7 +33,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 Duration = str
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigurationError, ValueError):
     """A policy that cannot be used; the message names the field."""
 
 

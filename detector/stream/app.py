@@ -54,6 +54,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from detector.engine import Engine, Result
+from detector.errors import UnavailableError
 from detector.events import BadEvent, Decision, Event, OtpFeedback, OtpRequest, encode, parse_event
 from detector.stream.config import StreamConfig
 from detector.stream.metrics import Metrics
@@ -71,7 +72,7 @@ MAX_DEAD_LETTER_RAW = 128 * 1024
 EX_SOFTWARE = 70  # sysexits.h: the batch could not be finished; exit without committing it
 
 
-class DeliveryFailed(RuntimeError):
+class DeliveryFailed(UnavailableError):
     """Kafka did not take an output of a batch: the batch must not be committed."""
 
 

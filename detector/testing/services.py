@@ -44,6 +44,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from detector.errors import DetectorError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 # State of `up` / `down` (pid files, addresses, logs); $DETECTOR_SERVICES_DIR overrides.
@@ -57,7 +59,7 @@ STOP_TIMEOUT = 30.0
 POLL_INTERVAL = 0.1
 
 
-class ServiceError(RuntimeError):
+class ServiceError(DetectorError):
     """A server could not be fetched, started or reached."""
 
 
