@@ -19,7 +19,7 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 demo: venv
-	$(PY) -m detector.cli demo
+	$(PY) -m detector demo
 
 lint: venv
 	$(VENV)/bin/ruff check detector tests bench

@@ -109,11 +109,7 @@ def services() -> Iterator[tuple[str, str]]:
 
 
 def worker_command() -> list[str]:
-    from detector.cli import main
-
-    if "worker" in getattr(main, "commands", {}):
-        return [sys.executable, "-m", "detector", "worker"]
-    return [sys.executable, "-m", "detector.commands_stream"]
+    return [sys.executable, "-m", "detector", "worker"]
 
 
 class Process:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from detector.commands_sim import evaluate as evaluate_command
+from detector.cli.sim import evaluate as evaluate_command
 from detector.evaluate import Evaluator, evaluate_file, format_table, outcome_of, read_meta
 from detector.events import Action, Decision, Mode, Reason, format_timestamp
 from detector.replay import read_lines

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from phonenumbers import PhoneNumberType
 
-from detector.commands_sim import simulate as simulate_command
+from detector.cli.sim import simulate as simulate_command
 from detector.events import BadEvent, OtpFeedback, OtpRequest, parse_event, parse_timestamp
 from detector.sim import DAY, DEFAULT_START, SCENARIOS, price_for, resolve, simulate, write_events
 from detector.sim.generate import CORE_MARKETS, COUNTRIES, NumberBook, is_valid_mobile, sub_rng

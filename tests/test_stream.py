@@ -98,12 +98,8 @@ def create_topics(bootstrap: str, topics: TopicNames, partitions: int = PARTITIO
 
 
 def worker_command() -> list[str]:
-    """`detector worker` once cli.py registers it; until then the module runs the same click command."""
-    from detector.cli import main
-
-    if "worker" in getattr(main, "commands", {}):
-        return [sys.executable, "-m", "detector", "worker"]
-    return [sys.executable, "-m", "detector.commands_stream"]
+    """`detector worker`, run by this interpreter."""
+    return [sys.executable, "-m", "detector", "worker"]
 
 
 def worker_env(bootstrap: str, store: str, topics: TopicNames, group: str, **extra: str) -> dict[str, str]:

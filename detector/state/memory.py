@@ -63,6 +63,9 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    async def ping(self) -> None:
+        return None
+
     def _observe(self, item: Observation) -> Counts:
         self._expire(item.ts)
         known = self._records.get(item.request_id)

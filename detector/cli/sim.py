@@ -1,22 +1,16 @@
-"""Click commands `simulate`, `evaluate` and `demo`, for `detector.cli` to register with `main.add_command`.
-
-They take their policy and store options as `detector replay` does (same names and environment variables),
-and import nothing from `detector.cli`, so registering them there creates no import cycle.
-"""
+"""`detector simulate | evaluate | demo`: the evaluation tooling on the command line."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import orjson
 
-from detector.hashing import MissingHashKey
-from detector.options import POLICY_OPTION, STORE_OPTION
-from detector.policy import PolicyError, load_policy, seconds
-from detector.state.open import StoreUrlError
+from detector.cli.common import policy_for
+from detector.cli.options import policy_option, store_option
+from detector.policy import seconds
 
 
 def _duration(value: str) -> float:
@@ -24,13 +18,6 @@ def _duration(value: str) -> float:
         return float(seconds(value.strip()))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-
-
-def _policy(path: str | None) -> Any:
-    try:
-        return load_policy(path)
-    except PolicyError as exc:
-        raise click.ClickException(f"invalid policy {path or '(default)'}: {exc}") from exc
 
 
 def _scenario_help() -> str:
@@ -113,8 +100,8 @@ def simulate(
 
 @click.command()
 @click.argument("events", type=click.Path(exists=True, dir_okay=False))
-@POLICY_OPTION
-@STORE_OPTION
+@policy_option()
+@store_option()
 @click.option(
     "--json",
     "json_path",
@@ -151,11 +138,8 @@ def evaluate(
     from detector.evaluate import evaluate_file, format_table
     from detector.report import write_html
 
-    loaded = _policy(policy_path)
-    try:
-        report = evaluate_file(events, loaded, store_url, shadow=shadow, progress=True, batch_size=batch_size)
-    except (MissingHashKey, StoreUrlError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    loaded = policy_for(policy_path)
+    report = evaluate_file(events, loaded, store_url, shadow=shadow, progress=True, batch_size=batch_size)
     click.echo(format_table(report))
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +159,7 @@ def evaluate(
 )
 @click.option("--seed", default=2026, show_default=True, type=int)
 @click.option("--duration", default="24h", show_default=True)
-@POLICY_OPTION
+@policy_option()
 def demo(out_dir: str, seed: int, duration: str, policy_path: str | None) -> None:
     """Simulate a day of mixed traffic, replay it in shadow and enforce mode, and write a report.
 
@@ -183,8 +167,5 @@ def demo(out_dir: str, seed: int, duration: str, policy_path: str | None) -> Non
     """
     from detector.demo import demo_table, run_demo
 
-    result = run_demo(out_dir, seed=seed, duration=_duration(duration), policy=_policy(policy_path))
+    result = run_demo(out_dir, seed=seed, duration=_duration(duration), policy=policy_for(policy_path))
     click.echo(demo_table(result))
-
-
-COMMANDS = (simulate, evaluate, demo)
