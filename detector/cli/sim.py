@@ -21,7 +21,7 @@ def _duration(value: str) -> float:
 
 
 def _scenario_help() -> str:
-    from detector.sim import SCENARIOS
+    from detector.evaluation.sim import SCENARIOS
 
     return "\n".join(
         f"  {name:<20} {scenario.label:<6} {scenario.description}" for name, scenario in SCENARIOS.items()
@@ -67,9 +67,9 @@ def simulate(
     `detector evaluate` scores the policy against them. Phone numbers are valid numbers of their country
     (phonenumbers' metadata); client addresses come from documentation and benchmarking ranges.
     """
+    from detector.evaluation.sim import resolve, write_events
+    from detector.evaluation.sim import simulate as run_simulation
     from detector.events import parse_timestamp
-    from detector.sim import resolve, write_events
-    from detector.sim import simulate as run_simulation
 
     if list_only:
         click.echo(_scenario_help())
@@ -135,8 +135,8 @@ def evaluate(
     requests got through before each scenario's first block.
     Without labels: what the policy would block, by reason, country, prefix and client, and its cost.
     """
-    from detector.evaluate import evaluate_file, format_table
-    from detector.report import write_html
+    from detector.evaluation.evaluate import evaluate_file, format_table
+    from detector.evaluation.report import write_html
 
     loaded = policy_for(policy_path)
     report = evaluate_file(events, loaded, store_url, shadow=shadow, progress=True, batch_size=batch_size)
@@ -165,7 +165,7 @@ def demo(out_dir: str, seed: int, duration: str, policy_path: str | None) -> Non
 
     Prints per scenario the requests, the share blocked and challenged, and the SMS cost stopped.
     """
-    from detector.demo import demo_table, run_demo
+    from detector.evaluation.demo import demo_table, run_demo
 
     result = run_demo(out_dir, seed=seed, duration=_duration(duration), policy=policy_for(policy_path))
     click.echo(demo_table(result))

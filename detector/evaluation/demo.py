@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from detector.evaluate import evaluate_file
+from detector.evaluation.evaluate import evaluate_file
+from detector.evaluation.report import duration_text, write_html
+from detector.evaluation.sim import DAY, resolve, simulate, write_events
 from detector.events import Decision
 from detector.policy import Policy, load_policy
-from detector.report import duration_text, write_html
-from detector.sim import DAY, resolve, simulate, write_events
 
 DEMO_SEED = 2026
 

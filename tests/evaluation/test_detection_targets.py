@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from detector.evaluate import evaluate_file, format_table
-from detector.sim import simulate, write_events
+from detector.evaluation.evaluate import evaluate_file, format_table
+from detector.evaluation.sim import simulate, write_events
 
 SEEDS = (11, 23)
 

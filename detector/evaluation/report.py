@@ -1,5 +1,5 @@
 """The evaluation report as one offline HTML file: inline CSS and SVG, a few lines of inline script, nothing
-fetched. Charts are drawn here, in Python, from the dict `detector.evaluate` returns (so the JSON of an
+fetched. Charts are drawn here, in Python, from what `detector.evaluation.evaluate` returns (so the JSON of an
 evaluation is enough to draw it again); the script only checks, in the browser, that they were laid out
 and marks each chart with `data-rendered` (what the browser test reads).
 """
@@ -580,7 +580,7 @@ def render_html(
     )
     every = f"{report['timeline']['bucket_seconds'] / 60:g} minutes"
     blocked = report.get("blocked") or {}
-    prices = "<code>detector/sim/prices.csv</code>"
+    prices = "<code>detector/evaluation/sim/prices.csv</code>"
     sections = [
         _kpis(report, shadow),
         _card(

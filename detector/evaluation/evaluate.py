@@ -11,7 +11,7 @@ the `verdict` (what would have been enforced). The `verdicts` section is always 
 policy would block, by reason, country, prefix and client address, and what that costs — the view that
 an unlabelled file (real traffic replayed in shadow mode) gets.
 
-Costs come from `detector.sim.prices.price_for` by the number's country.
+Costs come from `detector.evaluation.sim.prices.price_for` by the number's country.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 
+from detector.evaluation.sim.prices import price_for
 from detector.events import Action, Decision
 from detector.policy import Policy
-from detector.sim.prices import price_for
 
 ACTIONS: tuple[Action, ...] = ("allow", "challenge", "block")
 LABELS = ("legit", "attack")
@@ -324,7 +324,7 @@ class Evaluator:
 
 
 def _scenario_order(name: str, evaluator: Evaluator) -> tuple[int, int, str]:
-    from detector.sim.scenarios import SCENARIOS
+    from detector.evaluation.sim.scenarios import SCENARIOS
 
     label = evaluator.scenario_label.get(name)
     known = list(SCENARIOS)
@@ -360,7 +360,7 @@ def evaluate_file(
 
     from detector.policy import load_policy
     from detector.replay import Line, parse_lines, read_lines, replay
-    from detector.wiring import build_engine
+    from detector.wiring import build_engine, check_store
 
     loaded = policy if isinstance(policy, Policy) else load_policy(policy)
     if shadow:
@@ -379,6 +379,7 @@ def evaluate_file(
 
     async def run() -> Any:
         try:
+            await check_store(engine.store, store_url)
             return await replay(engine, lines, batch_size=batch_size, on_decision=collect, progress=progress)
         finally:
             await engine.store.close()

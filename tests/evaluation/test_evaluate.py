@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from detector.cli.sim import evaluate as evaluate_command
-from detector.evaluate import Evaluator, evaluate_file, format_table, outcome_of, read_meta
+from detector.evaluation.evaluate import Evaluator, evaluate_file, format_table, outcome_of, read_meta
+from detector.evaluation.report import render_html
+from detector.evaluation.sim import price_for, simulate, write_events
 from detector.events import Action, Decision, Mode, Reason, format_timestamp
 from detector.replay import read_lines
-from detector.report import render_html
-from detector.sim import price_for, simulate, write_events
 
 T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z
 
