@@ -143,7 +143,7 @@ def evaluate(
     click.echo(format_table(report))
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        Path(json_path).write_bytes(report.to_json())
         click.echo(f"evaluation: {json_path}", err=True)
     if html_path is not None:
         click.echo(f"report: {write_html(report, html_path)}", err=True)
