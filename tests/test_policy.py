@@ -127,9 +127,12 @@ def test_list_files_must_exist_and_parse(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as error:
         load_policy(_write(tmp_path, text))
     bad_line, missing, not_geoip = error.value.problems
-    assert bad_line == f"{bad}:2: 'not-an-ip' is not an IP address or CIDR block - at `$.lists.datacenter_ip_files[1]`"
-    missing_file = tmp_path / "none.txt"
-    assert missing == f"cannot read {missing_file}: No such file or directory - at `$.lists.anonymizer_ip_files[0]`"
+    assert bad_line == (
+        f"{bad}:2: 'not-an-ip' is not an IP address or CIDR block - at `$.lists.datacenter_ip_files[1]`"
+    )
+    assert missing == (
+        f"cannot read {tmp_path / 'none.txt'}: No such file or directory - at `$.lists.anonymizer_ip_files[0]`"
+    )
     assert not_geoip.startswith(f"{not_mmdb} is not a MaxMind database")
     assert load_policy(
         _write(tmp_path, f"lists: {{datacenter_ip_files: [{good}]}}\n")
