@@ -131,7 +131,8 @@ def test_list_files_must_exist_and_parse(tmp_path: Path) -> None:
         f"{bad}:2: 'not-an-ip' is not an IP address or CIDR block - at `$.lists.datacenter_ip_files[1]`"
     )
     assert missing == (
-        f"cannot read {tmp_path / 'none.txt'}: No such file or directory - at `$.lists.anonymizer_ip_files[0]`"
+        f"cannot read {tmp_path / 'none.txt'}: No such file or directory"
+        " - at `$.lists.anonymizer_ip_files[0]`"
     )
     assert not_geoip.startswith(f"{not_mmdb} is not a MaxMind database")
     assert load_policy(
