@@ -42,11 +42,18 @@ def store_option(
 
 
 def environment_variables(command: click.Command) -> set[str]:
-    """Every variable `command` and its subcommands read."""
+    """Every variable `command` and its subcommands read: their options', and the secrets (never flags)."""
+    from detector.hashing import HASH_KEY_ENV, HASH_KEY_FILE_ENV
+    from detector.send.secrets import API_KEY_ENV, API_KEY_FILE_ENV
+
+    return _option_variables(command) | {HASH_KEY_ENV, HASH_KEY_FILE_ENV, API_KEY_ENV, API_KEY_FILE_ENV}
+
+
+def _option_variables(command: click.Command) -> set[str]:
     names = {name for param in command.params for name in _envvars(param)}
     if isinstance(command, click.Group):
         for sub in command.commands.values():
-            names |= environment_variables(sub)
+            names |= _option_variables(sub)
     return names
 
 
