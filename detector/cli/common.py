@@ -9,8 +9,10 @@ from typing import IO, TypeVar
 import msgspec
 
 from detector.engine import Engine
-from detector.policy import Policy, load_policy
-from detector.wiring import check_store
+from detector.errors import ConfigurationError
+from detector.hashing import MissingHashKey, load_hash_key
+from detector.policy import Policy, PolicyError, load_policy
+from detector.wiring import build_engine, check_store
 
 T = TypeVar("T")
 
@@ -19,6 +21,30 @@ def policy_for(path: str | None, *, shadow: bool = False) -> Policy:
     """The policy at `path` merged over the default (every problem in one `PolicyError`), shadow forced."""
     policy = load_policy(path)
     return msgspec.structs.replace(policy, mode="shadow") if shadow else policy
+
+
+def engine_for(policy_path: str | None, store_url: str, *, shadow: bool = False) -> tuple[Policy, Engine]:
+    """The policy and an engine on `store_url`; the problems with either and the hash key, all at once."""
+    problems: list[str] = []
+    policy: Policy | None = None
+    engine: Engine | None = None
+    try:
+        policy = policy_for(policy_path, shadow=shadow)
+    except PolicyError as exc:
+        problems.append(str(exc))
+    try:
+        load_hash_key(required=not store_url.startswith("memory:"))
+    except MissingHashKey as exc:
+        problems.append(str(exc))
+    if policy is not None:
+        try:
+            engine = build_engine(policy, store_url)
+        except ConfigurationError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
+    if problems or policy is None or engine is None:
+        raise ConfigurationError("\n".join(problems))
+    return policy, engine
 
 
 async def on_live_store(engine: Engine, store_url: str, work: Callable[[], Awaitable[T]]) -> T:

@@ -10,9 +10,9 @@ import time
 import click
 import orjson
 
-from detector.cli.common import on_live_store, open_out, policy_for
+from detector.cli.common import engine_for, on_live_store, open_out
 from detector.cli.options import policy_option, store_option
-from detector.wiring import build_engine, tune_gc
+from detector.wiring import tune_gc
 
 
 @click.command()
@@ -52,8 +52,7 @@ def replay(
     from detector.replay import parse_lines, read_lines
     from detector.replay import replay as run_replay
 
-    policy = policy_for(policy_path, shadow=shadow)
-    engine = build_engine(policy, store_url)
+    policy, engine = engine_for(policy_path, store_url, shadow=shadow)
     started = time.perf_counter()
     lines = parse_lines(read_lines(events))
     tune_gc()

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from detector.cli.common import policy_for
+from detector.cli.common import engine_for
 from detector.cli.options import CONTEXT, option, policy_option, store_option
 from detector.stream.config import DEFAULT_BROKERS, DEFAULT_GROUP, DEFAULT_METRICS_PORT, DEFAULT_STORE
 from detector.stream.topics import TopicNames
@@ -215,7 +215,6 @@ def worker(**options: Any) -> None:
     """
     from detector.stream.app import run_worker
     from detector.stream.config import StreamConfig
-    from detector.wiring import build_engine
 
     try:
         topics = TopicNames(
@@ -228,8 +227,7 @@ def worker(**options: Any) -> None:
         config.broker_urls  # noqa: B018 - validates the broker list
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    policy = policy_for(config.policy_path, shadow=config.shadow)
+    _, engine = engine_for(config.policy_path, config.store_url, shadow=config.shadow)
     if config.store_url.startswith("memory:"):
         click.echo("warning: memory:// keeps counters in this process: workers will not share them", err=True)
-    engine = build_engine(policy, config.store_url)
     sys.exit(run_worker(config, lambda: engine))
