@@ -113,4 +113,3 @@ class StreamConfig:
             "stream_wait_empty": True,
             "worker_redirect_stdouts": False,
         }
-

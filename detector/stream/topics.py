@@ -89,16 +89,19 @@ async def ensure_topics(
                 brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
                 replication = min(3, brokers)
             response = await admin.create_topics(
-                [NewTopic(name, num_partitions=partitions, replication_factor=replication)
-                 for name in missing]
+                [
+                    NewTopic(name, num_partitions=partitions, replication_factor=replication)
+                    for name in missing
+                ]
             )
             for name, code, *rest in response.topic_errors:
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     message = rest[0] if rest else ""
                     raise TopicError(f"cannot create topic {name}: error {code} {message or ''}".strip())
                 if code == 0:
-                    log.info("created topic %s (%d partitions, replication %d)",
-                             name, partitions, replication)
+                    log.info(
+                        "created topic %s (%d partitions, replication %d)", name, partitions, replication
+                    )
         return await _wait_for_leaders(admin, names, timeout)
     finally:
         await admin.close()
