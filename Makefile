@@ -23,6 +23,7 @@ demo: venv
 
 lint: venv
 	$(VENV)/bin/ruff check detector tests bench
+	$(VENV)/bin/ruff format --check detector tests bench
 	$(VENV)/bin/mypy
 
 unit: venv
