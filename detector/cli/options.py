@@ -20,7 +20,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def option(*decls: str, env: str, help: str, **kwargs: Any) -> Callable[[F], F]:
     """`click.option` read from `env` too, with `[env: NAME]` in the help and the default shown."""
     kwargs.setdefault("show_default", True)
-    return click.option(*decls, envvar=env, help=f"{help} [env: {env}]", **kwargs)
+    return click.option(*decls, envvar=env, help=f"{help} [env: {env}]".lstrip(), **kwargs)
 
 
 def policy_option(**kwargs: Any) -> Callable[[F], F]:
