@@ -10,9 +10,9 @@ from detector.hashing import KeyedHasher, load_hash_key
 from detector.policy import Policy, load_policy
 from detector.scoring import counter_plan
 from detector.state.base import Store, StoreUnavailable
-from detector.state.open import open_store
+from detector.state.open import DEFAULT_STORE, open_store
 
-DEFAULT_STORE = "memory://"
+__all__ = ["DEFAULT_STORE", "build_engine", "check_store", "redact", "tune_gc"]
 
 
 def build_engine(policy: Policy | str | None = None, store_url: str = DEFAULT_STORE) -> Engine:

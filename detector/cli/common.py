@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 
 import msgspec
 
-from detector.engine import Engine
 from detector.errors import ConfigurationError
 from detector.hashing import MissingHashKey, load_hash_key
 from detector.policy import Policy, PolicyError, load_policy
-from detector.wiring import build_engine, check_store
+
+if TYPE_CHECKING:  # the engine and its stores load when a command runs, not for --help
+    from detector.engine import Engine
 
 T = TypeVar("T")
 
@@ -37,6 +38,8 @@ def engine_for(policy_path: str | None, store_url: str, *, shadow: bool = False)
     except MissingHashKey as exc:
         problems.append(str(exc))
     if policy is not None:
+        from detector.wiring import build_engine
+
         try:
             engine = build_engine(policy, store_url)
         except ConfigurationError as exc:
@@ -49,6 +52,8 @@ def engine_for(policy_path: str | None, store_url: str, *, shadow: bool = False)
 
 async def on_live_store(engine: Engine, store_url: str, work: Callable[[], Awaitable[T]]) -> T:
     """`work`, once the store answered (else `StoreUnavailable` saying what to fix); then the store closed."""
+    from detector.wiring import check_store
+
     try:
         await check_store(engine.store, store_url)
         return await work()

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from detector.wiring import DEFAULT_STORE
+from detector.state.open import DEFAULT_STORE
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -8,6 +8,8 @@ from detector.errors import ConfigurationError
 from detector.policy import Policy
 from detector.state.base import CounterPlan, Store
 
+DEFAULT_STORE = "memory://"
+
 
 class StoreUrlError(ConfigurationError, ValueError):
     pass
