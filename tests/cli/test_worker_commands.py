@@ -1,19 +1,11 @@
 """The long-running commands say everything that is missing in one go, before touching Kafka."""
 
-import pytest
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from detector.cli import main
 from detector.testing.services import free_port
-
-
-@pytest.fixture(autouse=True)
-def no_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith(("DETECTOR_", "EIGHTBYEIGHT_")):
-            monkeypatch.delenv(name)
 
 
 def test_send_worker_lists_the_sub_account_and_the_key_together() -> None:
@@ -22,8 +14,8 @@ def test_send_worker_lists_the_sub_account_and_the_key_together() -> None:
     assert "EIGHTBYEIGHT_SUBACCOUNT_ID" in result.output and "EIGHTBYEIGHT_API_KEY_FILE" in result.output
 
 
-def test_worker_lists_the_policy_and_the_hash_key_together(tmp_path: pytest.TempPathFactory) -> None:
-    policy = tmp_path / "policy.yaml"  # type: ignore[operator]
+def test_worker_lists_the_policy_and_the_hash_key_together(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
     policy.write_text("mode: loud\n")
     brokers = f"127.0.0.1:{free_port()}"  # nobody there: the command must stop before trying it
     result = CliRunner().invoke(
