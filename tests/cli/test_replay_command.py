@@ -64,3 +64,11 @@ def test_a_live_store_replays(events: Path, tmp_path: Path, redis_url: str) -> N
     code, output, decisions = _replay(events, redis_url + "?namespace=cli-replay-" + tmp_path.name, tmp_path)
     assert code == 0, output
     assert len(decisions.read_bytes().splitlines()) == 20
+
+
+def test_evaluate_with_a_refused_store_exits_non_zero(events: Path) -> None:
+    store = f"redis://127.0.0.1:{free_port()}/0"
+    result = CliRunner().invoke(
+        main, ["evaluate", str(events), "--store", store], env={"DETECTOR_HASH_KEY": HASH_KEY}
+    )
+    assert result.exit_code == 1 and f"the store {store} does not answer" in result.output
