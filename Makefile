@@ -19,10 +19,11 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 demo: venv
-	$(PY) -m detector.cli demo
+	$(PY) -m detector demo
 
 lint: venv
 	$(VENV)/bin/ruff check detector tests bench
+	$(VENV)/bin/ruff format --check detector tests bench
 	$(VENV)/bin/mypy
 
 unit: venv

@@ -62,9 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     lines = mixed_stream(args.requests)
     tune_gc()
-    print(
-        f"replay benchmark: {len(lines):,} events ({args.requests:,} requests, mostly unique numbers)"
-    )
+    print(f"replay benchmark: {len(lines):,} events ({args.requests:,} requests, mostly unique numbers)")
     floor = baseline(lines)
     rate, wall_rate = asyncio.run(throughput(build_engine(), lines, batch_size=1000))
     samples = asyncio.run(latencies(build_engine(), lines[: min(len(lines), 50_000)]))

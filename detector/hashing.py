@@ -7,12 +7,14 @@ import os
 import secrets
 from pathlib import Path
 
+from detector.errors import ConfigurationError
+
 HASH_KEY_ENV = "DETECTOR_HASH_KEY"
 HASH_KEY_FILE_ENV = "DETECTOR_HASH_KEY_FILE"
 MIN_KEY_BYTES = 16
 
 
-class MissingHashKey(RuntimeError):
+class MissingHashKey(ConfigurationError):
     pass
 
 

@@ -120,7 +120,7 @@ def test_sigterm_stops_after_the_current_batch_with_everything_written(tmp_path:
         [
             sys.executable,
             "-m",
-            "detector.cli",
+            "detector",
             "replay",
             str(events),
             "--decisions",

@@ -5,8 +5,8 @@ variable (``DETECTOR_KAFKA_BROKERS``, ``DETECTOR_TOPIC_DECISIONS``, ``DETECTOR_T
 ``DETECTOR_KAFKA_*`` client timings, topic partitions and replication); what only the send worker has is
 ``DETECTOR_SEND_*``, plus ``DETECTOR_TOPIC_OUTCOMES`` for the topic it writes. The 8x8 account itself
 (sub-account, key, region) is 8x8's own ``EIGHTBYEIGHT_*`` variables, read by
-:meth:`detector.send.EightByEightConfig.from_env`. `ENV` maps every setting to its variable so the command,
-the tests and the docs agree.
+:meth:`detector.send.EightByEightConfig.from_env`. Each variable is declared next to its flag, in
+`detector/cli/send_worker.py`.
 """
 
 from __future__ import annotations
@@ -30,37 +30,6 @@ DEFAULT_LEDGER = "redis://localhost:6379/0"
 DEFAULT_LEDGER_PREFIX = "detector:send:"
 DEFAULT_OUTCOMES_TOPIC = "otp.outcomes"
 DEFAULT_METRICS_PORT = 9109  # the detection worker uses 9108
-
-ENV = {
-    "brokers": "DETECTOR_KAFKA_BROKERS",
-    "group_id": "DETECTOR_SEND_GROUP_ID",
-    "decisions": "DETECTOR_TOPIC_DECISIONS",
-    "feedback": "DETECTOR_TOPIC_FEEDBACK",
-    "outcomes": "DETECTOR_TOPIC_OUTCOMES",
-    "consume_feedback": "DETECTOR_SEND_FEEDBACK",
-    "partitions": "DETECTOR_TOPIC_PARTITIONS",
-    "replication": "DETECTOR_TOPIC_REPLICATION",
-    "ledger_url": "DETECTOR_SEND_LEDGER",
-    "ledger_prefix": "DETECTOR_SEND_LEDGER_PREFIX",
-    "ledger_ttl": "DETECTOR_SEND_LEDGER_TTL",
-    "rate": "DETECTOR_SEND_RATE",
-    "burst": "DETECTOR_SEND_BURST",
-    "batch_size": "DETECTOR_SEND_BATCH_SIZE",
-    "batch_wait": "DETECTOR_SEND_BATCH_WAIT",
-    "max_in_flight": "DETECTOR_SEND_MAX_IN_FLIGHT",
-    "retry_attempts": "DETECTOR_SEND_RETRY_ATTEMPTS",
-    "retry_max_elapsed": "DETECTOR_SEND_RETRY_MAX_ELAPSED",
-    "retry_base_delay": "DETECTOR_SEND_RETRY_BASE_DELAY",
-    "retry_max_delay": "DETECTOR_SEND_RETRY_MAX_DELAY",
-    "retry_ambiguous": "DETECTOR_SEND_RETRY_AMBIGUOUS",
-    "owner_ttl": "DETECTOR_SEND_OWNER_TTL",
-    "claim_wait": "DETECTOR_SEND_CLAIM_WAIT",
-    "offset_reset": "DETECTOR_KAFKA_OFFSET_RESET",
-    "session_timeout": "DETECTOR_KAFKA_SESSION_TIMEOUT",
-    "heartbeat_interval": "DETECTOR_KAFKA_HEARTBEAT_INTERVAL",
-    "metrics_port": "DETECTOR_SEND_METRICS_PORT",
-    "metrics_host": "DETECTOR_METRICS_HOST",
-}
 # A test hook, deliberately not a flag: exit at once (status 86) the first time the worker reaches this
 # point of a round, to prove what a crash there does. Never set it in production.
 CRASH_ENV = "DETECTOR_SEND_CRASH_AT"

@@ -93,6 +93,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from detector.errors import UnavailableError
 from detector.events import Decision, OtpFeedback, format_timestamp, parse_event, parse_timestamp
 from detector.logs import mask_phone
 from detector.send.config import CRASH_EXIT_STATUS, CrashPoint, SendConfig
@@ -245,7 +246,7 @@ class Output(Protocol):
         ...
 
 
-class OutputFailed(RuntimeError):
+class OutputFailed(UnavailableError):
     """Kafka did not take the outcomes of a round: the round must not be committed."""
 
 

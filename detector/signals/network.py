@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from detector.policy import read_cidr_file
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,20 +56,7 @@ class NetworkSet:
 
     @classmethod
     def from_files(cls, paths: Iterable[str]) -> NetworkSet:
-        cidrs: list[str] = []
-        for path in paths:
-            for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-                entry = line.split("#", 1)[0].strip()
-                if not entry:
-                    continue
-                try:
-                    ipaddress.ip_network(entry, strict=False)
-                except ValueError as exc:
-                    raise ValueError(
-                        f"{path}:{number}: {entry!r} is not an IP address or CIDR block"
-                    ) from exc
-                cidrs.append(entry)
-        return cls(cidrs)
+        return cls(cidr for path in paths for cidr in read_cidr_file(path))
 
     def __contains__(self, address: IPAddress) -> bool:
         value = int(address)

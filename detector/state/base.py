@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, Self
 
+from detector.errors import UnavailableError
 from detector.windows import Window
 
 FeedbackStatus = Literal["applied", "duplicate", "failed", "unknown"]
@@ -21,7 +22,7 @@ LIMIT_DIMENSION = "msisdn"  # the per-number send limit and the time of the prev
 DISTINCT_DIMENSION = "ip"  # distinct phone countries are counted per client IP
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(UnavailableError):
     """The store did not answer (down, slow past its timeout, or refused the call)."""
 
 
@@ -92,6 +93,10 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Return once the store answers; `StoreUnavailable` if it does not within its timeout."""
+        ...
 
 
 class StoreLifecycle:

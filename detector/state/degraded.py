@@ -91,6 +91,9 @@ class DegradingStore(StoreLifecycle):
         if shared:
             await self.shared.remember(shared)
 
+    async def ping(self) -> None:
+        await self.shared.ping()
+
     async def close(self) -> None:
         await self.shared.close()
 

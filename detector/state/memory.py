@@ -66,6 +66,9 @@ class MemoryStore(StoreLifecycle):
     async def close(self) -> None:
         return None
 
+    async def ping(self) -> None:
+        return None
+
     def _observe(self, item: Observation) -> Counts:
         self._expire(item.ts)
         known = self._records.get(item.request_id)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
+from detector.errors import ConfigurationError
 from detector.policy import Policy
 from detector.state.base import CounterPlan, Store
 
+DEFAULT_STORE = "memory://"
 
-class StoreUrlError(ValueError):
+
+class StoreUrlError(ConfigurationError, ValueError):
     pass
 
 

@@ -277,6 +277,9 @@ class RedisStore(StoreLifecycle):
     async def close(self) -> None:
         await self._client.aclose()
 
+    async def ping(self) -> None:
+        await self._guard(self._client.ping())
+
     # ------------------------------------------------------------------ work
 
     async def _guard(self, work: Any) -> Any:

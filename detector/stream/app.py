@@ -54,6 +54,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from detector.engine import Engine, Result
+from detector.errors import UnavailableError
 from detector.events import BadEvent, Decision, Event, OtpFeedback, OtpRequest, encode, parse_event
 from detector.stream.config import StreamConfig
 from detector.stream.metrics import Metrics
@@ -71,7 +72,7 @@ MAX_DEAD_LETTER_RAW = 128 * 1024
 EX_SOFTWARE = 70  # sysexits.h: the batch could not be finished; exit without committing it
 
 
-class DeliveryFailed(RuntimeError):
+class DeliveryFailed(UnavailableError):
     """Kafka did not take an output of a batch: the batch must not be committed."""
 
 
@@ -230,8 +231,9 @@ class Pipeline:
             for result in results:
                 if isinstance(result, str):
                     self.metrics.feedback.labels(result).inc()
-            unknown = [message for (message, _), result in zip(waiting, results, strict=True)
-                       if result == "unknown"]
+            unknown = [
+                message for (message, _), result in zip(waiting, results, strict=True) if result == "unknown"
+            ]
             acks.extend(await self._requeue(unknown, "unknown"))
             waiting = [pair for pair, result in zip(waiting, results, strict=True) if result == "unavailable"]
         return acks + await self._hand_on(waiting)
@@ -256,20 +258,28 @@ class Pipeline:
                 attempt += 1
             if reason == "unknown" and attempt > self.config.feedback_retries:
                 self.metrics.feedback_dropped.labels(reason).inc()
-                log.info("dropping feedback for an unknown request after %d tries (%s/%d/%d)",
-                         attempt - 1, message.topic, message.partition, message.offset)
+                log.info(
+                    "dropping feedback for an unknown request after %d tries (%s/%d/%d)",
+                    attempt - 1,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                )
                 continue
             self.metrics.feedback_retries.labels(reason).inc()
-            origin = (message.headers.get(ORIGIN_HEADER)
-                      or f"{message.topic}/{message.partition}/{message.offset}".encode())
+            origin = (
+                message.headers.get(ORIGIN_HEADER)
+                or f"{message.topic}/{message.partition}/{message.offset}".encode()
+            )
             headers = [
                 (ATTEMPT_HEADER, str(attempt).encode()),
                 (DUE_HEADER, repr(now + self.config.feedback_retry_delay).encode()),
                 (REASON_HEADER, reason.encode()),
                 (ORIGIN_HEADER, origin),
             ]
-            acks.append(await self.output.send(self.topics.feedback_retry, message.key, message.value or b"",
-                                               headers))
+            acks.append(
+                await self.output.send(self.topics.feedback_retry, message.key, message.value or b"", headers)
+            )
         return acks
 
     async def _wait_until_due(self, batch: Sequence[Incoming]) -> None:
@@ -324,8 +334,15 @@ def incoming(message: Any) -> Incoming:
     raw_headers = message.headers or ()
     pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
     headers = {str(name): bytes(value or b"") for name, value in pairs}
-    return Incoming(message.topic, message.partition, message.offset, message.key, message.value,
-                    message.timestamp, headers)
+    return Incoming(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        message.timestamp,
+        headers,
+    )
 
 
 class KafkaOutput:
@@ -353,8 +370,12 @@ class KafkaOutput:
         async with self._lock:
             if self._producer is None:
                 producer = AIOKafkaProducer(
-                    bootstrap_servers=self.config.bootstrap, client_id=f"{self.config.group_id}-output",
-                    acks="all", enable_idempotence=True, linger_ms=2, max_batch_size=512 * 1024,
+                    bootstrap_servers=self.config.bootstrap,
+                    client_id=f"{self.config.group_id}-output",
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=2,
+                    max_batch_size=512 * 1024,
                     request_timeout_ms=int(self.config.producer_timeout * 1000),
                 )
                 await producer.start()
@@ -387,14 +408,21 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: 
                     log.exception("closing the %s failed", what)
 
     app = DetectorApp(config.group_id, autodiscover=False, **config.faust_settings(data_dir))
-    pipeline = Pipeline(engine, output, metrics, config,
-                        hurry=lambda: bool(app.should_stop or app.rebalancing))
+    pipeline = Pipeline(
+        engine, output, metrics, config, hurry=lambda: bool(app.should_stop or app.rebalancing)
+    )
     app.pipeline = pipeline
     topics = config.topics
 
     def add_agent(kind: Kind, topic_names: list[str]) -> None:
-        topic = app.topic(*topic_names, key_type=bytes, value_type=bytes, key_serializer="raw",
-                          value_serializer="raw", allow_empty=True)
+        topic = app.topic(
+            *topic_names,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            allow_empty=True,
+        )
 
         async def consume(stream: Any) -> None:
             async for events in stream.take_events(config.batch_size, within=config.batch_wait):
@@ -404,8 +432,9 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: 
                     _die(kind, exc)
 
         consume.__name__ = consume.__qualname__ = kind
-        app.agent(topic, name=f"detector.{kind}", concurrency=1,
-                  supervisor_strategy=CrashingSupervisor)(consume)
+        app.agent(topic, name=f"detector.{kind}", concurrency=1, supervisor_strategy=CrashingSupervisor)(
+            consume
+        )
 
     add_agent("requests", [topics.requests])
     if topics.feedback != topics.requests:
@@ -445,8 +474,11 @@ def run_worker(
         return 1
     log.info("topics: %s", ", ".join(f"{name} ({counts[name]} partitions)" for name in names))
     if counts[config.topics.requests] != counts[config.topics.feedback]:
-        log.warning("the requests and feedback topics have different partition counts (%d, %d)",
-                    counts[config.topics.requests], counts[config.topics.feedback])
+        log.warning(
+            "the requests and feedback topics have different partition counts (%d, %d)",
+            counts[config.topics.requests],
+            counts[config.topics.feedback],
+        )
     metrics = metrics or Metrics()
     engine = make_engine()
     with contextlib.ExitStack() as stack:
@@ -456,9 +488,15 @@ def run_worker(
         server = MetricsServer(metrics, config.metrics_port, config.metrics_host)
         server.start()
         stack.callback(server.stop)
-        log.info("worker %s: group %s, store %s, mode %s, batches of up to %d within %.0f ms", os.getpid(),
-                 config.group_id, _redact(config.store_url), engine.policy.mode, config.batch_size,
-                 config.batch_wait * 1000)
+        log.info(
+            "worker %s: group %s, store %s, mode %s, batches of up to %d within %.0f ms",
+            os.getpid(),
+            config.group_id,
+            _redact(config.store_url),
+            engine.policy.mode,
+            config.batch_size,
+            config.batch_wait * 1000,
+        )
         worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
         worker.spinner = None  # a terminal spinner, and its escape codes in log files: no
         try:

@@ -1,7 +1,7 @@
 """Settings of the Kafka worker: one frozen object built from flags and DETECTOR_* environment variables.
 
-`detector worker --help` lists every flag with its variable; `ENV` below maps each setting to its variable so
-the command, the tests and the README agree on the names.
+`detector worker --help` lists every flag with its variable (declared next to the flag, in
+`detector/cli/worker.py`).
 """
 
 from __future__ import annotations
@@ -17,35 +17,6 @@ DEFAULT_BROKERS = "localhost:9092"
 DEFAULT_STORE = "redis://localhost:6379/0"
 DEFAULT_GROUP = "sms-pumping-detector"
 DEFAULT_METRICS_PORT = 9108
-
-ENV = {
-    "brokers": "DETECTOR_KAFKA_BROKERS",
-    "store_url": "DETECTOR_STORE",
-    "policy_path": "DETECTOR_POLICY",
-    "shadow": "DETECTOR_SHADOW",
-    "group_id": "DETECTOR_GROUP_ID",
-    "requests": "DETECTOR_TOPIC_REQUESTS",
-    "feedback": "DETECTOR_TOPIC_FEEDBACK",
-    "decisions": "DETECTOR_TOPIC_DECISIONS",
-    "dead_letters": "DETECTOR_TOPIC_DEAD_LETTERS",
-    "feedback_retry": "DETECTOR_TOPIC_FEEDBACK_RETRY",
-    "partitions": "DETECTOR_TOPIC_PARTITIONS",
-    "replication": "DETECTOR_TOPIC_REPLICATION",
-    "batch_size": "DETECTOR_BATCH_SIZE",
-    "batch_wait": "DETECTOR_BATCH_WAIT",
-    "metrics_port": "DETECTOR_METRICS_PORT",
-    "metrics_host": "DETECTOR_METRICS_HOST",
-    "feedback_retry_delay": "DETECTOR_FEEDBACK_RETRY_DELAY",
-    "feedback_retries": "DETECTOR_FEEDBACK_RETRIES",
-    "unavailable_backoff_max": "DETECTOR_UNAVAILABLE_BACKOFF_MAX",
-    "unavailable_patience": "DETECTOR_UNAVAILABLE_PATIENCE",
-    "offset_reset": "DETECTOR_KAFKA_OFFSET_RESET",
-    "session_timeout": "DETECTOR_KAFKA_SESSION_TIMEOUT",
-    "heartbeat_interval": "DETECTOR_KAFKA_HEARTBEAT_INTERVAL",
-    "rebalance_timeout": "DETECTOR_KAFKA_REBALANCE_TIMEOUT",
-    "commit_interval": "DETECTOR_KAFKA_COMMIT_INTERVAL",
-    "data_dir": "DETECTOR_DATA_DIR",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,4 +113,3 @@ class StreamConfig:
             "stream_wait_empty": True,
             "worker_redirect_stdouts": False,
         }
-

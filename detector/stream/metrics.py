@@ -35,29 +35,46 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.events_in = Counter("detector_events_in", "Messages read, by input topic and event type",
-                                 ["topic", "type"], registry=r)
-        self.decisions = Counter("detector_decisions", "Decisions published", ["action", "verdict", "mode"],
-                                 registry=r)
-        self.feedback = Counter("detector_feedback", "Feedback results from the store", ["status"],
-                                registry=r)
-        self.feedback_retries = Counter("detector_feedback_retries", "Feedback sent to the retry topic",
-                                        ["reason"], registry=r)
-        self.feedback_dropped = Counter("detector_feedback_dropped", "Feedback given up after its last retry",
-                                        ["reason"], registry=r)
-        self.dead_letters = Counter("detector_dead_letters", "Bad input written to the dead-letter topic",
-                                    ["topic"], registry=r)
-        self.store_errors = Counter("detector_store_errors", "Batches the store did not answer",
-                                    ["operation"], registry=r)
-        self.batch_size = Histogram("detector_batch_size", "Events per batch", ["topic"],
-                                    buckets=_SIZE_BUCKETS, registry=r)
-        self.batch_seconds = Histogram("detector_batch_seconds",
-                                       "From taking a batch to all its output acknowledged by Kafka",
-                                       ["topic"],
-                                       buckets=_LATENCY_BUCKETS, registry=r)
-        self.decision_delay = Histogram("detector_decision_delay_seconds",
-                                        "From the request's Kafka timestamp to its decision acknowledged",
-                                        buckets=_LATENCY_BUCKETS, registry=r)
+        self.events_in = Counter(
+            "detector_events_in",
+            "Messages read, by input topic and event type",
+            ["topic", "type"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "detector_decisions", "Decisions published", ["action", "verdict", "mode"], registry=r
+        )
+        self.feedback = Counter(
+            "detector_feedback", "Feedback results from the store", ["status"], registry=r
+        )
+        self.feedback_retries = Counter(
+            "detector_feedback_retries", "Feedback sent to the retry topic", ["reason"], registry=r
+        )
+        self.feedback_dropped = Counter(
+            "detector_feedback_dropped", "Feedback given up after its last retry", ["reason"], registry=r
+        )
+        self.dead_letters = Counter(
+            "detector_dead_letters", "Bad input written to the dead-letter topic", ["topic"], registry=r
+        )
+        self.store_errors = Counter(
+            "detector_store_errors", "Batches the store did not answer", ["operation"], registry=r
+        )
+        self.batch_size = Histogram(
+            "detector_batch_size", "Events per batch", ["topic"], buckets=_SIZE_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "detector_batch_seconds",
+            "From taking a batch to all its output acknowledged by Kafka",
+            ["topic"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decision_delay = Histogram(
+            "detector_decision_delay_seconds",
+            "From the request's Kafka timestamp to its decision acknowledged",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,6 +24,8 @@ import re
 import time
 from dataclasses import dataclass, fields
 
+from detector.errors import UnavailableError
+
 log = logging.getLogger(__name__)
 
 _LEGAL = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -59,7 +61,7 @@ def partition_key(e164: str, secret: bytes) -> bytes:
     return hmac.new(secret, e164.encode(), hashlib.sha256).hexdigest()[:32].encode()
 
 
-class TopicError(RuntimeError):
+class TopicError(UnavailableError):
     pass
 
 
@@ -87,16 +89,19 @@ async def ensure_topics(
                 brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
                 replication = min(3, brokers)
             response = await admin.create_topics(
-                [NewTopic(name, num_partitions=partitions, replication_factor=replication)
-                 for name in missing]
+                [
+                    NewTopic(name, num_partitions=partitions, replication_factor=replication)
+                    for name in missing
+                ]
             )
             for name, code, *rest in response.topic_errors:
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     message = rest[0] if rest else ""
                     raise TopicError(f"cannot create topic {name}: error {code} {message or ''}".strip())
                 if code == 0:
-                    log.info("created topic %s (%d partitions, replication %d)",
-                             name, partitions, replication)
+                    log.info(
+                        "created topic %s (%d partitions, replication %d)", name, partitions, replication
+                    )
         return await _wait_for_leaders(admin, names, timeout)
     finally:
         await admin.close()

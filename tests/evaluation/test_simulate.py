@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 from phonenumbers import PhoneNumberType
 
-from detector.commands_sim import simulate as simulate_command
+from detector.cli.sim import simulate as simulate_command
+from detector.evaluation.sim import DAY, DEFAULT_START, SCENARIOS, price_for, resolve, simulate, write_events
+from detector.evaluation.sim.generate import CORE_MARKETS, COUNTRIES, NumberBook, is_valid_mobile, sub_rng
+from detector.evaluation.sim.prices import price_table
 from detector.events import BadEvent, OtpFeedback, OtpRequest, parse_event, parse_timestamp
-from detector.sim import DAY, DEFAULT_START, SCENARIOS, price_for, resolve, simulate, write_events
-from detector.sim.generate import CORE_MARKETS, COUNTRIES, NumberBook, is_valid_mobile, sub_rng
-from detector.sim.prices import price_table
 
 MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
 

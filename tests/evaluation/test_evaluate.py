@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from click.testing import CliRunner
 
-from detector.commands_sim import evaluate as evaluate_command
-from detector.evaluate import Evaluator, evaluate_file, format_table, outcome_of, read_meta
+from detector.cli.sim import evaluate as evaluate_command
+from detector.evaluation.evaluate import Evaluator, evaluate_file, format_table, outcome_of, read_meta
+from detector.evaluation.report import render_html
+from detector.evaluation.result import Detection, Evaluation, Target
+from detector.evaluation.sim import price_for, simulate, write_events
 from detector.events import Action, Decision, Mode, Reason, format_timestamp
 from detector.replay import read_lines
-from detector.report import render_html
-from detector.sim import price_for, simulate, write_events
 
 T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z
 
@@ -99,7 +100,7 @@ def decision(
     )
 
 
-def evaluate_rows(tmp_path: Path, mode: Mode = "enforce") -> dict[str, Any]:
+def evaluate_rows(tmp_path: Path, mode: Mode = "enforce") -> Evaluation:
     events = tmp_path / "events.jsonl"
     write_events_file(events)
     evaluator = Evaluator(read_meta(read_lines(events)))
@@ -113,55 +114,56 @@ def evaluate_rows(tmp_path: Path, mode: Mode = "enforce") -> dict[str, Any]:
 
 def test_counts_per_label_and_scenario(tmp_path: Path) -> None:
     report = evaluate_rows(tmp_path)
-    assert report["labelled"] is True
-    attack, legit = report["labels"]["attack"], report["labels"]["legit"]
-    assert (attack["requests"], attack["blocked"], attack["challenged"], attack["allowed"]) == (8, 2, 2, 4)
-    assert attack["stopped_pct"] == 50.0
-    assert (legit["requests"], legit["blocked"], legit["challenged"], legit["allowed"]) == (4, 1, 1, 2)
-    assert legit["blocked_pct"] == 25.0 and legit["challenged_pct"] == 25.0
-    burst = report["scenarios"]["burst"]
-    assert (burst["label"], burst["requests"], burst["blocked"], burst["challenged"], burst["allowed"]) == (
+    assert report.labelled is True
+    attack, legit = report.labels["attack"], report.labels["legit"]
+    assert (attack.requests, attack.blocked, attack.challenged, attack.allowed) == (8, 2, 2, 4)
+    assert attack.stopped_pct == 50.0
+    assert (legit.requests, legit.blocked, legit.challenged, legit.allowed) == (4, 1, 1, 2)
+    assert legit.blocked_pct == 25.0 and legit.challenged_pct == 25.0
+    burst = report.scenarios["burst"]
+    assert (burst.label, burst.requests, burst.blocked, burst.challenged, burst.allowed) == (
         "attack",
         6,
         2,
         1,
         3,
     )
-    assert list(report["scenarios"]) == ["people", "burst", "slow"]  # legitimate first
-    assert report["overall"]["requests"] == 12
+    assert list(report.scenarios) == ["people", "burst", "slow"]  # legitimate first
+    assert report.overall.requests == 12
 
 
 def test_cost_let_through_against_the_total(tmp_path: Path) -> None:
     report = evaluate_rows(tmp_path)
     uz, ng = price_for("UZ"), price_for("NG")
-    attack = report["labels"]["attack"]
-    assert attack["cost_total"] == pytest.approx(6 * uz + 2 * ng)
-    assert attack["cost_let_through"] == pytest.approx(3 * uz + ng)  # a1, a2, a5, s1
-    assert attack["cost_stopped"] == pytest.approx(3 * uz + ng)
-    assert attack["cost_stopped_pct"] == pytest.approx(100 * (3 * uz + ng) / (6 * uz + 2 * ng), abs=1e-3)
-    burst = report["scenarios"]["burst"]
-    assert burst["cost_blocked"] == pytest.approx(2 * uz) and burst["cost_challenged"] == pytest.approx(uz)
+    attack = report.labels["attack"]
+    assert attack.cost_total == pytest.approx(6 * uz + 2 * ng)
+    assert attack.cost_let_through == pytest.approx(3 * uz + ng)  # a1, a2, a5, s1
+    assert attack.cost_stopped == pytest.approx(3 * uz + ng)
+    assert attack.cost_stopped_pct == pytest.approx(100 * (3 * uz + ng) / (6 * uz + 2 * ng), abs=1e-3)
+    burst = report.scenarios["burst"]
+    assert burst.cost_blocked == pytest.approx(2 * uz) and burst.cost_challenged == pytest.approx(uz)
 
 
 def test_time_to_detect(tmp_path: Path) -> None:
     report = evaluate_rows(tmp_path)
-    burst = report["scenarios"]["burst"]["time_to_detect"]
+    burst = report.scenarios["burst"].time_to_detect
     # a1 allow, a2 allow, a3 challenge, then a4 is the first block (at index 5: 50 s after a1 at index 0)
-    assert burst == {
-        "blocked_ever": True,
-        "requests_before_first_block": 3,
-        "allowed_before_first_block": 2,
-        "seconds_to_first_block": 50.0,
-    }
-    slow = report["scenarios"]["slow"]["time_to_detect"]
-    assert slow["blocked_ever"] is False and slow["allowed_before_first_block"] == 1
-    assert slow["seconds_to_first_block"] is None
+    assert burst == Detection(
+        blocked_ever=True,
+        requests_before_first_block=3,
+        allowed_before_first_block=2,
+        seconds_to_first_block=50.0,
+    )
+    slow = report.scenarios["slow"].time_to_detect
+    assert slow.blocked_ever is False and slow.allowed_before_first_block == 1
+    assert slow.seconds_to_first_block is None
 
 
 def test_targets_are_judged(tmp_path: Path) -> None:
-    targets = evaluate_rows(tmp_path)["targets"]
-    assert targets["attack_stopped_pct"] == {"value": 50.0, "target": ">= 95", "met": False}
-    assert targets["legit_blocked_pct"]["met"] is False
+    targets = evaluate_rows(tmp_path).targets
+    assert targets is not None
+    assert targets["attack_stopped_pct"] == Target(value=50.0, target=">= 95", met=False)
+    assert targets["legit_blocked_pct"].met is False
     assert set(targets) == {
         "attack_stopped_pct",
         "attack_cost_stopped_pct",
@@ -175,38 +177,39 @@ def test_shadow_decisions_count_by_verdict(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
     enforce = evaluate_rows(tmp_path / "e")
     shadow = evaluate_rows(tmp_path / "s", mode="shadow")
-    assert shadow["mode"] == "shadow" and shadow["basis"] == "verdict"
-    for key in ("labels", "scenarios"):
-        assert orjson.dumps(shadow[key]) == orjson.dumps(enforce[key])
+    assert shadow.mode == "shadow" and shadow.basis == "verdict"
+    assert shadow.labels == enforce.labels and shadow.scenarios == enforce.scenarios
     shadow_decision = decision("x", "+12015550123", "US", "block", (), mode="shadow")
     assert shadow_decision.action == "allow" and outcome_of(shadow_decision) == "block"
 
 
 def test_breakdowns_reasons_scores_and_timeline(tmp_path: Path) -> None:
     report = evaluate_rows(tmp_path)
-    blocked_prefixes = {e["key"]: e["requests"] for e in report["blocked"]["prefix"]}
+    blocked_prefixes = {e.key: e.requests for e in report.blocked["prefix"]}
     assert blocked_prefixes == {"+998912345xxx": 2, "+447400123xxx": 1}
-    assert report["blocked"]["ip"] == [
-        {
-            "key": "198.51.100.7",
-            "requests": 3,
-            "cost": pytest.approx(2 * price_for("UZ") + price_for("GB"), abs=1e-4),
-        }
-    ]
-    assert report["labels"]["attack"]["stopping_reasons"] == {
+    [ip] = report.blocked["ip"]
+    assert (ip.key, ip.requests) == ("198.51.100.7", 3)
+    assert ip.cost == pytest.approx(2 * price_for("UZ") + price_for("GB"), abs=1e-4)
+    assert report.labels["attack"].stopping_reasons == {
         "ip_10m_velocity": 2,
         "prefix_1h_velocity": 2,
         "non_core_destination": 1,
         "ip_distinct_phone_countries": 1,
     }
-    scores = report["scores"]["by_label"]
+    scores = report.scores.by_label
     assert scores["attack"][1] == 4 and scores["attack"][4] == 2 and scores["attack"][9] == 2
     assert sum(scores["legit"]) == 4
-    timeline = report["timeline"]
-    assert timeline["buckets"] == 1
-    assert timeline["series"]["burst"] == {"allow": [3], "challenge": [1], "block": [2]}
-    reasons = {e["key"]: e["requests"] for e in report["verdicts"]["would_block_by_reason"]}
+    timeline = report.timeline
+    assert timeline.buckets == 1
+    assert timeline.series["burst"] == {"allow": [3], "challenge": [1], "block": [2]}
+    reasons = {e.key: e.requests for e in report.verdicts.would_block_by_reason}
     assert reasons == {"ip_10m_velocity": 1, "prefix_1h_velocity": 2, "retry_too_soon": 1}
+
+
+def test_the_evaluation_round_trips_through_json(tmp_path: Path) -> None:
+    """`--json` writes what the report can be drawn from again."""
+    report = evaluate_rows(tmp_path)
+    assert msgspec.json.decode(report.to_json(), type=Evaluation) == report
 
 
 def test_unlabelled_files_get_the_shadow_view(tmp_path: Path) -> None:
@@ -214,11 +217,11 @@ def test_unlabelled_files_get_the_shadow_view(tmp_path: Path) -> None:
     for index, (rid, _label, _scenario, phone, country, action, reasons) in enumerate(ROWS):
         evaluator.add(decision(rid, phone, country, action, reasons, mode="shadow"), T0 + index)
     report = evaluator.report()
-    assert report["labelled"] is False and report["targets"] is None and report["labels"] == {}
-    verdicts = report["verdicts"]
-    assert verdicts["blocked"] == 3 and verdicts["challenged"] == 3
-    assert verdicts["cost_blocked"] == pytest.approx(2 * price_for("UZ") + price_for("GB"), abs=1e-4)
-    assert {e["key"] for e in verdicts["would_block_by_country"]} == {"UZ", "GB"}
+    assert report.labelled is False and report.targets is None and report.labels == {}
+    verdicts = report.verdicts
+    assert verdicts.blocked == 3 and verdicts.challenged == 3
+    assert verdicts.cost_blocked == pytest.approx(2 * price_for("UZ") + price_for("GB"), abs=1e-4)
+    assert {e.key for e in verdicts.would_block_by_country} == {"UZ", "GB"}
     assert "would block 3 and challenge 3 of 12 requests" in format_table(report)
     page = render_html(report)
     assert page.count('class="chart"') == 8 and "would be blocked" in page
@@ -236,13 +239,13 @@ def test_evaluate_file_through_the_real_engine(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     write_events_file(events)
     report = evaluate_file(events)
-    assert report["requests"] == len(ROWS) and report["bad_input"] == 1 and report["feedback"] == 4
-    assert report["mode"] == "enforce" and report["policy_version"]
-    for row in report["scenarios"].values():
-        assert row["allowed"] + row["challenged"] + row["blocked"] == row["requests"]
-    assert report["scenarios"]["burst"]["requests"] == 6
+    assert report.requests == len(ROWS) and report.bad_input == 1 and report.feedback == 4
+    assert report.mode == "enforce" and report.policy_version
+    for row in report.scenarios.values():
+        assert row.allowed + row.challenged + row.blocked == row.requests
+    assert report.scenarios["burst"].requests == 6
     shadow = evaluate_file(events, shadow=True)
-    assert shadow["mode"] == "shadow" and shadow["overall"]["requests"] == len(ROWS)
+    assert shadow.mode == "shadow" and shadow.overall.requests == len(ROWS)
 
 
 def test_evaluate_command_writes_json_and_html(tmp_path: Path) -> None:

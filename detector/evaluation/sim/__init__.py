@@ -13,9 +13,17 @@ from typing import Any
 
 import orjson
 
-from detector.sim.generate import DAY, DEFAULT_START, AddressBook, Context, NumberBook, Run, sub_rng
-from detector.sim.prices import price_for
-from detector.sim.scenarios import MIX, SCENARIOS, Scenario, resolve
+from detector.evaluation.sim.generate import (
+    DAY,
+    DEFAULT_START,
+    AddressBook,
+    Context,
+    NumberBook,
+    Run,
+    sub_rng,
+)
+from detector.evaluation.sim.prices import price_for
+from detector.evaluation.sim.scenarios import MIX, SCENARIOS, Scenario, resolve
 
 __all__ = [
     "DAY",

@@ -24,7 +24,7 @@ class Price:
 @functools.cache
 def price_table() -> dict[str, Price]:
     """Country code (and DEFAULT) → price, read once from the packaged CSV."""
-    text = resources.files("detector.sim").joinpath("prices.csv").read_text()
+    text = resources.files("detector.evaluation.sim").joinpath("prices.csv").read_text()
     rows = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     table: dict[str, Price] = {}
     for row in csv.DictReader(rows):

@@ -12,15 +12,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import orjson
+import msgspec
 
-from detector.evaluate import evaluate_file
+from detector.evaluation.evaluate import evaluate_file
+from detector.evaluation.report import duration_text, write_html
+from detector.evaluation.result import NO_OUTCOMES, Evaluation
+from detector.evaluation.sim import DAY, resolve, simulate, write_events
 from detector.events import Decision
 from detector.policy import Policy, load_policy
-from detector.report import duration_text, write_html
-from detector.sim import DAY, resolve, simulate, write_events
 
 DEMO_SEED = 2026
 
@@ -30,8 +30,8 @@ class DemoResult:
     events_path: Path
     report_path: Path
     json_path: Path
-    enforce: dict[str, Any]
-    shadow: dict[str, Any]
+    enforce: Evaluation
+    shadow: Evaluation
     seconds: float
     seed: int = DEMO_SEED
     duration: float = DAY
@@ -81,7 +81,7 @@ def run_demo(
     write_events(events, events_path)
     del events
 
-    reports: dict[str, dict[str, Any]] = {}
+    reports: dict[str, Evaluation] = {}
     for shadow in (True, False):
         label = "replaying in shadow mode" if shadow else "replaying in enforce mode"
         with _bar(requests, label, progress) as tick:
@@ -95,9 +95,8 @@ def run_demo(
     enforce, shadow_report = reports["enforce"], reports["shadow"]
     report_path = write_html(enforce, out / "demo-report.html", shadow=shadow_report)
     json_path = out / "demo-evaluation.json"
-    json_path.write_bytes(
-        orjson.dumps({"enforce": enforce, "shadow": shadow_report}, option=orjson.OPT_INDENT_2)
-    )
+    both = msgspec.json.encode({"enforce": enforce, "shadow": shadow_report})
+    json_path.write_bytes(msgspec.json.format(both, indent=2))
     return DemoResult(
         events_path,
         report_path,
@@ -113,44 +112,44 @@ def run_demo(
 def demo_table(result: DemoResult) -> str:
     """The ten-second read: per scenario, requests, blocked / challenged, and the cost stopped."""
     report = result.enforce
-    rows = report["scenarios"]
+    rows = report.scenarios
     span = duration_text(result.duration)
     lines = [
-        f"Simulated {span} of OTP traffic (seed {result.seed}): {report['requests']:,} requests in "
+        f"Simulated {span} of OTP traffic (seed {result.seed}): {report.requests:,} requests in "
         f"{len(rows)} "
-        f"scenarios, replayed with policy {report['policy_version']} in shadow and in enforce mode.",
+        f"scenarios, replayed with policy {report.policy_version} in shadow and in enforce mode.",
         "",
         f"  {'scenario':<20} {'kind':<6} {'requests':>9} {'blocked':>8} {'challenged':>11} "
         f"{'cost stopped':>22}",
     ]
     for name, row in rows.items():
-        cost = f"${row['cost_stopped']:,.2f} of ${row['cost_total']:,.2f}"
+        cost = f"${row.cost_stopped:,.2f} of ${row.cost_total:,.2f}"
         lines.append(
-            f"  {name:<20} {(row.get('label') or ''):<6} {row['requests']:>9,} {row['blocked_pct']:>7.1f}% "
-            f"{row['challenged_pct']:>10.1f}% {cost:>22}"
+            f"  {name:<20} {(row.label or ''):<6} {row.requests:>9,} {row.blocked_pct:>7.1f}% "
+            f"{row.challenged_pct:>10.1f}% {cost:>22}"
         )
-    labels = report.get("labels") or {}
-    targets = report.get("targets") or {}
+    labels = report.labels
+    targets = report.targets or {}
     if "attack" in labels and targets:
-        attack, legit = labels["attack"], labels.get("legit", {})
+        attack, legit = labels["attack"], labels.get("legit", NO_OUTCOMES)
 
         def flag(name: str) -> str:
-            return "ok" if targets[name]["met"] else f"target {targets[name]['target']}%"
+            return "ok" if targets[name].met else f"target {targets[name].target}%"
 
         lines += [
             "",
-            f"  attacks: {attack['stopped_pct']:.1f}% stopped ({flag('attack_stopped_pct')}), "
-            f"${attack['cost_stopped']:,.2f} of ${attack['cost_total']:,.2f} SMS cost stopped "
-            f"= {attack['cost_stopped_pct']:.1f}% ({flag('attack_cost_stopped_pct')})",
-            f"  legit:   {legit.get('blocked_pct', 0.0):.2f}% blocked ({flag('legit_blocked_pct')}), "
-            f"{legit.get('challenged_pct', 0.0):.2f}% challenged ({flag('legit_challenged_pct')})",
+            f"  attacks: {attack.stopped_pct:.1f}% stopped ({flag('attack_stopped_pct')}), "
+            f"${attack.cost_stopped:,.2f} of ${attack.cost_total:,.2f} SMS cost stopped "
+            f"= {attack.cost_stopped_pct:.1f}% ({flag('attack_cost_stopped_pct')})",
+            f"  legit:   {legit.blocked_pct:.2f}% blocked ({flag('legit_blocked_pct')}), "
+            f"{legit.challenged_pct:.2f}% challenged ({flag('legit_challenged_pct')})",
         ]
-    shadow = result.shadow.get("verdicts") or {}
-    enforced = report["overall"]
+    shadow = result.shadow.verdicts
+    enforced = report.overall
     lines += [
-        f"  shadow mode (nothing enforced) would have blocked {shadow.get('blocked', 0):,} and challenged "
-        f"{shadow.get('challenged', 0):,}; enforce mode blocked {enforced['blocked']:,} and challenged "
-        f"{enforced['challenged']:,}.",
+        f"  shadow mode (nothing enforced) would have blocked {shadow.blocked:,} and challenged "
+        f"{shadow.challenged:,}; enforce mode blocked {enforced.blocked:,} and challenged "
+        f"{enforced.challenged:,}.",
         "",
         f"  report: {result.report_path}",
         f"  events: {result.events_path}",

@@ -11,7 +11,7 @@ the `verdict` (what would have been enforced). The `verdicts` section is always 
 policy would block, by reason, country, prefix and client address, and what that costs — the view that
 an unlabelled file (real traffic replayed in shadow mode) gets.
 
-Costs come from `detector.sim.prices.price_for` by the number's country.
+Costs come from `detector.evaluation.sim.prices.price_for` by the number's country.
 """
 
 from __future__ import annotations
@@ -21,13 +21,24 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import msgspec
 import orjson
 
+from detector.evaluation.result import (
+    Detection,
+    Evaluation,
+    Outcomes,
+    Ranked,
+    ScenarioOutcomes,
+    Scores,
+    Target,
+    Timeline,
+    Verdicts,
+)
+from detector.evaluation.sim.prices import price_for
 from detector.events import Action, Decision
 from detector.policy import Policy
-from detector.sim.prices import price_for
 
 ACTIONS: tuple[Action, ...] = ("allow", "challenge", "block")
 LABELS = ("legit", "attack")
@@ -110,39 +121,39 @@ class Tally:
             if outcome != "allow":
                 self.stopping_reasons[code] += 1
 
-    def as_dict(self) -> dict[str, Any]:
+    def summary(self) -> Outcomes:
         total_cost = sum(self.cost.values())
         stopped = self.outcomes["block"] + self.outcomes["challenge"]
         stopped_cost = self.cost["block"] + self.cost["challenge"]
-        detect: dict[str, Any] = {
-            "blocked_ever": self.first_block_ts is not None,
-            "requests_before_first_block": self.before_first_block,
-            "allowed_before_first_block": self.allowed_before_first_block,
-            "seconds_to_first_block": (
+        detect = Detection(
+            blocked_ever=self.first_block_ts is not None,
+            requests_before_first_block=self.before_first_block,
+            allowed_before_first_block=self.allowed_before_first_block,
+            seconds_to_first_block=(
                 round(self.first_block_ts - self.first_ts, 3)
                 if self.first_block_ts is not None and self.first_ts is not None
                 else None
             ),
-        }
-        return {
-            "requests": self.requests,
-            "allowed": self.outcomes["allow"],
-            "challenged": self.outcomes["challenge"],
-            "blocked": self.outcomes["block"],
-            "allowed_pct": _pct(self.outcomes["allow"], self.requests),
-            "challenged_pct": _pct(self.outcomes["challenge"], self.requests),
-            "blocked_pct": _pct(self.outcomes["block"], self.requests),
-            "stopped_pct": _pct(stopped, self.requests),
-            "cost_total": round(total_cost, 4),
-            "cost_let_through": round(self.cost["allow"], 4),
-            "cost_challenged": round(self.cost["challenge"], 4),
-            "cost_blocked": round(self.cost["block"], 4),
-            "cost_stopped": round(stopped_cost, 4),
-            "cost_stopped_pct": _pct(stopped_cost, total_cost),
-            "time_to_detect": detect,
-            "reasons": dict(self.reasons.most_common()),
-            "stopping_reasons": dict(self.stopping_reasons.most_common()),
-        }
+        )
+        return Outcomes(
+            requests=self.requests,
+            allowed=self.outcomes["allow"],
+            challenged=self.outcomes["challenge"],
+            blocked=self.outcomes["block"],
+            allowed_pct=_pct(self.outcomes["allow"], self.requests),
+            challenged_pct=_pct(self.outcomes["challenge"], self.requests),
+            blocked_pct=_pct(self.outcomes["block"], self.requests),
+            stopped_pct=_pct(stopped, self.requests),
+            cost_total=round(total_cost, 4),
+            cost_let_through=round(self.cost["allow"], 4),
+            cost_challenged=round(self.cost["challenge"], 4),
+            cost_blocked=round(self.cost["block"], 4),
+            cost_stopped=round(stopped_cost, 4),
+            cost_stopped_pct=_pct(stopped_cost, total_cost),
+            time_to_detect=detect,
+            reasons=dict(self.reasons.most_common()),
+            stopping_reasons=dict(self.stopping_reasons.most_common()),
+        )
 
 
 @dataclass
@@ -156,11 +167,8 @@ class _Breakdown:
         self.counts[key] += 1
         self.cost[key] += cost
 
-    def top(self, n: int = TOP) -> list[dict[str, Any]]:
-        return [
-            {"key": key, "requests": count, "cost": round(self.cost[key], 4)}
-            for key, count in self.counts.most_common(n)
-        ]
+    def top(self, n: int = TOP) -> list[Ranked]:
+        return [Ranked(key, count, round(self.cost[key], 4)) for key, count in self.counts.most_common(n)]
 
 
 class Evaluator:
@@ -253,78 +261,78 @@ class Evaluator:
         events: int | None = None,
         feedback: int | None = None,
         bad_input: int = 0,
-    ) -> dict[str, Any]:
+    ) -> Evaluation:
         scenarios = {
-            name: {"label": self.scenario_label.get(name), **tally.as_dict()}
+            name: ScenarioOutcomes(
+                label=self.scenario_label.get(name), **msgspec.structs.asdict(tally.summary())
+            )
             for name, tally in sorted(self.by_scenario.items(), key=lambda kv: _scenario_order(kv[0], self))
         }
         mode = self.modes.most_common(1)[0][0] if self.modes else None
-        report: dict[str, Any] = {
-            "source": source,
-            "policy_version": self.policy_versions.most_common(1)[0][0] if self.policy_versions else None,
-            "mode": mode,
-            "basis": "verdict" if mode == "shadow" else "action",
-            "labelled": self.labelled,
-            "events": events,
-            "requests": self.overall.requests,
-            "feedback": feedback,
-            "bad_input": bad_input,
-            "start_ts": self.start_ts,
-            "end_ts": self.end_ts,
-            "overall": self.overall.as_dict(),
-            "labels": {label: self.by_label[label].as_dict() for label in LABELS if label in self.by_label},
-            "scenarios": scenarios,
-            "targets": self.targets() if self.labelled else None,
-            "blocked": {name: breakdown.top() for name, breakdown in self.blocked.items()},
-            "verdicts": {
-                **{k: v for k, v in self.verdicts.as_dict().items() if k not in ("time_to_detect",)},
-                "would_block_by_reason": self.would_block["reason"].top(50),
-                "would_block_by_country": self.would_block["country"].top(),
-                "would_block_by_prefix": self.would_block["prefix"].top(),
-                "would_block_by_ip": self.would_block["ip"].top(),
-                "would_challenge_by_reason": self.would_challenge_reasons.top(50),
-            },
-            "timeline": {
-                "bucket_seconds": self.bucket_seconds,
-                "buckets": self._bucket_count(),
-                "series": {
+        buckets = self._bucket_count()
+        return Evaluation(
+            source=source,
+            policy_version=self.policy_versions.most_common(1)[0][0] if self.policy_versions else None,
+            mode=mode,
+            basis="verdict" if mode == "shadow" else "action",
+            labelled=self.labelled,
+            events=events,
+            requests=self.overall.requests,
+            feedback=feedback,
+            bad_input=bad_input,
+            start_ts=self.start_ts,
+            end_ts=self.end_ts,
+            overall=self.overall.summary(),
+            labels={label: self.by_label[label].summary() for label in LABELS if label in self.by_label},
+            scenarios=scenarios,
+            targets=self.targets() if self.labelled else None,
+            blocked={name: breakdown.top() for name, breakdown in self.blocked.items()},
+            verdicts=Verdicts(
+                **msgspec.structs.asdict(self.verdicts.summary()),
+                would_block_by_reason=self.would_block["reason"].top(50),
+                would_block_by_country=self.would_block["country"].top(),
+                would_block_by_prefix=self.would_block["prefix"].top(),
+                would_block_by_ip=self.would_block["ip"].top(),
+                would_challenge_by_reason=self.would_challenge_reasons.top(50),
+            ),
+            timeline=Timeline(
+                bucket_seconds=self.bucket_seconds,
+                buckets=buckets,
+                series={
                     name: {
-                        action: [
-                            self.timeline[name].get(b, [0, 0, 0])[i] for b in range(self._bucket_count())
-                        ]
+                        action: [self.timeline[name].get(b, [0, 0, 0])[i] for b in range(buckets)]
                         for i, action in enumerate(ACTIONS)
                     }
                     for name in scenarios
                 },
-            },
-            "scores": {"bin": SCORE_BIN, "bins": SCORE_BINS, "by_label": dict(self.scores)},
-        }
-        return report
+            ),
+            scores=Scores(bin=SCORE_BIN, bins=SCORE_BINS, by_label=dict(self.scores)),
+        )
 
     def _bucket_count(self) -> int:
         if self.start_ts is None or self.end_ts is None:
             return 0
         return int((self.end_ts - self.start_ts) // self.bucket_seconds) + 1
 
-    def targets(self) -> dict[str, Any]:
-        attack = self.by_label.get("attack", Tally()).as_dict()
-        legit = self.by_label.get("legit", Tally()).as_dict()
+    def targets(self) -> dict[str, Target]:
+        attack = self.by_label.get("attack", Tally()).summary()
+        legit = self.by_label.get("legit", Tally()).summary()
         values = {
-            "attack_stopped_pct": attack["stopped_pct"],
-            "attack_cost_stopped_pct": attack["cost_stopped_pct"],
-            "legit_blocked_pct": legit["blocked_pct"],
-            "legit_challenged_pct": legit["challenged_pct"],
+            "attack_stopped_pct": attack.stopped_pct,
+            "attack_cost_stopped_pct": attack.cost_stopped_pct,
+            "legit_blocked_pct": legit.blocked_pct,
+            "legit_challenged_pct": legit.challenged_pct,
         }
-        result: dict[str, Any] = {}
+        result: dict[str, Target] = {}
         for name, (op, bound) in TARGETS.items():
             value = values[name]
             met = value >= bound if op == ">=" else value <= bound
-            result[name] = {"value": value, "target": f"{op} {bound:g}", "met": met}
+            result[name] = Target(value, f"{op} {bound:g}", met)
         return result
 
 
 def _scenario_order(name: str, evaluator: Evaluator) -> tuple[int, int, str]:
-    from detector.sim.scenarios import SCENARIOS
+    from detector.evaluation.sim.scenarios import SCENARIOS
 
     label = evaluator.scenario_label.get(name)
     known = list(SCENARIOS)
@@ -351,16 +359,14 @@ def evaluate_file(
     progress: bool = False,
     batch_size: int = 1000,
     on_decision: Callable[[Decision], None] | None = None,
-) -> dict[str, Any]:
-    """Replay `path` through a new engine and return the evaluation report (a JSON-ready dict).
+) -> Evaluation:
+    """Replay `path` through a new engine and return its evaluation.
 
     `progress` shows replay's own progress bar (on a terminal); `on_decision` sees every decision.
     """
-    import msgspec
-
     from detector.policy import load_policy
-    from detector.replay import Line, parse_lines, read_lines, replay
-    from detector.wiring import build_engine
+    from detector.replay import Line, Summary, parse_lines, read_lines, replay
+    from detector.wiring import build_engine, check_store
 
     loaded = policy if isinstance(policy, Policy) else load_policy(policy)
     if shadow:
@@ -375,8 +381,9 @@ def evaluate_file(
         if on_decision is not None:
             on_decision(decision)
 
-    async def run() -> Any:
+    async def run() -> Summary:
         try:
+            await check_store(engine.store, store_url)
             return await replay(engine, lines, batch_size=batch_size, on_decision=collect, progress=progress)
         finally:
             await engine.store.close()
@@ -385,66 +392,64 @@ def evaluate_file(
     report = evaluator.report(
         source=str(path), events=summary.events, feedback=summary.feedback, bad_input=summary.bad_input
     )
-    report["policy_version"] = loaded.version
-    report["mode"] = loaded.mode
-    report["basis"] = "verdict" if loaded.mode == "shadow" else "action"
-    report["challenge_at"] = loaded.score.challenge_at
-    report["block_at"] = loaded.score.block_at
-    return report
+    return msgspec.structs.replace(
+        report,
+        policy_version=loaded.version,
+        mode=loaded.mode,
+        basis="verdict" if loaded.mode == "shadow" else "action",
+        challenge_at=loaded.score.challenge_at,
+        block_at=loaded.score.block_at,
+    )
 
 
 # --- the human table --------------------------------------------------------------------------------------
 
 
-def format_table(report: Mapping[str, Any]) -> str:
+def format_table(report: Evaluation) -> str:
     """A short plain-text table: per scenario, what happened and what it cost."""
-    basis = report.get("basis", "action")
     lines = [
-        f"policy {report.get('policy_version')} ({report.get('mode')} mode, outcome = {basis}); "
-        f"{report.get('requests', 0):,} requests",
+        f"policy {report.policy_version} ({report.mode} mode, outcome = {report.basis}); "
+        f"{report.requests:,} requests",
     ]
     header = (
         f"{'scenario':<20} {'label':<6} {'requests':>8} {'blocked':>8} {'challgd':>8} {'allowed':>8} "
         f"{'cost $':>9} {'stopped $':>10} {'let thru $':>10} {'detect':>7}"
     )
     lines += [header, "-" * len(header)]
-    rows = dict(report.get("scenarios") or {})
-    for name, row in rows.items():
-        detect = row["time_to_detect"]
-        if row.get("label") == "attack":
-            detect_text = str(detect["allowed_before_first_block"]) if detect["blocked_ever"] else "never"
+    for name, row in report.scenarios.items():
+        detect = row.time_to_detect
+        if row.label == "attack":
+            detect_text = str(detect.allowed_before_first_block) if detect.blocked_ever else "never"
         else:
             detect_text = ""
         lines.append(
-            f"{name[:20]:<20} {(row.get('label') or '-'):<6} {row['requests']:>8,} "
-            f"{row['blocked_pct']:>7.2f}% "
-            f"{row['challenged_pct']:>7.2f}% {row['allowed_pct']:>7.2f}% {row['cost_total']:>9.2f} "
-            f"{row['cost_stopped']:>10.2f} {row['cost_let_through']:>10.2f} {detect_text:>7}"
+            f"{name[:20]:<20} {(row.label or '-'):<6} {row.requests:>8,} "
+            f"{row.blocked_pct:>7.2f}% "
+            f"{row.challenged_pct:>7.2f}% {row.allowed_pct:>7.2f}% {row.cost_total:>9.2f} "
+            f"{row.cost_stopped:>10.2f} {row.cost_let_through:>10.2f} {detect_text:>7}"
         )
-    labels = report.get("labels") or {}
-    if labels:
+    if report.labels:
         lines.append("-" * len(header))
-        for label, row in labels.items():
+        for label, total in report.labels.items():
             lines.append(
-                f"{'all ' + label:<20} {label:<6} {row['requests']:>8,} {row['blocked_pct']:>7.2f}% "
-                f"{row['challenged_pct']:>7.2f}% {row['allowed_pct']:>7.2f}% {row['cost_total']:>9.2f} "
-                f"{row['cost_stopped']:>10.2f} {row['cost_let_through']:>10.2f}"
+                f"{'all ' + label:<20} {label:<6} {total.requests:>8,} {total.blocked_pct:>7.2f}% "
+                f"{total.challenged_pct:>7.2f}% {total.allowed_pct:>7.2f}% {total.cost_total:>9.2f} "
+                f"{total.cost_stopped:>10.2f} {total.cost_let_through:>10.2f}"
             )
         lines.append("detect = attack requests allowed before the scenario's first block")
-    targets = report.get("targets")
-    if targets:
+    if report.targets:
         parts = [
-            f"{name} {t['value']:.2f} ({t['target']}) {'ok' if t['met'] else 'MISSED'}"
-            for name, t in targets.items()
+            f"{name} {t.value:.2f} ({t.target}) {'ok' if t.met else 'MISSED'}"
+            for name, t in report.targets.items()
         ]
         lines.append("targets: " + "; ".join(parts))
-    if not labels:
-        verdicts = report.get("verdicts") or {}
+    if not report.labels:
+        verdicts = report.verdicts
         lines.append(
-            f"would block {verdicts.get('blocked', 0):,} and challenge {verdicts.get('challenged', 0):,} of "
-            f"{verdicts.get('requests', 0):,} requests; cost of the would-be-blocked: "
-            f"${verdicts.get('cost_blocked', 0.0):,.2f}"
+            f"would block {verdicts.blocked:,} and challenge {verdicts.challenged:,} of "
+            f"{verdicts.requests:,} requests; cost of the would-be-blocked: "
+            f"${verdicts.cost_blocked:,.2f}"
         )
-        for entry in (verdicts.get("would_block_by_reason") or [])[:8]:
-            lines.append(f"  {entry['key']:<36} {entry['requests']:>8,}  ${entry['cost']:>10,.2f}")
+        for entry in verdicts.would_block_by_reason[:8]:
+            lines.append(f"  {entry.key:<36} {entry.requests:>8,}  ${entry.cost:>10,.2f}")
     return "\n".join(lines)

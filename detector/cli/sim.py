@@ -1,22 +1,16 @@
-"""Click commands `simulate`, `evaluate` and `demo`, for `detector.cli` to register with `main.add_command`.
-
-They take their policy and store options as `detector replay` does (same names and environment variables),
-and import nothing from `detector.cli`, so registering them there creates no import cycle.
-"""
+"""`detector simulate | evaluate | demo`: the evaluation tooling on the command line."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import orjson
 
-from detector.hashing import MissingHashKey
-from detector.options import POLICY_OPTION, STORE_OPTION
-from detector.policy import PolicyError, load_policy, seconds
-from detector.state.open import StoreUrlError
+from detector.cli.common import policy_for
+from detector.cli.options import policy_option, store_option
+from detector.policy import seconds
 
 
 def _duration(value: str) -> float:
@@ -26,15 +20,8 @@ def _duration(value: str) -> float:
         raise click.BadParameter(str(exc)) from exc
 
 
-def _policy(path: str | None) -> Any:
-    try:
-        return load_policy(path)
-    except PolicyError as exc:
-        raise click.ClickException(f"invalid policy {path or '(default)'}: {exc}") from exc
-
-
 def _scenario_help() -> str:
-    from detector.sim import SCENARIOS
+    from detector.evaluation.sim import SCENARIOS
 
     return "\n".join(
         f"  {name:<20} {scenario.label:<6} {scenario.description}" for name, scenario in SCENARIOS.items()
@@ -80,9 +67,9 @@ def simulate(
     `detector evaluate` scores the policy against them. Phone numbers are valid numbers of their country
     (phonenumbers' metadata); client addresses come from documentation and benchmarking ranges.
     """
+    from detector.evaluation.sim import resolve, write_events
+    from detector.evaluation.sim import simulate as run_simulation
     from detector.events import parse_timestamp
-    from detector.sim import resolve, write_events
-    from detector.sim import simulate as run_simulation
 
     if list_only:
         click.echo(_scenario_help())
@@ -113,8 +100,8 @@ def simulate(
 
 @click.command()
 @click.argument("events", type=click.Path(exists=True, dir_okay=False))
-@POLICY_OPTION
-@STORE_OPTION
+@policy_option()
+@store_option()
 @click.option(
     "--json",
     "json_path",
@@ -148,18 +135,15 @@ def evaluate(
     requests got through before each scenario's first block.
     Without labels: what the policy would block, by reason, country, prefix and client, and its cost.
     """
-    from detector.evaluate import evaluate_file, format_table
-    from detector.report import write_html
+    from detector.evaluation.evaluate import evaluate_file, format_table
+    from detector.evaluation.report import write_html
 
-    loaded = _policy(policy_path)
-    try:
-        report = evaluate_file(events, loaded, store_url, shadow=shadow, progress=True, batch_size=batch_size)
-    except (MissingHashKey, StoreUrlError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    loaded = policy_for(policy_path)
+    report = evaluate_file(events, loaded, store_url, shadow=shadow, progress=True, batch_size=batch_size)
     click.echo(format_table(report))
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        Path(json_path).write_bytes(report.to_json())
         click.echo(f"evaluation: {json_path}", err=True)
     if html_path is not None:
         click.echo(f"report: {write_html(report, html_path)}", err=True)
@@ -175,16 +159,13 @@ def evaluate(
 )
 @click.option("--seed", default=2026, show_default=True, type=int)
 @click.option("--duration", default="24h", show_default=True)
-@POLICY_OPTION
+@policy_option()
 def demo(out_dir: str, seed: int, duration: str, policy_path: str | None) -> None:
     """Simulate a day of mixed traffic, replay it in shadow and enforce mode, and write a report.
 
     Prints per scenario the requests, the share blocked and challenged, and the SMS cost stopped.
     """
-    from detector.demo import demo_table, run_demo
+    from detector.evaluation.demo import demo_table, run_demo
 
-    result = run_demo(out_dir, seed=seed, duration=_duration(duration), policy=_policy(policy_path))
+    result = run_demo(out_dir, seed=seed, duration=_duration(duration), policy=policy_for(policy_path))
     click.echo(demo_table(result))
-
-
-COMMANDS = (simulate, evaluate, demo)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from detector.sim.generate import (
+from detector.evaluation.sim.generate import (
     CORE_MARKETS,
     COUNTRIES,
     DAY,

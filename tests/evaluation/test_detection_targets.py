@@ -8,21 +8,21 @@ challenged, at least 98% of attack cost stopped, at most 0.5% of legitimate requ
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from detector.evaluate import evaluate_file, format_table
-from detector.sim import simulate, write_events
+from detector.evaluation.evaluate import evaluate_file, format_table
+from detector.evaluation.result import Evaluation
+from detector.evaluation.sim import simulate, write_events
 
 SEEDS = (11, 23)
 
 
-def explain(report: dict[str, Any]) -> str:
+def explain(report: Evaluation) -> str:
     """The table, and which reasons stop (or fail to stop) each scenario: what a policy tuner needs."""
     lines = [format_table(report), "", "reasons on blocked/challenged requests, per scenario:"]
-    for name, row in report["scenarios"].items():
-        top = ", ".join(f"{code} {count}" for code, count in list(row["stopping_reasons"].items())[:6])
+    for name, row in report.scenarios.items():
+        top = ", ".join(f"{code} {count}" for code, count in list(row.stopping_reasons.items())[:6])
         lines.append(f"  {name}: {top or '-'}")
     return "\n".join(lines)
 
@@ -32,6 +32,6 @@ def test_default_policy_meets_the_targets_on_the_mix(seed: int, tmp_path: Path) 
     events = tmp_path / f"mix-{seed}.jsonl"
     write_events(simulate("mix", seed=seed), events)
     report = evaluate_file(events)
-    targets = report["targets"]
-    missed = {name: t for name, t in targets.items() if not t["met"]}
+    targets = report.targets or {}
+    missed = {name: t for name, t in targets.items() if not t.met}
     assert not missed, f"seed {seed}: missed {missed}\n{explain(report)}"

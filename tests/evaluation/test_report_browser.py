@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from detector.evaluate import evaluate_file
-from detector.report import write_html
-from detector.sim import simulate, write_events
+from detector.evaluation.evaluate import evaluate_file
+from detector.evaluation.report import write_html
+from detector.evaluation.sim import simulate, write_events
 
 pytestmark = pytest.mark.browser
 

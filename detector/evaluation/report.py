@@ -1,5 +1,5 @@
 """The evaluation report as one offline HTML file: inline CSS and SVG, a few lines of inline script, nothing
-fetched. Charts are drawn here, in Python, from the dict `detector.evaluate` returns (so the JSON of an
+fetched. Charts are drawn here, in Python, from what `detector.evaluation.evaluate` returns (so the JSON of an
 evaluation is enough to draw it again); the script only checks, in the browser, that they were laid out
 and marks each chart with `data-rendered` (what the browser test reads).
 """
@@ -11,7 +11,8 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+
+from detector.evaluation.result import NO_OUTCOMES, Evaluation, Outcomes, Ranked, ScenarioOutcomes, Target
 
 ACTION_COLORS = {"allow": "#c9d3dd", "challenge": "#f0a202", "block": "#d62839"}
 LEGIT_COLORS = ("#1f4e79", "#5fa8d3", "#2a9d8f", "#9ad1e8", "#90be6d", "#577590")
@@ -120,14 +121,14 @@ def _hour_label(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M")
 
 
-def scenario_colors(scenarios: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+def scenario_colors(scenarios: Mapping[str, ScenarioOutcomes]) -> dict[str, str]:
     colors: dict[str, str] = {}
     legit = attack = 0
     for name, row in scenarios.items():
-        if row.get("label") == "legit":
+        if row.label == "legit":
             colors[name] = LEGIT_COLORS[legit % len(LEGIT_COLORS)]
             legit += 1
-        elif row.get("label") == "attack":
+        elif row.label == "attack":
             colors[name] = ATTACK_COLORS[attack % len(ATTACK_COLORS)]
             attack += 1
         else:
@@ -161,11 +162,11 @@ def _time_axis(x0: float, width: float, y: float, buckets: int, bucket_seconds: 
     return "".join(parts)
 
 
-def traffic_chart(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
+def traffic_chart(report: Evaluation, colors: Mapping[str, str]) -> str:
     """Requests per time bucket, stacked by scenario (legitimate below, attacks on top)."""
-    timeline = report["timeline"]
-    buckets: int = timeline["buckets"]
-    series: Mapping[str, Mapping[str, list[int]]] = timeline["series"]
+    timeline = report.timeline
+    buckets = timeline.buckets
+    series = timeline.series
     width, height, left, top, bottom = 1160.0, 260.0, 48.0, 10.0, 26.0
     plot_w, plot_h = width - left - 8, height - top - bottom
     totals = [
@@ -185,7 +186,7 @@ def traffic_chart(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
             f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{value:,.0f}</text>'
         )
     bar_w = plot_w / max(buckets, 1)
-    start = report.get("start_ts") or 0.0
+    start = report.start_ts or 0.0
     for b in range(buckets):
         y = top + plot_h
         x = left + b * bar_w
@@ -195,28 +196,28 @@ def traffic_chart(report: Mapping[str, Any], colors: Mapping[str, str]) -> str:
                 continue
             h = plot_h * count / y_max
             y -= h
-            when = _hour_label(start + b * timeline["bucket_seconds"])
+            when = _hour_label(start + b * timeline.bucket_seconds)
             parts.append(
                 f'<rect class="mark" x="{x + 0.5:.1f}" y="{y:.2f}" width="{max(bar_w - 1, 0.8):.2f}" '
                 f'height="{h:.2f}" fill="{colors[name]}"><title>{_e(name)} {when}: {count:,} requests'
                 f"</title></rect>"
             )
-    parts.append(_time_axis(left, plot_w, top + plot_h, buckets, timeline["bucket_seconds"], start))
+    parts.append(_time_axis(left, plot_w, top + plot_h, buckets, timeline.bucket_seconds, start))
     parts.append("</svg>")
     return "".join(parts) + _legend([(name, colors[name]) for name in series])
 
 
-def decisions_chart(report: Mapping[str, Any]) -> str:
+def decisions_chart(report: Evaluation) -> str:
     """One row per scenario: allowed / challenged / blocked per time bucket, each row on its own scale."""
-    timeline = report["timeline"]
-    buckets: int = timeline["buckets"]
-    series: Mapping[str, Mapping[str, list[int]]] = timeline["series"]
-    scenarios: Mapping[str, Mapping[str, Any]] = report["scenarios"]
+    timeline = report.timeline
+    buckets = timeline.buckets
+    series = timeline.series
+    scenarios = report.scenarios
     row_h, gap, label_w, width = 44.0, 10.0, 250.0, 1160.0
     plot_w = width - label_w - 8
     height = len(series) * (row_h + gap) + 24
     bar_w = plot_w / max(buckets, 1)
-    start = report.get("start_ts") or 0.0
+    start = report.start_ts or 0.0
     parts = [
         f'<svg class="chart" id="decisions" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
         f'aria-label="Decisions over time by scenario">'
@@ -227,14 +228,14 @@ def decisions_chart(report: Mapping[str, Any]) -> str:
         peak = max(
             (data["allow"][b] + data["challenge"][b] + data["block"][b] for b in range(buckets)), default=0
         )
-        row = scenarios.get(name, {})
-        label = row.get("label") or ""
+        row = scenarios[name]
+        label = row.label or ""
         mark = "#d62839" if label == "attack" else "#3a7ca5" if label == "legit" else OTHER_COLOR
-        stopped = row.get("stopped_pct", 0.0)
+        stopped = row.stopped_pct
         parts.append(
             f'<rect x="0" y="{top + 4}" width="3" height="{row_h - 8}" fill="{mark}"/>'
             f'<text x="10" y="{top + 18}" font-size="12.5" font-weight="600">{_e(name)}</text>'
-            f'<text x="10" y="{top + 34}" font-size="11" fill="#5c6b7a">{row.get("requests", 0):,} requests'
+            f'<text x="10" y="{top + 34}" font-size="11" fill="#5c6b7a">{row.requests:,} requests'
             f" · {stopped:.1f}% stopped<title>highest bar: {peak:,} requests</title></text>"
         )
         parts.append(
@@ -251,23 +252,20 @@ def decisions_chart(report: Mapping[str, Any]) -> str:
                     continue
                 h = (row_h - 4) * count / peak
                 y -= h
-                when = _hour_label(start + b * timeline["bucket_seconds"])
+                when = _hour_label(start + b * timeline.bucket_seconds)
                 parts.append(
                     f'<rect class="mark" x="{x + 0.4:.1f}" y="{y:.2f}" width="{max(bar_w - 0.8, 0.8):.2f}" '
                     f'height="{h:.2f}" fill="{ACTION_COLORS[action]}"><title>{_e(name)} {when}: '
                     f"{count:,} {action}</title></rect>"
                 )
-    parts.append(_time_axis(label_w, plot_w, height - 22, buckets, timeline["bucket_seconds"], start))
+    parts.append(_time_axis(label_w, plot_w, height - 22, buckets, timeline.bucket_seconds, start))
     parts.append("</svg>")
     return "".join(parts) + _legend([(a, c) for a, c in ACTION_COLORS.items()])
 
 
-def score_chart(report: Mapping[str, Any]) -> str:
+def score_chart(report: Evaluation) -> str:
     """Share of each label's requests per score bin, with the challenge and block thresholds."""
-    scores = report["scores"]
-    bins: int = scores["bins"]
-    step: float = scores["bin"]
-    by_label: Mapping[str, list[int]] = scores["by_label"]
+    bins, step, by_label = report.scores.bins, report.scores.bin, report.scores.by_label
     order = [label for label in ("legit", "attack", "unlabelled") if label in by_label]
     colors = {"legit": "#3a7ca5", "attack": "#d62839", "unlabelled": OTHER_COLOR}
     shares = {label: [100.0 * c / max(sum(by_label[label]), 1) for c in by_label[label]] for label in order}
@@ -311,8 +309,8 @@ def score_chart(report: Mapping[str, Any]) -> str:
         f"{bins * step - step:g}+</text>"
     )
     for name, value, color in (
-        ("challenge", report.get("challenge_at"), ACTION_COLORS["challenge"]),
-        ("block", report.get("block_at"), ACTION_COLORS["block"]),
+        ("challenge", report.challenge_at, ACTION_COLORS["challenge"]),
+        ("block", report.block_at, ACTION_COLORS["block"]),
     ):
         if value is None:
             continue
@@ -366,11 +364,11 @@ def hbar_chart(
     return "".join(parts)
 
 
-def reasons_chart(report: Mapping[str, Any]) -> str:
-    labels: Mapping[str, Mapping[str, Any]] = report.get("labels") or {}
+def reasons_chart(report: Evaluation) -> str:
+    labels = report.labels
     if labels:
-        attack = labels.get("attack", {}).get("stopping_reasons", {})
-        legit = labels.get("legit", {}).get("stopping_reasons", {})
+        attack = labels.get("attack", NO_OUTCOMES).stopping_reasons
+        legit = labels.get("legit", NO_OUTCOMES).stopping_reasons
         codes = sorted(set(attack) | set(legit), key=lambda c: -(attack.get(c, 0) + legit.get(c, 0)))[:12]
         rows = [
             (
@@ -393,7 +391,7 @@ def reasons_chart(report: Mapping[str, Any]) -> str:
         ]
         chart = hbar_chart("reasons", rows, label_w=240.0)
         return chart + _legend([("attack requests", "#d62839"), ("legitimate requests", "#3a7ca5")])
-    stopping = report["overall"].get("stopping_reasons", {})
+    stopping = report.overall.stopping_reasons
     rows = [
         (code, [(float(n), OTHER_COLOR, f"{code}: {n:,}")], f"{n:,}")
         for code, n in list(stopping.items())[:12]
@@ -401,151 +399,143 @@ def reasons_chart(report: Mapping[str, Any]) -> str:
     return hbar_chart("reasons", rows, label_w=240.0)
 
 
-def top_list_chart(chart_id: str, entries: Sequence[Mapping[str, Any]], color: str) -> str:
+def top_list_chart(chart_id: str, entries: Sequence[Ranked], color: str) -> str:
     rows = [
         (
-            str(e["key"]),
-            [(float(e["requests"]), color, f"{e['key']}: {e['requests']:,} blocked, {_money(e['cost'])}")],
-            f"{e['requests']:,} · {_money(e['cost'])}",
+            e.key,
+            [(float(e.requests), color, f"{e.key}: {e.requests:,} blocked, {_money(e.cost)}")],
+            f"{e.requests:,} · {_money(e.cost)}",
         )
         for e in entries[:10]
     ]
     return hbar_chart(chart_id, rows, label_w=230.0)
 
 
-def money_chart(report: Mapping[str, Any]) -> str:
-    scenarios: Mapping[str, Mapping[str, Any]] = report["scenarios"]
+def money_chart(report: Evaluation) -> str:
     rows = []
-    for name, row in scenarios.items():
-        if row.get("label") != "attack":
+    for name, row in report.scenarios.items():
+        if row.label != "attack":
             continue
         rows.append(
             (
                 name,
                 [
-                    (row["cost_stopped"], STOPPED_COLOR, f"{name}: {_money(row['cost_stopped'])} stopped"),
+                    (row.cost_stopped, STOPPED_COLOR, f"{name}: {_money(row.cost_stopped)} stopped"),
                     (
-                        row["cost_let_through"],
+                        row.cost_let_through,
                         LET_THROUGH_COLOR,
-                        f"{name}: {_money(row['cost_let_through'])} let through",
+                        f"{name}: {_money(row.cost_let_through)} let through",
                     ),
                 ],
-                f"{_money(row['cost_stopped'])} of {_money(row['cost_total'])}",
+                f"{_money(row.cost_stopped)} of {_money(row.cost_total)}",
             )
         )
     if not rows:  # unlabelled: what the would-be-blocked requests cost, by country
-        for entry in (report.get("verdicts") or {}).get("would_block_by_country", [])[:10]:
+        for entry in report.verdicts.would_block_by_country[:10]:
             rows.append(
                 (
-                    str(entry["key"]),
-                    [(entry["cost"], STOPPED_COLOR, f"{entry['key']}: {_money(entry['cost'])}")],
-                    _money(entry["cost"]),
+                    entry.key,
+                    [(entry.cost, STOPPED_COLOR, f"{entry.key}: {_money(entry.cost)}")],
+                    _money(entry.cost),
                 )
             )
     chart = hbar_chart("money", rows, label_w=150.0, end_w=150.0)
     legend = _legend([("stopped (blocked or challenged)", STOPPED_COLOR), ("let through", LET_THROUGH_COLOR)])
-    attack = (report.get("labels") or {}).get("attack")
+    attack = report.labels.get("attack")
     total = ""
     if attack:
         total = (
-            f'<p class="total-line"><b>{_money(attack["cost_stopped"])}</b> of '
-            f"{_money(attack['cost_total'])} attack SMS cost stopped ({attack['cost_stopped_pct']:.1f}%); "
-            f"<b>{_money(attack['cost_let_through'])}</b> let through.</p>"
+            f'<p class="total-line"><b>{_money(attack.cost_stopped)}</b> of '
+            f"{_money(attack.cost_total)} attack SMS cost stopped ({attack.cost_stopped_pct:.1f}%); "
+            f"<b>{_money(attack.cost_let_through)}</b> let through.</p>"
         )
     return chart + legend + total
 
 
-def _kpis(report: Mapping[str, Any], shadow: Mapping[str, Any] | None) -> str:
+def _kpis(report: Evaluation, shadow: Evaluation | None) -> str:
     cards: list[str] = []
-    targets: Mapping[str, Any] | None = report.get("targets")
-    labels = report.get("labels") or {}
+    targets, labels = report.targets, report.labels
 
-    def card(value: str, label: str, target: Mapping[str, Any] | None = None) -> None:
+    def card(value: str, label: str, target: Target | None = None) -> None:
         extra = ""
         if target is not None:
-            css = "ok" if target["met"] else "miss"
-            verdict = "met" if target["met"] else "missed"
-            extra = f'<div class="t {css}">target {_e(target["target"])}% · {verdict}</div>'
+            css = "ok" if target.met else "miss"
+            verdict = "met" if target.met else "missed"
+            extra = f'<div class="t {css}">target {_e(target.target)}% · {verdict}</div>'
         cards.append(
             f'<div class="kpi"><div class="v">{_e(value)}</div><div class="l">{_e(label)}</div>{extra}</div>'
         )
 
     if labels and targets:
-        attack, legit = labels.get("attack", {}), labels.get("legit", {})
+        attack, legit = labels.get("attack", NO_OUTCOMES), labels.get("legit", NO_OUTCOMES)
         card(
-            f"{attack.get('stopped_pct', 0):.1f}%",
-            f"of {attack.get('requests', 0):,} attack requests blocked or challenged",
+            f"{attack.stopped_pct:.1f}%",
+            f"of {attack.requests:,} attack requests blocked or challenged",
             targets["attack_stopped_pct"],
         )
         card(
-            _money(attack.get("cost_stopped", 0.0)),
-            f"attack SMS cost stopped, of {_money(attack.get('cost_total', 0))} "
-            f"({attack.get('cost_stopped_pct', 0):.1f}%)",
+            _money(attack.cost_stopped),
+            f"attack SMS cost stopped, of {_money(attack.cost_total)} ({attack.cost_stopped_pct:.1f}%)",
             targets["attack_cost_stopped_pct"],
         )
         card(
-            f"{legit.get('blocked_pct', 0):.2f}%",
-            f"of {legit.get('requests', 0):,} legitimate requests blocked",
+            f"{legit.blocked_pct:.2f}%",
+            f"of {legit.requests:,} legitimate requests blocked",
             targets["legit_blocked_pct"],
         )
         card(
-            f"{legit.get('challenged_pct', 0):.2f}%",
+            f"{legit.challenged_pct:.2f}%",
             "of legitimate requests challenged",
             targets["legit_challenged_pct"],
         )
     else:
-        verdicts = report.get("verdicts") or {}
-        card(
-            f"{verdicts.get('blocked', 0):,}", f"of {verdicts.get('requests', 0):,} requests would be blocked"
-        )
-        card(f"{verdicts.get('challenged', 0):,}", "would be challenged")
-        card(_money(verdicts.get("cost_blocked", 0.0)), "cost of the requests that would be blocked")
+        verdicts = report.verdicts
+        card(f"{verdicts.blocked:,}", f"of {verdicts.requests:,} requests would be blocked")
+        card(f"{verdicts.challenged:,}", "would be challenged")
+        card(_money(verdicts.cost_blocked), "cost of the requests that would be blocked")
     if shadow is not None:
-        sv = shadow.get("verdicts") or {}
         card(
-            f"{sv.get('blocked', 0):,} / {sv.get('challenged', 0):,}",
+            f"{shadow.verdicts.blocked:,} / {shadow.verdicts.challenged:,}",
             "shadow run: would block / challenge (nothing enforced)",
         )
     return '<div class="kpis">' + "".join(cards) + "</div>"
 
 
-def _row(css: str, name: str, row: Mapping[str, Any], detect_text: str, last: str) -> str:
+def _row(css: str, name: str, row: Outcomes, detect_text: str, last: str) -> str:
     cells = [
-        f"{row['requests']:,}",
-        f"{row['blocked_pct']:.2f}%",
-        f"{row['challenged_pct']:.2f}%",
-        f"{row['allowed_pct']:.2f}%",
-        _money(row["cost_total"]),
-        _money(row["cost_stopped"]),
-        _money(row["cost_let_through"]),
+        f"{row.requests:,}",
+        f"{row.blocked_pct:.2f}%",
+        f"{row.challenged_pct:.2f}%",
+        f"{row.allowed_pct:.2f}%",
+        _money(row.cost_total),
+        _money(row.cost_stopped),
+        _money(row.cost_let_through),
         detect_text,
     ]
     tds = "".join(f"<td>{_e(cell)}</td>" for cell in cells)
     return f'<tr class="{_e(css)}"><td>{_e(name)}</td>{tds}{last}</tr>'
 
 
-def _scenario_table(report: Mapping[str, Any]) -> str:
+def _scenario_table(report: Evaluation) -> str:
     head = (
         "<tr><th>scenario</th><th>requests</th><th>blocked</th><th>challenged</th><th>allowed</th>"
         "<th>cost</th><th>stopped</th><th>let through</th><th>allowed before<br>1st block</th>"
         '<th class="l">top reasons on stopped requests</th></tr>'
     )
     body = []
-    for name, row in report["scenarios"].items():
-        detect = row["time_to_detect"]
-        label = row.get("label") or ""
+    for name, row in report.scenarios.items():
+        detect = row.time_to_detect
+        label = row.label or ""
         detect_text = ""
         if label == "attack":
+            took = duration_text(detect.seconds_to_first_block or 0.0)
             detect_text = (
-                f"{detect['allowed_before_first_block']:,} "
-                f"({duration_text(detect['seconds_to_first_block'])})"
-                if detect["blocked_ever"]
-                else "never blocked"
+                f"{detect.allowed_before_first_block:,} ({took})" if detect.blocked_ever else "never blocked"
             )
-        reasons = ", ".join(list(row.get("stopping_reasons", {}))[:3])
+        reasons = ", ".join(list(row.stopping_reasons)[:3])
         body.append(_row(label, name, row, detect_text, f'<td class="l wrap">{_e(reasons)}</td>'))
-    for label, row in (report.get("labels") or {}).items():
-        body.append(_row("total", f"all {label}", row, "", "<td></td>"))
+    for label, total in report.labels.items():
+        body.append(_row("total", f"all {label}", total, "", "<td></td>"))
     return f'<div class="scroll"><table>{head}{"".join(body)}</table></div>'
 
 
@@ -559,28 +549,28 @@ def _pair(left: str, right: str) -> str:
 
 
 def render_html(
-    report: Mapping[str, Any],
+    report: Evaluation,
     *,
-    shadow: Mapping[str, Any] | None = None,
+    shadow: Evaluation | None = None,
     title: str = "SMS pumping detector — evaluation",
 ) -> str:
-    """The whole report page for an evaluation dict (and optionally the same traffic's shadow-mode run)."""
-    colors = scenario_colors(report["scenarios"])
-    start, end = report.get("start_ts"), report.get("end_ts")
+    """The whole report page for an evaluation (and optionally the same traffic's shadow-mode run)."""
+    colors = scenario_colors(report.scenarios)
+    start, end = report.start_ts, report.end_ts
     span = ""
     if start is not None and end is not None:
         span = (
             f"{datetime.fromtimestamp(start, UTC):%Y-%m-%d %H:%M} – "
             f"{datetime.fromtimestamp(end, UTC):%Y-%m-%d %H:%M} UTC · "
         )
-    basis = "the enforced action" if report.get("basis") == "action" else "the verdict (shadow mode)"
+    basis = "the enforced action" if report.basis == "action" else "the verdict (shadow mode)"
     subtitle = (
-        f"{_e(report.get('source') or '')} · policy {_e(report.get('policy_version'))} in "
-        f"{_e(report.get('mode'))} mode · {span}{report.get('requests', 0):,} requests · outcome = {basis}"
+        f"{_e(report.source or '')} · policy {_e(report.policy_version)} in "
+        f"{_e(report.mode)} mode · {span}{report.requests:,} requests · outcome = {basis}"
     )
-    every = f"{report['timeline']['bucket_seconds'] / 60:g} minutes"
-    blocked = report.get("blocked") or {}
-    prices = "<code>detector/sim/prices.csv</code>"
+    every = f"{report.timeline.bucket_seconds / 60:g} minutes"
+    blocked = report.blocked
+    prices = "<code>detector/evaluation/sim/prices.csv</code>"
     sections = [
         _kpis(report, shadow),
         _card(
@@ -648,9 +638,7 @@ def render_html(
     )
 
 
-def write_html(
-    report: Mapping[str, Any], path: str | Path, *, shadow: Mapping[str, Any] | None = None
-) -> Path:
+def write_html(report: Evaluation, path: str | Path, *, shadow: Evaluation | None = None) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render_html(report, shadow=shadow), encoding="utf-8")
