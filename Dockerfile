@@ -11,7 +11,7 @@ COPY pyproject.toml README.md ./
 COPY detector ./detector
 # A regular (not editable) install: the runtime stage needs /opt/detector only, never /src.
 RUN /opt/detector/bin/pip install --quiet . \
- && /opt/detector/bin/pip uninstall --quiet --yes pip setuptools wheel \
+ && /opt/detector/bin/pip uninstall --quiet --yes pip setuptools \
  && /opt/detector/bin/python -m compileall -q /opt/detector
 
 FROM ${BASE}

@@ -106,7 +106,7 @@ def source_envvars() -> set[str]:
 
 
 def read_by_detector() -> set[str]:
-    """Every variable a deployment may set: what the CLI and the code read (plus `serve`'s, until it lands)."""
+    """Every variable a deployment may set: what the CLI and the code read (and `serve`'s, until it lands)."""
     names = click_envvars() | source_envvars()
     if "serve" not in cli_command_names():
         names |= SERVE_PENDING_ISSUE_11
