@@ -3,7 +3,8 @@
 # Operations section). The base image is made from Debian packages with mmdebstrap once and cached outside
 # the repo; later builds reuse it.
 #   scripts/image.sh base          the base image localhost/pybase:bookworm (built only when missing)
-#   scripts/image.sh build [TAG]   the detector image on that base (default tag below)
+#   scripts/image.sh build [TAG [TARGET]]   the detector image on that base (default tag below); TARGET
+#                                  eightbyeight-double builds compose's 8x8 double instead
 #   scripts/image.sh podman ARGS   podman with the runtime settings these machines need
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,12 +37,12 @@ build() {
   # The host's CA bundle reaches the package registry from inside the build.
   pod build --quiet --network=host --pull=never \
     --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
-    --build-arg BASE="$BASE_IMAGE" -t "${1:-$TAG_DEFAULT}" -f Dockerfile .
+    --build-arg BASE="$BASE_IMAGE" -t "${1:-$TAG_DEFAULT}" ${2:+--target "$2"} -f Dockerfile .
 }
 
 case "${1:-}" in
   base) base ;;
   build) shift; build "$@" ;;
   podman) shift; pod "$@" ;;
-  *) echo "usage: $0 base | build [TAG] | podman ARGS..." >&2; exit 2 ;;
+  *) echo "usage: $0 base | build [TAG [TARGET]] | podman ARGS..." >&2; exit 2 ;;
 esac
