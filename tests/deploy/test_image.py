@@ -125,3 +125,51 @@ def test_a_worker_runs_on_a_read_only_root_filesystem(
     status = podman("inspect", "--format", "{{.State.ExitCode}}", container_name).stdout.strip()
     logs = podman("logs", container_name)
     assert status == "0", logs.stdout[-3000:] + logs.stderr[-3000:]
+
+
+DOUBLE_TAG = "localhost/sms-pumping-detector-double:test"
+
+
+@pytest.fixture(scope="module")
+def double_image(image: str) -> str:
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "image.sh"), "build", DOUBLE_TAG, "eightbyeight-double"],
+        capture_output=True, text=True, timeout=900, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return DOUBLE_TAG
+
+
+async def test_the_compose_8x8_double_image_serves_the_contract(
+    double_image: str, container_name: str
+) -> None:
+    """compose.yaml's 8x8 double: our client's send is queued with the right key, refused with a wrong one."""
+    from detector.send.eightbyeight import EightByEightClient, EightByEightConfig, Queued, SmsMessage
+    from detector.send.secrets import ApiKey
+    from detector.testing.eightbyeight_double import specs_dir
+    from detector.testing.services import free_port
+
+    port, key = free_port(), f"image-{uuid.uuid4().hex}"
+    started = podman("run", "--detach", "--name", container_name, "--pull=never", "--network=host",
+                     "--read-only", "--env", f"EIGHTBYEIGHT_API_KEY={key}",
+                     "--volume", f"{specs_dir()}:/specs:ro", double_image, "--port", str(port))  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    deadline = time.monotonic() + 60
+    while "listening" not in podman("logs", container_name).stdout:
+        assert podman("inspect", "--format", "{{.State.Running}}", container_name).stdout.strip() == "true", (
+            podman("logs", container_name).stderr[-3000:]
+        )
+        assert time.monotonic() < deadline, "the double did not start"
+        time.sleep(0.2)
+
+    def client(api_key: str) -> EightByEightClient:
+        return EightByEightClient(
+            EightByEightConfig("acme-otp", ApiKey(api_key), base_url=f"http://127.0.0.1:{port}")
+        )
+
+    message = SmsMessage("+6591234567", "Your code is 123456", "req-image-1", client_ip="203.0.113.9")
+    async with client(key) as good, client("not-the-key") as bad:
+        assert isinstance(await good.send(message), Queued)
+        refused = await bad.send(message)
+    assert not isinstance(refused, Queued)
+    assert getattr(refused, "status", None) == 401
