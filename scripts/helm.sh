@@ -10,10 +10,12 @@ if command -v helm >/dev/null 2>&1 && helm version --template '{{.Version}}' 2>/
 elif [ -x "$CACHE/bin/helm" ]; then
   helm_bin="$CACHE/bin/helm"
 else
-  command -v go >/dev/null 2>&1 || { echo "helm is missing and so is Go to build it (go install)" >&2; exit 1; }
+  go_bin="$(command -v go || true)"
+  [ -n "$go_bin" ] || [ ! -x /usr/local/go/bin/go ] || go_bin=/usr/local/go/bin/go
+  [ -n "$go_bin" ] || { echo "helm is missing and so is Go to build it (go install)" >&2; exit 1; }
   echo "building helm $VERSION with go install (once)" >&2
   mkdir -p "$CACHE/bin"
-  GOBIN="$CACHE/bin" GOFLAGS=-mod=mod go install "helm.sh/helm/v3/cmd/helm@$VERSION" >&2
+  GOBIN="$CACHE/bin" GOFLAGS=-mod=mod "$go_bin" install "helm.sh/helm/v3/cmd/helm@$VERSION" >&2
   helm_bin="$CACHE/bin/helm"
 fi
 if [ "${1:-}" = "--run" ]; then

@@ -20,6 +20,8 @@ CHART = REPO / "deploy" / "helm" / "sms-pumping-detector"
 CRD_SCHEMAS = REPO / "deploy" / "helm" / "crd-schemas"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 # The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion), the newest kubernetes-validate knows.
+# The first test may build Helm (`go install`, minutes on a new machine; `make test` builds it beforehand).
+pytestmark = pytest.mark.timeout(1200)
 KUBERNETES_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 KUBE_RENDER = "1.31.0"
 RELEASE = "otp"
