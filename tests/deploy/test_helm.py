@@ -249,3 +249,18 @@ def test_a_missing_hash_key_is_refused_with_a_message() -> None:
     )
     assert done.returncode != 0
     assert "secrets.hashKey is required" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("worker.autoscaling.mod=keda", "Additional property mod is not allowed"),  # a misspelt key
+        ("worker.autoscaling.mode=lag", "worker.autoscaling.mode"),
+        ("redis.url=localhost:6379", "redis.url"),
+    ],
+)
+def test_the_values_schema_refuses_mistakes(setting: str, complaint: str) -> None:
+    done = run(helm(), "template", RELEASE, str(CHART), "--kube-version", KUBE_RENDER,
+               "-f", str(CHART / "ci" / "keda.yaml"), "--set", setting)  # fmt: skip
+    assert done.returncode != 0
+    assert complaint in done.stderr
