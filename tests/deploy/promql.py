@@ -37,5 +37,16 @@ def selectors(expr: str) -> list[tuple[str, set[str]]]:
     return found
 
 
+def regex_matchers(expr: str, metric: str, label: str) -> list[str]:
+    """The regular expressions `expr` matches `metric`'s `label` against (anchored at both ends)."""
+    return [
+        m.value
+        for node in _nodes(parse(expr))
+        if type(node).__name__ == "VectorSelector" and node.name == metric
+        for m in node.matchers.matchers
+        if m.name == label and m.op == promql_parser.MatchOp.Re
+    ]
+
+
 def metric_names(expr: str) -> set[str]:
     return {name for name, _ in selectors(expr)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from detector.stream.topics import TopicNames, ensure_topics
 from detector.testing.eightbyeight_double import EightByEightDouble
 from tests.deploy.cli_env import REPO
-from tests.deploy.promql import parse, selectors
+from tests.deploy.promql import parse, regex_matchers, selectors
 
 DASHBOARDS = REPO / "deploy" / "dashboards"
 DASHBOARD_JSON = DASHBOARDS / "sms-pumping-detector.json"
@@ -83,6 +84,32 @@ def test_every_query_parses_as_promql() -> None:
         assert selectors(expr), expr  # parse() raises on a syntax error
     with pytest.raises(ValueError):
         parse("sum by (action (rate(detector_decisions_total[5m]))")
+
+
+def test_the_lag_queries_watch_the_groups_deployments_use() -> None:
+    """Consumer lag is selected by group name: every group the workers use by default, in compose and in the
+    chart's values must match, or the lag panel and alert go blank without a sign."""
+    from detector.send.config import DEFAULT_GROUP as SEND_GROUP
+    from detector.stream.config import DEFAULT_GROUP as STREAM_GROUP
+
+    values = yaml.safe_load((REPO / "deploy" / "helm" / "sms-pumping-detector" / "values.yaml").read_text())
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())["services"]
+    groups = {STREAM_GROUP, SEND_GROUP, values["worker"]["groupId"], values["sendWorker"]["groupId"]}
+    for service in compose.values():
+        environment = service.get("environment") or {}
+        groups |= {
+            environment[n] for n in ("DETECTOR_GROUP_ID", "DETECTOR_SEND_GROUP_ID") if n in environment
+        }
+    patterns = [
+        pattern
+        for expr in dashboard_expressions() + alert_expressions()
+        for pattern in regex_matchers(expr, "kafka_consumergroup_lag", "consumergroup")
+    ]
+    assert len(patterns) >= 3, "the lag panel and both halves of the lag alert"
+    for pattern in patterns:
+        for group in groups:
+            assert re.fullmatch(pattern, group), f"{group} is not watched by consumergroup=~{pattern!r}"
+        assert not re.fullmatch(pattern, "another-app")
 
 
 def exported(text: str) -> dict[str, set[str]]:
