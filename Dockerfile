@@ -8,6 +8,7 @@ ARG BASE=python:3.11-slim
 ARG UID=10001
 
 FROM ${BASE} AS build
+LABEL org.sms-pumping-detector.image=1
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/detector
 WORKDIR /src
@@ -24,6 +25,7 @@ RUN /opt/detector/bin/pip uninstall --quiet --yes pip setuptools \
  && /opt/detector/bin/python -m compileall -q /opt/detector
 
 FROM ${BASE} AS user
+LABEL org.sms-pumping-detector.image=1
 ARG UID
 # No adduser in minimal bases: the account is two lines. Its home is /tmp: the root filesystem may be
 # read-only, so anything written goes to /tmp (an emptyDir in Kubernetes, a tmpfs in compose).

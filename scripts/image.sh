@@ -38,6 +38,8 @@ build() {
   pod build --quiet --network=host --pull=never \
     --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
     --build-arg BASE="$BASE_IMAGE" -t "${1:-$TAG_DEFAULT}" ${2:+--target "$2"} -f Dockerfile .
+  # Images and layers of earlier builds of this project, now untagged: only ours (by label), never others'.
+  pod image prune --force --filter label=org.sms-pumping-detector.image >/dev/null
 }
 
 case "${1:-}" in
