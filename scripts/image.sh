@@ -38,8 +38,9 @@ build() {
   pod build --quiet --network=host --pull=never \
     --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
     --build-arg BASE="$BASE_IMAGE" -t "${1:-$TAG_DEFAULT}" ${2:+--target "$2"} -f Dockerfile .
-  # Images and layers of earlier builds of this project, now untagged: only ours (by label), never others'.
-  pod image prune --force --filter label=org.sms-pumping-detector.image >/dev/null
+  # Untagged images and layers of this project's builds (by label, never others') older than a day: today's
+  # stay as the layer cache, so rebuilds are quick and repeated runs do not fill the disk.
+  pod image prune --force --filter label=org.sms-pumping-detector.image --filter until=24h >/dev/null
 }
 
 case "${1:-}" in
