@@ -25,6 +25,7 @@ from detector.events import (
     BadEvent,
     Decision,
     Event,
+    OtpChallenge,
     OtpFeedback,
     OtpRequest,
     Reason,
@@ -61,7 +62,10 @@ class _Network:
 
 
 FeedbackResult = FeedbackStatus | Literal["unavailable"]
-Result = Decision | FeedbackResult | BadEvent
+# A challenge result that yields no new decision: no open challenge for the request (or it was never one),
+# the wrong challenge id, already resolved, the store did not answer, or a token nobody verified.
+ChallengeStatus = Literal["unknown", "mismatch", "duplicate", "unavailable", "unverified"]
+Result = Decision | FeedbackResult | ChallengeStatus | BadEvent
 _decision_decoder = msgspec.json.Decoder(Decision)
 
 
@@ -123,6 +127,8 @@ class Engine:
             elif isinstance(event, OtpFeedback):
                 ts = self._clock.count_at(parse_timestamp(event.ts), reference)
                 updates.append(FeedbackUpdate(event.request_id, ts, resolved=event.outcome != "failed"))
+            elif isinstance(event, OtpChallenge):
+                results[index] = "unverified"  # until challenges are resolved here (issue 11, in progress)
             elif event.request_id is not None:
                 results[index] = self.invalid_request(event)
             else:

@@ -19,6 +19,7 @@ Flow = Literal["signup", "login", "reset", "other"]
 Level = Literal["low", "medium", "high"]
 Outcome = Literal["verified", "failed", "completed_other"]
 Action = Literal["allow", "challenge", "block"]
+ChallengeResult = Literal["passed", "failed"]
 Mode = Literal["enforce", "shadow"]
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -80,7 +81,27 @@ class OtpFeedback(msgspec.Struct, frozen=True, tag="otp_feedback", tag_field="ty
             raise ValueError("`request_id` must not be empty - at `$.request_id`")
 
 
-Event = OtpRequest | OtpFeedback
+class OtpChallenge(msgspec.Struct, frozen=True, tag="otp_challenge", tag_field="type", omit_defaults=True):
+    """What became of a challenge: the backend's verdict (`result`), or the CAPTCHA response `token` for the
+    detector to verify with the provider (an adapter turns a token into a result before the engine sees it)."""
+
+    request_id: str
+    challenge_id: str
+    ts: float | str
+    result: ChallengeResult | None = None
+    token: str | None = None
+    remote_ip: str | None = None  # the solver's address, for the provider's siteverify
+
+    def __post_init__(self) -> None:
+        if not self.request_id:
+            raise ValueError("`request_id` must not be empty - at `$.request_id`")
+        if not self.challenge_id:
+            raise ValueError("`challenge_id` must not be empty - at `$.challenge_id`")
+        if (self.result is None) == (self.token is None):
+            raise ValueError("a challenge result needs exactly one of `result` (passed/failed) or `token`")
+
+
+Event = OtpRequest | OtpFeedback | OtpChallenge
 
 
 class BadEvent(msgspec.Struct, frozen=True):
@@ -114,6 +135,12 @@ class Decision(msgspec.Struct, frozen=True, tag="otp_decision", tag_field="type"
     message: Message | None = None
     flow: Flow | None = None
     retry_after: float | None = None
+    # A challenge decision: the id the backend reports back with the result, and until when it may.
+    challenge_id: str | None = None
+    challenge_expires: str | None = None
+    # A decision that replaces an earlier one for the same request_id (a challenge that was passed, failed
+    # or expired): the earlier action.
+    supersedes: Action | None = None
 
 
 def _is_country_code(value: str) -> bool:
