@@ -82,8 +82,8 @@ class OtpFeedback(msgspec.Struct, frozen=True, tag="otp_feedback", tag_field="ty
 
 
 class OtpChallenge(msgspec.Struct, frozen=True, tag="otp_challenge", tag_field="type", omit_defaults=True):
-    """What became of a challenge: the backend's verdict (`result`), or the CAPTCHA response `token` for the
-    detector to verify with the provider (an adapter turns a token into a result before the engine sees it)."""
+    """What became of a challenge: the backend's verdict (`result`), or the CAPTCHA response `token` for
+    the detector to verify with the provider (an adapter turns a token into a result for the engine)."""
 
     request_id: str
     challenge_id: str
