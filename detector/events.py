@@ -7,11 +7,14 @@ caller can write a dead letter (or an `invalid_request` decision when the reques
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
+
+from detector.logs import mask_phone
 
 MAX_EVENT_BYTES = 64 * 1024
 
@@ -118,14 +121,15 @@ Event = OtpRequest | OtpFeedback
 class BadEvent(msgspec.Struct, frozen=True):
     """Input that could not be parsed; `request_id` is set when it could still be read from a request.
 
-    `raw` is the input as received, kept in memory only to describe it (`dead_letter`), never written out.
-    `fields` are the top-level field names, when the input was a JSON object.
+    `raw` is the input as received, kept in memory only to describe it (`describe_bad_input`), never
+    written out. `fields` are the top-level field names, when the input was a JSON object.
     """
 
     error: str
     request_id: str | None = None
     raw: bytes = b""
     fields: tuple[str, ...] = ()
+    read_request_id: str | None = None  # whatever the type; `request_id` is only set for a request
 
 
 class Reason(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -226,15 +230,29 @@ def event_from_object(obj: Any, raw: bytes = b"") -> Event | BadEvent:
         parse_timestamp(event.ts)
     except (msgspec.ValidationError, ValueError, RecursionError) as exc:
         request_id = obj.get("request_id")
-        is_request = obj.get("type") == "otp_request" and _readable_id(request_id)
+        readable = request_id if _readable_id(request_id) else None
         error = "JSON nested too deeply to read" if isinstance(exc, RecursionError) else _field_error(exc)
         return BadEvent(
             error=error,
-            request_id=request_id if is_request else None,
+            request_id=readable if obj.get("type") == "otp_request" else None,
             raw=raw,
             fields=_field_names(obj),
+            read_request_id=readable,
         )
     return event
+
+
+def describe_bad_input(bad: BadEvent, raw: bytes, digest: Callable[[bytes], str]) -> dict[str, Any]:
+    """What a dead letter says about input that is not an event, without the input: it may hold numbers,
+    OTP texts and addresses. The size and a keyed digest identify the original (found in Kafka by its
+    partition and offset, or in a file by its line); the error and the top-level field names say what is
+    wrong with it. Numbers quoted in the error are masked."""
+    letter: dict[str, Any] = {"error": mask_phone(bad.error), "size": len(raw), "digest": digest(raw)}
+    if bad.fields:
+        letter["fields"] = list(bad.fields)
+    if bad.read_request_id is not None:
+        letter["request_id"] = bad.read_request_id
+    return letter
 
 
 def _readable_id(value: object) -> bool:
