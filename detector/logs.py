@@ -29,8 +29,11 @@ _PERSONAL_KEYS = frozenset(_PERSONAL_FIELDS.split("|"))
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 REDACTED = "***"
 
-# Libraries that log a line per message or per connection step at INFO; WARNING and up still show.
+# Libraries that log every start-up and connection step at INFO (~45 lines for a worker start): below DEBUG
+# only their warnings show. Faust's recovery stays at INFO: its "Worker ready" says when a worker starts
+# (or, after a rebalance, resumes) processing, a few lines per rebalance.
 NOISY_LIBRARIES = ("faust", "mode", "aiokafka", "kafka")
+KEPT_AT_INFO = ("faust.tables.recovery",)
 
 
 def mask_phone(text: str) -> str:
@@ -107,3 +110,5 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     debugging = root.getEffectiveLevel() <= logging.DEBUG
     for name in NOISY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.NOTSET if debugging else logging.WARNING)
+    for name in KEPT_AT_INFO:
+        logging.getLogger(name).setLevel(root.level)

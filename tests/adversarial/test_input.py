@@ -289,7 +289,8 @@ def test_replay_dead_letters_carry_no_raw_bytes(tmp_path: Path) -> None:
 def root_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    noisy = {name: logging.getLogger(name).level for name in ("faust", "mode", "aiokafka", "kafka")}
+    noisy = {name: logging.getLogger(name).level
+             for name in ("faust", "mode", "aiokafka", "kafka", "faust.tables.recovery")}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -340,9 +341,11 @@ def test_third_party_start_up_noise_is_quiet_unless_debugging(
         logging.getLogger(f"{name}.sub").info("noise from %s", name)
         logging.getLogger(f"{name}.sub").warning("trouble in %s", name)
     logging.getLogger("detector.x").warning("ours")
+    logging.getLogger("faust.tables.recovery").info("[^---Recovery]: Worker ready")
     err = capsys.readouterr().err
     assert ("noise from" in err) is (not quiet and level == "DEBUG")
     assert err.count("trouble in") == 4 and "ours" in err
+    assert ("Worker ready" in err) is (level != "WARNING"), "the line that says a worker processes stays"
 
 
 # ----------------------------------------------------------------------------- one canonical number
