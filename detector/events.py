@@ -36,7 +36,6 @@ FIELD_LIMITS = {
 }
 
 
-
 def _at_most(field: str) -> msgspec.Meta:
     return msgspec.Meta(max_length=FIELD_LIMITS[field])
 
@@ -267,7 +266,9 @@ def _field_names(obj: object) -> tuple[str, ...]:
     """Top-level names, only those that look like field names: a key can carry data too ({"+4474...": 1})."""
     if not isinstance(obj, dict):
         return ()
-    names = [k for k in obj if isinstance(k, str) and _FIELD_NAME.fullmatch(k) and sum(map(str.isdigit, k)) < 4]
+    names = [
+        k for k in obj if isinstance(k, str) and _FIELD_NAME.fullmatch(k) and sum(map(str.isdigit, k)) < 4
+    ]
     return tuple(names[:_MAX_FIELD_NAMES])
 
 

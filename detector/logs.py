@@ -19,8 +19,9 @@ _PHONE = re.compile(r"\+?\d{7,15}")
 _PERSONAL_FIELDS = (
     "text|phone|client_ip|remote_addr|forwarded_for|ip|user_agent|session_id|account_id|device_id|destination"
 )
-# `"text": "..."`, `'text': '...'` (JSON or a dict's repr), `text='...'` (a struct's repr), and `\"text\": \"...\"`
-# (JSON quoted inside JSON or an exception message). Each quoting has its own unambiguous body: no backtracking.
+# `"text": "..."`, `'text': '...'` (JSON or a dict's repr), `text='...'` (a struct's repr), and
+# `\"text\": \"...\"` (JSON quoted in JSON or in an exception message). Each quoting has its own
+# unambiguous body, so a hostile value cannot make the expression backtrack.
 _PERSONAL_VALUE = re.compile(
     rf"""(?P<key>(?:\\?["'])?\b(?:{_PERSONAL_FIELDS})(?:\\?["'])?\s*[:=]\s*)"""
     r"""(?P<value>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\\"(?:[^"\\\n]|\\[^"\n])*\\")"""

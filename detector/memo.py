@@ -35,8 +35,8 @@ class Memo(dict[K, V], Generic[K, V]):
 
     @staticmethod
     def compact(key: K) -> K:
-        """The key to memoise under: itself, or a digest of its strings when they are long (as a 1-tuple for a
-        tuple key). The digest is 128 bits of BLAKE2b, so distinct spellings never share an entry in practice."""
+        """The key to memoise under: itself, or a digest of its strings when they are long (a 1-tuple for
+        a tuple key). 128 bits of BLAKE2b: distinct spellings never share an entry in practice."""
         if key_size(key) <= LONG_KEY:
             return key
         parts = key if isinstance(key, tuple) else (key,)

@@ -299,7 +299,12 @@ class Scorer:
         impossible = rules.impossible_client_ip
         if impossible.mode != "off" and subject.ip is not None and subject.ip.impossible:
             hits.append(
-                Hit("impossible_client_ip", impossible.mode, points=impossible.points, value=subject.ip.impossible)
+                Hit(
+                    "impossible_client_ip",
+                    impossible.mode,
+                    points=impossible.points,
+                    value=subject.ip.impossible,
+                )
             )
         kinds = rules.number_type
         if kinds.mode != "off" and subject.phone.valid:

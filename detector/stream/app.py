@@ -12,7 +12,8 @@ Every input topic is read as raw bytes (Faust decodes nothing), so any message r
 not an event goes to the dead-letter topic as JSON ``{"error", "size", "digest", "fields", "request_id",
 "topic", "partition", "offset", "timestamp"}`` (never the bytes, which may hold numbers and OTP texts: the
 original is found by partition and offset, and matched by the digest keyed with the hash key); an invalid
-request whose `request_id` can be read gets an ``invalid_request`` decision instead. Any event type is accepted on any input topic.
+request whose `request_id` can be read gets an ``invalid_request`` decision instead. Any event type is
+accepted on any input topic.
 
 Delivery is at least once. An agent returns to Faust for the next batch — which is when Faust marks the
 batch's offsets as processed, to be committed by its commit timer — only after Kafka acknowledged every
@@ -209,9 +210,8 @@ class Pipeline:
     async def _dead_letter(self, message: Incoming, bad: BadEvent) -> Awaitable[Any]:
         self.metrics.dead_letters.labels(_kind_of(self.topics, message.topic)).inc()
         letter = describe_bad_input(bad, message.value or b"", self._digest)
-        letter.update(
-            topic=message.topic, partition=message.partition, offset=message.offset, timestamp=message.timestamp
-        )
+        letter.update(topic=message.topic, partition=message.partition, offset=message.offset)
+        letter["timestamp"] = message.timestamp
         return await self.output.send(self.topics.dead_letters, message.key, orjson.dumps(letter))
 
     def _digest(self, raw: bytes) -> str:

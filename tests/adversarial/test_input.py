@@ -44,8 +44,15 @@ def _nested(depth: int, opener: bytes = b"[", closer: bytes = b"]", *, close: bo
 
 
 def _request_with(extra: bytes, request_id: str = "deep-1") -> bytes:
-    head = orjson.dumps({"type": "otp_request", "request_id": request_id, "ts": T0, "phone": PHONE,
-                         "client_ip": "203.0.113.5"})
+    head = orjson.dumps(
+        {
+            "type": "otp_request",
+            "request_id": request_id,
+            "ts": T0,
+            "phone": PHONE,
+            "client_ip": "203.0.113.5",
+        }
+    )
     return head[:-1] + b',"x":' + extra + b"}"
 
 
@@ -137,7 +144,8 @@ def test_feedback_request_id_is_bounded_too() -> None:
 # A JSON value of any shape and depth, sometimes inside a request whose other fields are valid.
 _scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
 _json = st.recursive(
-    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=30,
 )
 
@@ -155,7 +163,7 @@ def _hostile_lines(draw: st.DrawFn) -> bytes:
         return _dumps(draw(_json))
     event = request(request_id=draw(st.text(min_size=1, max_size=20)), message={"text": OTP})
     if kind == "request":
-        field = draw(st.sampled_from(sorted(event) + ["phone_country", "signals", "forwarded_for"]))
+        field = draw(st.sampled_from([*sorted(event), "phone_country", "signals", "forwarded_for"]))
         event[field] = draw(_json)
         return _dumps(event)
     if kind == "deep":
@@ -191,7 +199,9 @@ def test_parse_event_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_hostile_lines(), min_size=1, max_size=12))
-def test_replay_of_hostile_lines_never_stops(tmp_path_factory: pytest.TempPathFactory, lines: list[bytes]) -> None:
+def test_replay_of_hostile_lines_never_stops(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[bytes]
+) -> None:
     folder = tmp_path_factory.mktemp("fuzz")
     good = orjson.dumps(request(request_id="good-one"))
     lines = [line.replace(b"\n", b" ").replace(b"\r", b" ") for line in lines] + [good]
@@ -255,9 +265,14 @@ async def test_worker_dead_letters_describe_the_message_without_its_bytes() -> N
     output = RecordingOutput()
     pipeline, _ = make_pipeline(output)
     raw = _poison_with_personal_data()
-    await pipeline.handle("requests", [incoming(pipeline.topics.requests, raw, offset=41),
-                                       incoming(pipeline.topics.requests, raw, offset=42),
-                                       incoming(pipeline.topics.requests, raw + b" ", offset=43)])
+    await pipeline.handle(
+        "requests",
+        [
+            incoming(pipeline.topics.requests, raw, offset=41),
+            incoming(pipeline.topics.requests, raw, offset=42),
+            incoming(pipeline.topics.requests, raw + b" ", offset=43),
+        ],
+    )
     letters = [orjson.loads(value) for _, _, value, _ in output.to(pipeline.topics.dead_letters)]
     assert [letter["offset"] for letter in letters] == [41, 42, 43]
     first, again, other = letters
@@ -289,8 +304,10 @@ def test_replay_dead_letters_carry_no_raw_bytes(tmp_path: Path) -> None:
 def root_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    noisy = {name: logging.getLogger(name).level
-             for name in ("faust", "mode", "aiokafka", "kafka", "faust.tables.recovery")}
+    noisy = {
+        name: logging.getLogger(name).level
+        for name in ("faust", "mode", "aiokafka", "kafka", "faust.tables.recovery")
+    }
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -299,8 +316,14 @@ def root_logging() -> Iterator[None]:
 
 
 _DECISION_BYTES = orjson.dumps(
-    {"type": "otp_decision", "request_id": "r1", "client_ip": "203.0.113.5", "phone": PHONE,
-     "message": {"text": OTP, "source": "Acme"}, "action": "allow"}
+    {
+        "type": "otp_decision",
+        "request_id": "r1",
+        "client_ip": "203.0.113.5",
+        "phone": PHONE,
+        "message": {"text": OTP, "source": "Acme"},
+        "action": "allow",
+    }
 )
 
 
@@ -313,9 +336,19 @@ def test_debug_logs_carry_no_number_no_otp_and_no_client_ip(
     logging.getLogger("aiokafka.producer.producer").debug(
         "Sending (key=%s value=%s) to %s", b"r1", _DECISION_BYTES, "otp.decisions-3"
     )
-    decision = Decision(request_id="r2", ts=None, action="allow", verdict="allow", mode="enforce", score=0.0,
-                        reasons=(), policy_version="v", client_ip="203.0.113.5", phone=PHONE,
-                        message=Message(text=OTP))
+    decision = Decision(
+        request_id="r2",
+        ts=None,
+        action="allow",
+        verdict="allow",
+        mode="enforce",
+        score=0.0,
+        reasons=(),
+        policy_version="v",
+        client_ip="203.0.113.5",
+        phone=PHONE,
+        message=Message(text=OTP),
+    )
     logging.getLogger("faust.agents.agent").debug("%r yielded: %r", "agent", decision)
     log = logging.getLogger("detector.test")
     log.info("decided", extra={"phone": PHONE, "detail": {"to": [PHONE], "ip": "203.0.113.5"}})
@@ -419,7 +452,9 @@ def test_spellings_of_one_number_share_its_limit() -> None:
     ],
 )
 @pytest.mark.parametrize("via", ["client_ip", "remote_addr"])
-def test_addresses_that_cannot_be_clients_get_a_reason_and_points(address: str, category: str, via: str) -> None:
+def test_addresses_that_cannot_be_clients_get_a_reason_and_points(
+    address: str, category: str, via: str
+) -> None:
     event = request(request_id=f"imp-{via}", client_ip=address)
     if via == "remote_addr":
         del event["client_ip"]
@@ -430,8 +465,19 @@ def test_addresses_that_cannot_be_clients_get_a_reason_and_points(address: str, 
     assert decision.action == "challenge"
 
 
-@pytest.mark.parametrize("address", ["10.1.2.3", "192.168.1.10", "172.16.0.9", "100.64.1.1", "fd00::1",
-                                     "203.0.113.5", "8.8.8.8", "2a00:1450::1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.1.2.3",
+        "192.168.1.10",
+        "172.16.0.9",
+        "100.64.1.1",
+        "fd00::1",
+        "203.0.113.5",
+        "8.8.8.8",
+        "2a00:1450::1",
+    ],
+)
 def test_private_and_public_addresses_are_possible_clients(address: str) -> None:
     (decision,) = decisions([request(client_ip=address)], quiet_policy())
     assert "impossible_client_ip" not in codes(decision) and decision.action == "allow"
@@ -464,8 +510,13 @@ def test_unique_huge_forwarded_for_headers_keep_the_address_memo_bounded() -> No
     padding = "198.51.100.77, " * 4_000  # 60 KB
     for i in range(20_000):
         peer = f"198.51.100.{i % 250}"
-        event = OtpRequest(request_id=f"m{i}", ts=T0, phone=PHONE, remote_addr=peer,
-                           forwarded_for=f"{padding}203.0.{i >> 8}.{i & 255}")
+        event = OtpRequest(
+            request_id=f"m{i}",
+            ts=T0,
+            phone=PHONE,
+            remote_addr=peer,
+            forwarded_for=f"{padding}203.0.{i >> 8}.{i & 255}",
+        )
         network = eng._network(event)
         assert network.facts is not None and network.facts.ip == peer
         assert eng._networks.bytes <= budget
@@ -474,8 +525,11 @@ def test_unique_huge_forwarded_for_headers_keep_the_address_memo_bounded() -> No
 
 
 def test_over_long_headers_are_refused_at_parse_time() -> None:
-    raw = orjson.dumps(request(request_id="xff-1", client_ip=None, remote_addr="10.0.0.2",
-                               forwarded_for="10.0.0.1, " * 6_000))
+    raw = orjson.dumps(
+        request(
+            request_id="xff-1", client_ip=None, remote_addr="10.0.0.2", forwarded_for="10.0.0.1, " * 6_000
+        )
+    )
     parsed = parse_event(raw)
     assert isinstance(parsed, BadEvent) and "$.forwarded_for" in parsed.error and parsed.request_id == "xff-1"
 
@@ -485,9 +539,28 @@ def test_over_long_headers_are_refused_at_parse_time() -> None:
 
 @pytest.mark.parametrize(
     "key",
-    [" " * 16, "\t" * 20, "0000000000000000", "a" * 64, "abababababababab", "abcabcabcabcabca",
-     "é" * 8, "\u00a0" * 16, "12121212121212121212121212121212"],
-    ids=["spaces", "tabs", "zeros", "one-char", "two-chars", "three-chars", "8-chars-16-bytes", "nbsp", "digits"],
+    [
+        " " * 16,
+        "\t" * 20,
+        "0000000000000000",
+        "a" * 64,
+        "abababababababab",
+        "abcabcabcabcabca",
+        "é" * 8,
+        "\u00a0" * 16,
+        "12121212121212121212121212121212",
+    ],
+    ids=[
+        "spaces",
+        "tabs",
+        "zeros",
+        "one-char",
+        "two-chars",
+        "three-chars",
+        "8-chars-16-bytes",
+        "nbsp",
+        "digits",
+    ],
 )
 def test_weak_hash_keys_are_refused_with_advice(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(HASH_KEY_ENV, key)
@@ -504,9 +577,9 @@ def test_weak_hash_keys_in_a_file_are_refused(tmp_path: Path, monkeypatch: pytes
         load_hash_key(required=True)
 
 
-@pytest.mark.parametrize("key", ["9f86d081884c7d659a2feaa0c55ad015", "correct-horse-battery-staple",
-                                 "ключ-для-хешей-2026"])
+@pytest.mark.parametrize(
+    "key", ["9f86d081884c7d659a2feaa0c55ad015", "correct-horse-battery-staple", "ключ-для-хешей-2026"]
+)
 def test_good_hash_keys_are_taken(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(HASH_KEY_ENV, key)
     assert load_hash_key(required=True) == key.encode()
-
