@@ -12,7 +12,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SUBNET_PREFIX = {4: 24, 6: 64}
-MAX_FORWARDED_HOPS = 32  # more hops than any real proxy chain: the walk stops there with bad_forwarded_for
+MAX_FORWARDED_HOPS = 32  # header elements walked, more than any real chain; past them: bad_forwarded_for
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
