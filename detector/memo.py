@@ -1,8 +1,9 @@
 """A memo that forgets everything when its byte budget is spent: cheap, bounded, enough for keys that recur.
 
 The budget is in bytes, not entries, because keys come from clients: a count of entries bounds nothing when
-one key can be 60 KB. Each entry is charged a fixed overhead (the dict slot, the key and value objects)
-plus the characters of its key, so a caller that keys on client strings pays for their length.
+one key can be 60 KB. Each entry is charged `entry_bytes` (the dict slot, the key and value objects; each
+user measures its own with tracemalloc) plus the characters of its key, so a caller that keys on client
+strings pays for their length.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 LONG_KEY = 128  # characters: longer keys are kept as a digest
-ENTRY_OVERHEAD = 240  # bytes, an estimate: a dict slot, a small key tuple and a small frozen value
+ENTRY_BYTES = 240  # bytes per entry besides its key's characters, unless the memo is told better
 DEFAULT_BUDGET = 64 * 1024 * 1024
 
 
@@ -28,9 +29,10 @@ def key_size(key: object) -> int:
 
 
 class Memo(dict[K, V], Generic[K, V]):
-    def __init__(self, budget_bytes: int = DEFAULT_BUDGET) -> None:
+    def __init__(self, *, budget_bytes: int = DEFAULT_BUDGET, entry_bytes: int = ENTRY_BYTES) -> None:
         super().__init__()
         self.budget_bytes = budget_bytes
+        self.entry_bytes = entry_bytes
         self.bytes = 0
 
     @staticmethod
@@ -48,7 +50,7 @@ class Memo(dict[K, V], Generic[K, V]):
         return cast(K, (compacted,) if isinstance(key, tuple) else compacted)
 
     def put(self, key: K, value: V) -> V:
-        cost = ENTRY_OVERHEAD + key_size(key)
+        cost = self.entry_bytes + key_size(key)
         if cost > self.budget_bytes:
             return value
         if self.bytes + cost > self.budget_bytes:
