@@ -190,6 +190,13 @@ def parse_event(raw: bytes) -> Event | BadEvent:
     only to say what is wrong and to recover the request id. Input too big or too deeply nested to parse
     safely still yields the request id when `peek_request_id` can read it from its head.
     """
+    try:
+        return _parse(raw)
+    except Exception as exc:  # whatever else a hostile input finds in a parser: a dead letter, not a crash
+        return _unreadable(f"unreadable event ({type(exc).__name__})", raw)
+
+
+def _parse(raw: bytes) -> Event | BadEvent:
     if len(raw) > MAX_EVENT_BYTES:
         return _unreadable(f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit", raw)
     try:
@@ -198,10 +205,11 @@ def parse_event(raw: bytes) -> Event | BadEvent:
     except (msgspec.DecodeError, ValueError):
         return _explain(raw)
     except RecursionError:
-        return _unreadable("JSON nested too deeply to read", raw)
-    except Exception as exc:  # whatever else a hostile input finds in a parser: a dead letter, not a crash
-        return _unreadable(f"unreadable event ({type(exc).__name__})", raw)
+        return _unreadable(_TOO_DEEP, raw)
     return event
+
+
+_TOO_DEEP = "JSON nested too deeply to read"
 
 
 def _explain(raw: bytes) -> BadEvent:
@@ -210,7 +218,7 @@ def _explain(raw: bytes) -> BadEvent:
     except orjson.JSONDecodeError as exc:
         return _unreadable(f"not JSON: {exc}", raw)
     except RecursionError:
-        return _unreadable("JSON nested too deeply to read", raw)
+        return _unreadable(_TOO_DEEP, raw)
     explained = event_from_object(obj, raw)
     if isinstance(explained, BadEvent):
         return explained
@@ -230,7 +238,7 @@ def event_from_object(obj: Any, raw: bytes = b"") -> Event | BadEvent:
     except (msgspec.ValidationError, ValueError, RecursionError) as exc:
         request_id = obj.get("request_id")
         readable = request_id if _readable_id(request_id) else None
-        error = "JSON nested too deeply to read" if isinstance(exc, RecursionError) else _field_error(exc)
+        error = _TOO_DEEP if isinstance(exc, RecursionError) else _field_error(exc)
         return BadEvent(
             error=error,
             request_id=readable if obj.get("type") == "otp_request" else None,
