@@ -29,7 +29,9 @@ CLIENT = "198.51.100.213"
 
 @KAFKA
 @pytest.mark.parametrize("fmt", ["json", "text"])
-async def test_a_worker_at_debug_logs_nothing_personal(kafka_bootstrap: str, tmp_path: Path, fmt: str) -> None:
+async def test_a_worker_at_debug_logs_nothing_personal(
+    kafka_bootstrap: str, tmp_path: Path, fmt: str
+) -> None:
     topics = unique_topics("privacy")
     await ensure_topics(kafka_bootstrap, topics.all(), 1, 1)
     group = f"privacy-{uuid.uuid4().hex[:8]}"
@@ -49,8 +51,10 @@ async def test_a_worker_at_debug_logs_nothing_personal(kafka_bootstrap: str, tmp
         messages += [(b"k", as_json(event)) for event in requests[1:]]
         await produce(kafka_bootstrap, topics.requests, messages)
         ids = {event["request_id"] for event in requests} | {f"{tag}-deep"}
-        async with TopicReader(kafka_bootstrap, topics.decisions) as decisions, \
-                TopicReader(kafka_bootstrap, topics.dead_letters) as dead:
+        async with (
+            TopicReader(kafka_bootstrap, topics.decisions) as decisions,
+            TopicReader(kafka_bootstrap, topics.dead_letters) as dead,
+        ):
             await decisions.wait_for(have_ids(ids), 60, "every request decided", alive=worker.assert_running)
             await dead.wait_for(lambda records: len(records) >= 1, 30, "the dead letter")
             found = decisions_by_id(await decisions.drain())
