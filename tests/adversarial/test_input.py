@@ -154,9 +154,36 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode()  # orjson refuses integers beyond 64 bits
 
 
+_WEIRD_TEXT = st.text(st.characters(codec="utf-8"), max_size=60) | st.sampled_from(
+    ["+٤٤٧٤٠٠١٢٣٤٥٦", "0.0.0.0", "::", "[::1]:80", "10.0.0.1, 10.0.0.2", "+447400ABCDEF", "\u200e", "+"]
+)
+
+
+@st.composite
+def _typed_request(draw: st.DrawFn) -> bytes:
+    """A request every field of which has the right type, with hostile values: it reaches the engine."""
+    event: dict[str, Any] = {
+        "type": "otp_request",
+        "request_id": draw(st.text(min_size=1, max_size=FIELD_LIMITS["request_id"])),
+        "ts": draw(st.floats(min_value=0, max_value=32503679999) | st.integers(0, 32503679999)),
+        "phone": draw(_WEIRD_TEXT.filter(bool)),
+    }
+    for field in ("client_ip", "remote_addr", "forwarded_for", "session_id", "account_id", "device_id"):
+        if draw(st.booleans()):
+            event[field] = draw(_WEIRD_TEXT)
+    event.setdefault("client_ip", draw(_WEIRD_TEXT))
+    if draw(st.booleans()):
+        event["phone_country"] = draw(st.sampled_from(["GB", "US", "AE", "ZZ", "XK"]))
+    if draw(st.booleans()):
+        event["message"] = {"text": draw(_WEIRD_TEXT), "source": draw(st.text(max_size=16))}
+    return _dumps(event)
+
+
 @st.composite
 def _hostile_lines(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["bytes", "json", "request", "deep", "mutated"]))
+    kind = draw(st.sampled_from(["bytes", "json", "request", "deep", "mutated", "typed"]))
+    if kind == "typed":
+        return draw(_typed_request())
     if kind == "bytes":
         return draw(st.binary(max_size=300))
     if kind == "json":
