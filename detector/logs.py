@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-_PHONE = re.compile(r"\+?\d{7,15}")
+_PHONE = re.compile(r"\+?\d(?:[ \u00a0]?\d){6,14}")  # digits, maybe spaced as people write numbers
 _PERSONAL_FIELDS = (
     "text|phone|client_ip|remote_addr|forwarded_for|ip|user_agent|session_id|account_id|device_id|destination"
 )
@@ -39,7 +39,12 @@ KEPT_AT_INFO = ("faust.tables.recovery",)
 
 def mask_phone(text: str) -> str:
     """Keep the country-ish head and the last two digits: +4477******23."""
-    return _PHONE.sub(lambda m: m.group(0)[:4] + "*" * max(len(m.group(0)) - 6, 0) + m.group(0)[-2:], text)
+    return _PHONE.sub(_mask_number, text)
+
+
+def _mask_number(match: re.Match[str]) -> str:
+    number = match.group(0)
+    return number[:4] + "*" * max(len(number) - 6, 0) + number[-2:]
 
 
 def mask(text: str) -> str:

@@ -381,13 +381,14 @@ def test_debug_logs_carry_no_number_no_otp_and_no_client_ip(
     logging.getLogger("faust.agents.agent").debug("%r yielded: %r", "agent", decision)
     log = logging.getLogger("detector.test")
     log.info("decided", extra={"phone": PHONE, "detail": {"to": [PHONE], "ip": "203.0.113.5"}})
+    log.warning("the client typed %s", "+44 7400 123456")
     try:
         raise ValueError(f"bad event {_DECISION_BYTES.decode()}")
     except ValueError:
         log.exception("failed on %s", PHONE)
     err = capsys.readouterr().err
     assert "otp.decisions-3" in err and "decided" in err and "ValueError" in err, err
-    for secret in ("447400123456", "482913", "203.0.113.5"):
+    for secret in ("447400123456", "482913", "203.0.113.5", "7400 1234"):
         assert secret not in err, f"{secret} in the {fmt} log:\n{err}"
     if fmt == "json":
         for line in err.splitlines():
