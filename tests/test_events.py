@@ -154,7 +154,7 @@ def test_challenge_decisions_and_their_ends_match_the_decision_schema() -> None:
     assert challenge.action == "challenge" and challenge.challenge_id
     result = json.loads((EXAMPLES / "valid" / "challenge-passed.json").read_text())
     result["challenge_id"] = challenge.challenge_id
-    engine_decisions = decisions([asked, result])
+    engine_decisions = decisions([asked, result], batch_size=1)
     assert [d.supersedes for d in engine_decisions] == [None, "challenge"]
     for decision in engine_decisions:
         validator.validate(orjson.loads(encode(decision)))
