@@ -21,6 +21,7 @@ from typing import Literal, cast
 
 import msgspec
 
+from detector.baseline import ALL
 from detector.errors import ConfigurationError
 from detector.events import (
     Action,
@@ -31,6 +32,7 @@ from detector.events import (
     OtpFeedback,
     OtpRequest,
     Reason,
+    UpstreamSignals,
     encode,
     format_timestamp,
     parse_timestamp,
@@ -264,6 +266,15 @@ class Engine:
                 keys["phone_country"] = phone.region
         if ip_country is not None:
             keys["ip_country"] = ip_country
+        if "all" in counted:
+            keys["all"] = ALL
+        region = phone.region
+        if region is not None and "segment" in counted:
+            flags = _flags(request.signals, facts)
+            if flags:
+                keys["segment"] = f"{flags}|{region}"
+        if region is not None and ip_country is not None and ip_country != region and "route" in counted:
+            keys["route"] = f"{ip_country}>{region}"
         if request.session_id and "session" in counted:
             keys["session"] = self._hash("session", request.session_id)
         if request.account_id and "account" in counted:
@@ -303,7 +314,9 @@ class Engine:
         elif counts is None:
             conclusion = self.scorer.conclude(static + problems + self._unavailable())
         else:
-            hits = static + self.scorer.counted_hits(subject, counts) + self.scorer.context_hits(subject)
+            hits = (
+                static + self.scorer.counted_hits(subject, counts) + self.scorer.context_hits(subject, counts)
+            )
             conclusion = self.scorer.conclude(hits + problems)
         return self._decision(request, subject, conclusion)
 
@@ -410,6 +423,18 @@ class Engine:
                 known = _Network(facts, client.problem, ip_key, subnet_key)
             self._networks.put(memo_key, known)
         return known
+
+
+def _flags(signals: UpstreamSignals | None, facts: IpFacts | None) -> str:
+    """The upstream flags of a request, as a segment's name: "anonymizer", "bot+datacenter", or ""."""
+    flags = []
+    if signals is not None and signals.bot:
+        flags.append("bot")
+    if (signals is not None and signals.datacenter) or (facts is not None and facts.datacenter):
+        flags.append("datacenter")
+    if (signals is not None and signals.anonymizer) or (facts is not None and facts.anonymizer):
+        flags.append("anonymizer")
+    return "+".join(sorted(flags))
 
 
 def _claimed_request(challenge: OtpChallenge) -> OtpRequest | None:
