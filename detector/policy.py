@@ -217,6 +217,16 @@ class KnownGoodRule(Rule, frozen=True):
     min_verified: int = 1
 
 
+class QuarantineRule(Rule, frozen=True):
+    """When a request is blocked by its score and a counted rule on one of `dimensions` pushed it there, that
+    entity (a prefix, subnet or client) is quarantined: every request on it is blocked until the quarantine
+    expires. Each offence within `forget_after` of the last one takes the next, longer, TTL."""
+
+    dimensions: tuple[Dimension, ...] = ("prefix", "subnet", "ip")
+    ttls: tuple[Duration, ...] = ("15m", "1h", "12h")
+    forget_after: Duration = "24h"
+
+
 class Rules(_Strict, frozen=True):
     invalid_number: Rule = Rule()
     deny_lists: Rule = Rule()
@@ -230,6 +240,7 @@ class Rules(_Strict, frozen=True):
     non_core_destination: PointsRule = PointsRule()
     segments: SegmentsRule = SegmentsRule()
     known_good: KnownGoodRule = KnownGoodRule()
+    quarantine: QuarantineRule = QuarantineRule()
     impossible_client_ip: PointsRule = PointsRule()
     distinct_countries_per_ip: DistinctCountriesRule = DistinctCountriesRule()
     upstream: UpstreamRule = UpstreamRule()
@@ -476,6 +487,11 @@ def _duration_problems(policy: Policy) -> Iterator[str]:
     yield from check(rules.segments.baseline, "$.rules.segments.baseline")
     yield from check(rules.segments.pending, "$.rules.segments.pending")
     yield from check(rules.known_good.window, "$.rules.known_good.window")
+    yield from check(rules.quarantine.forget_after, "$.rules.quarantine.forget_after")
+    if not rules.quarantine.ttls:
+        yield "needs at least one duration - at `$.rules.quarantine.ttls`"
+    for index, ttl in enumerate(rules.quarantine.ttls):
+        yield from check(ttl, f"$.rules.quarantine.ttls[{index}]")
     for name, passes in rules.passes.items():
         yield from check(passes.window, f"$.rules.passes.{name}.window")
         if passes.threshold < 1:

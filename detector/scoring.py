@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from detector.baseline import Baseline
-from detector.events import Action, Reason, UpstreamSignals
+from detector.events import Action, Reason, UpstreamSignals, format_timestamp
 from detector.policy import Policy, RuleMode, seconds
 from detector.signals.network import IpFacts
 from detector.signals.phone import PhoneFacts
@@ -29,6 +29,7 @@ class Hit:
     value: float | int | str | None = None
     threshold: float | int | None = None
     retry_after: float | None = None
+    dimension: str | None = None  # the entity a counted rule measured (a quarantine may follow)
 
     def reason(self) -> Reason:
         return Reason(
@@ -106,6 +107,11 @@ def counter_plan(policy: Policy) -> CounterPlan:
         limit=rules.msisdn_rate_limit.limit,
         distinct_window=seconds(rules.distinct_countries_per_ip.window),
         record_ttl=seconds(policy.state.record_ttl),
+        quarantine_dimensions=frozenset(
+            rules.quarantine.dimensions if rules.quarantine.mode != "off" else ()
+        ),
+        quarantine_ttls=tuple(seconds(ttl) for ttl in rules.quarantine.ttls),
+        quarantine_forget=seconds(rules.quarantine.forget_after),
         pass_windows={
             dim: tuple(Window(s, buckets) for s in sorted(secs)) for dim, secs in sorted(passes.items())
         },
@@ -230,6 +236,7 @@ class Scorer:
                         points=velocity.points * ratio,
                         value=value,
                         threshold=velocity.threshold,
+                        dimension=velocity.dimension,
                     )
                 )
 
@@ -252,6 +259,7 @@ class Scorer:
                         points=adaptive.points * ratio,
                         value=unverified,
                         threshold=round(threshold, 2),
+                        dimension=adaptive.dimension,
                     )
                 )
 
@@ -277,10 +285,25 @@ class Scorer:
                         points=conversion.points * ratio,
                         value=round(rate, 3),
                         threshold=round(threshold, 3),
+                        dimension=conversion.dimension,
                     )
                 )
 
         hits += self.pass_hits(counts.passes)
+
+        quarantine = rules.quarantine
+        active = sorted((dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts)
+        if quarantine.mode != "off" and active and not self.baseline.known_good(counts):
+            for dim, until in active:
+                hits.append(
+                    Hit(
+                        "quarantined",
+                        quarantine.mode,
+                        verdict="block",
+                        value=f"{dim} until {format_timestamp(until)}",
+                        retry_after=round(until - subject.ts, 3),
+                    )
+                )
 
         distinct = rules.distinct_countries_per_ip
         if distinct.mode != "off" and counts.distinct >= distinct.threshold:
@@ -303,8 +326,16 @@ class Scorer:
             count = passes.get((rule.dimension, window), 0)
             if count >= rule.threshold:
                 ratio = min(count / rule.threshold, self._cap)
+                points = rule.points * ratio
                 hits.append(
-                    Hit(code, rule.mode, points=rule.points * ratio, value=count, threshold=rule.threshold)
+                    Hit(
+                        code,
+                        rule.mode,
+                        points=points,
+                        value=count,
+                        threshold=rule.threshold,
+                        dimension=rule.dimension,
+                    )
                 )
         return hits
 
@@ -407,6 +438,16 @@ class Scorer:
                 Hit(f"{dimension}_conversion_collapse", rule.mode, value=health.rate, threshold=threshold)
             )
         return health.factor if rule.mode == "enforce" else 1.0
+
+    def offences(self, conclusion: Conclusion) -> set[str]:
+        """The quarantinable dimensions whose counted rules pushed a request over the block line by score."""
+        rule = self.policy.rules.quarantine
+        if rule.mode == "off" or conclusion.score < self.policy.score.block_at:
+            return set()
+        if any(hit.code == "quarantined" for hit in conclusion.hits):
+            return set()  # already quarantined: blocked by that, not a new offence
+        dims = set(rule.dimensions)
+        return {hit.dimension for hit in conclusion.hits if hit.dimension in dims and hit.points > 0}
 
     def conclude(self, hits: list[Hit]) -> Conclusion:
         score = sum(hit.points for hit in hits)

@@ -41,6 +41,7 @@ from detector.state.base import (
     Counts,
     FeedbackUpdate,
     Observation,
+    Offence,
     Remembered,
     StoreUnavailable,
     Update,
@@ -74,6 +75,9 @@ def small_plan(record_ttl: int = 100_000) -> CounterPlan:
         distinct_window=200,
         record_ttl=record_ttl,
         pass_windows={"prefix": (Window(60, 6), Window(300, 5)), "ip": (Window(120, 4),)},
+        quarantine_dimensions=frozenset({"prefix", "ip"}),
+        quarantine_ttls=(30, 60, 120),
+        quarantine_forget=100,
     )
 
 
@@ -145,8 +149,15 @@ async def run_both(
             for index, (item, answer) in enumerate(zip(chunk, expected, strict=True))
             if isinstance(item, Observation) and isinstance(answer, Counts) and not answer.duplicate
         ]
-        await memory.remember(fresh)
-        await redis.remember(fresh)
+        offences = [  # every fifth fresh request quarantines its prefix or its address
+            Offence(dim, item.keys[dim], item.ts, f"label {index}")
+            for index, item in enumerate(chunk)
+            if isinstance(item, Observation) and index % 5 == 0
+            for dim in ("prefix", "ip")[index % 2 :][:1]
+            if dim in item.keys
+        ]
+        await memory.remember(fresh, offences)
+        await redis.remember(fresh, offences)
         want += expected
         got += actual
     return got, want
