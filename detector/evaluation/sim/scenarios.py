@@ -499,7 +499,7 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "captcha_farm": Scenario(
         "Four number blocks of an expensive country from home-market residential addresses, slowly enough "
-        "to be challenged rather than blocked; a CAPTCHA-solving service passes 90% of challenges in seconds.",
+        "to be challenged rather than blocked; a CAPTCHA-solving service passes 90% of challenges fast.",
         gen_captcha_farm,
         "attack",
         challenge_pass_rate=0.9,
