@@ -548,7 +548,13 @@ def evaluate_file(
 
 
 def format_table(report: Evaluation) -> str:
-    """A short plain-text table: per scenario, what happened and what it cost."""
+    """A short plain-text table: per scenario, what happened and what it cost.
+
+    With challenges followed to their end: "sent" is the share of requests whose SMS went out (at once or
+    after a passed challenge), "sent $" its cost, "got code" the share of people (sessions) who got one,
+    "+delay" the median a challenge added before it.
+    """
+    follow = report.closed_loop is not None
     lines = [
         f"policy {report.policy_version} ({report.mode} mode, outcome = {report.basis}); "
         f"{report.requests:,} requests",
@@ -557,28 +563,43 @@ def format_table(report: Evaluation) -> str:
         f"{'scenario':<20} {'label':<6} {'requests':>8} {'blocked':>8} {'challgd':>8} {'allowed':>8} "
         f"{'cost $':>9} {'stopped $':>10} {'let thru $':>10} {'detect':>7}"
     )
+    if follow:
+        header += f" {'sent':>8} {'sent $':>9} {'got code':>8} {'+delay':>7}"
     lines += [header, "-" * len(header)]
+
+    def row_text(name: str, label: str, row: Outcomes, detect_text: str) -> str:
+        text = (
+            f"{name[:20]:<20} {label:<6} {row.requests:>8,} {row.blocked_pct:>7.2f}% "
+            f"{row.challenged_pct:>7.2f}% {row.allowed_pct:>7.2f}% {row.cost_total:>9.2f} "
+            f"{row.cost_stopped:>10.2f} {row.cost_let_through:>10.2f} {detect_text:>7}"
+        )
+        done = row.follow_through
+        if done is not None:
+            served = f"{done.users_served_pct:.2f}%" if label == "legit" else ""
+            delay = done.challenge_delay_median_s
+            text += (
+                f" {done.sms_sent_pct:>7.2f}% {done.cost_sent:>9.2f} {served:>8} "
+                f"{'' if delay is None else f'{delay:.0f} s':>7}"
+            )
+        return text
+
     for name, row in report.scenarios.items():
         detect = row.time_to_detect
         if row.label == "attack":
             detect_text = str(detect.allowed_before_first_block) if detect.blocked_ever else "never"
         else:
             detect_text = ""
-        lines.append(
-            f"{name[:20]:<20} {(row.label or '-'):<6} {row.requests:>8,} "
-            f"{row.blocked_pct:>7.2f}% "
-            f"{row.challenged_pct:>7.2f}% {row.allowed_pct:>7.2f}% {row.cost_total:>9.2f} "
-            f"{row.cost_stopped:>10.2f} {row.cost_let_through:>10.2f} {detect_text:>7}"
-        )
+        lines.append(row_text(name, row.label or "-", row, detect_text))
     if report.labels:
         lines.append("-" * len(header))
         for label, total in report.labels.items():
-            lines.append(
-                f"{'all ' + label:<20} {label:<6} {total.requests:>8,} {total.blocked_pct:>7.2f}% "
-                f"{total.challenged_pct:>7.2f}% {total.allowed_pct:>7.2f}% {total.cost_total:>9.2f} "
-                f"{total.cost_stopped:>10.2f} {total.cost_let_through:>10.2f}"
-            )
+            lines.append(row_text("all " + label, label, total, ""))
         lines.append("detect = attack requests allowed before the scenario's first block")
+        if follow:
+            lines.append(
+                "sent = SMS sent, at once or after a passed challenge (for attacks, sent $ is the cost "
+                "leaked); got code = people (sessions) who got one; +delay = median added by a challenge"
+            )
     if report.targets:
         parts = [
             f"{name} {t.value:.2f} ({t.target}) {'ok' if t.met else 'MISSED'}"
