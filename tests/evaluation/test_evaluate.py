@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from detector.cli.sim import evaluate as evaluate_command
 from detector.evaluation.evaluate import Evaluator, evaluate_file, format_table, outcome_of, read_meta
 from detector.evaluation.report import render_html
-from detector.evaluation.result import Detection, Evaluation, Target
+from detector.evaluation.result import Detection, Evaluation, Outcomes, Target
 from detector.evaluation.sim import price_for, simulate, write_events
 from detector.events import Action, Decision, Mode, Reason, format_timestamp
 from detector.replay import read_lines
@@ -178,7 +179,14 @@ def test_shadow_decisions_count_by_verdict(tmp_path: Path) -> None:
     enforce = evaluate_rows(tmp_path / "e")
     shadow = evaluate_rows(tmp_path / "s", mode="shadow")
     assert shadow.mode == "shadow" and shadow.basis == "verdict"
-    assert shadow.labels == enforce.labels and shadow.scenarios == enforce.scenarios
+
+    def first_decisions(groups: Mapping[str, Outcomes]) -> dict[str, Outcomes]:
+        return {name: msgspec.structs.replace(row, follow_through=None) for name, row in groups.items()}
+
+    assert first_decisions(shadow.labels) == first_decisions(enforce.labels)
+    assert first_decisions(shadow.scenarios) == first_decisions(enforce.scenarios)
+    assert all(row.follow_through is None for row in shadow.scenarios.values())  # nothing enforced
+    assert all(row.follow_through is not None for row in enforce.scenarios.values())
     shadow_decision = decision("x", "+12015550123", "US", "block", (), mode="shadow")
     assert shadow_decision.action == "allow" and outcome_of(shadow_decision) == "block"
 
