@@ -3,8 +3,8 @@
 Labelled files (the simulator's: `label` and `scenario` on every request, which the engine ignores) give,
 overall and per scenario: attack requests blocked / challenged / allowed, legitimate requests blocked /
 challenged, the attack cost let through against the total, and the time to detect (attack requests let
-through before the first block). A request counts as *stopped* when it is blocked or challenged: a
-challenge (a CAPTCHA, a step-up) is where a script gives up, so its SMS is not paid for.
+through before the first block). A request counts as *stopped* when its first decision blocks or
+challenges it: a challenge (a CAPTCHA, a step-up) is where a script gives up, but not a CAPTCHA farm.
 
 The outcome of a request is its `action` (what was enforced); for a decision made in shadow mode it is
 the `verdict` (what would have been enforced). The `verdicts` section is always by verdict: what the
