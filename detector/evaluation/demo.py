@@ -89,8 +89,9 @@ def run_demo(
         label = "replaying in shadow mode" if shadow else "replaying in enforce mode"
         with _bar(requests, label, progress) as tick:
 
-            def on_decision(_decision: Decision, tick: Callable[[int], None] = tick) -> None:
-                tick(1)
+            def on_decision(decision: Decision, tick: Callable[[int], None] = tick) -> None:
+                if decision.supersedes is None:  # the bar counts requests, not the ends of challenges
+                    tick(1)
 
             reports["shadow" if shadow else "enforce"] = evaluate_file(
                 events_path, loaded, shadow=shadow, on_decision=on_decision, client=client

@@ -600,6 +600,10 @@ def format_table(report: Evaluation) -> str:
                 "sent = SMS sent, at once or after a passed challenge (for attacks, sent $ is the cost "
                 "leaked); got code = people (sessions) who got one; +delay = median added by a challenge"
             )
+    loop = report.closed_loop
+    if loop is not None and loop.not_acted_on:
+        statuses = ", ".join(f"{status} {count:,}" for status, count in loop.not_acted_on.items())
+        lines.append(f"challenge answers the engine did not act on: {statuses}")
     if report.targets:
         parts = [
             f"{name} {t.value:.2f} ({t.target}) {'ok' if t.met else 'MISSED'}"
