@@ -390,3 +390,28 @@ def test_the_same_seed_gives_a_byte_identical_evaluation(tmp_path: Path) -> None
     second = evaluate_file(events).to_json()
     assert first == second
     assert evaluate_file(events, client=ClientModel(seed=99)).to_json() != first  # answers drawn afresh
+
+
+def test_replay_counts_challenge_results_apart_from_requests() -> None:
+    from detector.replay import replay
+
+    async def run() -> dict[str, object]:
+        async with build_engine(load_policy(None), "memory://") as engine:
+            seen: list[Decision] = []
+            request = OtpRequest(request_id="r1", ts=T0, **CHALLENGED)
+            [first] = await engine.process([request])
+            assert isinstance(first, Decision) and first.challenge_id
+            lines = [
+                Line(1, OtpChallenge("r1", first.challenge_id, T0 + 9, result="passed"), T0 + 9),
+                Line(2, OtpChallenge("r1", first.challenge_id, T0 + 12, result="passed"), T0 + 12),
+                Line(3, OtpChallenge("nobody", "ch-x", T0 + 13, result="failed"), T0 + 13),
+            ]
+            summary = await replay(engine, lines, on_decision=lambda _line, d: seen.append(d))
+            assert [d.supersedes for d in seen] == ["challenge"]
+            return summary.as_dict("p", "enforce")
+
+    summary = asyncio.run(run())
+    assert summary["requests"] == 0 and summary["feedback"] == 0
+    assert summary["challenges"] == 3 and summary["superseding"] == 1
+    statuses = summary["challenge_status"]
+    assert isinstance(statuses, dict) and statuses["duplicate"] == 1 and sum(statuses.values()) == 2
