@@ -20,8 +20,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
+
 from detector.evaluation.sim.generate import lognormal, sub_rng
-from detector.events import ChallengeResult, Decision, OtpChallenge, OtpRequest, format_timestamp
+from detector.events import (
+    ChallengeResult,
+    Decision,
+    OtpChallenge,
+    OtpFeedback,
+    OtpRequest,
+    format_timestamp,
+)
 from detector.replay import Line
 
 LEGIT_PASS_RATE = 0.9
@@ -90,28 +99,42 @@ class ClosedLoop:
     `lines(source)` is what the replay reads; `on_decision` must see every decision, so it can schedule
     the answer. An answer scheduled after its time has been read joins with the next batch (the slop of
     one batch, bounded by `FOLLOW_SPAN_S`); answers still pending when the file ends come from `drain()`.
+
+    The file's feedback on a simulated request waits for its decision: a request that was not challenged
+    gets it as written (at most a batch late); a challenge that ended in an SMS gets it as late as the
+    challenge made the code; one that did not (failed, expired, never answered) gets none, since nobody
+    can enter a code that was never sent.
     """
 
     meta: Mapping[str, Labelled]
     client: ClientModel = field(default_factory=ClientModel)
     scheduled: int = 0
+    feedback_delayed: int = 0
+    feedback_dropped: int = 0
     _pending: list[tuple[float, int, Line]] = field(default_factory=list)
     _answered: set[str] = field(default_factory=set)
     _seq: Iterator[int] = field(default_factory=itertools.count)
+    _undecided: set[str] = field(default_factory=set)  # simulated requests read, not yet decided
+    _open: dict[str, float] = field(default_factory=dict)  # challenged: request_id -> request time
+    _held: dict[str, list[Line]] = field(default_factory=dict)  # their feedback, until decided / ended
+    _shift: dict[str, float] = field(default_factory=dict)  # sent after a challenge: seconds later
+    _unsent: set[str] = field(default_factory=set)  # challenges that ended without an SMS
 
     def on_decision(self, line: Line, decision: Decision) -> None:
-        if (
-            decision.supersedes is not None
-            or decision.mode != "enforce"
-            or decision.action != "challenge"
-            or not decision.challenge_id  # nothing to answer with
-            or not isinstance(line.event, OtpRequest)
-            or decision.request_id in self._answered
-        ):
+        request_id = decision.request_id
+        if decision.supersedes is not None:
+            self._end(request_id, line.ts, decision.action == "allow")
             return
-        self._answered.add(decision.request_id)
+        self._undecided.discard(request_id)
+        if self._answerable(line, decision) and request_id not in self._answered:  # once, not per redelivery
+            self._answered.add(request_id)
+            self._open[request_id] = line.ts
+            self._schedule(line, decision)
+        self._settle(request_id)
+
+    def _schedule(self, line: Line, decision: Decision) -> None:
         answer = self.client.answer(decision.request_id, self.meta.get(decision.request_id))
-        if answer is None:
+        if answer is None or decision.challenge_id is None:
             return
         ts = _millis(line.ts + answer.delay)
         event = OtpChallenge(
@@ -120,24 +143,86 @@ class ClosedLoop:
             ts=format_timestamp(ts),
             result=answer.result,
         )
-        heapq.heappush(self._pending, (ts, next(self._seq), Line(0, event, ts)))
+        self._push(Line(0, event, ts))
         self.scheduled += 1
+
+    def _settle(self, request_id: str) -> None:
+        """Feedback held while its request was undecided: on as written, later, dropped, or held on."""
+        for line in self._held.pop(request_id, []):
+            if self._follow_feedback(line, request_id):
+                self._push(line)  # as written, a batch late at most
 
     def lines(self, source: Iterable[Line]) -> Iterator[Line]:
         pending = self._pending
         for line in source:
             while pending and pending[0][0] <= line.ts:
                 yield heapq.heappop(pending)[2]
+            event = line.event
+            if isinstance(event, OtpFeedback):
+                if not self._follow_feedback(line, event.request_id):
+                    continue
+            elif isinstance(event, OtpRequest) and self._simulated(event.request_id):
+                self._undecided.add(event.request_id)
             yield line
 
     def drain(self) -> Iterator[Line]:
-        """The answers still pending once the file is read, in time order."""
+        """What is still pending once the file is read (answers, delayed feedback), in time order."""
         while self._pending:
             yield heapq.heappop(self._pending)[2]
 
     @property
     def pending(self) -> bool:
         return bool(self._pending)
+
+    @property
+    def dropped(self) -> int:
+        """Feedback never passed on: its challenge ended without an SMS, or never ended."""
+        return self.feedback_dropped + sum(len(held) for held in self._held.values())
+
+    def _answerable(self, line: Line, decision: Decision) -> bool:
+        return (
+            decision.mode == "enforce"
+            and decision.action == "challenge"
+            and bool(decision.challenge_id)  # nothing to answer with otherwise
+            and isinstance(line.event, OtpRequest)
+            and self._simulated(decision.request_id)
+        )
+
+    def _simulated(self, request_id: str) -> bool:
+        meta = self.meta.get(request_id)
+        return meta is not None and meta.label in ("legit", "attack")
+
+    def _end(self, request_id: str, ts: float, sent: bool) -> None:
+        started = self._open.pop(request_id, None)
+        if started is None:
+            return
+        if sent:
+            self._shift[request_id] = ts - started
+        else:
+            self._unsent.add(request_id)
+        self._settle(request_id)
+
+    def _follow_feedback(self, line: Line, request_id: str) -> bool:
+        """Whether to pass feedback on now; otherwise it is held, moved later, or dropped."""
+        if request_id in self._undecided or request_id in self._open:
+            self._held.setdefault(request_id, []).append(line)
+        elif request_id in self._shift:
+            self._push(self._shifted(line, request_id))
+        elif request_id in self._unsent:
+            self.feedback_dropped += 1
+        else:
+            return True
+        return False
+
+    def _shifted(self, line: Line, request_id: str) -> Line:
+        self.feedback_delayed += 1
+        ts = _millis(line.ts + self._shift[request_id])
+        event = line.event
+        assert isinstance(event, OtpFeedback)
+        return Line(line.number, msgspec.structs.replace(event, ts=format_timestamp(ts)), ts)
+
+    def _push(self, line: Line) -> None:
+        heapq.heappush(self._pending, (line.ts, next(self._seq), line))
 
 
 def _millis(ts: float) -> float:

@@ -514,6 +514,7 @@ def evaluate_file(
                     engine, loop.drain(), batch_size=batch_size, max_span=FOLLOW_SPAN_S, on_decision=collect
                 )
                 summary.events += tail.events
+                summary.feedback += tail.feedback
                 summary.challenges += tail.challenges
                 summary.challenge_status.update(tail.challenge_status)
             return summary
@@ -531,6 +532,8 @@ def evaluate_file(
             legit_delay_s=model.legit_delay_s,
             seed=model.seed,
             answers=loop.scheduled,
+            feedback_delayed=loop.feedback_delayed,
+            feedback_dropped=loop.dropped,
             not_acted_on=dict(sorted(summary.challenge_status.items())),
         )
     return msgspec.structs.replace(

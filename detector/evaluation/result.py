@@ -112,6 +112,8 @@ class ClosedLoopSettings(msgspec.Struct, kw_only=True):
     legit_delay_s: float  # median
     seed: int
     answers: int  # challenge results fed back into the engine
+    feedback_delayed: int  # the file's feedback on challenges that ended in an SMS, moved that much later
+    feedback_dropped: int  # on challenges that did not: nobody enters a code never sent
     not_acted_on: dict[str, int]  # the engine's status for answers that gave no new decision
 
 

@@ -25,6 +25,7 @@ from detector.events import (
     Action,
     Decision,
     OtpChallenge,
+    OtpFeedback,
     OtpRequest,
     format_timestamp,
     parse_event,
@@ -176,6 +177,46 @@ def test_answers_after_the_end_of_the_file_are_drained() -> None:
     assert list(stream) == [] and loop.pending
     [answer] = list(loop.drain())
     assert isinstance(answer.event, OtpChallenge) and answer.ts > T0 and not loop.pending
+
+
+def feedback_line(number: int, rid: str, ts: float) -> Line:
+    return Line(number, OtpFeedback(request_id=rid, ts=format_timestamp(ts), outcome="verified"), ts)
+
+
+def test_feedback_waits_for_the_end_of_its_challenge() -> None:
+    """Nobody enters a code before it is sent, nor one never sent."""
+    model = ClientModel(legit_pass_rate=1.0)
+    never = next(f"b{i}" for i in range(100) if model.answer(f"b{i}", BOT) is None)
+    loop = ClosedLoop({"p": LEGIT, "a": LEGIT, never: BOT}, model)
+    source = [
+        request_line(1, "p", T0),
+        request_line(2, "a", T0 + 1),
+        request_line(3, never, T0 + 2),
+        feedback_line(4, "a", T0 + 5),
+        feedback_line(5, "p", T0 + 20),
+        feedback_line(6, never, T0 + 25),
+        request_line(7, "z", T0 + 100),  # unlabelled: real traffic, left alone
+    ]
+    stream = loop.lines(source)
+    first = [next(stream) for _ in range(4)]  # feedback on undecided requests is held back
+    assert [line.number for line in first] == [1, 2, 3, 7]
+    loop.on_decision(first[0], decided("p", "challenge", "ch-p"))
+    loop.on_decision(first[1], decided("a", "allow"))
+    loop.on_decision(first[2], decided(never, "challenge", "ch-n"))
+    loop.on_decision(first[3], decided("z", "challenge", "ch-z"))
+    assert list(stream) == []
+    drained = loop.drain()
+    feedback_a = next(drained)
+    assert feedback_a is source[3]  # not challenged: as written, a batch late
+    answer = next(drained)
+    assert isinstance(answer.event, OtpChallenge) and answer.event.request_id == "p"
+    loop.on_decision(answer, decided("p", "allow", supersedes="challenge"))
+    [feedback_p] = list(drained)
+    delay = answer.ts - T0
+    assert isinstance(feedback_p.event, OtpFeedback) and feedback_p.event.request_id == "p"
+    assert feedback_p.ts == pytest.approx(T0 + 20 + delay, abs=1e-3)  # the code came that much later
+    assert parse_event(msgspec.json.encode(feedback_p.event)) == feedback_p.event
+    assert (loop.feedback_delayed, loop.dropped, loop.scheduled) == (1, 1, 1)  # the bot's: dropped
 
 
 def test_batches_span_at_most_the_follow_span() -> None:
