@@ -77,7 +77,7 @@ class Workload:
 
     def request(self) -> tuple[str, bytes, bytes]:
         """(request_id, key, value) of a fresh request, stamped now."""
-        from detector.stream.topics import partition_key
+        from detector.kafka.topics import partition_key
 
         rng = self.rng
         self.count += 1
@@ -210,14 +210,14 @@ def faust_passthrough(bootstrap: str, source: str, target: str, group: str, batc
     """What Faust itself costs: the worker's app settings, `take_events` and output, and no engine."""
     import faust
 
-    from detector.stream.app import KafkaOutput
+    from detector.kafka.output import KafkaOutput
     from detector.stream.config import StreamConfig
 
     config = StreamConfig(brokers=bootstrap, group_id=group, batch_size=batch_size, session_timeout=10,
                           heartbeat_interval=1)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    output = KafkaOutput(config)
+    output = KafkaOutput(config.bootstrap, f"{group}-output")
     with tempfile.TemporaryDirectory(prefix="bench-faust-") as data_dir:
         app = faust.App(group, autodiscover=False, **config.faust_settings(data_dir))
         topic = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -246,7 +246,7 @@ def topic_names(stem: str) -> dict[str, str]:
 
 
 async def create(bootstrap: str, names: dict[str, str]) -> None:
-    from detector.stream.topics import ensure_topics
+    from detector.kafka.topics import ensure_topics
 
     await ensure_topics(bootstrap, list(names.values()), PARTITIONS, 1)
 

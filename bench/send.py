@@ -296,9 +296,9 @@ async def worker(
 ) -> Row:
     from aiokafka import AIOKafkaProducer
 
+    from detector.kafka.topics import ensure_topics
     from detector.send import ApiKey, EightByEightConfig
     from detector.send.worker import SendWorker
-    from detector.stream.topics import ensure_topics
 
     config = bench_config(
         redis_url,

@@ -39,67 +39,207 @@ def _vendor_option(*decls: str, name: str, env: str, help: str, **kwargs: Any) -
     "send-worker", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
 @_option("--brokers", setting="brokers", default=DEFAULT_BROKERS, help="Bootstrap servers: HOST:PORT,...")
-@_option("--group-id", setting="group_id", default=DEFAULT_GROUP,
-         help="Consumer group of the send workers (not the detection workers').")
+@_option(
+    "--group-id",
+    setting="group_id",
+    default=DEFAULT_GROUP,
+    help="Consumer group of the send workers (not the detection workers').",
+)
 @_option("--topic-decisions", setting="decisions", default=_TOPICS.decisions, help="otp_decision input.")
-@_option("--topic-feedback", setting="feedback", default=_TOPICS.feedback,
-         help="otp_feedback input: verified/failed OTPs are reported to 8x8.")
-@_option("--topic-outcomes", setting="outcomes", default=_TOPICS.outcomes,
-         help="otp_outcome output, keyed by request_id: one per decision.")
-@_option("--feedback/--no-feedback", setting="consume_feedback", default=True,
-         help="Report OTP outcomes to 8x8 (conversion tracking).")
-@_option("--partitions", setting="partitions", default=12, type=click.IntRange(1, 10_000),
-         help="Partitions of topics this worker creates (existing topics are left alone).")
-@_option("--replication", setting="replication", default=None, type=click.IntRange(1, 16),
-         help="Replication factor of topics this worker creates. [default: min(3, brokers)]")
-@_option("--ledger", setting="ledger_url", default=DEFAULT_LEDGER,
-         help="Redis of the send ledger (request_id -> claim, outcome, umid); give it persistence.")
-@_option("--ledger-prefix", setting="ledger_prefix", default=DEFAULT_LEDGER_PREFIX,
-         help="Prefix of the ledger's keys.")
-@_option("--ledger-ttl", setting="ledger_ttl", default=2 * 86400.0, type=click.FloatRange(3600, None),
-         help="Seconds a request's record is kept: longer than any redelivery and feedback delay.")
-@_option("--rate", setting="rate", default=50.0, type=click.FloatRange(0.001, None, min_open=False),
-         help="Messages per second to 8x8, every attempt counted (token bucket).")
-@_option("--burst", setting="burst", default=None, type=click.FloatRange(1, None),
-         help="Messages that may go at once. [default: one second's worth]")
-@_option("--batch-size", setting="batch_size", default=100, type=click.IntRange(1, 10_000),
-         help="Most messages per 8x8 batch request; 1 uses only the single-message endpoint.")
-@_option("--batch-wait", setting="batch_wait", default=0.02, type=click.FloatRange(0.0005, 10.0),
-         help="Seconds to wait for decisions to fill a round.")
-@_option("--max-in-flight", setting="max_in_flight", default=8, type=click.IntRange(1, 1000),
-         help="8x8 requests in flight at once.")
-@_option("--retry-attempts", setting="retry_attempts", default=4, type=click.IntRange(1, 100),
-         help="Most attempts of one send (429, 5xx, timeouts, connection errors).")
-@_option("--retry-max-elapsed", setting="retry_max_elapsed", default=20.0, type=click.FloatRange(0, 600),
-         help="Seconds after the first attempt past which no retry starts.")
-@_option("--retry-base-delay", setting="retry_base_delay", default=0.25, type=click.FloatRange(0, 60),
-         help="Backoff of the first retry (doubling, full jitter, never below Retry-After).")
-@_option("--retry-max-delay", setting="retry_max_delay", default=8.0, type=click.FloatRange(0, 600),
-         help="Longest backoff between attempts.")
-@_option("--retry-ambiguous/--no-retry-ambiguous", setting="retry_ambiguous", default=True,
-         help="Also retry 500/502/504, read timeouts and dropped connections, after which 8x8 may have "
-              "queued the SMS (a retry can then deliver it twice).")
-@_option("--owner-ttl", setting="owner_ttl", default=10.0, type=click.FloatRange(1, 600),
-         help="Seconds a stopped worker still counts as alive (its claims are waited for).")
-@_option("--claim-wait", setting="claim_wait", default=35.0, type=click.FloatRange(0, 3600),
-         help="Longest wait for a live worker's claim before declaring the request in doubt.")
-@_option("--offset-reset", setting="offset_reset", default="earliest",
-         type=click.Choice(["earliest", "latest"]), help="Where a new consumer group starts.")
-@_option("--session-timeout", setting="session_timeout", default=30.0, type=click.FloatRange(6.0, 1800.0),
-         help="Seconds without heartbeat before a worker's partitions move to the others.")
-@_option("--heartbeat-interval", setting="heartbeat_interval", default=3.0, type=click.FloatRange(0.1, 600.0),
-         help="Seconds between Kafka heartbeats (at most a third of the session timeout).")
-@_option("--metrics-port", setting="metrics_port", default=DEFAULT_METRICS_PORT,
-         type=click.IntRange(0, 65535), help="Prometheus /metrics port; 0 turns it off.")
+@_option(
+    "--topic-feedback",
+    setting="feedback",
+    default=_TOPICS.feedback,
+    help="otp_feedback input: verified/failed OTPs are reported to 8x8.",
+)
+@_option(
+    "--topic-outcomes",
+    setting="outcomes",
+    default=_TOPICS.outcomes,
+    help="otp_outcome output, keyed by request_id: one per decision.",
+)
+@_option(
+    "--feedback/--no-feedback",
+    setting="consume_feedback",
+    default=True,
+    help="Report OTP outcomes to 8x8 (conversion tracking).",
+)
+@_option(
+    "--partitions",
+    setting="partitions",
+    default=12,
+    type=click.IntRange(1, 10_000),
+    help="Partitions of topics this worker creates (existing topics are left alone).",
+)
+@_option(
+    "--replication",
+    setting="replication",
+    default=None,
+    type=click.IntRange(1, 16),
+    help="Replication factor of topics this worker creates. [default: min(3, brokers)]",
+)
+@_option(
+    "--ledger",
+    setting="ledger_url",
+    default=DEFAULT_LEDGER,
+    help="Redis of the send ledger (request_id -> claim, outcome, umid); give it persistence.",
+)
+@_option(
+    "--ledger-prefix",
+    setting="ledger_prefix",
+    default=DEFAULT_LEDGER_PREFIX,
+    help="Prefix of the ledger's keys.",
+)
+@_option(
+    "--ledger-ttl",
+    setting="ledger_ttl",
+    default=2 * 86400.0,
+    type=click.FloatRange(3600, None),
+    help="Seconds a request's record is kept: longer than any redelivery and feedback delay.",
+)
+@_option(
+    "--rate",
+    setting="rate",
+    default=50.0,
+    type=click.FloatRange(0.001, None, min_open=False),
+    help="Messages per second to 8x8, every attempt counted (token bucket).",
+)
+@_option(
+    "--burst",
+    setting="burst",
+    default=None,
+    type=click.FloatRange(1, None),
+    help="Messages that may go at once. [default: one second's worth]",
+)
+@_option(
+    "--batch-size",
+    setting="batch_size",
+    default=100,
+    type=click.IntRange(1, 10_000),
+    help="Most messages per 8x8 batch request; 1 uses only the single-message endpoint.",
+)
+@_option(
+    "--batch-wait",
+    setting="batch_wait",
+    default=0.02,
+    type=click.FloatRange(0.0005, 10.0),
+    help="Seconds to wait for decisions to fill a round.",
+)
+@_option(
+    "--max-in-flight",
+    setting="max_in_flight",
+    default=8,
+    type=click.IntRange(1, 1000),
+    help="8x8 requests in flight at once.",
+)
+@_option(
+    "--retry-attempts",
+    setting="retry_attempts",
+    default=4,
+    type=click.IntRange(1, 100),
+    help="Most attempts of one send (429, 5xx, timeouts, connection errors).",
+)
+@_option(
+    "--retry-max-elapsed",
+    setting="retry_max_elapsed",
+    default=20.0,
+    type=click.FloatRange(0, 600),
+    help="Seconds after the first attempt past which no retry starts.",
+)
+@_option(
+    "--retry-base-delay",
+    setting="retry_base_delay",
+    default=0.25,
+    type=click.FloatRange(0, 60),
+    help="Backoff of the first retry (doubling, full jitter, never below Retry-After).",
+)
+@_option(
+    "--retry-max-delay",
+    setting="retry_max_delay",
+    default=8.0,
+    type=click.FloatRange(0, 600),
+    help="Longest backoff between attempts.",
+)
+@_option(
+    "--retry-ambiguous/--no-retry-ambiguous",
+    setting="retry_ambiguous",
+    default=True,
+    help="Also retry 500/502/504, read timeouts and dropped connections, after which 8x8 may have "
+    "queued the SMS (a retry can then deliver it twice).",
+)
+@_option(
+    "--owner-ttl",
+    setting="owner_ttl",
+    default=10.0,
+    type=click.FloatRange(1, 600),
+    help="Seconds a stopped worker still counts as alive (its claims are waited for).",
+)
+@_option(
+    "--claim-wait",
+    setting="claim_wait",
+    default=35.0,
+    type=click.FloatRange(0, 3600),
+    help="Longest wait for a live worker's claim before declaring the request in doubt.",
+)
+@_option(
+    "--offset-reset",
+    setting="offset_reset",
+    default="earliest",
+    type=click.Choice(["earliest", "latest"]),
+    help="Where a new consumer group starts.",
+)
+@_option(
+    "--session-timeout",
+    setting="session_timeout",
+    default=30.0,
+    type=click.FloatRange(6.0, 1800.0),
+    help="Seconds without heartbeat before a worker's partitions move to the others.",
+)
+@_option(
+    "--heartbeat-interval",
+    setting="heartbeat_interval",
+    default=3.0,
+    type=click.FloatRange(0.1, 600.0),
+    help="Seconds between Kafka heartbeats (at most a third of the session timeout).",
+)
+@_option(
+    "--metrics-port",
+    setting="metrics_port",
+    default=DEFAULT_METRICS_PORT,
+    type=click.IntRange(0, 65535),
+    help="Prometheus /metrics port; 0 turns it off.",
+)
 @_option("--metrics-host", setting="metrics_host", default="0.0.0.0", help="Address the metrics port binds.")
-@_vendor_option("--sub-account", name="sub_account", env="EIGHTBYEIGHT_SUBACCOUNT_ID", default=None,
-                help="8x8 sub-account that sends the OTPs (required).")
-@_vendor_option("--region", name="region", env="EIGHTBYEIGHT_REGION", default="ap",
-                type=click.Choice(["ap", "us", "uk", "id"]), help="8x8 region.")
-@_vendor_option("--base-url", name="base_url", env="EIGHTBYEIGHT_BASE_URL", default=None,
-                help="8x8 API base URL, instead of the region's.")
-@_vendor_option("--timeout", name="timeout", env="EIGHTBYEIGHT_TIMEOUT", default=5.0,
-                type=click.FloatRange(0.01, 300), help="Seconds for each of connect, write and read.")
+@_vendor_option(
+    "--sub-account",
+    name="sub_account",
+    env="EIGHTBYEIGHT_SUBACCOUNT_ID",
+    default=None,
+    help="8x8 sub-account that sends the OTPs (required).",
+)
+@_vendor_option(
+    "--region",
+    name="region",
+    env="EIGHTBYEIGHT_REGION",
+    default="ap",
+    type=click.Choice(["ap", "us", "uk", "id"]),
+    help="8x8 region.",
+)
+@_vendor_option(
+    "--base-url",
+    name="base_url",
+    env="EIGHTBYEIGHT_BASE_URL",
+    default=None,
+    help="8x8 API base URL, instead of the region's.",
+)
+@_vendor_option(
+    "--timeout",
+    name="timeout",
+    env="EIGHTBYEIGHT_TIMEOUT",
+    default=5.0,
+    type=click.FloatRange(0.01, 300),
+    help="Seconds for each of connect, write and read.",
+)
 def send_worker(**options: Any) -> None:
     """Send the allowed OTPs through 8x8 and publish one otp_outcome per decision.
 
@@ -118,8 +258,12 @@ def send_worker(**options: Any) -> None:
     from detector.send.worker import run_send_worker
 
     vendor_env = dict(os.environ)
-    for name, env in (("sub_account", "EIGHTBYEIGHT_SUBACCOUNT_ID"), ("region", "EIGHTBYEIGHT_REGION"),
-                      ("base_url", "EIGHTBYEIGHT_BASE_URL"), ("timeout", "EIGHTBYEIGHT_TIMEOUT")):
+    for name, env in (
+        ("sub_account", "EIGHTBYEIGHT_SUBACCOUNT_ID"),
+        ("region", "EIGHTBYEIGHT_REGION"),
+        ("base_url", "EIGHTBYEIGHT_BASE_URL"),
+        ("timeout", "EIGHTBYEIGHT_TIMEOUT"),
+    ):
         value = options.pop(name)
         if value is not None:
             vendor_env[env] = str(value)

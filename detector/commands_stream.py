@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
+from detector.kafka.topics import TopicNames
 from detector.stream.config import DEFAULT_BROKERS, DEFAULT_GROUP, DEFAULT_METRICS_PORT, DEFAULT_STORE, ENV
-from detector.stream.topics import TopicNames
 
 _TOPICS = TopicNames()
 
@@ -21,58 +21,162 @@ def _option(*decls: str, setting: str, help: str, **kwargs: Any) -> Any:
 
 @click.command("worker", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @_option("--brokers", setting="brokers", default=DEFAULT_BROKERS, help="Bootstrap servers: HOST:PORT,...")
-@_option("--store", setting="store_url", default=DEFAULT_STORE,
-         help="Counters shared by every worker: redis://HOST:PORT/DB (memory:// only for one worker).")
-@_option("--policy", setting="policy_path", type=click.Path(exists=True, dir_okay=False), default=None,
-         help="Policy YAML merged over the default policy.")
-@_option("--shadow", setting="shadow", is_flag=True, default=False,
-         help="Shadow mode: decide and count, but every action is allow.")
-@_option("--group-id", setting="group_id", default=DEFAULT_GROUP,
-         help="Consumer group (and Faust app id); workers with the same id share the partitions.")
+@_option(
+    "--store",
+    setting="store_url",
+    default=DEFAULT_STORE,
+    help="Counters shared by every worker: redis://HOST:PORT/DB (memory:// only for one worker).",
+)
+@_option(
+    "--policy",
+    setting="policy_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Policy YAML merged over the default policy.",
+)
+@_option(
+    "--shadow",
+    setting="shadow",
+    is_flag=True,
+    default=False,
+    help="Shadow mode: decide and count, but every action is allow.",
+)
+@_option(
+    "--group-id",
+    setting="group_id",
+    default=DEFAULT_GROUP,
+    help="Consumer group (and Faust app id); workers with the same id share the partitions.",
+)
 @_option("--topic-requests", setting="requests", default=_TOPICS.requests, help="otp_request input.")
-@_option("--topic-feedback", setting="feedback", default=_TOPICS.feedback,
-         help="otp_feedback input (may equal the requests topic).")
-@_option("--topic-decisions", setting="decisions", default=_TOPICS.decisions,
-         help="Decisions, keyed by request_id.")
-@_option("--topic-dead-letters", setting="dead_letters", default=_TOPICS.dead_letters,
-         help="Unreadable input, with the error and the original bytes.")
-@_option("--topic-feedback-retry", setting="feedback_retry", default=_TOPICS.feedback_retry,
-         help="Delay queue for feedback the store could not apply yet.")
-@_option("--partitions", setting="partitions", default=12, type=click.IntRange(1, 10_000),
-         help="Partitions of topics this worker creates (existing topics are left alone).")
-@_option("--replication", setting="replication", default=None, type=click.IntRange(1, 16),
-         help="Replication factor of topics this worker creates. [default: min(3, brokers)]")
-@_option("--batch-size", setting="batch_size", default=500, type=click.IntRange(1, 100_000),
-         help="Most events per engine call (one store round trip).")
-@_option("--batch-wait", setting="batch_wait", default=0.01, type=click.FloatRange(0.0005, 10.0),
-         help="Seconds to wait for a batch to fill before processing what is there.")
-@_option("--metrics-port", setting="metrics_port", default=DEFAULT_METRICS_PORT,
-         type=click.IntRange(0, 65535),
-         help="Prometheus /metrics port; 0 turns it off.")
+@_option(
+    "--topic-feedback",
+    setting="feedback",
+    default=_TOPICS.feedback,
+    help="otp_feedback input (may equal the requests topic).",
+)
+@_option(
+    "--topic-decisions",
+    setting="decisions",
+    default=_TOPICS.decisions,
+    help="Decisions, keyed by request_id.",
+)
+@_option(
+    "--topic-dead-letters",
+    setting="dead_letters",
+    default=_TOPICS.dead_letters,
+    help="Unreadable input, with the error and the original bytes.",
+)
+@_option(
+    "--topic-feedback-retry",
+    setting="feedback_retry",
+    default=_TOPICS.feedback_retry,
+    help="Delay queue for feedback the store could not apply yet.",
+)
+@_option(
+    "--partitions",
+    setting="partitions",
+    default=12,
+    type=click.IntRange(1, 10_000),
+    help="Partitions of topics this worker creates (existing topics are left alone).",
+)
+@_option(
+    "--replication",
+    setting="replication",
+    default=None,
+    type=click.IntRange(1, 16),
+    help="Replication factor of topics this worker creates. [default: min(3, brokers)]",
+)
+@_option(
+    "--batch-size",
+    setting="batch_size",
+    default=500,
+    type=click.IntRange(1, 100_000),
+    help="Most events per engine call (one store round trip).",
+)
+@_option(
+    "--batch-wait",
+    setting="batch_wait",
+    default=0.01,
+    type=click.FloatRange(0.0005, 10.0),
+    help="Seconds to wait for a batch to fill before processing what is there.",
+)
+@_option(
+    "--metrics-port",
+    setting="metrics_port",
+    default=DEFAULT_METRICS_PORT,
+    type=click.IntRange(0, 65535),
+    help="Prometheus /metrics port; 0 turns it off.",
+)
 @_option("--metrics-host", setting="metrics_host", default="0.0.0.0", help="Address the metrics port binds.")
-@_option("--feedback-retry-delay", setting="feedback_retry_delay", default=5.0,
-         type=click.FloatRange(0.01, 3600.0),
-         help="Seconds between tries of feedback for an unknown request.")
-@_option("--feedback-retries", setting="feedback_retries", default=12, type=click.IntRange(0, 1000),
-         help="Tries of feedback for an unknown request before it is dropped.")
-@_option("--unavailable-backoff-max", setting="unavailable_backoff_max", default=5.0,
-         type=click.FloatRange(0.1, 600.0),
-         help="Longest pause between tries while the store does not answer.")
-@_option("--unavailable-patience", setting="unavailable_patience", default=30.0,
-         type=click.FloatRange(0.0, 3600.0),
-         help="Seconds the feedback agent retries in place before using the retry topic.")
-@_option("--offset-reset", setting="offset_reset", default="earliest",
-         type=click.Choice(["earliest", "latest"]), help="Where a new consumer group starts.")
-@_option("--session-timeout", setting="session_timeout", default=30.0, type=click.FloatRange(6.0, 1800.0),
-         help="Seconds without heartbeat before a worker's partitions move to the others.")
-@_option("--heartbeat-interval", setting="heartbeat_interval", default=3.0, type=click.FloatRange(0.1, 600.0),
-         help="Seconds between heartbeats (at most a third of the session timeout).")
-@_option("--rebalance-timeout", setting="rebalance_timeout", default=60.0, type=click.FloatRange(1.0, 3600.0),
-         help="Seconds a rebalance may take.")
-@_option("--commit-interval", setting="commit_interval", default=2.8, type=click.FloatRange(0.05, 600.0),
-         help="Seconds between offset commits.")
-@_option("--data-dir", setting="data_dir", default=None,
-         help="Faust's data directory (nothing is stored there without tables). [default: a temp dir]")
+@_option(
+    "--feedback-retry-delay",
+    setting="feedback_retry_delay",
+    default=5.0,
+    type=click.FloatRange(0.01, 3600.0),
+    help="Seconds between tries of feedback for an unknown request.",
+)
+@_option(
+    "--feedback-retries",
+    setting="feedback_retries",
+    default=12,
+    type=click.IntRange(0, 1000),
+    help="Tries of feedback for an unknown request before it is dropped.",
+)
+@_option(
+    "--unavailable-backoff-max",
+    setting="unavailable_backoff_max",
+    default=5.0,
+    type=click.FloatRange(0.1, 600.0),
+    help="Longest pause between tries while the store does not answer.",
+)
+@_option(
+    "--unavailable-patience",
+    setting="unavailable_patience",
+    default=30.0,
+    type=click.FloatRange(0.0, 3600.0),
+    help="Seconds the feedback agent retries in place before using the retry topic.",
+)
+@_option(
+    "--offset-reset",
+    setting="offset_reset",
+    default="earliest",
+    type=click.Choice(["earliest", "latest"]),
+    help="Where a new consumer group starts.",
+)
+@_option(
+    "--session-timeout",
+    setting="session_timeout",
+    default=30.0,
+    type=click.FloatRange(6.0, 1800.0),
+    help="Seconds without heartbeat before a worker's partitions move to the others.",
+)
+@_option(
+    "--heartbeat-interval",
+    setting="heartbeat_interval",
+    default=3.0,
+    type=click.FloatRange(0.1, 600.0),
+    help="Seconds between heartbeats (at most a third of the session timeout).",
+)
+@_option(
+    "--rebalance-timeout",
+    setting="rebalance_timeout",
+    default=60.0,
+    type=click.FloatRange(1.0, 3600.0),
+    help="Seconds a rebalance may take.",
+)
+@_option(
+    "--commit-interval",
+    setting="commit_interval",
+    default=2.8,
+    type=click.FloatRange(0.05, 600.0),
+    help="Seconds between offset commits.",
+)
+@_option(
+    "--data-dir",
+    setting="data_dir",
+    default=None,
+    help="Faust's data directory (nothing is stored there without tables). [default: a temp dir]",
+)
 def worker(**options: Any) -> None:
     """Consume OTP requests and feedback from Kafka, publish decisions.
 
@@ -90,8 +194,12 @@ def worker(**options: Any) -> None:
     from detector.wiring import build_engine
 
     try:
-        topics = TopicNames(**{name: options.pop(name) for name in
-                               ("requests", "feedback", "decisions", "dead_letters", "feedback_retry")})
+        topics = TopicNames(
+            **{
+                name: options.pop(name)
+                for name in ("requests", "feedback", "decisions", "dead_letters", "feedback_retry")
+            }
+        )
         config = StreamConfig(topics=topics, **options)
         config.broker_urls  # noqa: B018 - validates the broker list
     except ValueError as exc:

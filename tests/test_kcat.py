@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from detector.stream.topics import ensure_topics, partition_key
+from detector.kafka.topics import ensure_topics, partition_key
 from tests.test_stream import (
     PARTITIONS,
     QUIET_POLICY,
@@ -35,7 +35,10 @@ def kcat_produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
     assert KCAT is not None
     subprocess.run(
         [KCAT, "-P", "-b", bootstrap, "-t", topic, "-K:", "-X", "topic.partitioner=murmur2_random"],
-        input=b"\n".join(lines) + b"\n", check=True, timeout=30, capture_output=True,
+        input=b"\n".join(lines) + b"\n",
+        check=True,
+        timeout=30,
+        capture_output=True,
     )
 
 
@@ -44,7 +47,9 @@ def kcat_read(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     assert KCAT is not None
     done = subprocess.run(
         [KCAT, "-C", "-b", bootstrap, "-t", topic, "-e", "-o", "beginning", "-J", "-q"],
-        check=True, timeout=30, capture_output=True,
+        check=True,
+        timeout=30,
+        capture_output=True,
     )
     return [orjson.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
@@ -55,8 +60,9 @@ async def test_requests_from_kcat_get_decisions_kcat_can_read(kafka_bootstrap: s
     await ensure_topics(kafka_bootstrap, topics.all(), PARTITIONS, 1)
     policy = tmp_path / "quiet.yaml"
     policy.write_text(QUIET_POLICY)
-    env = worker_env(kafka_bootstrap, "memory://", topics, f"kcat-{uuid.uuid4().hex[:8]}",
-                     DETECTOR_POLICY=str(policy))
+    env = worker_env(
+        kafka_bootstrap, "memory://", topics, f"kcat-{uuid.uuid4().hex[:8]}", DETECTOR_POLICY=str(policy)
+    )
     worker = WorkerProcess("worker", tmp_path, env)
     try:
         phone = "+447400555301"
@@ -78,8 +84,9 @@ async def test_requests_from_kcat_get_decisions_kcat_can_read(kafka_bootstrap: s
                 decisions[decision["request_id"]] = decision
             return ids <= set(decisions)
 
-        await eventually(all_decided, 60, "decisions readable with kcat", alive=worker.assert_running,
-                         interval=0.3)
+        await eventually(
+            all_decided, 60, "decisions readable with kcat", alive=worker.assert_running, interval=0.3
+        )
         dead = [orjson.loads(e["payload"]) for e in kcat_read(kafka_bootstrap, topics.dead_letters)]
         published = kcat_read(kafka_bootstrap, topics.requests)
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.stream.topics import TopicNames, ensure_topics, partition_key
+from detector.kafka.topics import TopicNames, ensure_topics, partition_key
 from tests.test_stream import (
     QUIET_POLICY,
     Message,
@@ -39,8 +39,14 @@ async def start_pair(
     topics = unique_topics(stem)
     await ensure_topics(bootstrap, topics.all(), PARTITIONS, 1)
     group = f"{stem}-{uuid.uuid4().hex[:8]}"
-    env = worker_env(bootstrap, redis_url, topics, group, DETECTOR_POLICY=str(policy_file),
-                     DETECTOR_TOPIC_PARTITIONS=str(PARTITIONS))
+    env = worker_env(
+        bootstrap,
+        redis_url,
+        topics,
+        group,
+        DETECTOR_POLICY=str(policy_file),
+        DETECTOR_TOPIC_PARTITIONS=str(PARTITIONS),
+    )
     workers = [WorkerProcess(name, workdir, env) for name in ("a", "b")]
     await wait_group(bootstrap, group, 2, 60, alive=lambda: all_running(workers))
     return topics, group, workers
@@ -80,8 +86,9 @@ async def test_two_workers_decide_every_request_once_and_share_the_number_limit(
 
         ids = {e["request_id"] for e in spread + burst}
         async with TopicReader(kafka_bootstrap, topics.decisions) as reader:
-            await reader.wait_for(have_ids(ids), 90, "a decision for every request",
-                                  alive=lambda: all_running(workers))
+            await reader.wait_for(
+                have_ids(ids), 90, "a decision for every request", alive=lambda: all_running(workers)
+            )
             await wait_no_lag(kafka_bootstrap, group, topics.requests, 30)
             found = decisions_by_id(await reader.drain())
 
@@ -89,8 +96,11 @@ async def test_two_workers_decide_every_request_once_and_share_the_number_limit(
         assert {rid: len(copies) for rid, copies in found.items()} == dict.fromkeys(ids, 1)
         hot_actions = [found[e["request_id"]][0]["action"] for e in burst]
         assert hot_actions.count("allow") == 10, hot_actions
-        assert all(found[e["request_id"]][0]["reasons"][0]["code"] == "msisdn_rate_limit"
-                   for e in burst if found[e["request_id"]][0]["action"] == "block")
+        assert all(
+            found[e["request_id"]][0]["reasons"][0]["code"] == "msisdn_rate_limit"
+            for e in burst
+            if found[e["request_id"]][0]["action"] == "block"
+        )
         assert all(found[e["request_id"]][0]["action"] == "allow" for e in spread)
         for worker in workers:
             assert worker.metric("detector_decisions_total") > 0, f"{worker.name} decided nothing"
@@ -113,12 +123,17 @@ async def test_the_survivor_takes_over_when_a_worker_is_killed(
         producing = asyncio.create_task(produce_steadily(kafka_bootstrap, topics.requests, messages, 800))
         ids = {e["request_id"] for e in events}
         async with TopicReader(kafka_bootstrap, topics.decisions) as reader:
-            await eventually(lambda: min(w.metric("detector_decisions_total") for w in workers) >= 200, 60,
-                             "both workers deciding", alive=survivor.assert_running)
+            await eventually(
+                lambda: min(w.metric("detector_decisions_total") for w in workers) >= 200,
+                60,
+                "both workers deciding",
+                alive=survivor.assert_running,
+            )
             victim.kill()  # SIGKILL mid-stream: no commit, no LeaveGroup; the broker notices after 6 s
             await producing
-            await reader.wait_for(have_ids(ids), 120, "a decision for every request",
-                                  alive=survivor.assert_running)
+            await reader.wait_for(
+                have_ids(ids), 120, "a decision for every request", alive=survivor.assert_running
+            )
             await wait_no_lag(kafka_bootstrap, group, topics.requests, 60, alive=survivor.assert_running)
             found = decisions_by_id(await reader.drain())
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from detector.stream.topics import TopicNames, ensure_topics, partition_key
+from detector.kafka.topics import TopicNames, ensure_topics, partition_key
 from detector.testing.eightbyeight_double import EightByEightDouble
 from tests.test_send_worker import (
     API_KEY,

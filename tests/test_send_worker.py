@@ -30,11 +30,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from detector.kafka.topics import ensure_topics
 from detector.send import ApiKey, EightByEightConfig
 from detector.send.config import CRASH_EXIT_STATUS, SendConfig, SendTopics
 from detector.send.ledger import SendLedger
 from detector.send.worker import OtpOutcome, SendMetrics, SendWorker, encode_outcome
-from detector.stream.topics import ensure_topics
 from detector.testing.eightbyeight_double import (
     INVALID_MSISDN,
     EightByEightDouble,

@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.stream.topics import TopicNames, ensure_topics
+from detector.kafka.topics import TopicNames, ensure_topics
 from detector.testing.services import RedisServer, free_port
 
 KAFKA = pytest.mark.kafka
@@ -134,11 +134,18 @@ class WorkerProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{name}.log"
         self.metrics_port = free_port()
-        env = {**env, "DETECTOR_METRICS_PORT": str(self.metrics_port),
-               "DETECTOR_DATA_DIR": str(workdir / f"{name}-data")}
+        env = {
+            **env,
+            "DETECTOR_METRICS_PORT": str(self.metrics_port),
+            "DETECTOR_DATA_DIR": str(workdir / f"{name}-data"),
+        }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*worker_command(), *args], env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
+                [*worker_command(), *args],
+                env=env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
 
@@ -161,8 +168,9 @@ class WorkerProcess:
         assert self.running(), f"worker {self.name} exited\n{self.tail()}"
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
-        await eventually(lambda: "Worker ready" in self.log(), timeout, f"{self.name} ready",
-                         alive=self.assert_running)
+        await eventually(
+            lambda: "Worker ready" in self.log(), timeout, f"{self.name} ready", alive=self.assert_running
+        )
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -177,8 +185,11 @@ class WorkerProcess:
     def metric(self, name: str, **labels: str) -> float:
         """The sum of every sample of `name` whose labels include `labels` (0 if none)."""
         wanted = set(labels.items())
-        return sum(value for (sample, pairs), value in self.metrics().items()
-                   if sample == name and wanted <= set(pairs))
+        return sum(
+            value
+            for (sample, pairs), value in self.metrics().items()
+            if sample == name and wanted <= set(pairs)
+        )
 
     def terminate(self, timeout: float = 30.0) -> tuple[int, float]:
         """SIGTERM; (exit status, seconds it took). Fails the test if it does not exit in time."""
@@ -206,8 +217,11 @@ class WorkerProcess:
 
 
 async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str,
-    alive: Callable[[], None] | None = None, interval: float = 0.1,
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout: float,
+    what: str,
+    alive: Callable[[], None] | None = None,
+    interval: float = 0.1,
 ) -> None:
     """Poll `condition` until it holds; fail with `what` after `timeout` seconds. `alive` may raise early."""
     deadline = time.monotonic() + timeout
@@ -225,8 +239,13 @@ async def eventually(
 
 
 def request_event(request_id: str, phone: str, **fields: Any) -> dict[str, Any]:
-    event = {"type": "otp_request", "request_id": request_id, "ts": time.time(), "phone": phone,
-             "client_ip": "203.0.113.5"}
+    event = {
+        "type": "otp_request",
+        "request_id": request_id,
+        "ts": time.time(),
+        "phone": phone,
+        "client_ip": "203.0.113.5",
+    }
     event.update(fields)
     return event
 
@@ -285,8 +304,13 @@ class TopicReader:
         for records in batches.values():
             self.records.extend(records)
 
-    async def wait_for(self, condition: Callable[[list[ConsumerRecord[bytes, bytes]]], bool], timeout: float,
-                       what: str, alive: Callable[[], None] | None = None) -> None:
+    async def wait_for(
+        self,
+        condition: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+        timeout: float,
+        what: str,
+        alive: Callable[[], None] | None = None,
+    ) -> None:
         async def check() -> bool:
             await self.poll()
             return condition(self.records)
@@ -325,8 +349,9 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
         offsets = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items()
-            if tp.topic == topic and meta.offset >= 0}
+    return {
+        tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0
+    }
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
@@ -351,16 +376,19 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     return {tp.partition: offset for tp, offset in ends.items()}
 
 
-async def wait_no_lag(bootstrap: str, group: str, topic: str, timeout: float,
-                      alive: Callable[[], None] | None = None) -> None:
+async def wait_no_lag(
+    bootstrap: str, group: str, topic: str, timeout: float, alive: Callable[[], None] | None = None
+) -> None:
     """Until the group has committed every message of `topic` (so every decision of it is published)."""
+
     async def caught_up() -> bool:
         ends = await end_offsets(bootstrap, topic)
         done = await committed_offsets(bootstrap, group, topic)
         return all(done.get(p, 0) >= end for p, end in ends.items())
 
-    await eventually(caught_up, timeout, f"group {group} to commit all of {topic}", alive=alive,
-                     interval=0.25)
+    await eventually(
+        caught_up, timeout, f"group {group} to commit all of {topic}", alive=alive, interval=0.25
+    )
 
 
 async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
@@ -375,13 +403,15 @@ async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
     return described["state"], len(described["members"])
 
 
-async def wait_group(bootstrap: str, group: str, members: int, timeout: float,
-                     alive: Callable[[], None] | None = None) -> None:
+async def wait_group(
+    bootstrap: str, group: str, members: int, timeout: float, alive: Callable[[], None] | None = None
+) -> None:
     async def stable() -> bool:
         return await group_members(bootstrap, group) == ("Stable", members)
 
-    await eventually(stable, timeout, f"group {group} stable with {members} members", alive=alive,
-                     interval=0.25)
+    await eventually(
+        stable, timeout, f"group {group} stable with {members} members", alive=alive, interval=0.25
+    )
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -429,8 +459,12 @@ async def test_one_decision_per_request_and_dead_letters_for_garbage(running: Ru
     bootstrap, topics = running.bootstrap, running.topics
     tag = uuid.uuid4().hex[:6]
     requests = [request_event(f"{tag}-r{i}", f"+4474009{i:05d}") for i in range(40)]
-    invalid = {"type": "otp_request", "request_id": f"{tag}-invalid", "ts": time.time(),
-               "client_ip": "1.2.3.4"}  # no phone
+    invalid = {
+        "type": "otp_request",
+        "request_id": f"{tag}-invalid",
+        "ts": time.time(),
+        "client_ip": "1.2.3.4",
+    }  # no phone
     garbage: list[tuple[bytes, bytes | None, str]] = [
         (b"g-notjson", b"{not json", "not JSON"),
         (b"g-array", b"[1, 2, 3]", "must be a JSON object"),
@@ -445,10 +479,13 @@ async def test_one_decision_per_request_and_dead_letters_for_garbage(running: Ru
     positions = await produce(bootstrap, topics.requests, messages)
 
     ids = {e["request_id"] for e in requests} | {invalid["request_id"]}
-    async with TopicReader(bootstrap, topics.decisions) as decisions, \
-            TopicReader(bootstrap, topics.dead_letters) as dead:
-        await decisions.wait_for(have_ids(ids), 60, "a decision for every request",
-                                 alive=running.worker.assert_running)
+    async with (
+        TopicReader(bootstrap, topics.decisions) as decisions,
+        TopicReader(bootstrap, topics.dead_letters) as dead,
+    ):
+        await decisions.wait_for(
+            have_ids(ids), 60, "a decision for every request", alive=running.worker.assert_running
+        )
         ours = {tag.encode() + key for key, _, _ in garbage}
         await dead.wait_for(lambda rs: ours <= {r.key for r in rs}, 30, "dead letters")
         await wait_no_lag(bootstrap, running.group, topics.requests, 30)
@@ -512,31 +549,49 @@ async def test_feedback_is_applied_retried_when_early_and_dropped_when_unknown(r
     known = request_event(f"{tag}-known", "+447400555101")
     await produce(bootstrap, topics.requests, [(b"k1", as_json(known))])
     async with TopicReader(bootstrap, topics.decisions) as reader:
-        await reader.wait_for(have_ids({known["request_id"]}), 60, "the first decision",
-                              alive=worker.assert_running)
+        await reader.wait_for(
+            have_ids({known["request_id"]}), 60, "the first decision", alive=worker.assert_running
+        )
     # Feedback for a decided request; feedback that overtakes its request; feedback for nothing at all.
     early = request_event(f"{tag}-early", "+447400555102")
-    await produce(bootstrap, topics.feedback, [
-        (b"k1", as_json(feedback_event(known["request_id"]))),
-        (b"k2", as_json(feedback_event(early["request_id"]))),
-        (b"k3", as_json(feedback_event(f"{tag}-never"))),
-        (b"k4", b"garbage on the feedback topic"),
-    ])
-    await eventually(lambda: worker.metric("detector_feedback_retries_total", reason="unknown") >= 2, 30,
-                     "feedback to be sent to the retry topic", alive=worker.assert_running)
+    await produce(
+        bootstrap,
+        topics.feedback,
+        [
+            (b"k1", as_json(feedback_event(known["request_id"]))),
+            (b"k2", as_json(feedback_event(early["request_id"]))),
+            (b"k3", as_json(feedback_event(f"{tag}-never"))),
+            (b"k4", b"garbage on the feedback topic"),
+        ],
+    )
+    await eventually(
+        lambda: worker.metric("detector_feedback_retries_total", reason="unknown") >= 2,
+        30,
+        "feedback to be sent to the retry topic",
+        alive=worker.assert_running,
+    )
     await produce(bootstrap, topics.requests, [(b"k2", as_json(early))])
 
-    await eventually(lambda: worker.metric("detector_feedback_total", status="applied") >= applied + 2, 30,
-                     "both feedback events applied", alive=worker.assert_running)
+    await eventually(
+        lambda: worker.metric("detector_feedback_total", status="applied") >= applied + 2,
+        30,
+        "both feedback events applied",
+        alive=worker.assert_running,
+    )
     # 3 retries 0.3 s apart, then the feedback for a request that never came is dropped.
-    await eventually(lambda: worker.metric("detector_feedback_dropped_total", reason="unknown") > dropped,
-                     30, "unknown feedback dropped", alive=worker.assert_running)
+    await eventually(
+        lambda: worker.metric("detector_feedback_dropped_total", reason="unknown") > dropped,
+        30,
+        "unknown feedback dropped",
+        alive=worker.assert_running,
+    )
     assert worker.metric("detector_feedback_total", status="applied") == applied + 2
     assert worker.metric("detector_dead_letters_total", topic="feedback") == 1
     async with TopicReader(bootstrap, topics.feedback_retry) as retries:
         retried = await retries.drain()
     attempts = Counter(
-        orjson.loads(r.value)["request_id"] for r in retried
+        orjson.loads(r.value)["request_id"]
+        for r in retried
         if dict(r.headers).get("detector-reason") == b"unknown"
     )
     assert attempts[f"{tag}-never"] == 3, attempts
@@ -556,8 +611,9 @@ async def test_shadow_flag_allows_but_keeps_the_verdict(
         events = [request_event(f"s{i}", "+447400555201") for i in range(11)]
         await produce(kafka_bootstrap, topics.requests, [(b"n", as_json(e)) for e in events])
         async with TopicReader(kafka_bootstrap, topics.decisions) as reader:
-            await reader.wait_for(have_ids({e["request_id"] for e in events}), 60, "decisions",
-                                  alive=worker.assert_running)
+            await reader.wait_for(
+                have_ids({e["request_id"] for e in events}), 60, "decisions", alive=worker.assert_running
+            )
             found = decisions_by_id(reader.records)
     finally:
         worker.close()
@@ -586,8 +642,9 @@ async def test_sigterm_exits_cleanly_and_commits_only_decided_work(
         await first.wait_ready()
         producing = asyncio.create_task(produce_steadily(kafka_bootstrap, topics.requests, messages, 1500))
         async with TopicReader(kafka_bootstrap, topics.decisions) as reader:
-            await reader.wait_for(lambda rs: len(rs) >= 300, 60, "the worker to be busy",
-                                  alive=first.assert_running)
+            await reader.wait_for(
+                lambda rs: len(rs) >= 300, 60, "the worker to be busy", alive=first.assert_running
+            )
             code, took = await asyncio.to_thread(first.terminate, 30)
             assert code == 0, first.tail()
             assert took < 20, f"SIGTERM took {took:.1f}s"
@@ -598,8 +655,9 @@ async def test_sigterm_exits_cleanly_and_commits_only_decided_work(
             assert sum(committed.values()) > 0
             found = decisions_by_id(await reader.drain())
             at = {position: e["request_id"] for position, e in zip(positions, events, strict=True)}
-            undecided = [rid for (p, offset), rid in at.items()
-                         if offset < committed.get(p, 0) and rid not in found]
+            undecided = [
+                rid for (p, offset), rid in at.items() if offset < committed.get(p, 0) and rid not in found
+            ]
             assert not undecided, f"{len(undecided)} committed requests without a decision"
 
             # A new worker in the group finishes the rest; what both decided twice carries the same decision.
@@ -618,8 +676,9 @@ async def test_sigterm_exits_cleanly_and_commits_only_decided_work(
             second.close()
 
 
-async def produce_steadily(bootstrap: str, topic: str, messages: Sequence[Message], rate: float
-                           ) -> list[tuple[int, int]]:
+async def produce_steadily(
+    bootstrap: str, topic: str, messages: Sequence[Message], rate: float
+) -> list[tuple[int, int]]:
     """Publish at about `rate` messages per second; their (partition, offset)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     await producer.start()
@@ -649,8 +708,15 @@ async def test_store_outage_fails_requests_open_and_keeps_feedback(
     topics = unique_topics("outage")
     await ensure_topics(kafka_bootstrap, topics.all(), PARTITIONS, 1)
     group = f"outage-{uuid.uuid4().hex[:8]}"
-    env = worker_env(kafka_bootstrap, redis_server.url, topics, group, DETECTOR_POLICY=str(policy_file),
-                     DETECTOR_UNAVAILABLE_PATIENCE="1", DETECTOR_FEEDBACK_RETRY_DELAY="0.5")
+    env = worker_env(
+        kafka_bootstrap,
+        redis_server.url,
+        topics,
+        group,
+        DETECTOR_POLICY=str(policy_file),
+        DETECTOR_UNAVAILABLE_PATIENCE="1",
+        DETECTOR_FEEDBACK_RETRY_DELAY="0.5",
+    )
     worker = WorkerProcess("outage", tmp_path, env)
     client = aioredis.from_url(redis_server.url)
     tag = uuid.uuid4().hex[:6]
@@ -659,24 +725,40 @@ async def test_store_outage_fails_requests_open_and_keeps_feedback(
     try:
         await produce(kafka_bootstrap, topics.requests, [(b"a", as_json(before))])
         async with TopicReader(kafka_bootstrap, topics.decisions) as reader:
-            await reader.wait_for(have_ids({before["request_id"]}), 60, "the first decision",
-                                  alive=worker.assert_running)
+            await reader.wait_for(
+                have_ids({before["request_id"]}), 60, "the first decision", alive=worker.assert_running
+            )
             await client.execute_command("CLIENT", "PAUSE", "5000", "ALL")
             paused = time.monotonic()
             verified = as_json(feedback_event(before["request_id"]))
             await produce(kafka_bootstrap, topics.feedback, [(b"a", verified)])
             await produce(kafka_bootstrap, topics.requests, [(b"b", as_json(during))])
-            await reader.wait_for(have_ids({during["request_id"]}), 30, "a decision during the outage",
-                                  alive=worker.assert_running)
+            await reader.wait_for(
+                have_ids({during["request_id"]}),
+                30,
+                "a decision during the outage",
+                alive=worker.assert_running,
+            )
             decided_in = time.monotonic() - paused
             found = decisions_by_id(reader.records)
-        await eventually(lambda: worker.metric("detector_feedback_retries_total", reason="unavailable") >= 1,
-                         30, "feedback handed to the retry topic", alive=worker.assert_running)
+        await eventually(
+            lambda: worker.metric("detector_feedback_retries_total", reason="unavailable") >= 1,
+            30,
+            "feedback handed to the retry topic",
+            alive=worker.assert_running,
+        )
         # Once Redis answers again the feedback reaches it: applied, or (if the paused call ran after all)
         # a duplicate of what the store already has. Never dropped.
-        await eventually(lambda: worker.metric("detector_feedback_total", status="applied")
-                         + worker.metric("detector_feedback_total", status="duplicate") >= 1, 60,
-                         "feedback applied after the outage", alive=worker.assert_running)
+        await eventually(
+            lambda: (
+                worker.metric("detector_feedback_total", status="applied")
+                + worker.metric("detector_feedback_total", status="duplicate")
+                >= 1
+            ),
+            60,
+            "feedback applied after the outage",
+            alive=worker.assert_running,
+        )
         assert worker.metric("detector_feedback_dropped_total") == 0
         assert worker.metric("detector_store_errors_total", operation="decide") >= 1
         assert worker.metric("detector_store_errors_total", operation="feedback") >= 1
@@ -701,8 +783,9 @@ class RecordingOutput:
         self.sent: list[tuple[str, bytes | None, bytes, dict[str, bytes]]] = []
         self.fail = fail
 
-    async def send(self, topic: str, key: bytes | None, value: bytes,
-                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]:
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> Awaitable[Any]:
         self.sent.append((topic, key, value, dict(headers or [])))
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.fail:
@@ -737,8 +820,9 @@ class SwitchableStore:
         await self.inner.close()
 
 
-def make_pipeline(output: RecordingOutput, hurry: Callable[[], bool] = lambda: False,
-                  **config: Any) -> tuple[Any, SwitchableStore]:
+def make_pipeline(
+    output: RecordingOutput, hurry: Callable[[], bool] = lambda: False, **config: Any
+) -> tuple[Any, SwitchableStore]:
     from detector.engine import Engine
     from detector.hashing import KeyedHasher
     from detector.policy import load_policy
@@ -751,13 +835,19 @@ def make_pipeline(output: RecordingOutput, hurry: Callable[[], bool] = lambda: F
     policy = load_policy(None)
     store = SwitchableStore(MemoryStore(counter_plan(policy)))
     engine = Engine(policy, store, KeyedHasher(b"pipeline-tests-key-0123"))  # type: ignore[arg-type]
-    settings = {"feedback_retry_delay": 0.05, "feedback_retries": 2, "unavailable_patience": 0.3,
-                "unavailable_backoff_max": 0.1, **config}
+    settings = {
+        "feedback_retry_delay": 0.05,
+        "feedback_retries": 2,
+        "unavailable_patience": 0.3,
+        "unavailable_backoff_max": 0.1,
+        **config,
+    }
     return Pipeline(engine, output, Metrics(), StreamConfig(**settings), hurry=hurry), store
 
 
-def incoming(topic: str, value: bytes | None, offset: int = 0,
-             headers: dict[str, bytes] | None = None) -> Any:
+def incoming(
+    topic: str, value: bytes | None, offset: int = 0, headers: dict[str, bytes] | None = None
+) -> Any:
     from detector.stream.app import Incoming
 
     return Incoming(topic, 0, offset, b"key", value, time.time(), headers or {})
@@ -819,10 +909,13 @@ async def test_requests_never_wait_for_feedback_the_store_did_not_take() -> None
     pipeline, store = make_pipeline(output, unavailable_patience=30.0)
     store.down = True
     started = time.monotonic()
-    await pipeline.handle("requests", [
-        incoming(pipeline.topics.requests, as_json(request_event("r2", "+447400123457"))),
-        incoming(pipeline.topics.requests, as_json(feedback_event("r0"))),
-    ])
+    await pipeline.handle(
+        "requests",
+        [
+            incoming(pipeline.topics.requests, as_json(request_event("r2", "+447400123457"))),
+            incoming(pipeline.topics.requests, as_json(feedback_event("r0"))),
+        ],
+    )
     assert time.monotonic() - started < 1
     (decision,) = output.to(pipeline.topics.decisions)
     assert "state_unavailable" in decision[2].decode()
@@ -831,12 +924,13 @@ async def test_requests_never_wait_for_feedback_the_store_did_not_take() -> None
 
 
 async def test_an_output_kafka_does_not_take_fails_the_batch() -> None:
-    from detector.stream.app import DeliveryFailed
+    from detector.kafka.output import DeliveryFailed
 
     pipeline, _ = make_pipeline(RecordingOutput(fail=True))
     with pytest.raises(DeliveryFailed):
-        await pipeline.handle("requests",
-                              [incoming("otp.requests", as_json(request_event("r3", "+447400123458")))])
+        await pipeline.handle(
+            "requests", [incoming("otp.requests", as_json(request_event("r3", "+447400123458")))]
+        )
 
 
 async def test_an_engine_failure_costs_one_dead_letter_not_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -850,10 +944,13 @@ async def test_an_engine_failure_costs_one_dead_letter_not_the_batch(monkeypatch
         return await real(events)
 
     monkeypatch.setattr(pipeline.engine, "process", flaky)
-    await pipeline.handle("requests", [
-        incoming("otp.requests", as_json(request_event("fine", "+447400123459")), offset=1),
-        incoming("otp.requests", as_json(request_event("poison", "+447400123460")), offset=2),
-    ])
+    await pipeline.handle(
+        "requests",
+        [
+            incoming("otp.requests", as_json(request_event("fine", "+447400123459")), offset=1),
+            incoming("otp.requests", as_json(request_event("poison", "+447400123460")), offset=2),
+        ],
+    )
     (decision,) = output.to(pipeline.topics.decisions)
     assert decision[1] == b"fine"
     (letter,) = output.to(pipeline.topics.dead_letters)
@@ -873,5 +970,8 @@ def test_topic_names_and_settings_are_checked() -> None:
     assert config.broker_urls == ["kafka://a:9092", "kafka://b:9093"]
     assert config.bootstrap == ["a:9092", "b:9093"]
     assert TopicNames(feedback="otp.requests").all() == [
-        "otp.requests", "otp.decisions", "otp.dead-letters", "otp.feedback-retry"
+        "otp.requests",
+        "otp.decisions",
+        "otp.dead-letters",
+        "otp.feedback-retry",
     ]

@@ -1,6 +1,6 @@
 """Settings of the send worker (`detector send-worker`): one frozen object from flags and the environment.
 
-Names follow the Kafka worker's (:mod:`detector.stream.config`): settings both workers share keep the same
+Names follow the request worker's (:mod:`detector.stream.config`): settings both workers share keep the same
 variable (``DETECTOR_KAFKA_BROKERS``, ``DETECTOR_TOPIC_DECISIONS``, ``DETECTOR_TOPIC_FEEDBACK``, the
 ``DETECTOR_KAFKA_*`` client timings, topic partitions and replication); what only the send worker has is
 ``DETECTOR_SEND_*``, plus ``DETECTOR_TOPIC_OUTCOMES`` for the topic it writes. The 8x8 account itself
@@ -12,12 +12,12 @@ the tests and the docs agree.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from detector.kafka.brokers import bootstrap_servers
+from detector.kafka.topics import TopicNames, check_topic_name
 from detector.send.retry import RetryPolicy
-from detector.stream.topics import TopicNames
 
 OffsetReset = Literal["earliest", "latest"]
 CrashPoint = Literal["after-claim", "after-send", "after-ledger", "after-outcomes"]
@@ -66,8 +66,6 @@ ENV = {
 CRASH_ENV = "DETECTOR_SEND_CRASH_AT"
 CRASH_EXIT_STATUS = 86
 
-_LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
 
 @dataclass(frozen=True, slots=True)
 class SendTopics:
@@ -78,13 +76,8 @@ class SendTopics:
     outcomes: str = DEFAULT_OUTCOMES_TOPIC
 
     def __post_init__(self) -> None:
-        for name, topic in (
-            ("decisions", self.decisions),
-            ("feedback", self.feedback),
-            ("outcomes", self.outcomes),
-        ):
-            if not _LEGAL_TOPIC.match(topic) or topic in (".", ".."):
-                raise ValueError(f"topic name for {name} is not a legal Kafka topic name: {topic!r}")
+        for role in ("decisions", "feedback", "outcomes"):
+            check_topic_name(role, getattr(self, role))
         if self.outcomes in (self.decisions, self.feedback):
             raise ValueError("the outcomes topic must differ from the decisions and feedback topics")
         if self.decisions == self.feedback:
@@ -202,12 +195,5 @@ class SendConfig:
 
     @property
     def bootstrap(self) -> list[str]:
-        """aiokafka's form, HOST:PORT, from a comma-separated list with or without a kafka:// scheme."""
-        hosts = []
-        for part in self.brokers.replace(";", ",").split(","):
-            part = part.strip()
-            if part:
-                hosts.append(part.split("://", 1)[1] if "://" in part else part)
-        if not hosts:
-            raise ValueError("no Kafka brokers configured")
-        return hosts
+        """aiokafka's form, HOST:PORT."""
+        return bootstrap_servers(self.brokers)

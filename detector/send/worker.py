@@ -77,23 +77,26 @@ import os
 import random
 import signal
 import socket
-import sys
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from detector.events import Decision, OtpFeedback, format_timestamp, parse_event, parse_timestamp
+from detector.kafka.exit import EX_SOFTWARE, exit_without_commit
+from detector.kafka.health import HealthServer
+from detector.kafka.output import KafkaOutput, Output, acknowledged
+from detector.kafka.topics import TopicError, ensure_topics
 from detector.logs import mask_phone
 from detector.send.config import CRASH_EXIT_STATUS, CrashPoint, SendConfig
 from detector.send.eightbyeight import (
@@ -110,14 +113,11 @@ from detector.send.eightbyeight import (
 from detector.send.ledger import Entry, LedgerUnavailable, SendLedger
 from detector.send.ratelimit import TokenBucket
 from detector.send.retry import NO_RETRIES
-from detector.stream.metrics import MetricsServer
-from detector.stream.topics import TopicError, ensure_topics
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Status = Literal["sent", "rejected", "skipped", "failed"]
-EX_SOFTWARE = 70  # outcomes could not be published: exit without committing (sysexits.h)
 MAX_MESSAGE = 500  # characters of 8x8's reason kept in an outcome
 
 
@@ -237,16 +237,6 @@ class Record(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
-
-
-class Output(Protocol):
-    async def send(self, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
-        """Hand one message to the producer; the awaitable completes when Kafka acknowledged it."""
-        ...
-
-
-class OutputFailed(RuntimeError):
-    """Kafka did not take the outcomes of a round: the round must not be committed."""
 
 
 class _Stopped(Exception):
@@ -541,17 +531,13 @@ class SendPipeline:
                 if item.outcome is not None and not item.publish:
                     item.finished = True
             return
-        acks: list[Awaitable[Any]] = []
-        try:
-            for item in out:
-                acks.append(
-                    await self.output.send(
-                        self.topics.outcomes, (item.request_id or "").encode(), item.outcome or b""
-                    )
-                )
-            await asyncio.gather(*acks)
-        except Exception as exc:
-            raise OutputFailed(f"publishing {len(out)} outcomes failed: {exc!r}") from exc
+        acks = [
+            await self.output.send(
+                self.topics.outcomes, (item.request_id or "").encode(), item.outcome or b""
+            )
+            for item in out
+        ]
+        await acknowledged(acks, f"{len(out)} outcomes")
         if any(item.in_ledger for item in out):
             self._crash_point("after-outcomes")
         for item in out:
@@ -823,11 +809,7 @@ class SendPipeline:
 
     def _crash_point(self, point: CrashPoint) -> None:
         if self.config.crash_at == point:
-            log.critical("DETECTOR_SEND_CRASH_AT=%s: exiting now, as asked", point)
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            sys.stderr.flush()
-            os._exit(CRASH_EXIT_STATUS)
+            exit_without_commit(f"DETECTOR_SEND_CRASH_AT={point}: exiting now, as asked", CRASH_EXIT_STATUS)
 
 
 def _message_for(decision: Decision) -> tuple[SmsMessage | None, str | None]:
@@ -917,15 +899,6 @@ def new_owner_id() -> str:
 # --- the Kafka worker -------------------------------------------------------------------------------
 
 
-class KafkaOutput:
-    def __init__(self, producer: Any) -> None:
-        self.producer = producer
-
-    async def send(self, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
-        future: Awaitable[Any] = await self.producer.send(topic, value=value, key=key)
-        return future
-
-
 ROUNDS_IN_FLIGHT = 4  # rounds started before the oldest must finish: a slow retry does not stall the rest
 
 
@@ -990,13 +963,7 @@ class SendWorker:
             return 1
         ledger = SendLedger.from_url(config.ledger_url, prefix=config.ledger_prefix, ttl=config.ledger_ttl)
         client = EightByEightClient(self.vendor, retry=NO_RETRIES)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=config.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            client_id=f"send-worker-{self.owner}",
-        )
+        producer = KafkaOutput(config.bootstrap, f"send-worker-{self.owner}")
         consumer = AIOKafkaConsumer(
             bootstrap_servers=config.bootstrap,
             group_id=config.group_id,
@@ -1024,7 +991,7 @@ class SendWorker:
                 config,
                 client,
                 ledger,
-                KafkaOutput(producer),
+                producer,
                 self.metrics,
                 owner=self.owner,
                 stopping=self.stopping,
@@ -1217,7 +1184,7 @@ def run_send_worker(
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: only when debugging
     worker = SendWorker(config, vendor, metrics)
     # The detection worker's scrape endpoint; it reads nothing but `.registry` of the metrics it is given.
-    server = MetricsServer(cast(Any, worker.metrics), config.metrics_port, config.metrics_host)
+    server = HealthServer(worker.metrics.registry, config.metrics_port, config.metrics_host)
 
     async def main() -> int:
         loop = asyncio.get_running_loop()

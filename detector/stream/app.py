@@ -42,22 +42,23 @@ import base64
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import orjson
 from aiokafka.errors import KafkaError
 
 from detector.engine import Engine, Result
 from detector.events import BadEvent, Decision, Event, OtpFeedback, OtpRequest, encode, parse_event
+from detector.kafka.exit import exit_without_commit
+from detector.kafka.output import KafkaOutput, Output, acknowledged
+from detector.kafka.topics import TopicNames
 from detector.stream.config import StreamConfig
 from detector.stream.metrics import Metrics
-from detector.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,6 @@ DUE_HEADER = "detector-due"
 REASON_HEADER = "detector-reason"
 ORIGIN_HEADER = "detector-origin"
 MAX_DEAD_LETTER_RAW = 128 * 1024
-EX_SOFTWARE = 70  # sysexits.h: the batch could not be finished; exit without committing it
-
-
-class DeliveryFailed(RuntimeError):
-    """Kafka did not take an output of a batch: the batch must not be committed."""
 
 
 @dataclass(slots=True)
@@ -86,14 +82,6 @@ class Incoming:
     value: bytes | None
     timestamp: float | None = None  # seconds since the epoch (the producer's or the broker's time)
     headers: dict[str, bytes] = field(default_factory=dict)
-
-
-class Output(Protocol):
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
-    ) -> Awaitable[Any]:
-        """Hand one message to the producer; the awaitable returned completes when Kafka acknowledged it."""
-        ...
 
 
 class Pipeline:
@@ -115,6 +103,7 @@ class Pipeline:
         self.topics: TopicNames = config.topics
         self.hurry = hurry  # true when the worker is stopping or rebalancing: cut waits short
         self.clock = clock
+        self.store_answered = True  # the last batch's decisions came from the store (readiness)
 
     async def handle(self, kind: Kind, batch: Sequence[Incoming]) -> None:
         """Process one batch; return once Kafka acknowledged everything it produced."""
@@ -162,14 +151,13 @@ class Pipeline:
             metrics.feedback.labels(status).inc(count)
         if store_failed:
             metrics.store_errors.labels("decide").inc()
+        if any(isinstance(result, Decision) for result in results):
+            self.store_answered = not store_failed
         if unavailable:
             metrics.store_errors.labels("feedback").inc()
             acks.extend(await self._retry_unavailable(kind, unavailable))
 
-        try:
-            await asyncio.gather(*acks)
-        except Exception as exc:
-            raise DeliveryFailed(f"publishing the output of a {kind} batch failed: {exc!r}") from exc
+        await acknowledged(acks, f"the output of a {kind} batch")
         now = self.clock()
         for message in decided:
             if message.timestamp:
@@ -230,8 +218,9 @@ class Pipeline:
             for result in results:
                 if isinstance(result, str):
                     self.metrics.feedback.labels(result).inc()
-            unknown = [message for (message, _), result in zip(waiting, results, strict=True)
-                       if result == "unknown"]
+            unknown = [
+                message for (message, _), result in zip(waiting, results, strict=True) if result == "unknown"
+            ]
             acks.extend(await self._requeue(unknown, "unknown"))
             waiting = [pair for pair, result in zip(waiting, results, strict=True) if result == "unavailable"]
         return acks + await self._hand_on(waiting)
@@ -256,20 +245,28 @@ class Pipeline:
                 attempt += 1
             if reason == "unknown" and attempt > self.config.feedback_retries:
                 self.metrics.feedback_dropped.labels(reason).inc()
-                log.info("dropping feedback for an unknown request after %d tries (%s/%d/%d)",
-                         attempt - 1, message.topic, message.partition, message.offset)
+                log.info(
+                    "dropping feedback for an unknown request after %d tries (%s/%d/%d)",
+                    attempt - 1,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                )
                 continue
             self.metrics.feedback_retries.labels(reason).inc()
-            origin = (message.headers.get(ORIGIN_HEADER)
-                      or f"{message.topic}/{message.partition}/{message.offset}".encode())
+            origin = (
+                message.headers.get(ORIGIN_HEADER)
+                or f"{message.topic}/{message.partition}/{message.offset}".encode()
+            )
             headers = [
                 (ATTEMPT_HEADER, str(attempt).encode()),
                 (DUE_HEADER, repr(now + self.config.feedback_retry_delay).encode()),
                 (REASON_HEADER, reason.encode()),
                 (ORIGIN_HEADER, origin),
             ]
-            acks.append(await self.output.send(self.topics.feedback_retry, message.key, message.value or b"",
-                                               headers))
+            acks.append(
+                await self.output.send(self.topics.feedback_retry, message.key, message.value or b"", headers)
+            )
         return acks
 
     async def _wait_until_due(self, batch: Sequence[Incoming]) -> None:
@@ -324,47 +321,15 @@ def incoming(message: Any) -> Incoming:
     raw_headers = message.headers or ()
     pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
     headers = {str(name): bytes(value or b"") for name, value in pairs}
-    return Incoming(message.topic, message.partition, message.offset, message.key, message.value,
-                    message.timestamp, headers)
-
-
-class KafkaOutput:
-    """An aiokafka producer of the worker's own (idempotent: a retried produce request adds no duplicate).
-
-    Faust's producer would do, but every batch waits for its own acknowledgements anyway, so nothing depends
-    on Faust flushing it; this one skips Faust's per-message wrapper and its 16 KiB batches.
-    """
-
-    def __init__(self, config: StreamConfig) -> None:
-        self.config = config
-        self._producer: Any = None
-        self._lock = asyncio.Lock()
-
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
-    ) -> Awaitable[Any]:
-        producer = self._producer or await self._start()
-        fut: Awaitable[Any] = await producer.send(topic, value, key=key, headers=headers)
-        return fut
-
-    async def _start(self) -> Any:
-        from aiokafka import AIOKafkaProducer
-
-        async with self._lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.config.bootstrap, client_id=f"{self.config.group_id}-output",
-                    acks="all", enable_idempotence=True, linger_ms=2, max_batch_size=512 * 1024,
-                    request_timeout_ms=int(self.config.producer_timeout * 1000),
-                )
-                await producer.start()
-                self._producer = producer
-        return self._producer
-
-    async def stop(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+    return Incoming(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        message.timestamp,
+        headers,
+    )
 
 
 def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: str) -> Any:
@@ -372,7 +337,7 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: 
     import faust
     from mode import CrashingSupervisor
 
-    output = KafkaOutput(config)
+    output = KafkaOutput(config.bootstrap, f"{config.group_id}-output", config.producer_timeout)
 
     class DetectorApp(faust.App):
         pipeline: Pipeline
@@ -387,14 +352,21 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: 
                     log.exception("closing the %s failed", what)
 
     app = DetectorApp(config.group_id, autodiscover=False, **config.faust_settings(data_dir))
-    pipeline = Pipeline(engine, output, metrics, config,
-                        hurry=lambda: bool(app.should_stop or app.rebalancing))
+    pipeline = Pipeline(
+        engine, output, metrics, config, hurry=lambda: bool(app.should_stop or app.rebalancing)
+    )
     app.pipeline = pipeline
     topics = config.topics
 
     def add_agent(kind: Kind, topic_names: list[str]) -> None:
-        topic = app.topic(*topic_names, key_type=bytes, value_type=bytes, key_serializer="raw",
-                          value_serializer="raw", allow_empty=True)
+        topic = app.topic(
+            *topic_names,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            allow_empty=True,
+        )
 
         async def consume(stream: Any) -> None:
             async for events in stream.take_events(config.batch_size, within=config.batch_wait):
@@ -404,8 +376,9 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: 
                     _die(kind, exc)
 
         consume.__name__ = consume.__qualname__ = kind
-        app.agent(topic, name=f"detector.{kind}", concurrency=1,
-                  supervisor_strategy=CrashingSupervisor)(consume)
+        app.agent(topic, name=f"detector.{kind}", concurrency=1, supervisor_strategy=CrashingSupervisor)(
+            consume
+        )
 
     add_agent("requests", [topics.requests])
     if topics.feedback != topics.requests:
@@ -416,11 +389,7 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: 
 
 def _die(kind: str, exc: BaseException) -> None:
     """Exit without letting Faust commit the batch in hand: it is delivered again after a restart."""
-    log.critical("cannot finish a %s batch, exiting without committing it: %r", kind, exc, exc_info=exc)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stderr.flush()
-    os._exit(EX_SOFTWARE)
+    exit_without_commit(f"cannot finish a {kind} batch, exiting without committing it: {exc!r}", exc=exc)
 
 
 def run_worker(
@@ -429,8 +398,8 @@ def run_worker(
     """Create missing topics, then run the Faust worker until a signal stops it; the exit status."""
     import faust
 
-    from detector.stream.metrics import MetricsServer
-    from detector.stream.topics import TopicError, ensure_topics
+    from detector.kafka.health import HealthServer
+    from detector.kafka.topics import TopicError, ensure_topics
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -445,20 +414,35 @@ def run_worker(
         return 1
     log.info("topics: %s", ", ".join(f"{name} ({counts[name]} partitions)" for name in names))
     if counts[config.topics.requests] != counts[config.topics.feedback]:
-        log.warning("the requests and feedback topics have different partition counts (%d, %d)",
-                    counts[config.topics.requests], counts[config.topics.feedback])
+        log.warning(
+            "the requests and feedback topics have different partition counts (%d, %d)",
+            counts[config.topics.requests],
+            counts[config.topics.feedback],
+        )
     metrics = metrics or Metrics()
     engine = make_engine()
     with contextlib.ExitStack() as stack:
         # Faust wants a data directory even without tables: a temporary one unless configured.
         data_dir = config.data_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="detector-"))
         app = build_app(config, engine, metrics, data_dir)
-        server = MetricsServer(metrics, config.metrics_port, config.metrics_host)
-        server.start()
-        stack.callback(server.stop)
-        log.info("worker %s: group %s, store %s, mode %s, batches of up to %d within %.0f ms", os.getpid(),
-                 config.group_id, _redact(config.store_url), engine.policy.mode, config.batch_size,
-                 config.batch_wait * 1000)
+
+        def ready() -> dict[str, bool]:
+            return {
+                "policy loaded": engine.policy is not None,
+                "kafka consumer started": _consumer_running(app),
+                "store answered the last batch": app.pipeline.store_answered,
+            }
+
+        stack.enter_context(HealthServer(metrics.registry, config.metrics_port, config.metrics_host, ready))
+        log.info(
+            "worker %s: group %s, store %s, mode %s, batches of up to %d within %.0f ms",
+            os.getpid(),
+            config.group_id,
+            _redact(config.store_url),
+            engine.policy.mode,
+            config.batch_size,
+            config.batch_wait * 1000,
+        )
         worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
         worker.spinner = None  # a terminal spinner, and its escape codes in log files: no
         try:
@@ -470,6 +454,12 @@ def run_worker(
             log.exception("the worker crashed")
             return 1
     return 0
+
+
+def _consumer_running(app: Any) -> bool:
+    """Faust's consumer joined the group (a rebalance went through) and is not rebalancing now; only reads
+    attributes, as the health thread must."""
+    return bool(app.rebalancing_count) and not app.rebalancing
 
 
 def _redact(url: str) -> str:

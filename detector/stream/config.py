@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from detector.stream.topics import TopicNames
+from detector.kafka.brokers import bootstrap_servers, broker_urls
+from detector.kafka.topics import TopicNames
 
 OffsetReset = Literal["earliest", "latest"]
 
@@ -107,20 +108,13 @@ class StreamConfig:
 
     @property
     def broker_urls(self) -> list[str]:
-        """Faust's form, kafka://HOST:PORT, from a comma-separated list with or without the scheme."""
-        urls = []
-        for part in self.brokers.replace(";", ",").split(","):
-            part = part.strip()
-            if part:
-                urls.append(part if "://" in part else f"kafka://{part}")
-        if not urls:
-            raise ValueError("no Kafka brokers configured")
-        return urls
+        """Faust's form, kafka://HOST:PORT."""
+        return broker_urls(self.brokers)
 
     @property
     def bootstrap(self) -> list[str]:
         """aiokafka's form, HOST:PORT."""
-        return [url.split("://", 1)[1] for url in self.broker_urls]
+        return bootstrap_servers(self.brokers)
 
     def faust_settings(self, data_dir: str) -> dict[str, Any]:
         """Keyword arguments for `faust.App`: no web server, no leader topic, no tables, our timeouts."""
@@ -142,4 +136,3 @@ class StreamConfig:
             "stream_wait_empty": True,
             "worker_redirect_stdouts": False,
         }
-
