@@ -249,7 +249,9 @@ async def pipeline(
 ) -> Row:
     from detector.send import NO_RETRIES, ApiKey, EightByEightClient, EightByEightConfig
     from detector.send.ledger import SendLedger
-    from detector.send.worker import ROUNDS_IN_FLIGHT, SendMetrics, SendPipeline
+    from detector.send.metrics import SendMetrics
+    from detector.send.pipeline import SendPipeline
+    from detector.send.worker import ROUNDS_IN_FLIGHT
 
     config = bench_config(redis_url, batch_size, in_flight)
     vendor = EightByEightConfig(

@@ -12,8 +12,6 @@ from typing import Any
 import click
 
 from detector.send.config import (
-    CRASH_ENV,
-    CRASH_POINTS,
     DEFAULT_BROKERS,
     DEFAULT_GROUP,
     DEFAULT_LEDGER,
@@ -269,9 +267,6 @@ def send_worker(**options: Any) -> None:
             vendor_env[env] = str(value)
         else:
             vendor_env.pop(env, None)
-    crash_at = os.environ.get(CRASH_ENV) or None
-    if crash_at is not None and crash_at not in CRASH_POINTS:
-        raise click.UsageError(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
     try:
         vendor = EightByEightConfig.from_env(vendor_env)
     except SecretError as exc:
@@ -280,7 +275,7 @@ def send_worker(**options: Any) -> None:
         raise click.UsageError(f"8x8 settings: {exc}") from None
     try:
         topics = SendTopics(**{name: options.pop(name) for name in ("decisions", "feedback", "outcomes")})
-        config = SendConfig(topics=topics, crash_at=crash_at, **options)
+        config = SendConfig(topics=topics, **options)
         config.bootstrap  # noqa: B018 - validates the broker list
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -30,11 +30,14 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from detector.events import OtpOutcome, encode
 from detector.kafka.topics import ensure_topics
 from detector.send import ApiKey, EightByEightConfig
-from detector.send.config import CRASH_EXIT_STATUS, SendConfig, SendTopics
+from detector.send.config import SendConfig, SendTopics
 from detector.send.ledger import SendLedger
-from detector.send.worker import OtpOutcome, SendMetrics, SendWorker, encode_outcome
+from detector.send.metrics import SendMetrics
+from detector.send.worker import SendWorker
+from detector.testing.crashing_send_worker import CRASH_ENV, CRASH_EXIT_STATUS
 from detector.testing.eightbyeight_double import (
     INVALID_MSISDN,
     EightByEightDouble,
@@ -577,7 +580,7 @@ async def test_a_dead_workers_claim_is_in_doubt_and_not_resent(harness: Harness)
             await reader.settle(0.3)
             assert "busy-1" not in reader.by_id(), "a live owner's claim is waited for"
             # The busy worker finishes: its outcome is the one published, nothing is sent.
-            busy_outcome = encode_outcome(
+            busy_outcome = encode(
                 OtpOutcome(
                     request_id="busy-1",
                     status="sent",
@@ -709,7 +712,8 @@ def send_worker_command() -> list[str]:
 
 
 class WorkerProcess(StreamWorkerProcess):
-    """One `detector send-worker` subprocess (output in `log_path`, metrics on `metrics_port`)."""
+    """One `detector send-worker` subprocess (output in `log_path`, metrics on `metrics_port`); with
+    `DETECTOR_SEND_CRASH_AT` in `env`, the test entry that dies at that point."""
 
     def __init__(self, name: str, workdir: Path, env: dict[str, str]) -> None:
         self.name = name
@@ -719,7 +723,12 @@ class WorkerProcess(StreamWorkerProcess):
         env = {**env, "DETECTOR_SEND_METRICS_PORT": str(self.metrics_port),
                "DETECTOR_METRICS_HOST": "127.0.0.1"}  # fmt: skip
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(send_worker_command(), env=env, cwd=REPO, stdin=subprocess.DEVNULL,
+            command = (
+                [sys.executable, "-m", "detector.testing.crashing_send_worker"]
+                if CRASH_ENV in env
+                else send_worker_command()
+            )
+            self.proc = subprocess.Popen(command, env=env, cwd=REPO, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
 
     async def wait_exit(self, timeout: float) -> int:
@@ -910,10 +919,6 @@ def test_the_command_says_what_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert no_key.exit_code == 2 and "EIGHTBYEIGHT_API_KEY_FILE" in no_key.output
     bad = runner.invoke(send_worker, ["--sub-account", "x"], env={"EIGHTBYEIGHT_API_KEY": API_KEY})
     assert bad.exit_code == 2 and "sub-account id" in bad.output and API_KEY not in bad.output
-    crash = runner.invoke(send_worker, [], env={"EIGHTBYEIGHT_API_KEY": API_KEY,
-                                                "EIGHTBYEIGHT_SUBACCOUNT_ID": SUB_ACCOUNT,
-                                                "DETECTOR_SEND_CRASH_AT": "sometime"})  # fmt: skip
-    assert crash.exit_code == 2 and "after-ledger" in crash.output
     prefix = runner.invoke(send_worker, ["--sub-account", SUB_ACCOUNT, "--ledger-prefix", "a{b}:"],
                            env={"EIGHTBYEIGHT_API_KEY": API_KEY})  # fmt: skip
     assert prefix.exit_code == 2 and "hash tag" in prefix.output

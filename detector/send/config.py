@@ -20,8 +20,6 @@ from detector.kafka.topics import TopicNames, check_topic_name
 from detector.send.retry import RetryPolicy
 
 OffsetReset = Literal["earliest", "latest"]
-CrashPoint = Literal["after-claim", "after-send", "after-ledger", "after-outcomes"]
-CRASH_POINTS: tuple[CrashPoint, ...] = ("after-claim", "after-send", "after-ledger", "after-outcomes")
 
 _STREAM_TOPICS = TopicNames()
 DEFAULT_BROKERS = "localhost:9092"
@@ -61,10 +59,6 @@ ENV = {
     "metrics_port": "DETECTOR_SEND_METRICS_PORT",
     "metrics_host": "DETECTOR_METRICS_HOST",
 }
-# A test hook, deliberately not a flag: exit at once (status 86) the first time the worker reaches this
-# point of a round, to prove what a crash there does. Never set it in production.
-CRASH_ENV = "DETECTOR_SEND_CRASH_AT"
-CRASH_EXIT_STATUS = 86
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +125,6 @@ class SendConfig:
     heartbeat_interval: float = 3.0
     metrics_port: int = DEFAULT_METRICS_PORT
     metrics_host: str = "0.0.0.0"
-    crash_at: CrashPoint | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -161,8 +154,6 @@ class SendConfig:
             problems.append("the heartbeat interval must be at most a third of the session timeout")
         if not 0 <= self.metrics_port <= 65535:
             problems.append("metrics port must be 0 (off) to 65535")
-        if self.crash_at is not None and self.crash_at not in CRASH_POINTS:
-            problems.append(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
         try:
             self.retry_policy  # noqa: B018 - validates the retry settings
         except ValueError as exc:

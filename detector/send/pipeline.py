@@ -1,0 +1,774 @@
+"""One round of the send worker, free of Kafka: decisions in, SMS to 8x8, outcomes out.
+
+For each ``otp_decision`` on the decisions topic:
+
+* ``allow``: the SMS goes to 8x8 (``clientMessageId`` = request_id, ``clientIp`` = the decision's client IP,
+  ``track: "Outcome"``); the single-message endpoint when one is ready, the batch endpoint when several are;
+* ``block`` / ``challenge``: nothing is sent.
+
+Either way exactly one ``otp_outcome`` event (schemas/otp_outcome.schema.json), keyed by request_id, goes to
+the outcomes topic: ``sent`` (with 8x8's umid), ``rejected`` (8x8 answered REJECTED: its code and reason),
+``failed`` (``code``: 8x8's error code when it gave one, else ours: timeout, rate_limited, in_doubt, ...),
+or ``skipped`` (the decision's action and reason codes). On the feedback topic, ``verified`` feedback for a
+sent request is reported to 8x8 as ``success`` for its umid, ``failed`` as ``failure``.
+
+Exactly one send per request_id
+-------------------------------
+Work goes in rounds: take up to `round_size` records, then for the allowed ones
+
+1. **claim** each request in the ledger (Redis; one round trip per round, see :mod:`detector.send.ledger`):
+   a request that already has a record is never sent again;
+2. **send** (rate limit, retries with backoff);
+3. **record** the outcome (and umid) in the ledger, only if the claim is still ours;
+4. **publish** the outcome events and wait for Kafka's acknowledgement; mark them published in the ledger;
+5. **commit** the offsets.
+
+A decision delivered again (a crash, a rebalance, a duplicate decision) finds its record at step 1:
+
+* with an outcome: nothing is sent; the stored outcome is published again unless it was marked published.
+  A crash after step 3 therefore sends nothing twice (tested by killing the worker there);
+* with a claim but no outcome: the claimant died (or is still busy) somewhere between claiming and
+  recording, so the SMS may or may not have gone out. If the claimant is alive (its liveness key is
+  fresh) the worker waits for its outcome, up to `claim_wait`. Otherwise the request is **not resent**: its
+  outcome is ``failed`` with code ``in_doubt``, written to the ledger by compare-and-set on the dead
+  claim, so a late writer cannot contradict it. The trade-off is deliberate: a crash in the window between
+  claim and record costs the user one OTP (they ask for a new one; the backend sees ``in_doubt``) instead
+  of risking a second SMS. The window is one HTTP call long; a crash anywhere else loses nothing.
+  The ledger must survive what it guards: a Redis that loses its data (no persistence, failover to a
+  stale replica) forgets claims, and a redelivered decision is then sent again.
+
+Outcome events are published before the offset commit and after the ledger write, so they are at least
+once: a crash between Kafka's acknowledgement and the commit publishes the same bytes again (from the
+ledger) on redelivery; skipped outcomes may repeat in the same case. Consumers should treat the outcomes
+topic as an upsert keyed by request_id.
+
+Retries
+-------
+429, 5xx, timeouts and connection errors are retried (exponential backoff with full jitter, never sooner
+than Retry-After, `retry_attempts` within `retry_max_elapsed`); a 429's Retry-After also pauses every other
+send of this worker. Other 4xx and REJECTED are final. Some failures are *ambiguous*: after a 500/502/504, a
+read timeout or a dropped connection 8x8 may have queued the message anyway, and a retry (same
+clientMessageId = request_id) delivers it twice unless 8x8 dedupes on that id, which it does not promise.
+They are retried by default (``retry_ambiguous``; counted in
+``detector_send_retries_total{ambiguous="yes"}``); with ``retry_ambiguous`` off only 429, 503 and failures
+to connect are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, TypeVar
+
+import msgspec
+import orjson
+
+from detector.events import (
+    Decision,
+    OtpFeedback,
+    OtpOutcome,
+    OutcomeStatus,
+    encode,
+    format_timestamp,
+    parse_event,
+    parse_timestamp,
+)
+from detector.kafka.output import Output, acknowledged
+from detector.logs import mask_phone
+from detector.send.config import SendConfig
+from detector.send.eightbyeight import (
+    EightByEightClient,
+    FeedbackAccepted,
+    PermanentFailure,
+    Queued,
+    Rejected,
+    RetryableFailure,
+    SendResult,
+    SmsMessage,
+)
+from detector.send.ledger import Entry, LedgerUnavailable, SendLedger
+from detector.send.metrics import SendMetrics
+from detector.send.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Status = OutcomeStatus
+MAX_MESSAGE = 500  # characters of 8x8's reason kept in an outcome
+Positions = dict[tuple[str, int], int]
+
+
+def encode_outcome(outcome: OtpOutcome) -> bytes:
+    return encode(outcome)
+
+
+# --- what a round works on --------------------------------------------------------------------------
+
+
+class Record(Protocol):
+    """A consumed Kafka record (aiokafka's ConsumerRecord has these)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+class _Stopped(Exception):
+    """The worker is stopping and the ledger is not answering: leave the rest of the round unfinished."""
+
+
+@dataclass(slots=True)
+class _Item:
+    record: Record
+    request_id: str | None = None
+    decision: Decision | None = None
+    feedback: OtpFeedback | None = None
+    problem: str | None = None  # an allow (or unreadable) decision that cannot be sent: why
+    message: SmsMessage | None = None
+    outcome: bytes | None = None  # the outcome event to publish (and/or that the ledger holds)
+    status: Status | None = None
+    umid: str | None = None
+    publish: bool = False
+    in_ledger: bool = False  # the outcome is the ledger's: mark it published once Kafka has it
+    finished: bool = False  # may be committed
+    abandoned: bool = False  # never tried: release the claim, do not commit
+
+
+# --- one round --------------------------------------------------------------------------------------
+
+
+class SendPipeline:
+    """What the worker does with one round of records; knows 8x8, the ledger and the output, not Kafka's
+    consumer. `handle` returns where each partition may be committed to."""
+
+    def __init__(
+        self,
+        config: SendConfig,
+        client: EightByEightClient,
+        ledger: SendLedger,
+        output: Output,
+        metrics: SendMetrics,
+        *,
+        owner: str | None = None,
+        stopping: asyncio.Event | None = None,
+        limiter: TokenBucket | None = None,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.topics = config.topics
+        self.client = client
+        self.ledger = ledger
+        self.output = output
+        self.metrics = metrics
+        self.owner = owner or new_owner_id()
+        self.stopping = stopping or asyncio.Event()
+        self.limiter = limiter or TokenBucket(config.rate, config.effective_burst)
+        self.policy = config.retry_policy
+        self._rng = rng or random.Random()
+        self._wall = wall_clock
+        self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._paused_until = 0.0  # monotonic time before which nothing is sent (a 429's Retry-After)
+        self._stop_seen_at: float | None = None
+        self._rounds = 0  # makes each round's claim token unique
+
+    # the round
+
+    async def handle(
+        self, records: Sequence[Record]
+    ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        """Process one round. Returns (commit, rewind): per (topic, partition), the offset to commit
+        (everything before it is finished) and, where something was left unfinished, the offset to read
+        again from."""
+        started = time.perf_counter()
+        items = [self._read(record) for record in records]
+        sends, feedback = self._sort(items)
+        feedback_task = asyncio.ensure_future(self._feedback(feedback)) if feedback else None
+        try:
+            with contextlib.suppress(_Stopped):
+                await self._send(sends)
+                await self._publish(items)
+        finally:
+            if feedback_task is not None:
+                with contextlib.suppress(_Stopped):
+                    await feedback_task
+        self.metrics.round_seconds.observe(time.perf_counter() - started)
+        return _positions(items)
+
+    def _read(self, record: Record) -> _Item:
+        item = _Item(record)
+        value = record.value or b""
+        if record.topic == self.topics.decisions:
+            try:
+                item.decision = msgspec.json.decode(value, type=Decision)
+                item.request_id = item.decision.request_id
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                item.request_id = _request_id_of(value)
+                self.metrics.invalid.labels("decisions").inc()
+                if item.request_id is None:
+                    log.warning(
+                        "skipping an unreadable decision without a request_id at %s/%d/%d: %s",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        str(exc)[:200],
+                    )
+                    item.finished = True
+                else:
+                    item.problem = f"unreadable decision: {exc}"[:MAX_MESSAGE]
+        elif record.topic == self.topics.feedback:
+            event = parse_event(value)
+            if isinstance(event, OtpFeedback):
+                item.feedback = event
+                item.request_id = event.request_id
+            else:  # the feedback topic may be shared with requests; anything else is not ours
+                self.metrics.feedback.labels("ignored").inc()
+                item.finished = True
+        else:
+            item.finished = True
+        return item
+
+    def _sort(self, items: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+        """Decisions to send, skipped ones answered at once, feedback to report; repeats within the round
+        are covered by their first occurrence."""
+        sends: list[_Item] = []
+        feedback: list[_Item] = []
+        seen: set[str] = set()
+        for item in items:
+            if item.feedback is not None:
+                feedback.append(item)
+                continue
+            if item.request_id is None or item.finished:
+                continue
+            if item.request_id in seen:
+                self.metrics.redelivered.labels("same_round").inc()
+                item.finished = True
+                continue
+            seen.add(item.request_id)
+            decision = item.decision
+            if decision is not None and decision.action != "allow":
+                self._set(
+                    item,
+                    OtpOutcome(
+                        request_id=item.request_id,
+                        status="skipped",
+                        ts=self._now(),
+                        action=decision.action,
+                        reasons=tuple(reason.code for reason in decision.reasons),
+                    ),
+                )
+                item.publish = True
+                continue
+            if decision is not None and item.problem is None:
+                item.message, item.problem = _message_for(decision)
+            sends.append(item)
+        return sends, feedback
+
+    # steps 1 to 3: claim, send, record
+
+    async def _send(self, items: list[_Item]) -> None:
+        if not items:
+            return
+        self._rounds += 1
+        token = f"{self.owner}@{int(self._wall() * 1000)}.{self._rounds}"
+        entries = await self._ledger(lambda: self.ledger.claim([i.request_id or "" for i in items], token))
+        fresh: list[_Item] = []
+        foreign: list[tuple[_Item, Entry]] = []
+        for item, entry in zip(items, entries, strict=True):
+            if entry is None:
+                fresh.append(item)
+            elif entry.outcome is not None:
+                self.metrics.redelivered.labels("published" if entry.published else "unpublished").inc()
+                self._adopt(item, entry)
+            else:
+                foreign.append((item, entry))
+
+        ready = [item for item in fresh if item.message is not None]
+        for item in fresh:
+            if item.message is None:
+                self._set(item, self._failed(item, "invalid_decision", item.problem or "invalid decision"))
+        size = self.config.batch_size
+        chunks = [ready[i : i + size] for i in range(0, len(ready), size)]
+        await asyncio.gather(
+            *(self._deliver(chunk) for chunk in chunks),
+            *(self._settle(item, entry) for item, entry in foreign),
+        )
+        done = [item for item in fresh if item.outcome is not None]
+        writes = [
+            (i.request_id or "", token, i.outcome or b"", i.umid if i.status == "sent" else None)
+            for i in done
+        ]
+        if writes:
+            won = await self._ledger(lambda: self.ledger.record(writes), must=True)
+            for item, entry in zip(done, won, strict=True):
+                item.in_ledger = True
+                if entry is not None and entry.outcome is not None:  # someone settled it first
+                    log.warning(
+                        "request %s was settled by another worker while this one sent it; "
+                        "publishing that outcome",
+                        item.request_id,
+                    )
+                    self._adopt(item, entry)
+                elif entry is None:
+                    item.publish = True
+        abandoned = [(i.request_id or "", token) for i in fresh if i.abandoned]
+        if abandoned:
+            self.metrics.abandoned.inc(len(abandoned))
+            try:
+                await self.ledger.release(abandoned)
+            except LedgerUnavailable as exc:
+                log.warning(
+                    "could not release %d claims (they will read as in doubt): %s", len(abandoned), exc
+                )
+
+    async def _deliver(self, chunk: list[_Item]) -> None:
+        """Send one chunk (single or batch endpoint) with retries; set each item's outcome."""
+        messages = [item.message for item in chunk if item.message is not None]
+        if len(messages) == 1:
+            operation = "single"
+
+            async def call() -> list[Any]:
+                return [await self.client.send(messages[0])]
+        else:
+            operation = "batch"
+
+            async def call() -> list[Any]:
+                return list(await self.client.send_batch(messages))
+
+        self.metrics.batch_messages.observe(len(messages))
+        results, attempts, note = await self._attempts(operation, call, tokens=len(messages))
+        if results is None:
+            for item in chunk:
+                item.abandoned = True
+            return
+        for item, result in zip(chunk, results, strict=True):
+            self._set(item, self._result_outcome(item, result, attempts, note))
+
+    async def _settle(self, item: _Item, entry: Entry) -> None:
+        """A claim without an outcome: wait while its owner is alive (this worker too: another of its rounds
+        may be sending it), else declare it in doubt. Left unfinished if the worker stops meanwhile."""
+        with contextlib.suppress(_Stopped):  # the rest of the round (sends made) still gets recorded
+            await self._settle_claim(item, entry)
+
+    async def _settle_claim(self, item: _Item, entry: Entry) -> None:
+        request_id = item.request_id or ""
+        deadline = time.monotonic() + self.config.claim_wait
+        self.metrics.redelivered.labels("claimed").inc()
+        while time.monotonic() < deadline:
+            owner = entry.owner or ""
+            if not await self._ledger(lambda: self.ledger.alive(owner)):  # noqa: B023 - awaited at once
+                break
+            if not await self._nap(0.1):
+                return  # stopping: leave it to whoever takes the partition next
+            (found,) = await self._ledger(lambda: self.ledger.get([request_id]))
+            if found is None:
+                return  # its owner released it without trying: read it again next round
+            if found.outcome is not None:
+                self._adopt(item, found)
+                return
+            entry = found
+        outcome = self._failed(
+            item,
+            "in_doubt",
+            "claimed by a worker that stopped before recording 8x8's answer; the SMS may have been sent, "
+            "so it is not sent again",
+        )
+        claim = entry.claim or ""
+        (won,) = await self._ledger(
+            lambda: self.ledger.record([(request_id, claim, encode_outcome(outcome), None)]), must=True
+        )
+        item.in_ledger = True
+        if won is not None and won.outcome is not None:
+            self._adopt(item, won)
+            return
+        self.metrics.in_doubt.inc()
+        log.warning(
+            "request %s was claimed by %s without an outcome: not resent, outcome failed/in_doubt",
+            request_id,
+            entry.owner,
+        )
+        self._set(item, outcome)
+        item.publish = True
+
+    # step 4: publish
+
+    async def _publish(self, items: list[_Item]) -> None:
+        out = [item for item in items if item.publish and item.outcome is not None and item.request_id]
+        if not out:
+            for item in items:
+                if item.outcome is not None and not item.publish:
+                    item.finished = True
+            return
+        acks = [
+            await self.output.send(
+                self.topics.outcomes, (item.request_id or "").encode(), item.outcome or b""
+            )
+            for item in out
+        ]
+        await acknowledged(acks, f"{len(out)} outcomes")
+        for item in out:
+            self.metrics.outcomes.labels(item.status or _status_of(item.outcome)).inc()
+        published = [item.request_id or "" for item in out if item.in_ledger]
+        if published:
+            # Should this fail, the only cost is the same outcome published again on redelivery.
+            with contextlib.suppress(_Stopped):
+                await self._ledger(lambda: self.ledger.mark_published(published))
+        for item in items:
+            if item.outcome is not None:
+                item.finished = True
+
+    # feedback
+
+    async def _feedback(self, items: list[_Item]) -> None:
+        wanted: list[tuple[_Item, Literal["success", "failure"]]] = []
+        for item in items:
+            event = item.feedback
+            assert event is not None
+            if event.outcome == "completed_other":
+                self.metrics.feedback.labels("completed_other").inc()
+                item.finished = True
+            else:
+                wanted.append((item, "success" if event.outcome == "verified" else "failure"))
+        if not wanted:
+            return
+        claims = await self._ledger(
+            lambda: self.ledger.claim_feedback_many(
+                [(item.request_id or "", outcome) for item, outcome in wanted]
+            )
+        )
+        posts = []
+        for (item, outcome), claim in zip(wanted, claims, strict=True):
+            if claim.verdict == "post" and claim.umid:
+                posts.append(self._post_feedback(item, claim.umid, outcome))
+            else:
+                self.metrics.feedback.labels(claim.verdict).inc()
+                item.finished = True
+        await asyncio.gather(*posts)
+
+    async def _post_feedback(self, item: _Item, umid: str, outcome: Literal["success", "failure"]) -> None:
+        event = item.feedback
+        assert event is not None
+        try:
+            at: datetime | None = datetime.fromtimestamp(parse_timestamp(event.ts), UTC)
+        except ValueError:
+            at = None
+        results, _, _ = await self._attempts(
+            "feedback", lambda: self._one_feedback(umid, outcome, at), tokens=0
+        )
+        result = results[0] if results else None
+        if isinstance(result, FeedbackAccepted):
+            self.metrics.feedback.labels("posted").inc()
+            log.debug("feedback %s for request %s (umid %s) posted", outcome, item.request_id, umid)
+        else:
+            self.metrics.feedback.labels("failed").inc()
+            log.warning(
+                "feedback %s for request %s (umid %s) was not accepted: %s",
+                outcome,
+                item.request_id,
+                umid,
+                _describe(result),
+            )
+        item.finished = True
+
+    async def _one_feedback(
+        self, umid: str, outcome: Literal["success", "failure"], at: datetime | None
+    ) -> list[Any]:
+        return [await self.client.feedback(umid, outcome, at=at)]
+
+    # calling 8x8: rate limit, in-flight limit, retries
+
+    async def _attempts(
+        self, operation: str, call: Callable[[], Awaitable[list[Any]]], *, tokens: int
+    ) -> tuple[list[Any] | None, int, str | None]:
+        """(results of the last attempt, attempts made, why retrying stopped early); results None when the
+        worker stopped before the first attempt."""
+        started = time.monotonic()
+        attempts = 0
+        results: list[Any] | None = None
+        while True:
+            if tokens and not await self._admit(tokens):
+                return results, attempts, "gave up: the worker is stopping"
+            if not await self._until_stopping(self._slots.acquire()):
+                return results, attempts, "gave up: the worker is stopping"
+            began = time.perf_counter()
+            try:
+                results = await call()
+            finally:
+                self._slots.release()
+            attempts += 1
+            self.metrics.latency.labels(operation).observe(time.perf_counter() - began)
+            first = results[0]
+            self.metrics.requests.labels(operation, _result_label(first)).inc()
+            if not isinstance(first, RetryableFailure):
+                return results, attempts, None
+            ambiguous = _ambiguous(first)
+            if ambiguous and not self.config.retry_ambiguous:
+                return results, attempts, "not retried: 8x8 may have queued it"
+            if attempts >= self.policy.max_attempts:
+                return results, attempts, None
+            wait = self.policy.delay(attempts, first.retry_after, self._rng)
+            if time.monotonic() - started + wait > self.policy.max_elapsed:
+                return results, attempts, None
+            if first.reason == "rate_limited" and first.retry_after:
+                self._paused_until = max(self._paused_until, time.monotonic() + first.retry_after)
+            self.metrics.retries.labels(operation, first.reason, "yes" if ambiguous else "no").inc()
+            log.info(
+                "8x8 %s attempt %d failed (%s, HTTP %s, errorId %s): retrying in %.2fs",
+                operation,
+                attempts,
+                first.reason,
+                first.status,
+                first.error_id,
+                wait,
+            )
+            if not await self._nap(wait):
+                return results, attempts, "gave up: the worker is stopping"
+
+    async def _admit(self, tokens: int) -> bool:
+        """Wait for a 429's pause to end and for `tokens` from the bucket; False if the worker stops first."""
+        pause = self._paused_until - time.monotonic()
+        if pause > 0:
+            self.metrics.rate_limit_wait.labels("retry_after").observe(pause)
+            if not await self._nap(pause):
+                return False
+        left = float(tokens)
+        waited = 0.0
+        while left > 0:
+            take = min(left, self.limiter.burst)
+            got = await self._until_stopping(self.limiter.acquire(take))
+            if got is False:
+                return False
+            waited += float(got)
+            left -= take
+        if waited > 0:
+            self.metrics.rate_limit_wait.labels("bucket").observe(waited)
+        return True
+
+    async def _until_stopping(self, work: Awaitable[T]) -> T | Literal[False]:
+        """`work`'s result, or False if the worker starts stopping first (work is then cancelled)."""
+        if self.stopping.is_set():
+            if asyncio.iscoroutine(work):
+                work.close()
+            return False
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if task.cancelled():
+            return False
+        return task.result()
+
+    async def _nap(self, seconds: float) -> bool:
+        """Sleep; False (at once) if the worker starts stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        return not self.stopping.is_set()
+
+    async def _ledger(self, call: Callable[[], Awaitable[T]], *, must: bool = False) -> T:
+        """A ledger call, tried until Redis answers. When stopping: give up at once, or after 10 s if `must`
+        (an outcome of a message that went out: without it the message reads as in doubt)."""
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except LedgerUnavailable as exc:
+                self.metrics.ledger_errors.inc()
+                error = exc
+            if self.stopping.is_set():
+                if self._stop_seen_at is None:
+                    self._stop_seen_at = time.monotonic()
+                if not must or time.monotonic() - self._stop_seen_at > 10.0:
+                    log.error(
+                        "stopping while the ledger does not answer: leaving the rest of the round (%s)", error
+                    )
+                    raise _Stopped from None
+                await asyncio.sleep(delay)
+            else:
+                log.warning("%s; trying again in %.1fs", error, delay)
+                await self._nap(delay)
+            delay = min(delay * 2, 2.0)
+
+    # outcomes
+
+    def _result_outcome(self, item: _Item, result: SendResult, attempts: int, note: str | None) -> OtpOutcome:
+        request_id = item.request_id or ""
+        if isinstance(result, Queued):
+            log.debug("sent %s (umid %s)", request_id, result.umid)
+            return OtpOutcome(
+                request_id=request_id, status="sent", ts=self._now(), umid=result.umid, attempts=attempts
+            )
+        if isinstance(result, Rejected):
+            log.info("8x8 rejected %s: %s %s", request_id, result.code, mask_phone(result.message))
+            return OtpOutcome(
+                request_id=request_id,
+                status="rejected",
+                ts=self._now(),
+                umid=result.umid,
+                code=result.code,
+                message=_clean(result.message),
+                attempts=attempts,
+            )
+        message = _clean(result.message)
+        if note:
+            message = f"{message} ({note})"
+        code = str(result.code) if result.code is not None else result.reason
+        level = (
+            logging.ERROR
+            if isinstance(result, PermanentFailure) and result.reason == "unauthorized"
+            else logging.WARNING
+        )
+        log.log(
+            level,
+            "sending %s failed after %d attempt(s): %s, HTTP %s, code %s, errorId %s",
+            request_id,
+            attempts,
+            result.reason,
+            result.status,
+            code,
+            result.error_id,
+        )
+        return OtpOutcome(
+            request_id=request_id,
+            status="failed",
+            ts=self._now(),
+            code=code,
+            message=message,
+            error=result.reason,
+            http_status=result.status,
+            error_id=result.error_id,
+            attempts=attempts,
+        )
+
+    def _failed(self, item: _Item, error: str, message: str) -> OtpOutcome:
+        return OtpOutcome(
+            request_id=item.request_id or "",
+            status="failed",
+            ts=self._now(),
+            code=error,
+            message=_clean(message),
+            error=error,
+        )
+
+    def _set(self, item: _Item, outcome: OtpOutcome) -> None:
+        item.outcome = encode_outcome(outcome)
+        item.status = outcome.status
+        item.umid = outcome.umid
+        if outcome.status == "failed":
+            self.metrics.failures.labels(outcome.error or "unknown").inc()
+
+    def _adopt(self, item: _Item, entry: Entry) -> None:
+        """Take the outcome the ledger holds; publish it unless Kafka already has it."""
+        item.outcome = entry.outcome
+        item.status = _status_of(entry.outcome)
+        item.umid = entry.umid
+        item.in_ledger = True
+        item.publish = not entry.published
+
+    def _now(self) -> str:
+        return format_timestamp(self._wall())
+
+
+def _message_for(decision: Decision) -> tuple[SmsMessage | None, str | None]:
+    if not decision.phone:
+        return None, "the allow decision has no phone number"
+    text = decision.message.text if decision.message is not None else None
+    if not text:
+        return None, "the allow decision has no message text"
+    source = decision.message.source if decision.message is not None else None
+    return SmsMessage(
+        destination=decision.phone,
+        text=text,
+        client_message_id=decision.request_id,
+        client_ip=decision.client_ip,
+        source=source,
+        track_outcome=True,
+    ), None
+
+
+def _request_id_of(raw: bytes) -> str | None:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    request_id = obj.get("request_id") if isinstance(obj, dict) else None
+    return request_id if isinstance(request_id, str) and request_id else None
+
+
+def _status_of(outcome: bytes | None) -> Status:
+    try:
+        status = orjson.loads(outcome or b"{}").get("status")
+    except (orjson.JSONDecodeError, AttributeError):
+        status = None
+    return status if status in ("sent", "rejected", "skipped", "failed") else "failed"
+
+
+def _clean(text: str) -> str:
+    """8x8's reason as it may appear in an outcome: no phone numbers, bounded."""
+    return mask_phone(text)[:MAX_MESSAGE]
+
+
+# Failures after which 8x8 cannot have queued the message: it said so (429, 503), or no connection was made.
+_NOT_SENT_PREFIXES = ("ConnectError", "ConnectTimeout", "PoolTimeout")
+
+
+def _ambiguous(failure: RetryableFailure) -> bool:
+    if failure.reason == "rate_limited" or failure.status == 503:
+        return False
+    return not (
+        failure.reason in ("timeout", "connection") and failure.message.startswith(_NOT_SENT_PREFIXES)
+    )
+
+
+def _result_label(result: Any) -> str:
+    if isinstance(result, Queued | Rejected | FeedbackAccepted):
+        return "ok"
+    if isinstance(result, RetryableFailure | PermanentFailure):
+        return result.reason
+    return "other"
+
+
+def _describe(result: Any) -> str:
+    if isinstance(result, RetryableFailure | PermanentFailure):
+        return f"{result.reason}, HTTP {result.status}, code {result.code}, errorId {result.error_id}"
+    return "the worker stopped before it was posted" if result is None else type(result).__name__
+
+
+def _positions(items: Iterable[_Item]) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+    commit: dict[tuple[str, int], int] = {}
+    rewind: dict[tuple[str, int], int] = {}
+    for item in sorted(items, key=lambda i: (i.record.topic, i.record.partition, i.record.offset)):
+        tp = (item.record.topic, item.record.partition)
+        if tp in rewind:
+            continue
+        if item.finished:
+            commit[tp] = item.record.offset + 1
+        else:
+            rewind[tp] = item.record.offset
+    return commit, rewind
+
+
+def new_owner_id() -> str:
+    host = socket.gethostname().replace("@", "_")[:40]
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
