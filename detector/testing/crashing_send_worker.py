@@ -95,9 +95,7 @@ def main() -> None:
     def client(vendor: EightByEightConfig) -> EightByEightClient:
         return cast(EightByEightClient, _Client(worker.open_client(vendor), point))
 
-    worker.run_send_worker = functools.partial(
-        worker.run_send_worker, open_ledger=ledger, open_client=client
-    )
+    worker.run_send_worker = functools.partial(worker.run_send_worker, open_ledger=ledger, open_client=client)
     logs.configure(
         os.environ.get("DETECTOR_LOG_LEVEL", "INFO"), os.environ.get("DETECTOR_LOG_FORMAT", "text")
     )
