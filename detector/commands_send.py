@@ -159,11 +159,32 @@ def _vendor_option(*decls: str, name: str, env: str, help: str, **kwargs: Any) -
     help="Longest backoff between attempts.",
 )
 @_option(
-    "--retry-ambiguous/--no-retry-ambiguous",
-    setting="retry_ambiguous",
+    "--lookup/--no-lookup",
+    setting="lookup",
     default=True,
-    help="Also retry 500/502/504, read timeouts and dropped connections, after which 8x8 may have "
-    "queued the SMS (a retry can then deliver it twice).",
+    help="After a 500/502/504, a read timeout or a dropped connection (8x8 may have queued the SMS), "
+    "search 8x8's message log for it instead of guessing: found is sent, absent is retried. Off: in_doubt.",
+)
+@_option(
+    "--lookup-delay",
+    setting="lookup_delay",
+    default=5.0,
+    type=click.FloatRange(0, 600),
+    help="Seconds to let 8x8 finish (and log) a request before searching its message log.",
+)
+@_option(
+    "--lookup-poll",
+    setting="lookup_poll",
+    default=1.0,
+    type=click.FloatRange(0.01, 60),
+    help="Seconds between polls of 8x8's log export job.",
+)
+@_option(
+    "--lookup-patience",
+    setting="lookup_patience",
+    default=60.0,
+    type=click.FloatRange(0.1, 3600),
+    help="Longest wait for a log export job; past it the request is in_doubt.",
 )
 @_option(
     "--owner-ttl",
@@ -243,10 +264,12 @@ def send_worker(**options: Any) -> None:
 
     Reads otp_decision events: allow is sent (clientMessageId = request_id, clientIp, track Outcome),
     block and challenge are not; every decision ends as one outcome (sent, rejected, failed or skipped)
-    on the outcomes topic. A request is sent at most once: it is claimed in the Redis ledger before the
-    first attempt, its outcome recorded there before the offset is committed, and a decision delivered
-    again is answered from the ledger (a claim left without an outcome by a dead worker is not resent:
-    its outcome is failed / in_doubt). Verified / failed feedback is reported to 8x8 for the umid.
+    on the outcomes topic. A message that breaks 8x8's contract fails alone (invalid_message). A request
+    is sent at most once: it is claimed in the Redis ledger just before its HTTP call, its outcome
+    recorded there before the offset is committed, and a decision delivered again is answered from the
+    ledger. A failure after which 8x8 may have queued the SMS, or a dead worker's claim, is settled by
+    searching 8x8's message log, never by a blind resend (no answer: failed / in_doubt). Verified /
+    failed feedback is reported to 8x8 for the umid.
 
     The API key comes only from EIGHTBYEIGHT_API_KEY or the file named by EIGHTBYEIGHT_API_KEY_FILE,
     never from a flag. SIGTERM finishes the requests in flight, commits and exits 0.

@@ -50,7 +50,10 @@ ENV = {
     "retry_max_elapsed": "DETECTOR_SEND_RETRY_MAX_ELAPSED",
     "retry_base_delay": "DETECTOR_SEND_RETRY_BASE_DELAY",
     "retry_max_delay": "DETECTOR_SEND_RETRY_MAX_DELAY",
-    "retry_ambiguous": "DETECTOR_SEND_RETRY_AMBIGUOUS",
+    "lookup": "DETECTOR_SEND_LOOKUP",
+    "lookup_delay": "DETECTOR_SEND_LOOKUP_DELAY",
+    "lookup_poll": "DETECTOR_SEND_LOOKUP_POLL",
+    "lookup_patience": "DETECTOR_SEND_LOOKUP_PATIENCE",
     "owner_ttl": "DETECTOR_SEND_OWNER_TTL",
     "claim_wait": "DETECTOR_SEND_CLAIM_WAIT",
     "offset_reset": "DETECTOR_KAFKA_OFFSET_RESET",
@@ -112,10 +115,15 @@ class SendConfig:
     retry_max_elapsed: float = 20.0
     retry_base_delay: float = 0.25
     retry_max_delay: float = 8.0
-    # Also retry failures after which 8x8 may have queued the message anyway (500/502/504, a read
-    # timeout, a dropped connection)? The retry reuses clientMessageId = request_id; unless 8x8 dedupes on
-    # it, such a retry can deliver the OTP twice. False: only 429, 503 and failures to connect are retried.
-    retry_ambiguous: bool = True
+    # After a failure that may have queued the message anyway (500/502/504, a read timeout, a dropped
+    # connection) nothing is resent blindly: 8x8's message log is searched for the clientMessageIds, after
+    # `lookup_delay` seconds (8x8 may still be working on the request), polling the export job every
+    # `lookup_poll` s for up to `lookup_patience` s. Found: sent, with its umid; absent: sent again (a
+    # retry); no answer, or `lookup` off: failed / in_doubt. A dead worker's claim is looked up the same way.
+    lookup: bool = True
+    lookup_delay: float = 5.0
+    lookup_poll: float = 1.0
+    lookup_patience: float = 60.0
     # A worker refreshes a liveness key this often-ish (ttl / 4); a claim whose owner's key has expired
     # belongs to a dead worker. A live owner's claim is waited for at most `claim_wait` seconds.
     owner_ttl: float = 10.0
@@ -148,6 +156,8 @@ class SendConfig:
             problems.append("at least one request must be allowed in flight")
         if self.partitions < 1 or (self.replication is not None and self.replication < 1):
             problems.append("partitions and replication must be at least 1")
+        if not (0 <= self.lookup_delay <= 600 and 0 < self.lookup_poll <= 60 and self.lookup_patience > 0):
+            problems.append("lookup delay must be 0 to 600 s, poll 0 to 60 s, patience more than 0 s")
         if self.owner_ttl < 1 or self.claim_wait < 0:
             problems.append("the owner TTL must be at least 1 second and the claim wait not negative")
         if self.heartbeat_interval * 3 > self.session_timeout:

@@ -55,6 +55,12 @@ class SendMetrics:
         self.in_doubt = Counter(
             "detector_send_in_doubt", "Claims found without an outcome, not resent", registry=r
         )
+        self.lookups = Counter(
+            "detector_send_lookups",
+            "Requests searched in 8x8's message log after an ambiguous failure or a dead claim, by result",
+            ["result"],
+            registry=r,
+        )
         self.abandoned = Counter(
             "detector_send_abandoned", "Sends given up before any attempt (stopping)", registry=r
         )

@@ -12,46 +12,52 @@ the outcomes topic: ``sent`` (with 8x8's umid), ``rejected`` (8x8 answered REJEC
 or ``skipped`` (the decision's action and reason codes). On the feedback topic, ``verified`` feedback for a
 sent request is reported to 8x8 as ``success`` for its umid, ``failed`` as ``failure``.
 
+Each message is checked against 8x8's rules for an SmsRequest (destination pattern in ASCII, clientMessageId
+up to 350 characters, source up to 16, text present: :meth:`SmsMessage.problem`) before it joins a batch; one
+that breaks them fails alone (``invalid_message``) and the rest go out. Should 8x8 still refuse a whole
+batch with a 400, the batch is halved until the message at fault stands alone.
+
 Exactly one send per request_id
 -------------------------------
-Work goes in rounds: take up to `round_size` records, then for the allowed ones
+Work goes in rounds of up to `round_size` records; the allowed ones are cut into chunks of `batch_size`,
+and each chunk, on its own:
 
-1. **claim** each request in the ledger (Redis; one round trip per round, see :mod:`detector.send.ledger`):
-   a request that already has a record is never sent again;
-2. **send** (rate limit, retries with backoff);
-3. **record** the outcome (and umid) in the ledger, only if the claim is still ours;
-4. **publish** the outcome events and wait for Kafka's acknowledgement; mark them published in the ledger;
-5. **commit** the offsets.
+1. waits for the rate limit and a request slot, then **claims** its requests in the ledger (Redis, see
+   :mod:`detector.send.ledger`) right before its HTTP call: a request that already has a record is never
+   sent again, and a crash strands only the chunks whose calls were in flight;
+2. **sends** (retries with backoff for what 8x8 cannot have queued: 429, 503, failures to connect);
+3. **records** the outcome (and umid) in the ledger, only if the claim is still ours.
 
-A decision delivered again (a crash, a rebalance, a duplicate decision) finds its record at step 1:
+Then the round **publishes** the outcome events, waits for Kafka's acknowledgement, marks them published
+in the ledger, and its offsets are **committed**.
 
-* with an outcome: nothing is sent; the stored outcome is published again unless it was marked published.
-  A crash after step 3 therefore sends nothing twice (tested by killing the worker there);
-* with a claim but no outcome: the claimant died (or is still busy) somewhere between claiming and
-  recording, so the SMS may or may not have gone out. If the claimant is alive (its liveness key is
-  fresh) the worker waits for its outcome, up to `claim_wait`. Otherwise the request is **not resent**: its
-  outcome is ``failed`` with code ``in_doubt``, written to the ledger by compare-and-set on the dead
-  claim, so a late writer cannot contradict it. The trade-off is deliberate: a crash in the window between
-  claim and record costs the user one OTP (they ask for a new one; the backend sees ``in_doubt``) instead
-  of risking a second SMS. The window is one HTTP call long; a crash anywhere else loses nothing.
-  The ledger must survive what it guards: a Redis that loses its data (no persistence, failover to a
-  stale replica) forgets claims, and a redelivered decision is then sent again.
+A decision delivered again (a crash, a rebalance, a duplicate decision) finds its record first:
+
+* with an outcome: nothing is sent; the stored outcome is published again unless it was marked published;
+* with a claim but no outcome: its claimant is sending it, or died between its claim and its record. While
+  the claimant is alive (its liveness key is fresh) the worker waits for its outcome, up to `claim_wait`.
+  A dead claimant's request is **looked up** in 8x8's message log (below): there, it is ``sent`` with the
+  umid 8x8 holds; absent, the claim is taken over and the request sent; if 8x8's log cannot tell (or
+  `lookup` is off, or a live claimant never finishes), the outcome is ``failed`` / ``in_doubt``, written
+  by compare-and-set on that claim so a late writer cannot contradict it. The ledger must survive what it
+  guards: a Redis that loses its data (no persistence, failover to a stale replica) forgets claims.
 
 Outcome events are published before the offset commit and after the ledger write, so they are at least
 once: a crash between Kafka's acknowledgement and the commit publishes the same bytes again (from the
 ledger) on redelivery; skipped outcomes may repeat in the same case. Consumers should treat the outcomes
 topic as an upsert keyed by request_id.
 
-Retries
--------
-429, 5xx, timeouts and connection errors are retried (exponential backoff with full jitter, never sooner
-than Retry-After, `retry_attempts` within `retry_max_elapsed`); a 429's Retry-After also pauses every other
-send of this worker. Other 4xx and REJECTED are final. Some failures are *ambiguous*: after a 500/502/504, a
-read timeout or a dropped connection 8x8 may have queued the message anyway, and a retry (same
-clientMessageId = request_id) delivers it twice unless 8x8 dedupes on that id, which it does not promise.
-They are retried by default (``retry_ambiguous``; counted in
-``detector_send_retries_total{ambiguous="yes"}``); with ``retry_ambiguous`` off only 429, 503 and failures
-to connect are retried.
+Ambiguous failures
+------------------
+After a 500/502/504, a read timeout or a dropped connection, 8x8 may have queued the messages anyway, and
+it does not promise to de-duplicate on clientMessageId: they are never resent blindly. After
+`lookup_delay` (8x8 may still be working on the request) the worker searches 8x8's message log for the
+chunk's clientMessageIds (a log export job, :meth:`EightByEightClient.find_logged`): those found are
+``sent`` with their umid, those absent are retried (counted in
+``detector_send_retries_total{ambiguous="yes"}``), and if the log cannot be searched they end ``in_doubt``.
+429, 503 and failures to connect are retried without a lookup; other 4xx and REJECTED are final. Every
+attempt waits for the rate limit (a 429's Retry-After pauses every send of this worker), within
+`retry_attempts` and `retry_max_elapsed`.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -88,6 +94,7 @@ from detector.send.config import SendConfig
 from detector.send.eightbyeight import (
     EightByEightClient,
     FeedbackAccepted,
+    Logged,
     PermanentFailure,
     Queued,
     Rejected,
@@ -133,13 +140,26 @@ class _Stopped(Exception):
     """The worker is stopping and the ledger is not answering: leave the rest of the round unfinished."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
+class _Chunk:
+    """One chunk's sending: its claim token, when it started, attempts so far, what it claimed and what it
+    found claimed by others."""
+
+    token: str
+    started: float
+    attempts: int = 0
+    claimed: list[_Item] = field(default_factory=list)
+    lost: list[tuple[_Item, Entry]] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
 class _Item:
     record: Record
     request_id: str | None = None
     decision: Decision | None = None
     feedback: OtpFeedback | None = None
     problem: str | None = None  # an allow (or unreadable) decision that cannot be sent: why
+    problem_kind: Literal["decision", "message"] = "decision"  # the decision, or 8x8's rules for the SMS
     message: SmsMessage | None = None
     outcome: bytes | None = None  # the outcome event to publish (and/or that the ledger holds)
     status: Status | None = None
@@ -186,7 +206,7 @@ class SendPipeline:
         self._slots = asyncio.Semaphore(config.max_in_flight)
         self._paused_until = 0.0  # monotonic time before which nothing is sent (a 429's Retry-After)
         self._stop_seen_at: float | None = None
-        self._rounds = 0  # makes each round's claim token unique
+        self._claims = 0  # makes each claim token unique
 
     # the round
 
@@ -277,17 +297,18 @@ class SendPipeline:
                 continue
             if decision is not None and item.problem is None:
                 item.message, item.problem = _message_for(decision)
+                if item.message is not None and (problem := item.message.problem()) is not None:
+                    item.message, item.problem, item.problem_kind = None, problem, "message"
+                    log.warning("request %s breaks 8x8's rules for a message: %s", item.request_id, problem)
             sends.append(item)
         return sends, feedback
 
-    # steps 1 to 3: claim, send, record
+    # steps 1 to 3: claim, send, record (per chunk)
 
     async def _send(self, items: list[_Item]) -> None:
         if not items:
             return
-        self._rounds += 1
-        token = f"{self.owner}@{int(self._wall() * 1000)}.{self._rounds}"
-        entries = await self._ledger(lambda: self.ledger.claim([i.request_id or "" for i in items], token))
+        entries = await self._ledger(lambda: self.ledger.get([i.request_id or "" for i in items]))
         fresh: list[_Item] = []
         foreign: list[tuple[_Item, Entry]] = []
         for item, entry in zip(items, entries, strict=True):
@@ -298,113 +319,303 @@ class SendPipeline:
                 self._adopt(item, entry)
             else:
                 foreign.append((item, entry))
-
+        refused = [item for item in fresh if item.message is None]
         ready = [item for item in fresh if item.message is not None]
-        for item in fresh:
-            if item.message is None:
-                self._set(item, self._failed(item, "invalid_decision", item.problem or "invalid decision"))
         size = self.config.batch_size
         chunks = [ready[i : i + size] for i in range(0, len(ready), size)]
         await asyncio.gather(
+            self._refuse(refused),
             *(self._deliver(chunk) for chunk in chunks),
             *(self._settle(item, entry) for item, entry in foreign),
         )
-        done = [item for item in fresh if item.outcome is not None]
-        writes = [
-            (i.request_id or "", token, i.outcome or b"", i.umid if i.status == "sent" else None)
-            for i in done
-        ]
-        if writes:
-            won = await self._ledger(lambda: self.ledger.record(writes), must=True)
-            for item, entry in zip(done, won, strict=True):
-                item.in_ledger = True
-                if entry is not None and entry.outcome is not None:  # someone settled it first
-                    log.warning(
-                        "request %s was settled by another worker while this one sent it; "
-                        "publishing that outcome",
-                        item.request_id,
-                    )
-                    self._adopt(item, entry)
-                elif entry is None:
-                    item.publish = True
-        abandoned = [(i.request_id or "", token) for i in fresh if i.abandoned]
-        if abandoned:
-            self.metrics.abandoned.inc(len(abandoned))
-            try:
-                await self.ledger.release(abandoned)
-            except LedgerUnavailable as exc:
-                log.warning(
-                    "could not release %d claims (they will read as in doubt): %s", len(abandoned), exc
-                )
+
+    def _token(self) -> str:
+        """A claim token of its own for each claim call: ``owner@epoch-ms.n`` (the time is when it was
+        claimed, which is where a search of 8x8's log for it starts)."""
+        self._claims += 1
+        return f"{self.owner}@{int(self._wall() * 1000)}.{self._claims}"
+
+    async def _refuse(self, items: list[_Item]) -> None:
+        """Decisions that cannot be sent: claimed and recorded as failed at once, never sent."""
+        if not items:
+            return
+        token = self._token()
+        entries = await self._ledger(lambda: self.ledger.claim([i.request_id or "" for i in items], token))
+        mine = []
+        for item, entry in zip(items, entries, strict=True):
+            if entry is None:
+                error = "invalid_message" if item.problem_kind == "message" else "invalid_decision"
+                self._set(item, self._failed(item, error, item.problem or "invalid decision"))
+                mine.append(item)
+            else:
+                await self._settle(item, entry)
+        await self._record(mine, token)
 
     async def _deliver(self, chunk: list[_Item]) -> None:
-        """Send one chunk (single or batch endpoint) with retries; set each item's outcome."""
-        messages = [item.message for item in chunk if item.message is not None]
-        if len(messages) == 1:
-            operation = "single"
+        """One chunk: claim it just before its HTTP call, send, settle ambiguity, record the outcomes."""
+        token = self._token()
+        state = _Chunk(token=token, started=time.monotonic())
+        await self._attempt(chunk, state)
+        for item, entry in state.lost:
+            await self._settle(item, entry)
+        await self._record([i for i in state.claimed if i.outcome is not None and not i.abandoned], token)
 
-            async def call() -> list[Any]:
-                return [await self.client.send(messages[0])]
-        else:
-            operation = "batch"
+    async def _attempt(self, pending: list[_Item], state: _Chunk) -> None:
+        """Send `pending` (none of which 8x8 has) until each has an outcome, or the worker stops."""
+        while pending:
+            if not await self._admit(len(pending)) or not await self._until_stopping(self._slots.acquire()):
+                await self._abandon(pending, state)
+                return
+            try:
+                if not state.claimed:
+                    pending = await self._claim(pending, state)
+                    if not pending:
+                        return
+                began, at = time.perf_counter(), self._wall()
+                results = await self._call(pending)
+            finally:
+                self._slots.release()
+            state.attempts += 1
+            operation = "single" if len(pending) == 1 else "batch"
+            self.metrics.latency.labels(operation).observe(time.perf_counter() - began)
+            first = results[0]
+            self.metrics.requests.labels(operation, _result_label(first)).inc()
+            if isinstance(first, PermanentFailure) and first.reason == "bad_request" and len(pending) > 1:
+                # 8x8 refused the whole batch for what our own check did not catch: halve it until the
+                # message at fault stands alone, so it fails alone and the rest go out.
+                half = len(pending) // 2
+                self.metrics.retries.labels(operation, "split", "no").inc()
+                await asyncio.gather(
+                    self._attempt(pending[:half], state), self._attempt(pending[half:], state)
+                )
+                return
+            if not isinstance(first, RetryableFailure):
+                for item, result in zip(pending, results, strict=True):
+                    self._set(item, self._result_outcome(item, result, state.attempts, None))
+                return
+            ambiguous = _ambiguous(first)
+            if ambiguous:
+                pending = await self._look_up(pending, first, at, state)
+                if not pending:
+                    return
+            wait = self.policy.delay(state.attempts, first.retry_after, self._rng)
+            if (
+                state.attempts >= self.policy.max_attempts
+                or time.monotonic() - state.started + wait > self.policy.max_elapsed
+            ):
+                for item in pending:
+                    self._set(item, self._result_outcome(item, first, state.attempts, None))
+                return
+            if first.reason == "rate_limited" and first.retry_after:
+                self._paused_until = max(self._paused_until, time.monotonic() + first.retry_after)
+            self.metrics.retries.labels(operation, first.reason, "yes" if ambiguous else "no").inc()
+            log.info(
+                "8x8 %s attempt %d failed (%s, HTTP %s, errorId %s): %d not queued, retrying in %.2fs",
+                operation,
+                state.attempts,
+                first.reason,
+                first.status,
+                first.error_id,
+                len(pending),
+                wait,
+            )
+            if not await self._nap(wait):
+                await self._abandon(pending, state)
+                return
 
-            async def call() -> list[Any]:
-                return list(await self.client.send_batch(messages))
+    async def _claim(self, items: list[_Item], state: _Chunk) -> list[_Item]:
+        """Claim the chunk (its slot is held: the HTTP call follows at once); the ones now ours."""
+        entries = await self._ledger(
+            lambda: self.ledger.claim([i.request_id or "" for i in items], state.token)
+        )
+        won = []
+        for item, entry in zip(items, entries, strict=True):
+            if entry is None:
+                won.append(item)
+            else:  # another worker got there since this round looked (a rebalance)
+                state.lost.append((item, entry))
+        state.claimed.extend(won)
+        return won
 
+    async def _call(self, items: list[_Item]) -> list[SendResult]:
+        messages = [item.message for item in items if item.message is not None]
         self.metrics.batch_messages.observe(len(messages))
-        results, attempts, note = await self._attempts(operation, call, tokens=len(messages))
-        if results is None:
-            for item in chunk:
+        if len(messages) == 1:
+            return [await self.client.send(messages[0])]
+        return list(await self.client.send_batch(messages))
+
+    async def _abandon(self, items: list[_Item], state: _Chunk) -> None:
+        """Stopping before these were (re)sent; 8x8 does not have them: drop their claims, leave them
+        uncommitted for the next worker."""
+        self.metrics.abandoned.inc(len(items))
+        for item in items:
+            item.abandoned = True
+        claimed = {id(c) for c in state.claimed}
+        mine = [(i.request_id or "", state.token) for i in items if id(i) in claimed]
+        if mine:
+            try:
+                await self.ledger.release(mine)
+            except LedgerUnavailable as exc:
+                log.warning("could not release %d claims (they will be looked up): %s", len(mine), exc)
+
+    async def _look_up(
+        self, items: list[_Item], failure: RetryableFailure, at: float, state: _Chunk
+    ) -> list[_Item]:
+        """After an ambiguous failure: which of `items` did 8x8 queue? Those get their outcome (sent, with
+        the umid 8x8's log holds); the ones 8x8 does not have are returned, to be sent again. If 8x8's log
+        cannot tell, they end failed / in_doubt: never resent blindly."""
+        found = await self._search_log(items, at - 1.0, at)
+        if found is False:  # stopping: keep the claims, unrecorded; the next worker looks them up
+            self.metrics.abandoned.inc(len(items))
+            for item in items:
                 item.abandoned = True
+            return []
+        if found is None:
+            for item in items:
+                self._set(
+                    item, self._in_doubt(item, f"{_describe(failure)}; 8x8's message log did not answer")
+                )
+                self.metrics.in_doubt.inc()
+            return []
+        absent = []
+        for item in items:
+            logged = found.get(item.request_id or "")
+            if logged is None:
+                absent.append(item)
+            else:
+                self._set(item, self._logged_outcome(item, logged, state.attempts, _describe(failure)))
+        self.metrics.lookups.labels("found").inc(len(items) - len(absent))
+        self.metrics.lookups.labels("absent").inc(len(absent))
+        return absent
+
+    async def _search_log(
+        self, items: list[_Item], since: float, sent_at: float
+    ) -> dict[str, Logged] | Literal[False] | None:
+        """8x8's log for these requests, searched from `since` (epoch s) once `lookup_delay` has passed
+        after `sent_at`; None when the lookup is off or 8x8 cannot say, False if the worker stops first."""
+        if not self.config.lookup:
+            return None
+        wait = sent_at + self.config.lookup_delay - self._wall()
+        if wait > 0 and not await self._nap(wait):
+            return False
+        window_end = datetime.fromtimestamp(self._wall(), UTC)
+        work = self.client.find_logged(
+            [i.request_id or "" for i in items],
+            datetime.fromtimestamp(since, UTC),
+            window_end,
+            poll=self.config.lookup_poll,
+            patience=self.config.lookup_patience,
+        )
+        answer = await self._until_stopping(work)
+        if answer is False:
+            return False
+        if not isinstance(answer, dict):
+            self.metrics.lookups.labels("failed").inc(len(items))
+            log.warning("8x8's message log could not be searched: %s", _describe(answer))
+            return None
+        return answer
+
+    async def _record(self, items: list[_Item], token: str) -> None:
+        """Write the outcomes of the claims `token` holds; adopt any another worker wrote first."""
+        writes = [
+            (i.request_id or "", token, i.outcome or b"", i.umid if i.status == "sent" else None)
+            for i in items
+        ]
+        if not writes:
             return
-        for item, result in zip(chunk, results, strict=True):
-            self._set(item, self._result_outcome(item, result, attempts, note))
+        won = await self._ledger(lambda: self.ledger.record(writes), must=True)
+        for item, entry in zip(items, won, strict=True):
+            item.in_ledger = True
+            if entry is not None and entry.outcome is not None:  # someone settled it first
+                log.warning(
+                    "request %s was settled by another worker while this one sent it; publishing that one",
+                    item.request_id,
+                )
+                self._adopt(item, entry)
+            elif entry is None:
+                item.publish = True
 
     async def _settle(self, item: _Item, entry: Entry) -> None:
         """A claim without an outcome: wait while its owner is alive (this worker too: another of its rounds
-        may be sending it), else declare it in doubt. Left unfinished if the worker stops meanwhile."""
+        may be sending it); a dead owner's claim is looked up in 8x8's log: found is sent, absent is sent
+        now, unknown is in doubt. Left unfinished if the worker stops meanwhile."""
         with contextlib.suppress(_Stopped):  # the rest of the round (sends made) still gets recorded
-            await self._settle_claim(item, entry)
+            for _ in range(3):  # a takeover lost to yet another worker: look again, a few times
+                entry_or_none = await self._settle_claim(item, entry)
+                if entry_or_none is None:
+                    return
+                entry = entry_or_none
 
-    async def _settle_claim(self, item: _Item, entry: Entry) -> None:
+    async def _settle_claim(self, item: _Item, entry: Entry) -> Entry | None:
         request_id = item.request_id or ""
         deadline = time.monotonic() + self.config.claim_wait
         self.metrics.redelivered.labels("claimed").inc()
+        owner_alive = True
         while time.monotonic() < deadline:
             owner = entry.owner or ""
-            if not await self._ledger(lambda: self.ledger.alive(owner)):  # noqa: B023 - awaited at once
+            owner_alive = await self._ledger(lambda: self.ledger.alive(owner))  # noqa: B023 - awaited at once
+            if not owner_alive:
                 break
             if not await self._nap(0.1):
-                return  # stopping: leave it to whoever takes the partition next
+                return None  # stopping: leave it to whoever takes the partition next
             (found,) = await self._ledger(lambda: self.ledger.get([request_id]))
             if found is None:
-                return  # its owner released it without trying: read it again next round
+                return None if item.message is None else await self._take_over(item, None)
             if found.outcome is not None:
                 self._adopt(item, found)
-                return
+                return None
             entry = found
-        outcome = self._failed(
-            item,
-            "in_doubt",
-            "claimed by a worker that stopped before recording 8x8's answer; the SMS may have been sent, "
-            "so it is not sent again",
-        )
         claim = entry.claim or ""
+        if not owner_alive and item.message is not None:
+            claimed_at = _claimed_at(claim)
+            logged = await self._search_log([item], claimed_at - 1.0, claimed_at + self.client.config.timeout)
+            if logged is False:
+                return None  # stopping: leave it to whoever takes the partition next
+            if logged is not None:
+                hit = logged.get(request_id)
+                self.metrics.lookups.labels("absent" if hit is None else "found").inc()
+                if hit is None:
+                    return await self._take_over(item, claim)
+                outcome = self._logged_outcome(item, hit, None, "the worker that sent it stopped")
+                await self._write_settled(item, claim, outcome)
+                return None
+        why = "alive but not done" if owner_alive else "that stopped before recording 8x8's answer"
+        outcome = self._in_doubt(
+            item, f"claimed by a worker {why}; the SMS may have been sent, so it is not sent again"
+        )
+        self.metrics.in_doubt.inc()
+        log.warning(
+            "request %s was claimed by %s without an outcome: not resent, in_doubt", request_id, entry.owner
+        )
+        await self._write_settled(item, claim, outcome)
+        return None
+
+    async def _write_settled(self, item: _Item, claim: str, outcome: OtpOutcome) -> None:
+        """Record a settled outcome by compare-and-set on the claim found, so a late writer cannot
+        contradict it."""
+        request_id = item.request_id or ""
         (won,) = await self._ledger(
-            lambda: self.ledger.record([(request_id, claim, encode_outcome(outcome), None)]), must=True
+            lambda: self.ledger.record([(request_id, claim, encode(outcome), outcome.umid)]), must=True
         )
         item.in_ledger = True
         if won is not None and won.outcome is not None:
             self._adopt(item, won)
             return
-        self.metrics.in_doubt.inc()
-        log.warning(
-            "request %s was claimed by %s without an outcome: not resent, outcome failed/in_doubt",
-            request_id,
-            entry.owner,
-        )
         self._set(item, outcome)
         item.publish = True
+
+    async def _take_over(self, item: _Item, claim: str | None) -> Entry | None:
+        """8x8 does not have it and its claimant is gone: drop that claim and send it under our own."""
+        request_id = item.request_id or ""
+        if claim is not None:
+            await self._ledger(lambda: self.ledger.release([(request_id, claim)]))
+        self.metrics.redelivered.labels("taken_over").inc()
+        log.info("request %s: its claimant stopped before 8x8 had it; sending it now", request_id)
+        token = self._token()
+        state = _Chunk(token=token, started=time.monotonic())
+        await self._attempt([item], state)
+        await self._record([i for i in state.claimed if i.outcome is not None and not i.abandoned], token)
+        return state.lost[0][1] if state.lost else None
 
     # step 4: publish
 
@@ -518,8 +729,6 @@ class SendPipeline:
             if not isinstance(first, RetryableFailure):
                 return results, attempts, None
             ambiguous = _ambiguous(first)
-            if ambiguous and not self.config.retry_ambiguous:
-                return results, attempts, "not retried: 8x8 may have queued it"
             if attempts >= self.policy.max_attempts:
                 return results, attempts, None
             wait = self.policy.delay(attempts, first.retry_after, self._rng)
@@ -661,6 +870,34 @@ class SendPipeline:
             attempts=attempts,
         )
 
+    def _logged_outcome(self, item: _Item, logged: Logged, attempts: int | None, after: str) -> OtpOutcome:
+        """What 8x8's message log says became of a request whose answer was lost."""
+        note = _clean(f"found in 8x8's message log after: {after}")
+        log.info(
+            "request %s found in 8x8's message log (umid %s): not sent again", item.request_id, logged.umid
+        )
+        if logged.status == "rejected":
+            return OtpOutcome(
+                request_id=item.request_id or "",
+                status="rejected",
+                ts=self._now(),
+                umid=logged.umid,
+                code="REJECTED",
+                message=note,
+                attempts=attempts,
+            )
+        return OtpOutcome(
+            request_id=item.request_id or "",
+            status="sent",
+            ts=self._now(),
+            umid=logged.umid,
+            message=note,
+            attempts=attempts,
+        )
+
+    def _in_doubt(self, item: _Item, message: str) -> OtpOutcome:
+        return self._failed(item, "in_doubt", message)
+
     def _failed(self, item: _Item, error: str, message: str) -> OtpOutcome:
         return OtpOutcome(
             request_id=item.request_id or "",
@@ -753,6 +990,14 @@ def _describe(result: Any) -> str:
     if isinstance(result, RetryableFailure | PermanentFailure):
         return f"{result.reason}, HTTP {result.status}, code {result.code}, errorId {result.error_id}"
     return "the worker stopped before it was posted" if result is None else type(result).__name__
+
+
+def _claimed_at(claim: str) -> float:
+    """When a claim token ``owner@epoch-ms.n`` was taken (epoch seconds); now if it cannot be read."""
+    try:
+        return int(claim.rsplit("@", 1)[1].split(".", 1)[0]) / 1000
+    except (IndexError, ValueError):
+        return time.time()
 
 
 def _positions(items: Iterable[_Item]) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:

@@ -471,7 +471,7 @@ class EightByEightDouble:
         self.balance = 149309.7985931
         self._jobs: dict[str, list[Any]] = {}  # jobId -> [polls so far, rows, download token]
         self._downloads: dict[str, str] = {}  # token -> CSV
-        self._queued_faults: list[Fault] = []
+        self._queued_faults: list[tuple[Fault, frozenset[str] | None]] = []
         self._rules: list[_Rule] = []
         self._rejections: dict[str, str] = {}
         self._queued_umids: set[str] = set()
@@ -480,9 +480,11 @@ class EightByEightDouble:
 
     # faults
 
-    def inject(self, *faults: Fault) -> None:
-        """The next requests that pass the contract check get these faults, one each, in order."""
-        self._queued_faults.extend(faults)
+    def inject(self, *faults: Fault, operations: Iterable[str] | None = None) -> None:
+        """The next requests that pass the contract check (of these operationIds, if given) get these
+        faults, one each, in order."""
+        only = frozenset(operations) if operations is not None else None
+        self._queued_faults.extend((fault, only) for fault in faults)
 
     def add_rule(self, fault: Fault, when: Callable[[Seen], bool] = lambda seen: True) -> None:
         """Every request for which `when` is true gets `fault` (after any injected ones run out)."""
@@ -623,8 +625,10 @@ class EightByEightDouble:
         return _error(501, CONTRACT_CODE, f"the 8x8 double does not play {checked.operation}")
 
     def _fault_for(self, seen: Seen) -> Fault | None:
-        if self._queued_faults:
-            return self._queued_faults.pop(0)
+        for i, (fault, only) in enumerate(self._queued_faults):
+            if only is None or seen.operation in only:
+                del self._queued_faults[i]
+                return fault
         return next((rule.fault for rule in self._rules if rule.when(seen)), None)
 
     # the operations
