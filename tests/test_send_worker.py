@@ -42,6 +42,7 @@ from detector.testing.eightbyeight_double import (
     BATCH,
     INVALID_MSISDN,
     SEND,
+    Drop,
     EightByEightDouble,
     RateLimited,
     Seen,
@@ -881,6 +882,68 @@ async def test_killed_while_8x8_holds_the_answer(
         assert (outcome["status"], outcome["code"]) == ("failed", "in_doubt")
     assert sent_ids(harness.double) == Counter({"slow-1": 1})
     assert len(send_requests(harness.double)) == 1
+
+
+def attempted_ids(double: EightByEightDouble) -> set[str]:
+    """Every clientMessageId the double was asked to send, whatever it answered."""
+    ids: set[str] = set()
+    for seen in send_requests(double):
+        messages = seen.body.get("messages", []) if seen.operation == BATCH else [seen.body]
+        ids.update(str(m.get("clientMessageId")) for m in messages)
+    return ids
+
+
+async def test_kill_9_mid_run_with_timeouts_and_drops_sends_nothing_twice_and_strands_nothing(
+    harness: Harness, processes: list[WorkerProcess], tmp_path: Path
+) -> None:
+    """Issue 9's fault run: 8x8 times out after queueing, drops answers after queueing, drops requests
+    before queueing; the worker is killed (SIGKILL) mid-run and a new one takes over, the faults going on.
+    No request is sent twice, and none that was never attempted is left unsent."""
+    double = harness.double
+
+    def every(k: int) -> Callable[[Seen], bool]:
+        return lambda seen: seen.operation in (SEND, BATCH) and len(send_requests(double)) % 6 == k
+
+    double.add_rule(Slow(1.0, after_accepting=True), when=every(1))  # timeout, 8x8 has them
+    double.add_rule(Drop(after_accepting=True), when=every(3))  # dropped answer, 8x8 has them
+    double.add_rule(Drop(), when=every(5))  # dropped request, 8x8 has nothing
+    ids = [f"fault-{i}" for i in range(300)]
+    await harness.decide(*(decision(rid, n=i) for i, rid in enumerate(ids)))
+    env = worker_env(
+        harness,
+        EIGHTBYEIGHT_TIMEOUT="0.5",
+        DETECTOR_SEND_RATE="150",
+        DETECTOR_SEND_BATCH_SIZE="20",
+        DETECTOR_SEND_MAX_IN_FLIGHT="4",
+        DETECTOR_LOG_LEVEL="INFO",
+    )
+    first = WorkerProcess("first", tmp_path, env)
+    processes.append(first)
+    await eventually(lambda: len(double.sent) >= 80, 60, "a third of the sends", alive=first.assert_running)
+    first.proc.send_signal(signal.SIGKILL)
+    await first.wait_exit(10)
+    sent_by_first = len(double.sent)
+
+    second = WorkerProcess("second", tmp_path, env)
+    processes.append(second)
+    async with OutcomeReader(harness.bootstrap, harness.topics.outcomes) as reader:
+        outcomes = await reader.wait_outcomes(set(ids), timeout=120, alive=second.assert_running)
+    counts = sent_ids(double)
+    duplicates = sum(count - 1 for count in counts.values())
+    attempted = attempted_ids(double)
+    unsent = [rid for rid in ids if counts[rid] == 0]
+    stranded = [rid for rid in unsent if rid not in attempted]
+    statuses = Counter(outcome["status"] for outcome in outcomes.values())
+    print(
+        f"\nsend fault run: {len(ids)} requests, {len(send_requests(double))} send requests "
+        f"({len(double.exports)} log lookups), killed after {sent_by_first} sent; duplicates {duplicates}, "
+        f"strandings {len(stranded)}, unsent {len(unsent)}, outcomes {dict(statuses)}"
+    )
+    assert duplicates == 0, "no request is sent twice"
+    assert stranded == [], "no request that was never attempted is left unsent"
+    assert unsent == [] and statuses == Counter({"sent": len(ids)}), "8x8's log settled every doubt"
+    umids = {sms.client_message_id: sms.umid for sms in double.sent}
+    assert {rid: outcomes[rid]["umid"] for rid in ids} == umids
 
 
 async def test_sigterm_finishes_in_flight_sends_commits_and_exits_0(

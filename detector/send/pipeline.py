@@ -326,7 +326,7 @@ class SendPipeline:
         await asyncio.gather(
             self._refuse(refused),
             *(self._deliver(chunk) for chunk in chunks),
-            *(self._settle(item, entry) for item, entry in foreign),
+            self._settle_many(foreign),
         )
 
     def _token(self) -> str:
@@ -535,6 +535,62 @@ class SendPipeline:
             elif entry is None:
                 item.publish = True
 
+    async def _settle_many(self, foreign: list[tuple[_Item, Entry]]) -> None:
+        """Claims found without an outcome: those of dead owners are looked up in 8x8's log together (one
+        export job, not one per request); the rest are settled one by one."""
+        if not foreign:
+            return
+        owners = sorted({entry.owner or "" for _, entry in foreign})
+        with contextlib.suppress(_Stopped):
+            alive = await asyncio.gather(*(self._alive(owner) for owner in owners))
+            dead = {owner for owner, up in zip(owners, alive, strict=True) if not up}
+            orphans = [(i, e) for i, e in foreign if (e.owner or "") in dead and i.message is not None]
+            others = [(i, e) for i, e in foreign if (e.owner or "") not in dead or i.message is None]
+            await asyncio.gather(
+                self._settle_orphans(orphans), *(self._settle(item, entry) for item, entry in others)
+            )
+
+    async def _alive(self, owner: str) -> bool:
+        return await self._ledger(lambda: self.ledger.alive(owner))
+
+    async def _settle_orphans(self, orphans: list[tuple[_Item, Entry]]) -> None:
+        """Dead owners' claims: found in 8x8's log, sent with that umid; absent, sent now under our own
+        claim (one chunk); the log cannot tell, in doubt."""
+        if not orphans:
+            return
+        self.metrics.redelivered.labels("claimed").inc(len(orphans))
+        if not self.config.lookup:
+            for item, entry in orphans:
+                await self._settle(item, entry)
+            return
+        times = [_claimed_at(entry.claim or "") for _, entry in orphans]
+        items = [item for item, _ in orphans]
+        logged = await self._search_log(items, min(times) - 1.0, max(times) + self.client.config.timeout)
+        if logged is False:
+            return  # stopping: leave them to whoever takes the partitions next
+        absent: list[tuple[_Item, Entry]] = []
+        for item, entry in orphans:
+            hit = logged.get(item.request_id or "") if logged is not None else None
+            if logged is None:
+                await self._declare_in_doubt(item, entry, "that stopped before recording 8x8's answer")
+            elif hit is None:
+                absent.append((item, entry))
+            else:
+                outcome = self._logged_outcome(item, hit, None, "the worker that sent it stopped")
+                await self._write_settled(item, entry.claim or "", outcome)
+        if logged is not None:
+            self.metrics.lookups.labels("found").inc(len(orphans) - len(absent))
+            self.metrics.lookups.labels("absent").inc(len(absent))
+        if not absent:
+            return
+        released = [(item.request_id or "", entry.claim or "") for item, entry in absent]
+        await self._ledger(lambda: self.ledger.release(released))
+        self.metrics.redelivered.labels("taken_over").inc(len(absent))
+        log.info("%d requests whose claimant stopped before 8x8 had them: sending them now", len(absent))
+        size = self.config.batch_size
+        chunks = [absent[i : i + size] for i in range(0, len(absent), size)]
+        await asyncio.gather(*(self._deliver([item for item, _ in chunk]) for chunk in chunks))
+
     async def _settle(self, item: _Item, entry: Entry) -> None:
         """A claim without an outcome: wait while its owner is alive (this worker too: another of its rounds
         may be sending it); a dead owner's claim is looked up in 8x8's log: found is sent, absent is sent
@@ -580,15 +636,20 @@ class SendPipeline:
                 await self._write_settled(item, claim, outcome)
                 return None
         why = "alive but not done" if owner_alive else "that stopped before recording 8x8's answer"
+        await self._declare_in_doubt(item, entry, why)
+        return None
+
+    async def _declare_in_doubt(self, item: _Item, entry: Entry, why: str) -> None:
         outcome = self._in_doubt(
             item, f"claimed by a worker {why}; the SMS may have been sent, so it is not sent again"
         )
         self.metrics.in_doubt.inc()
         log.warning(
-            "request %s was claimed by %s without an outcome: not resent, in_doubt", request_id, entry.owner
+            "request %s was claimed by %s without an outcome: not resent, in_doubt",
+            item.request_id,
+            entry.owner,
         )
-        await self._write_settled(item, claim, outcome)
-        return None
+        await self._write_settled(item, entry.claim or "", outcome)
 
     async def _write_settled(self, item: _Item, claim: str, outcome: OtpOutcome) -> None:
         """Record a settled outcome by compare-and-set on the claim found, so a late writer cannot
