@@ -252,6 +252,13 @@ def _vendor_option(*decls: str, name: str, env: str, help: str, **kwargs: Any) -
     help="8x8 API base URL, instead of the region's.",
 )
 @_vendor_option(
+    "--account-id",
+    name="account_id",
+    env="EIGHTBYEIGHT_ACCOUNT_ID",
+    default=None,
+    help="8x8 account id (a GUID): the key is checked at start with the balance call; unset skips the check.",
+)
+@_vendor_option(
     "--timeout",
     name="timeout",
     env="EIGHTBYEIGHT_TIMEOUT",
@@ -284,6 +291,7 @@ def send_worker(**options: Any) -> None:
         ("region", "EIGHTBYEIGHT_REGION"),
         ("base_url", "EIGHTBYEIGHT_BASE_URL"),
         ("timeout", "EIGHTBYEIGHT_TIMEOUT"),
+        ("account_id", "EIGHTBYEIGHT_ACCOUNT_ID"),
     ):
         value = options.pop(name)
         if value is not None:

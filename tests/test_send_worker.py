@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +20,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -31,6 +34,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from detector.events import OtpOutcome, encode
+from detector.kafka.exit import EX_CONFIG
 from detector.kafka.topics import ensure_topics
 from detector.send import ApiKey, EightByEightClient, EightByEightConfig, Queued, SmsMessage
 from detector.send.config import SendConfig, SendTopics
@@ -490,6 +494,38 @@ async def test_the_api_key_never_leaks(harness: Harness, capfd: pytest.CaptureFi
     assert API_KEY not in out + err and wrong not in out + err
 
 
+ACCOUNT = "0c4b8f52-6a1e-4d3b-9f2a-5e7d1c3b2a10"
+
+
+async def test_a_key_8x8_refuses_at_start_stops_the_worker_saying_what_to_fix(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With EIGHTBYEIGHT_ACCOUNT_ID, the balance call checks the key before any decision is taken."""
+    await harness.decide(decision("start-1", n=1))
+    wrong = dataclasses.replace(
+        vendor_config(harness.double, f"k8x8-{uuid.uuid4().hex}-wrong"), account_id=ACCOUNT
+    )
+    refused = SendWorker(harness.config(), wrong)
+    assert await asyncio.wait_for(refused.run(), 30) == EX_CONFIG
+    assert "EIGHTBYEIGHT_API_KEY" in caplog.text and "not starting" in caplog.text
+    assert not all(refused.readiness().values())
+    assert harness.double.sent == [] and [r.operation for r in harness.double.requests] == [
+        "get-account-balance"
+    ]
+
+    right = SendWorker(
+        harness.config(), dataclasses.replace(vendor_config(harness.double), account_id=ACCOUNT)
+    )
+    task = asyncio.ensure_future(right.run())
+    try:
+        async with OutcomeReader(harness.bootstrap, harness.topics.outcomes) as reader:
+            assert (await reader.wait_outcomes({"start-1"}))["start-1"]["status"] == "sent"
+        await eventually(lambda: all(right.readiness().values()), 30, "the worker to be ready")
+    finally:
+        right.stop()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
 async def test_feedback_reports_success_and_failure_for_the_right_umid(harness: Harness) -> None:
     harness.double.reject(phone(8))
     await harness.decide(
@@ -777,6 +813,14 @@ class WorkerProcess(StreamWorkerProcess):
             pytest.fail(f"{self.name} did not exit within {timeout:.0f}s\n{self.tail()}")
 
 
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def worker_env(harness: Harness, **extra: str) -> dict[str, str]:
     env = {
         key: value for key, value in os.environ.items() if not key.startswith(("DETECTOR_", "EIGHTBYEIGHT_"))
@@ -958,6 +1002,10 @@ async def test_sigterm_finishes_in_flight_sends_commits_and_exits_0(
         lambda: len(harness.double.requests) >= 1, 60, "sends in flight", alive=worker.assert_running
     )
     assert await asyncio.to_thread(worker.metric, "detector_send_rate_limit_wait_seconds_count") == 0
+    status, body = await asyncio.to_thread(http_get, worker.metrics_port, "/readyz")
+    assert (status, body.count(": ok")) == (200, 3), body
+    assert await asyncio.to_thread(http_get, worker.metrics_port, "/healthz") == (200, "ok\n")
+    assert (await asyncio.to_thread(http_get, worker.metrics_port, "/"))[0] == 404
     started = time.monotonic()
     worker.proc.send_signal(signal.SIGTERM)
     assert await worker.wait_exit(20) == 0, worker.tail()
@@ -1016,6 +1064,9 @@ def test_the_command_says_what_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert no_key.exit_code == 2 and "EIGHTBYEIGHT_API_KEY_FILE" in no_key.output
     bad = runner.invoke(send_worker, ["--sub-account", "x"], env={"EIGHTBYEIGHT_API_KEY": API_KEY})
     assert bad.exit_code == 2 and "sub-account id" in bad.output and API_KEY not in bad.output
+    account = runner.invoke(send_worker, ["--sub-account", SUB_ACCOUNT, "--account-id", "acme"],
+                            env={"EIGHTBYEIGHT_API_KEY": API_KEY})  # fmt: skip
+    assert account.exit_code == 2 and "account id" in account.output and API_KEY not in account.output
     prefix = runner.invoke(send_worker, ["--sub-account", SUB_ACCOUNT, "--ledger-prefix", "a{b}:"],
                            env={"EIGHTBYEIGHT_API_KEY": API_KEY})  # fmt: skip
     assert prefix.exit_code == 2 and "hash tag" in prefix.output

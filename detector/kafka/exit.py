@@ -8,6 +8,7 @@ import sys
 from typing import NoReturn
 
 EX_SOFTWARE = 70  # sysexits.h: the work could not be finished
+EX_CONFIG = 78  # sysexits.h: a setting is wrong; the log says which
 
 
 def exit_without_commit(

@@ -54,6 +54,7 @@ REGIONS: Mapping[str, str] = {
 # endpoint's maxItems, and SmsRequest's destination pattern and maxLengths. The pattern is matched in ASCII
 # and whole (Python's `$` would let a trailing newline through; `\d` would take other scripts' digits).
 SUB_ACCOUNT_ID = re.compile(r"[A-Za-z0-9\-._&]{3,50}")
+ACCOUNT_ID = re.compile(r"[0-9A-Fa-f]{8}[-]?(?:[0-9A-Fa-f]{4}[-]?){3}[0-9A-Fa-f]{12}")
 MAX_BATCH = 10_000
 DESTINATION_PATTERN = r"^\+{0,1}[1-9]{1}[0-9]{6,14}$"
 DESTINATION = re.compile(r"\+?[1-9][0-9]{6,14}", re.ASCII)
@@ -73,12 +74,15 @@ class EightByEightConfig:
     base_url: str = REGIONS["ap"]
     timeout: float = 5.0  # seconds, for each of connect, write, read and pool wait
     max_connections: int = 20
+    account_id: str | None = None  # the account (not sub-account) id: only for checking the key at start
 
     def __post_init__(self) -> None:
         if not SUB_ACCOUNT_ID.fullmatch(self.sub_account_id):
             raise ValueError(
                 f"8x8 sub-account id {self.sub_account_id[:60]!r} must be 3 to 50 of A-Z a-z 0-9 - . _ &"
             )
+        if self.account_id is not None and not ACCOUNT_ID.fullmatch(self.account_id):
+            raise ValueError(f"8x8 account id {self.account_id[:60]!r} must be a GUID, as 8x8 shows it")
         if not isinstance(self.api_key, ApiKey):
             raise TypeError("api_key must be an ApiKey (see detector.send.secrets.load_api_key)")
         if not self.base_url.startswith(("https://", "http://")):
@@ -100,7 +104,8 @@ class EightByEightConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EightByEightConfig:
         """From EIGHTBYEIGHT_SUBACCOUNT_ID, EIGHTBYEIGHT_API_KEY(_FILE), and optionally
-        EIGHTBYEIGHT_REGION (ap|us|uk|id) or EIGHTBYEIGHT_BASE_URL, and EIGHTBYEIGHT_TIMEOUT."""
+        EIGHTBYEIGHT_REGION (ap|us|uk|id) or EIGHTBYEIGHT_BASE_URL, EIGHTBYEIGHT_TIMEOUT and
+        EIGHTBYEIGHT_ACCOUNT_ID."""
         env = os.environ if env is None else env
         sub_account = env.get("EIGHTBYEIGHT_SUBACCOUNT_ID")
         if not sub_account:
@@ -113,6 +118,7 @@ class EightByEightConfig:
             api_key=load_api_key(env),
             base_url=env.get("EIGHTBYEIGHT_BASE_URL") or REGIONS[region],
             timeout=_seconds(env.get("EIGHTBYEIGHT_TIMEOUT", "5"), "EIGHTBYEIGHT_TIMEOUT"),
+            account_id=env.get("EIGHTBYEIGHT_ACCOUNT_ID") or None,
         )
 
 

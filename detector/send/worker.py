@@ -35,12 +35,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
 
-from detector.kafka.exit import EX_SOFTWARE
+from detector.kafka.exit import EX_CONFIG, EX_SOFTWARE
 from detector.kafka.health import HealthServer
 from detector.kafka.output import KafkaOutput
 from detector.kafka.topics import TopicError, ensure_topics
 from detector.send.config import SendConfig
-from detector.send.eightbyeight import EightByEightClient, EightByEightConfig
+from detector.send.eightbyeight import Balance, EightByEightClient, EightByEightConfig, PermanentFailure
 from detector.send.ledger import LedgerUnavailable, SendLedger
 from detector.send.metrics import SendMetrics
 from detector.send.pipeline import Positions, SendPipeline, new_owner_id
@@ -88,6 +88,7 @@ class SendWorker:
         self.open_ledger = open_ledger
         self.open_client = open_client
         self.consuming = False
+        self.credentials_checked = False
         self.ledger_answered_at = -math.inf
         self.vendor = replace(vendor, max_connections=max(vendor.max_connections, config.max_in_flight))
         self.metrics = metrics or SendMetrics()
@@ -116,7 +117,7 @@ class SendWorker:
 
     async def run(self) -> int:
         """Until `stop()`: 0 after a clean stop, EX_SOFTWARE if outcomes could not be published, 1 if Kafka
-        cannot be reached at start."""
+        cannot be reached at start, EX_CONFIG if 8x8 refuses the API key at start."""
         config = self.config
         topics = config.topics
         wanted = [topics.decisions, topics.outcomes] + ([topics.feedback] if config.consume_feedback else [])
@@ -133,6 +134,8 @@ class SendWorker:
             stack.push_async_callback(client.aclose)
             if not await self._wait_for_ledger(ledger):
                 return 0
+            if not await self._check_credentials(client):
+                return EX_CONFIG
             try:
                 output = await stack.enter_async_context(
                     KafkaOutput(config.bootstrap, f"send-worker-{self.owner}")
@@ -229,8 +232,34 @@ class SendWorker:
         """For /readyz: read on the health server's thread, so only flags and times."""
         return {
             "ledger reachable": time.monotonic() - self.ledger_answered_at < self.config.owner_ttl,
+            "8x8 credentials checked (or the check skipped)": self.credentials_checked,
             "kafka consumer started": self.consuming,
         }
+
+    async def _check_credentials(self, client: EightByEightClient) -> bool:
+        """The cheapest authenticated call (the account balance) before taking any decision: False if 8x8
+        refuses the key. Without EIGHTBYEIGHT_ACCOUNT_ID, or if 8x8 cannot answer now, the worker starts
+        anyway (a wrong key then shows as failed / unauthorized outcomes)."""
+        account = self.vendor.account_id
+        if account is None:
+            log.info("EIGHTBYEIGHT_ACCOUNT_ID is not set: the 8x8 API key is not checked at start")
+        else:
+            answer = await client.balance(account)
+            if isinstance(answer, PermanentFailure) and answer.reason == "unauthorized":
+                log.critical(
+                    "8x8 refused the API key (HTTP %s) for account %s: set EIGHTBYEIGHT_API_KEY or "
+                    "EIGHTBYEIGHT_API_KEY_FILE to a key of that account (and check EIGHTBYEIGHT_ACCOUNT_ID, "
+                    "EIGHTBYEIGHT_REGION / EIGHTBYEIGHT_BASE_URL); not starting",
+                    answer.status,
+                    account,
+                )
+                return False
+            if isinstance(answer, Balance) or (isinstance(answer, PermanentFailure) and answer.status == 403):
+                log.info("8x8 accepted the API key (the balance call; 403 is a postpaid account)")
+            else:
+                log.warning("8x8 did not answer the key check (%s); starting anyway", answer.reason)
+        self.credentials_checked = True
+        return True
 
     async def _retire(self, *, block: bool) -> None:
         """Commit finished rounds, oldest first; with `block`, wait for every round. A round that failed
