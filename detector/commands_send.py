@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
+from detector.kafka.settings import DEFAULT_BROKERS
 from detector.send.config import (
-    DEFAULT_BROKERS,
     DEFAULT_GROUP,
     DEFAULT_LEDGER,
     DEFAULT_LEDGER_PREFIX,

@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
+from detector.kafka.settings import DEFAULT_BROKERS
 from detector.kafka.topics import TopicNames
-from detector.stream.config import DEFAULT_BROKERS, DEFAULT_GROUP, DEFAULT_METRICS_PORT, DEFAULT_STORE, ENV
+from detector.stream.config import DEFAULT_GROUP, DEFAULT_METRICS_PORT, DEFAULT_STORE, ENV
 
 _TOPICS = TopicNames()
 

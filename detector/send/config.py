@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-from detector.kafka.brokers import bootstrap_servers
+from detector.kafka.settings import KAFKA_ENV, KafkaSettings, env_names
 from detector.kafka.topics import TopicNames, check_topic_name
 from detector.send.retry import RetryPolicy
 
-OffsetReset = Literal["earliest", "latest"]
-
 _STREAM_TOPICS = TopicNames()
-DEFAULT_BROKERS = "localhost:9092"
 DEFAULT_GROUP = "sms-pumping-send"
 DEFAULT_LEDGER = "redis://localhost:6379/0"
 DEFAULT_LEDGER_PREFIX = "detector:send:"
@@ -30,37 +27,16 @@ DEFAULT_OUTCOMES_TOPIC = "otp.outcomes"
 DEFAULT_METRICS_PORT = 9109  # the detection worker uses 9108
 
 ENV = {
-    "brokers": "DETECTOR_KAFKA_BROKERS",
-    "group_id": "DETECTOR_SEND_GROUP_ID",
-    "decisions": "DETECTOR_TOPIC_DECISIONS",
-    "feedback": "DETECTOR_TOPIC_FEEDBACK",
+    **KAFKA_ENV,
     "outcomes": "DETECTOR_TOPIC_OUTCOMES",
     "consume_feedback": "DETECTOR_SEND_FEEDBACK",
-    "partitions": "DETECTOR_TOPIC_PARTITIONS",
-    "replication": "DETECTOR_TOPIC_REPLICATION",
     "ledger_url": "DETECTOR_SEND_LEDGER",
-    "ledger_prefix": "DETECTOR_SEND_LEDGER_PREFIX",
-    "ledger_ttl": "DETECTOR_SEND_LEDGER_TTL",
-    "rate": "DETECTOR_SEND_RATE",
-    "burst": "DETECTOR_SEND_BURST",
-    "batch_size": "DETECTOR_SEND_BATCH_SIZE",
-    "batch_wait": "DETECTOR_SEND_BATCH_WAIT",
-    "max_in_flight": "DETECTOR_SEND_MAX_IN_FLIGHT",
-    "retry_attempts": "DETECTOR_SEND_RETRY_ATTEMPTS",
-    "retry_max_elapsed": "DETECTOR_SEND_RETRY_MAX_ELAPSED",
-    "retry_base_delay": "DETECTOR_SEND_RETRY_BASE_DELAY",
-    "retry_max_delay": "DETECTOR_SEND_RETRY_MAX_DELAY",
-    "lookup": "DETECTOR_SEND_LOOKUP",
-    "lookup_delay": "DETECTOR_SEND_LOOKUP_DELAY",
-    "lookup_poll": "DETECTOR_SEND_LOOKUP_POLL",
-    "lookup_patience": "DETECTOR_SEND_LOOKUP_PATIENCE",
-    "owner_ttl": "DETECTOR_SEND_OWNER_TTL",
-    "claim_wait": "DETECTOR_SEND_CLAIM_WAIT",
-    "offset_reset": "DETECTOR_KAFKA_OFFSET_RESET",
-    "session_timeout": "DETECTOR_KAFKA_SESSION_TIMEOUT",
-    "heartbeat_interval": "DETECTOR_KAFKA_HEARTBEAT_INTERVAL",
-    "metrics_port": "DETECTOR_SEND_METRICS_PORT",
-    "metrics_host": "DETECTOR_METRICS_HOST",
+    **env_names("DETECTOR_SEND_", "group_id", "ledger_prefix", "ledger_ttl", "rate", "burst", "batch_size"),
+    **env_names("DETECTOR_SEND_", "batch_wait", "max_in_flight", "owner_ttl", "claim_wait", "metrics_port"),
+    **env_names(
+        "DETECTOR_SEND_", "retry_attempts", "retry_max_elapsed", "retry_base_delay", "retry_max_delay"
+    ),
+    **env_names("DETECTOR_SEND_", "lookup", "lookup_delay", "lookup_poll", "lookup_patience"),
 }
 
 
@@ -85,17 +61,14 @@ class SendTopics:
 
 
 @dataclass(frozen=True, slots=True)
-class SendConfig:
+class SendConfig(KafkaSettings):
     """Everything `detector send-worker` needs but the 8x8 account; the defaults are the production ones."""
 
-    brokers: str = DEFAULT_BROKERS
     group_id: str = DEFAULT_GROUP
+    metrics_port: int = DEFAULT_METRICS_PORT
     topics: SendTopics = field(default_factory=SendTopics)
     # Read the feedback topic and report verified / failed OTPs to 8x8 (conversion tracking).
     consume_feedback: bool = True
-    # Topics that do not exist yet are created with this many partitions; None replication: min(3, brokers).
-    partitions: int = 12
-    replication: int | None = None
     # The send ledger: request_id -> claim, outcome, umid. Its TTL must outlast any redelivery of a decision
     # (a consumer group's offsets are committed within seconds) and the wait for an OTP's feedback.
     ledger_url: str = DEFAULT_LEDGER
@@ -128,14 +101,9 @@ class SendConfig:
     # belongs to a dead worker. A live owner's claim is waited for at most `claim_wait` seconds.
     owner_ttl: float = 10.0
     claim_wait: float = 35.0
-    offset_reset: OffsetReset = "earliest"
-    session_timeout: float = 30.0
-    heartbeat_interval: float = 3.0
-    metrics_port: int = DEFAULT_METRICS_PORT
-    metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.kafka_problems()
         if not self.ledger_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append(
                 f"the ledger must be a redis://, rediss:// or unix:// URL, not {self.ledger_url!r}"
@@ -154,16 +122,10 @@ class SendConfig:
             problems.append("the batch wait must be between 0 and 10 seconds")
         if self.max_in_flight < 1:
             problems.append("at least one request must be allowed in flight")
-        if self.partitions < 1 or (self.replication is not None and self.replication < 1):
-            problems.append("partitions and replication must be at least 1")
         if not (0 <= self.lookup_delay <= 600 and 0 < self.lookup_poll <= 60 and self.lookup_patience > 0):
             problems.append("lookup delay must be 0 to 600 s, poll 0 to 60 s, patience more than 0 s")
         if self.owner_ttl < 1 or self.claim_wait < 0:
             problems.append("the owner TTL must be at least 1 second and the claim wait not negative")
-        if self.heartbeat_interval * 3 > self.session_timeout:
-            problems.append("the heartbeat interval must be at most a third of the session timeout")
-        if not 0 <= self.metrics_port <= 65535:
-            problems.append("metrics port must be 0 (off) to 65535")
         try:
             self.retry_policy  # noqa: B018 - validates the retry settings
         except ValueError as exc:
@@ -193,8 +155,3 @@ class SendConfig:
         for single sends), but no more than the rate limit lets out in about five seconds."""
         wanted = max(64, self.batch_size * self.max_in_flight)
         return max(self.batch_size, min(wanted, math.ceil(self.rate * 5)))
-
-    @property
-    def bootstrap(self) -> list[str]:
-        """aiokafka's form, HOST:PORT."""
-        return bootstrap_servers(self.brokers)
