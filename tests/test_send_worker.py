@@ -20,8 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -813,14 +811,6 @@ class WorkerProcess(StreamWorkerProcess):
             pytest.fail(f"{self.name} did not exit within {timeout:.0f}s\n{self.tail()}")
 
 
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def worker_env(harness: Harness, **extra: str) -> dict[str, str]:
     env = {
         key: value for key, value in os.environ.items() if not key.startswith(("DETECTOR_", "EIGHTBYEIGHT_"))
@@ -1002,10 +992,10 @@ async def test_sigterm_finishes_in_flight_sends_commits_and_exits_0(
         lambda: len(harness.double.requests) >= 1, 60, "sends in flight", alive=worker.assert_running
     )
     assert await asyncio.to_thread(worker.metric, "detector_send_rate_limit_wait_seconds_count") == 0
-    status, body = await asyncio.to_thread(http_get, worker.metrics_port, "/readyz")
+    status, body = await asyncio.to_thread(worker.get, "/readyz")
     assert (status, body.count(": ok")) == (200, 3), body
-    assert await asyncio.to_thread(http_get, worker.metrics_port, "/healthz") == (200, "ok\n")
-    assert (await asyncio.to_thread(http_get, worker.metrics_port, "/"))[0] == 404
+    assert await asyncio.to_thread(worker.get, "/healthz") == (200, "ok\n")
+    assert (await asyncio.to_thread(worker.get, "/"))[0] == 404
     started = time.monotonic()
     worker.proc.send_signal(signal.SIGTERM)
     assert await worker.wait_exit(20) == 0, worker.tail()

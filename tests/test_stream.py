@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
@@ -171,6 +172,14 @@ class WorkerProcess:
         await eventually(
             lambda: "Worker ready" in self.log(), timeout, f"{self.name} ready", alive=self.assert_running
         )
+
+    def get(self, path: str) -> tuple[int, str]:
+        """(status, body) of GET `path` on the worker's metrics/health port."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -509,6 +518,9 @@ async def test_one_decision_per_request_and_dead_letters_for_garbage(running: Ru
         assert base64.b64decode(letter["raw_b64"]) == (value or b"")
         assert letter["raw_size"] == len(value or b"")
     assert running.worker.metric("detector_dead_letters_total", topic="requests") >= len(garbage)
+    status, body = running.worker.get("/readyz")
+    assert (status, body.count(": ok")) == (200, 3), body
+    assert running.worker.get("/healthz") == (200, "ok\n") and running.worker.get("/x")[0] == 404
 
 
 @KAFKA
