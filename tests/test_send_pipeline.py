@@ -30,7 +30,7 @@ from detector.testing.eightbyeight_double import (
     ServerError,
     Slow,
 )
-from tests.test_send_worker import API_KEY, SUB_ACCOUNT, decision, sample, sent_ids
+from tests.test_send_worker import API_KEY, OUTCOME_SCHEMA, SUB_ACCOUNT, decision, sample, sent_ids
 from tests.test_stream import RecordingOutput
 
 pytestmark = [pytest.mark.redis]
@@ -84,11 +84,14 @@ class Rig:
         return self.outcomes()
 
     def outcomes(self) -> dict[str, dict[str, Any]]:
-        return {
-            key.decode(): orjson.loads(value)
-            for _, key, value, _ in self.output.to(self.config.topics.outcomes)
-            if key is not None
-        }
+        """Each request's outcome, every one held to schemas/otp_outcome.schema.json."""
+        found = {}
+        for _, key, value, _ in self.output.to(self.config.topics.outcomes):
+            outcome = orjson.loads(value)
+            OUTCOME_SCHEMA.validate(outcome)
+            assert key == outcome["request_id"].encode()
+            found[outcome["request_id"]] = outcome
+        return found
 
 
 def send_requests(double: EightByEightDouble) -> int:

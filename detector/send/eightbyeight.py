@@ -437,11 +437,15 @@ class EightByEightClient:
                 failure = self._classify(response)
                 assert not isinstance(failure, _Reply)
                 return failure
-            for row in csv.DictReader(io.StringIO(response.text)):
-                client_message_id = row.get("clientmessageid") or ""
-                if client_message_id in wanted and row.get("umid"):
-                    status_value = (row.get("status_value") or "").lower()
-                    found[client_message_id] = Logged(row["umid"], client_message_id, status_value)
+            try:
+                for row in csv.DictReader(io.StringIO(response.text)):
+                    client_message_id = row.get("clientmessageid") or ""
+                    umid = row.get("umid")
+                    if client_message_id in wanted and isinstance(umid, str) and umid:
+                        status_value = (row.get("status_value") or "").lower()
+                        found[client_message_id] = Logged(umid, client_message_id, status_value)
+            except csv.Error as exc:
+                return PermanentFailure("bad_response", f"8x8's log export file is not CSV: {exc}"[:200])
         return found
 
     async def balance(self, account_id: str) -> Balance | Failure:
