@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from detector.kafka.settings import DEFAULT_BROKERS
+from detector.kafka.options import kafka_options, setting_options
 from detector.send.config import (
     DEFAULT_GROUP,
     DEFAULT_LEDGER,
@@ -24,9 +24,7 @@ from detector.send.config import (
 _TOPICS = SendTopics()
 
 
-def _option(*decls: str, setting: str, help: str, **kwargs: Any) -> Any:
-    env = ENV[setting]
-    return click.option(*decls, setting, envvar=env, help=f"{help} [env: {env}]", show_default=True, **kwargs)
+_option = setting_options(ENV)
 
 
 def _vendor_option(*decls: str, name: str, env: str, help: str, **kwargs: Any) -> Any:
@@ -36,12 +34,11 @@ def _vendor_option(*decls: str, name: str, env: str, help: str, **kwargs: Any) -
 @click.command(
     "send-worker", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
-@_option("--brokers", setting="brokers", default=DEFAULT_BROKERS, help="Bootstrap servers: HOST:PORT,...")
-@_option(
-    "--group-id",
-    setting="group_id",
-    default=DEFAULT_GROUP,
-    help="Consumer group of the send workers (not the detection workers').",
+@kafka_options(
+    ENV,
+    group=DEFAULT_GROUP,
+    group_help="Consumer group of the send workers (not the detection workers').",
+    metrics_port=DEFAULT_METRICS_PORT,
 )
 @_option("--topic-decisions", setting="decisions", default=_TOPICS.decisions, help="otp_decision input.")
 @_option(
@@ -61,20 +58,6 @@ def _vendor_option(*decls: str, name: str, env: str, help: str, **kwargs: Any) -
     setting="consume_feedback",
     default=True,
     help="Report OTP outcomes to 8x8 (conversion tracking).",
-)
-@_option(
-    "--partitions",
-    setting="partitions",
-    default=12,
-    type=click.IntRange(1, 10_000),
-    help="Partitions of topics this worker creates (existing topics are left alone).",
-)
-@_option(
-    "--replication",
-    setting="replication",
-    default=None,
-    type=click.IntRange(1, 16),
-    help="Replication factor of topics this worker creates. [default: min(3, brokers)]",
 )
 @_option(
     "--ledger",
@@ -200,35 +183,6 @@ def _vendor_option(*decls: str, name: str, env: str, help: str, **kwargs: Any) -
     type=click.FloatRange(0, 3600),
     help="Longest wait for a live worker's claim before declaring the request in doubt.",
 )
-@_option(
-    "--offset-reset",
-    setting="offset_reset",
-    default="earliest",
-    type=click.Choice(["earliest", "latest"]),
-    help="Where a new consumer group starts.",
-)
-@_option(
-    "--session-timeout",
-    setting="session_timeout",
-    default=30.0,
-    type=click.FloatRange(6.0, 1800.0),
-    help="Seconds without heartbeat before a worker's partitions move to the others.",
-)
-@_option(
-    "--heartbeat-interval",
-    setting="heartbeat_interval",
-    default=3.0,
-    type=click.FloatRange(0.1, 600.0),
-    help="Seconds between Kafka heartbeats (at most a third of the session timeout).",
-)
-@_option(
-    "--metrics-port",
-    setting="metrics_port",
-    default=DEFAULT_METRICS_PORT,
-    type=click.IntRange(0, 65535),
-    help="Prometheus /metrics port; 0 turns it off.",
-)
-@_option("--metrics-host", setting="metrics_host", default="0.0.0.0", help="Address the metrics port binds.")
 @_vendor_option(
     "--sub-account",
     name="sub_account",

@@ -8,20 +8,23 @@ from typing import Any
 
 import click
 
-from detector.kafka.settings import DEFAULT_BROKERS
+from detector.kafka.options import kafka_options, setting_options
 from detector.kafka.topics import TopicNames
 from detector.stream.config import DEFAULT_GROUP, DEFAULT_METRICS_PORT, DEFAULT_STORE, ENV
 
 _TOPICS = TopicNames()
 
 
-def _option(*decls: str, setting: str, help: str, **kwargs: Any) -> Any:
-    env = ENV[setting]
-    return click.option(*decls, setting, envvar=env, help=f"{help} [env: {env}]", show_default=True, **kwargs)
+_option = setting_options(ENV)
 
 
 @click.command("worker", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@_option("--brokers", setting="brokers", default=DEFAULT_BROKERS, help="Bootstrap servers: HOST:PORT,...")
+@kafka_options(
+    ENV,
+    group=DEFAULT_GROUP,
+    group_help="Consumer group (and Faust app id); workers with the same id share the partitions.",
+    metrics_port=DEFAULT_METRICS_PORT,
+)
 @_option(
     "--store",
     setting="store_url",
@@ -41,12 +44,6 @@ def _option(*decls: str, setting: str, help: str, **kwargs: Any) -> Any:
     is_flag=True,
     default=False,
     help="Shadow mode: decide and count, but every action is allow.",
-)
-@_option(
-    "--group-id",
-    setting="group_id",
-    default=DEFAULT_GROUP,
-    help="Consumer group (and Faust app id); workers with the same id share the partitions.",
 )
 @_option("--topic-requests", setting="requests", default=_TOPICS.requests, help="otp_request input.")
 @_option(
@@ -74,20 +71,6 @@ def _option(*decls: str, setting: str, help: str, **kwargs: Any) -> Any:
     help="Delay queue for feedback the store could not apply yet.",
 )
 @_option(
-    "--partitions",
-    setting="partitions",
-    default=12,
-    type=click.IntRange(1, 10_000),
-    help="Partitions of topics this worker creates (existing topics are left alone).",
-)
-@_option(
-    "--replication",
-    setting="replication",
-    default=None,
-    type=click.IntRange(1, 16),
-    help="Replication factor of topics this worker creates. [default: min(3, brokers)]",
-)
-@_option(
     "--batch-size",
     setting="batch_size",
     default=500,
@@ -101,14 +84,6 @@ def _option(*decls: str, setting: str, help: str, **kwargs: Any) -> Any:
     type=click.FloatRange(0.0005, 10.0),
     help="Seconds to wait for a batch to fill before processing what is there.",
 )
-@_option(
-    "--metrics-port",
-    setting="metrics_port",
-    default=DEFAULT_METRICS_PORT,
-    type=click.IntRange(0, 65535),
-    help="Prometheus /metrics port; 0 turns it off.",
-)
-@_option("--metrics-host", setting="metrics_host", default="0.0.0.0", help="Address the metrics port binds.")
 @_option(
     "--feedback-retry-delay",
     setting="feedback_retry_delay",
@@ -136,27 +111,6 @@ def _option(*decls: str, setting: str, help: str, **kwargs: Any) -> Any:
     default=30.0,
     type=click.FloatRange(0.0, 3600.0),
     help="Seconds the feedback agent retries in place before using the retry topic.",
-)
-@_option(
-    "--offset-reset",
-    setting="offset_reset",
-    default="earliest",
-    type=click.Choice(["earliest", "latest"]),
-    help="Where a new consumer group starts.",
-)
-@_option(
-    "--session-timeout",
-    setting="session_timeout",
-    default=30.0,
-    type=click.FloatRange(6.0, 1800.0),
-    help="Seconds without heartbeat before a worker's partitions move to the others.",
-)
-@_option(
-    "--heartbeat-interval",
-    setting="heartbeat_interval",
-    default=3.0,
-    type=click.FloatRange(0.1, 600.0),
-    help="Seconds between heartbeats (at most a third of the session timeout).",
 )
 @_option(
     "--rebalance-timeout",
