@@ -398,27 +398,11 @@ class SendPipeline:
                 pending = await self._look_up(pending, first, at, state)
                 if not pending:
                     return
-            wait = self.policy.delay(state.attempts, first.retry_after, self._rng)
-            if (
-                state.attempts >= self.policy.max_attempts
-                or time.monotonic() - state.started + wait > self.policy.max_elapsed
-            ):
+            wait = self._retry_in(operation, first, state.attempts, state.started, ambiguous)
+            if wait is None:
                 for item in pending:
                     self._set(item, self._result_outcome(item, first, state.attempts, None))
                 return
-            if first.reason == "rate_limited" and first.retry_after:
-                self._paused_until = max(self._paused_until, time.monotonic() + first.retry_after)
-            self.metrics.retries.labels(operation, first.reason, "yes" if ambiguous else "no").inc()
-            log.info(
-                "8x8 %s attempt %d failed (%s, HTTP %s, errorId %s): %d not queued, retrying in %.2fs",
-                operation,
-                state.attempts,
-                first.reason,
-                first.status,
-                first.error_id,
-                len(pending),
-                wait,
-            )
             if not await self._nap(wait):
                 await self._abandon(pending, state)
                 return
@@ -789,26 +773,36 @@ class SendPipeline:
             self.metrics.requests.labels(operation, _result_label(first)).inc()
             if not isinstance(first, RetryableFailure):
                 return results, attempts, None
-            ambiguous = _ambiguous(first)
-            if attempts >= self.policy.max_attempts:
+            wait = self._retry_in(operation, first, attempts, started, _ambiguous(first))
+            if wait is None:
                 return results, attempts, None
-            wait = self.policy.delay(attempts, first.retry_after, self._rng)
-            if time.monotonic() - started + wait > self.policy.max_elapsed:
-                return results, attempts, None
-            if first.reason == "rate_limited" and first.retry_after:
-                self._paused_until = max(self._paused_until, time.monotonic() + first.retry_after)
-            self.metrics.retries.labels(operation, first.reason, "yes" if ambiguous else "no").inc()
-            log.info(
-                "8x8 %s attempt %d failed (%s, HTTP %s, errorId %s): retrying in %.2fs",
-                operation,
-                attempts,
-                first.reason,
-                first.status,
-                first.error_id,
-                wait,
-            )
             if not await self._nap(wait):
                 return results, attempts, "gave up: the worker is stopping"
+
+    def _retry_in(
+        self, operation: str, failure: RetryableFailure, attempts: int, started: float, ambiguous: bool
+    ) -> float | None:
+        """Seconds until the next attempt after `failure`, or None when the retry policy is spent. A 429's
+        Retry-After pauses every send of this worker."""
+        wait = self.policy.delay(attempts, failure.retry_after, self._rng)
+        if (
+            attempts >= self.policy.max_attempts
+            or time.monotonic() - started + wait > self.policy.max_elapsed
+        ):
+            return None
+        if failure.reason == "rate_limited" and failure.retry_after:
+            self._paused_until = max(self._paused_until, time.monotonic() + failure.retry_after)
+        self.metrics.retries.labels(operation, failure.reason, "yes" if ambiguous else "no").inc()
+        log.info(
+            "8x8 %s attempt %d failed (%s, HTTP %s, errorId %s): retrying in %.2fs",
+            operation,
+            attempts,
+            failure.reason,
+            failure.status,
+            failure.error_id,
+            wait,
+        )
+        return wait
 
     async def _admit(self, tokens: int) -> bool:
         """Wait for a 429's pause to end and for `tokens` from the bucket; False if the worker stops first."""
