@@ -216,6 +216,17 @@ class RetryableFailure:
     code: int | None = None  # 8x8's error body, when there was one
     error_id: str | None = None
 
+    @property
+    def may_have_queued(self) -> bool:
+        """Could 8x8 have queued the message anyway? Not after a 429 or 503 (it says it did not) nor when
+        no connection was made; yes after a 500/502/504, a read timeout or a dropped connection."""
+        if self.reason == "rate_limited" or self.status == 503:
+            return False
+        return not (self.reason in ("timeout", "connection") and self.message.startswith(_NOT_CONNECTED))
+
+
+_NOT_CONNECTED = ("ConnectError", "ConnectTimeout", "PoolTimeout")  # httpx: the request never left
+
 
 @dataclass(frozen=True, slots=True)
 class PermanentFailure:

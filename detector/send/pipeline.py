@@ -70,10 +70,10 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import msgspec
 import orjson
@@ -89,33 +89,25 @@ from detector.events import (
     parse_timestamp,
 )
 from detector.kafka.output import Output, acknowledged
-from detector.logs import mask_phone
+from detector.send import outcomes
 from detector.send.config import SendConfig
 from detector.send.eightbyeight import (
     EightByEightClient,
     FeedbackAccepted,
     Logged,
     PermanentFailure,
-    Queued,
-    Rejected,
     RetryableFailure,
     SendResult,
     SmsMessage,
 )
+from detector.send.gate import Gate, Stopped
 from detector.send.ledger import Entry, LedgerUnavailable, SendLedger
 from detector.send.metrics import SendMetrics
 from detector.send.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-Status = OutcomeStatus
-MAX_MESSAGE = 500  # characters of 8x8's reason kept in an outcome
 Positions = dict[tuple[str, int], int]
-
-
-def encode_outcome(outcome: OtpOutcome) -> bytes:
-    return encode(outcome)
 
 
 # --- what a round works on --------------------------------------------------------------------------
@@ -134,10 +126,6 @@ class Record(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
-
-
-class _Stopped(Exception):
-    """The worker is stopping and the ledger is not answering: leave the rest of the round unfinished."""
 
 
 @dataclass(slots=True, eq=False)
@@ -162,7 +150,7 @@ class _Item:
     problem_kind: Literal["decision", "message"] = "decision"  # the decision, or 8x8's rules for the SMS
     message: SmsMessage | None = None
     outcome: bytes | None = None  # the outcome event to publish (and/or that the ledger holds)
-    status: Status | None = None
+    status: OutcomeStatus | None = None
     umid: str | None = None
     publish: bool = False
     in_ledger: bool = False  # the outcome is the ledger's: mark it published once Kafka has it
@@ -199,13 +187,8 @@ class SendPipeline:
         self.metrics = metrics
         self.owner = owner or new_owner_id()
         self.stopping = stopping or asyncio.Event()
-        self.limiter = limiter or TokenBucket(config.rate, config.effective_burst)
-        self.policy = config.retry_policy
-        self._rng = rng or random.Random()
+        self.gate = Gate(config, metrics, self.stopping, limiter, rng)
         self._wall = wall_clock
-        self._slots = asyncio.Semaphore(config.max_in_flight)
-        self._paused_until = 0.0  # monotonic time before which nothing is sent (a 429's Retry-After)
-        self._stop_seen_at: float | None = None
         self._claims = 0  # makes each claim token unique
 
     # the round
@@ -221,12 +204,12 @@ class SendPipeline:
         sends, feedback = self._sort(items)
         feedback_task = asyncio.ensure_future(self._feedback(feedback)) if feedback else None
         try:
-            with contextlib.suppress(_Stopped):
+            with contextlib.suppress(Stopped):
                 await self._send(sends)
                 await self._publish(items)
         finally:
             if feedback_task is not None:
-                with contextlib.suppress(_Stopped):
+                with contextlib.suppress(Stopped):
                     await feedback_task
         self.metrics.round_seconds.observe(time.perf_counter() - started)
         return _positions(items)
@@ -251,7 +234,7 @@ class SendPipeline:
                     )
                     item.finished = True
                 else:
-                    item.problem = f"unreadable decision: {exc}"[:MAX_MESSAGE]
+                    item.problem = outcomes.clean(f"unreadable decision: {exc}")
         elif record.topic == self.topics.feedback:
             event = parse_event(value)
             if isinstance(event, OtpFeedback):
@@ -308,7 +291,7 @@ class SendPipeline:
     async def _send(self, items: list[_Item]) -> None:
         if not items:
             return
-        entries = await self._ledger(lambda: self.ledger.get([i.request_id or "" for i in items]))
+        entries = await self.gate.ledger(lambda: self.ledger.get([i.request_id or "" for i in items]))
         fresh: list[_Item] = []
         foreign: list[tuple[_Item, Entry]] = []
         for item, entry in zip(items, entries, strict=True):
@@ -340,12 +323,19 @@ class SendPipeline:
         if not items:
             return
         token = self._token()
-        entries = await self._ledger(lambda: self.ledger.claim([i.request_id or "" for i in items], token))
+        entries = await self.gate.ledger(
+            lambda: self.ledger.claim([i.request_id or "" for i in items], token)
+        )
         mine = []
         for item, entry in zip(items, entries, strict=True):
             if entry is None:
                 error = "invalid_message" if item.problem_kind == "message" else "invalid_decision"
-                self._set(item, self._failed(item, error, item.problem or "invalid decision"))
+                self._set(
+                    item,
+                    outcomes.failed(
+                        item.request_id or "", self._now(), error, item.problem or "invalid decision"
+                    ),
+                )
                 mine.append(item)
             else:
                 await self._settle(item, entry)
@@ -363,7 +353,7 @@ class SendPipeline:
     async def _attempt(self, pending: list[_Item], state: _Chunk) -> None:
         """Send `pending` (none of which 8x8 has) until each has an outcome, or the worker stops."""
         while pending:
-            if not await self._admit(len(pending)) or not await self._until_stopping(self._slots.acquire()):
+            if not await self.gate.enter(len(pending)):
                 await self._abandon(pending, state)
                 return
             try:
@@ -374,12 +364,11 @@ class SendPipeline:
                 began, at = time.perf_counter(), self._wall()
                 results = await self._call(pending)
             finally:
-                self._slots.release()
+                self.gate.leave()
             state.attempts += 1
             operation = "single" if len(pending) == 1 else "batch"
-            self.metrics.latency.labels(operation).observe(time.perf_counter() - began)
             first = results[0]
-            self.metrics.requests.labels(operation, _result_label(first)).inc()
+            self.gate.count(operation, first, time.perf_counter() - began)
             if isinstance(first, PermanentFailure) and first.reason == "bad_request" and len(pending) > 1:
                 # 8x8 refused the whole batch for what our own check did not catch: halve it until the
                 # message at fault stands alone, so it fails alone and the rest go out.
@@ -391,25 +380,28 @@ class SendPipeline:
                 return
             if not isinstance(first, RetryableFailure):
                 for item, result in zip(pending, results, strict=True):
-                    self._set(item, self._result_outcome(item, result, state.attempts, None))
+                    self._set(
+                        item, outcomes.from_result(item.request_id or "", self._now(), result, state.attempts)
+                    )
                 return
-            ambiguous = _ambiguous(first)
-            if ambiguous:
+            if first.may_have_queued:
                 pending = await self._look_up(pending, first, at, state)
                 if not pending:
                     return
-            wait = self._retry_in(operation, first, state.attempts, state.started, ambiguous)
+            wait = self.gate.retry_in(operation, first, state.attempts, state.started)
             if wait is None:
                 for item in pending:
-                    self._set(item, self._result_outcome(item, first, state.attempts, None))
+                    self._set(
+                        item, outcomes.from_result(item.request_id or "", self._now(), first, state.attempts)
+                    )
                 return
-            if not await self._nap(wait):
+            if not await self.gate.nap(wait):
                 await self._abandon(pending, state)
                 return
 
     async def _claim(self, items: list[_Item], state: _Chunk) -> list[_Item]:
         """Claim the chunk (its slot is held: the HTTP call follows at once); the ones now ours."""
-        entries = await self._ledger(
+        entries = await self.gate.ledger(
             lambda: self.ledger.claim([i.request_id or "" for i in items], state.token)
         )
         won = []
@@ -457,7 +449,13 @@ class SendPipeline:
         if found is None:
             for item in items:
                 self._set(
-                    item, self._in_doubt(item, f"{_describe(failure)}; 8x8's message log did not answer")
+                    item,
+                    outcomes.failed(
+                        item.request_id or "",
+                        self._now(),
+                        "in_doubt",
+                        f"{outcomes.describe(failure)}; 8x8's message log did not answer",
+                    ),
                 )
                 self.metrics.in_doubt.inc()
             return []
@@ -467,7 +465,12 @@ class SendPipeline:
             if logged is None:
                 absent.append(item)
             else:
-                self._set(item, self._logged_outcome(item, logged, state.attempts, _describe(failure)))
+                self._set(
+                    item,
+                    outcomes.from_log(
+                        item.request_id or "", self._now(), logged, state.attempts, outcomes.describe(failure)
+                    ),
+                )
         self.metrics.lookups.labels("found").inc(len(items) - len(absent))
         self.metrics.lookups.labels("absent").inc(len(absent))
         return absent
@@ -480,7 +483,7 @@ class SendPipeline:
         if not self.config.lookup:
             return None
         wait = sent_at + self.config.lookup_delay - self._wall()
-        if wait > 0 and not await self._nap(wait):
+        if wait > 0 and not await self.gate.nap(wait):
             return False
         window_end = datetime.fromtimestamp(self._wall(), UTC)
         work = self.client.find_logged(
@@ -490,12 +493,12 @@ class SendPipeline:
             poll=self.config.lookup_poll,
             patience=self.config.lookup_patience,
         )
-        answer = await self._until_stopping(work)
+        answer = await self.gate.until_stopping(work)
         if answer is False:
             return False
         if not isinstance(answer, dict):
             self.metrics.lookups.labels("failed").inc(len(items))
-            log.warning("8x8's message log could not be searched: %s", _describe(answer))
+            log.warning("8x8's message log could not be searched: %s", outcomes.describe(answer))
             return None
         return answer
 
@@ -507,7 +510,7 @@ class SendPipeline:
         ]
         if not writes:
             return
-        won = await self._ledger(lambda: self.ledger.record(writes), must=True)
+        won = await self.gate.ledger(lambda: self.ledger.record(writes), must=True)
         for item, entry in zip(items, won, strict=True):
             item.in_ledger = True
             if entry is not None and entry.outcome is not None:  # someone settled it first
@@ -525,7 +528,7 @@ class SendPipeline:
         if not foreign:
             return
         owners = sorted({entry.owner or "" for _, entry in foreign})
-        with contextlib.suppress(_Stopped):
+        with contextlib.suppress(Stopped):
             alive = await asyncio.gather(*(self._alive(owner) for owner in owners))
             dead = {owner for owner, up in zip(owners, alive, strict=True) if not up}
             orphans = [(i, e) for i, e in foreign if (e.owner or "") in dead and i.message is not None]
@@ -535,7 +538,7 @@ class SendPipeline:
             )
 
     async def _alive(self, owner: str) -> bool:
-        return await self._ledger(lambda: self.ledger.alive(owner))
+        return await self.gate.ledger(lambda: self.ledger.alive(owner))
 
     async def _settle_orphans(self, orphans: list[tuple[_Item, Entry]]) -> None:
         """Dead owners' claims: found in 8x8's log, sent with that umid; absent, sent now under our own
@@ -560,7 +563,9 @@ class SendPipeline:
             elif hit is None:
                 absent.append((item, entry))
             else:
-                outcome = self._logged_outcome(item, hit, None, "the worker that sent it stopped")
+                outcome = outcomes.from_log(
+                    item.request_id or "", self._now(), hit, None, "the worker that sent it stopped"
+                )
                 await self._write_settled(item, entry.claim or "", outcome)
         if logged is not None:
             self.metrics.lookups.labels("found").inc(len(orphans) - len(absent))
@@ -568,7 +573,7 @@ class SendPipeline:
         if not absent:
             return
         released = [(item.request_id or "", entry.claim or "") for item, entry in absent]
-        await self._ledger(lambda: self.ledger.release(released))
+        await self.gate.ledger(lambda: self.ledger.release(released))
         self.metrics.redelivered.labels("taken_over").inc(len(absent))
         log.info("%d requests whose claimant stopped before 8x8 had them: sending them now", len(absent))
         size = self.config.batch_size
@@ -579,7 +584,7 @@ class SendPipeline:
         """A claim without an outcome: wait while its owner is alive (this worker too: another of its rounds
         may be sending it); a dead owner's claim is looked up in 8x8's log: found is sent, absent is sent
         now, unknown is in doubt. Left unfinished if the worker stops meanwhile."""
-        with contextlib.suppress(_Stopped):  # the rest of the round (sends made) still gets recorded
+        with contextlib.suppress(Stopped):  # the rest of the round (sends made) still gets recorded
             for _ in range(3):  # a takeover lost to yet another worker: look again, a few times
                 entry_or_none = await self._settle_claim(item, entry)
                 if entry_or_none is None:
@@ -593,12 +598,12 @@ class SendPipeline:
         owner_alive = True
         while time.monotonic() < deadline:
             owner = entry.owner or ""
-            owner_alive = await self._ledger(lambda: self.ledger.alive(owner))  # noqa: B023 - awaited at once
+            owner_alive = await self.gate.ledger(lambda: self.ledger.alive(owner))  # noqa: B023 - awaited at once
             if not owner_alive:
                 break
-            if not await self._nap(0.1):
+            if not await self.gate.nap(0.1):
                 return None  # stopping: leave it to whoever takes the partition next
-            (found,) = await self._ledger(lambda: self.ledger.get([request_id]))
+            (found,) = await self.gate.ledger(lambda: self.ledger.get([request_id]))
             if found is None:
                 return None if item.message is None else await self._take_over(item, None)
             if found.outcome is not None:
@@ -616,7 +621,9 @@ class SendPipeline:
                 self.metrics.lookups.labels("absent" if hit is None else "found").inc()
                 if hit is None:
                     return await self._take_over(item, claim)
-                outcome = self._logged_outcome(item, hit, None, "the worker that sent it stopped")
+                outcome = outcomes.from_log(
+                    item.request_id or "", self._now(), hit, None, "the worker that sent it stopped"
+                )
                 await self._write_settled(item, claim, outcome)
                 return None
         why = "alive but not done" if owner_alive else "that stopped before recording 8x8's answer"
@@ -624,8 +631,11 @@ class SendPipeline:
         return None
 
     async def _declare_in_doubt(self, item: _Item, entry: Entry, why: str) -> None:
-        outcome = self._in_doubt(
-            item, f"claimed by a worker {why}; the SMS may have been sent, so it is not sent again"
+        outcome = outcomes.failed(
+            item.request_id or "",
+            self._now(),
+            "in_doubt",
+            f"claimed by a worker {why}; the SMS may have been sent, so it is not sent again",
         )
         self.metrics.in_doubt.inc()
         log.warning(
@@ -639,7 +649,7 @@ class SendPipeline:
         """Record a settled outcome by compare-and-set on the claim found, so a late writer cannot
         contradict it."""
         request_id = item.request_id or ""
-        (won,) = await self._ledger(
+        (won,) = await self.gate.ledger(
             lambda: self.ledger.record([(request_id, claim, encode(outcome), outcome.umid)]), must=True
         )
         item.in_ledger = True
@@ -653,7 +663,7 @@ class SendPipeline:
         """8x8 does not have it and its claimant is gone: drop that claim and send it under our own."""
         request_id = item.request_id or ""
         if claim is not None:
-            await self._ledger(lambda: self.ledger.release([(request_id, claim)]))
+            await self.gate.ledger(lambda: self.ledger.release([(request_id, claim)]))
         self.metrics.redelivered.labels("taken_over").inc()
         log.info("request %s: its claimant stopped before 8x8 had it; sending it now", request_id)
         token = self._token()
@@ -679,12 +689,12 @@ class SendPipeline:
         ]
         await acknowledged(acks, f"{len(out)} outcomes")
         for item in out:
-            self.metrics.outcomes.labels(item.status or _status_of(item.outcome)).inc()
+            self.metrics.outcomes.labels(item.status or outcomes.status_of(item.outcome)).inc()
         published = [item.request_id or "" for item in out if item.in_ledger]
         if published:
             # Should this fail, the only cost is the same outcome published again on redelivery.
-            with contextlib.suppress(_Stopped):
-                await self._ledger(lambda: self.ledger.mark_published(published))
+            with contextlib.suppress(Stopped):
+                await self.gate.ledger(lambda: self.ledger.mark_published(published))
         for item in items:
             if item.outcome is not None:
                 item.finished = True
@@ -703,7 +713,7 @@ class SendPipeline:
                 wanted.append((item, "success" if event.outcome == "verified" else "failure"))
         if not wanted:
             return
-        claims = await self._ledger(
+        claims = await self.gate.ledger(
             lambda: self.ledger.claim_feedback_many(
                 [(item.request_id or "", outcome) for item, outcome in wanted]
             )
@@ -724,7 +734,7 @@ class SendPipeline:
             at: datetime | None = datetime.fromtimestamp(parse_timestamp(event.ts), UTC)
         except ValueError:
             at = None
-        results, _, _ = await self._attempts(
+        results, _, _ = await self.gate.attempts(
             "feedback", lambda: self._one_feedback(umid, outcome, at), tokens=0
         )
         result = results[0] if results else None
@@ -738,7 +748,7 @@ class SendPipeline:
                 outcome,
                 item.request_id,
                 umid,
-                _describe(result),
+                outcomes.describe(result),
             )
         item.finished = True
 
@@ -747,224 +757,8 @@ class SendPipeline:
     ) -> list[Any]:
         return [await self.client.feedback(umid, outcome, at=at)]
 
-    # calling 8x8: rate limit, in-flight limit, retries
-
-    async def _attempts(
-        self, operation: str, call: Callable[[], Awaitable[list[Any]]], *, tokens: int
-    ) -> tuple[list[Any] | None, int, str | None]:
-        """(results of the last attempt, attempts made, why retrying stopped early); results None when the
-        worker stopped before the first attempt."""
-        started = time.monotonic()
-        attempts = 0
-        results: list[Any] | None = None
-        while True:
-            if tokens and not await self._admit(tokens):
-                return results, attempts, "gave up: the worker is stopping"
-            if not await self._until_stopping(self._slots.acquire()):
-                return results, attempts, "gave up: the worker is stopping"
-            began = time.perf_counter()
-            try:
-                results = await call()
-            finally:
-                self._slots.release()
-            attempts += 1
-            self.metrics.latency.labels(operation).observe(time.perf_counter() - began)
-            first = results[0]
-            self.metrics.requests.labels(operation, _result_label(first)).inc()
-            if not isinstance(first, RetryableFailure):
-                return results, attempts, None
-            wait = self._retry_in(operation, first, attempts, started, _ambiguous(first))
-            if wait is None:
-                return results, attempts, None
-            if not await self._nap(wait):
-                return results, attempts, "gave up: the worker is stopping"
-
-    def _retry_in(
-        self, operation: str, failure: RetryableFailure, attempts: int, started: float, ambiguous: bool
-    ) -> float | None:
-        """Seconds until the next attempt after `failure`, or None when the retry policy is spent. A 429's
-        Retry-After pauses every send of this worker."""
-        wait = self.policy.delay(attempts, failure.retry_after, self._rng)
-        if (
-            attempts >= self.policy.max_attempts
-            or time.monotonic() - started + wait > self.policy.max_elapsed
-        ):
-            return None
-        if failure.reason == "rate_limited" and failure.retry_after:
-            self._paused_until = max(self._paused_until, time.monotonic() + failure.retry_after)
-        self.metrics.retries.labels(operation, failure.reason, "yes" if ambiguous else "no").inc()
-        log.info(
-            "8x8 %s attempt %d failed (%s, HTTP %s, errorId %s): retrying in %.2fs",
-            operation,
-            attempts,
-            failure.reason,
-            failure.status,
-            failure.error_id,
-            wait,
-        )
-        return wait
-
-    async def _admit(self, tokens: int) -> bool:
-        """Wait for a 429's pause to end and for `tokens` from the bucket; False if the worker stops first."""
-        pause = self._paused_until - time.monotonic()
-        if pause > 0:
-            self.metrics.rate_limit_wait.labels("retry_after").observe(pause)
-            if not await self._nap(pause):
-                return False
-        left = float(tokens)
-        waited = 0.0
-        while left > 0:
-            take = min(left, self.limiter.burst)
-            got = await self._until_stopping(self.limiter.acquire(take))
-            if got is False:
-                return False
-            waited += float(got)
-            left -= take
-        if waited > 0:
-            self.metrics.rate_limit_wait.labels("bucket").observe(waited)
-        return True
-
-    async def _until_stopping(self, work: Awaitable[T]) -> T | Literal[False]:
-        """`work`'s result, or False if the worker starts stopping first (work is then cancelled)."""
-        if self.stopping.is_set():
-            if asyncio.iscoroutine(work):
-                work.close()
-            return False
-        task = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(self.stopping.wait())
-        try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if task.cancelled():
-            return False
-        return task.result()
-
-    async def _nap(self, seconds: float) -> bool:
-        """Sleep; False (at once) if the worker starts stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-        return not self.stopping.is_set()
-
-    async def _ledger(self, call: Callable[[], Awaitable[T]], *, must: bool = False) -> T:
-        """A ledger call, tried until Redis answers. When stopping: give up at once, or after 10 s if `must`
-        (an outcome of a message that went out: without it the message reads as in doubt)."""
-        delay = 0.05
-        while True:
-            try:
-                return await call()
-            except LedgerUnavailable as exc:
-                self.metrics.ledger_errors.inc()
-                error = exc
-            if self.stopping.is_set():
-                if self._stop_seen_at is None:
-                    self._stop_seen_at = time.monotonic()
-                if not must or time.monotonic() - self._stop_seen_at > 10.0:
-                    log.error(
-                        "stopping while the ledger does not answer: leaving the rest of the round (%s)", error
-                    )
-                    raise _Stopped from None
-                await asyncio.sleep(delay)
-            else:
-                log.warning("%s; trying again in %.1fs", error, delay)
-                await self._nap(delay)
-            delay = min(delay * 2, 2.0)
-
-    # outcomes
-
-    def _result_outcome(self, item: _Item, result: SendResult, attempts: int, note: str | None) -> OtpOutcome:
-        request_id = item.request_id or ""
-        if isinstance(result, Queued):
-            log.debug("sent %s (umid %s)", request_id, result.umid)
-            return OtpOutcome(
-                request_id=request_id, status="sent", ts=self._now(), umid=result.umid, attempts=attempts
-            )
-        if isinstance(result, Rejected):
-            log.info("8x8 rejected %s: %s %s", request_id, result.code, mask_phone(result.message))
-            return OtpOutcome(
-                request_id=request_id,
-                status="rejected",
-                ts=self._now(),
-                umid=result.umid,
-                code=result.code,
-                message=_clean(result.message),
-                attempts=attempts,
-            )
-        message = _clean(result.message)
-        if note:
-            message = f"{message} ({note})"
-        code = str(result.code) if result.code is not None else result.reason
-        level = (
-            logging.ERROR
-            if isinstance(result, PermanentFailure) and result.reason == "unauthorized"
-            else logging.WARNING
-        )
-        log.log(
-            level,
-            "sending %s failed after %d attempt(s): %s, HTTP %s, code %s, errorId %s",
-            request_id,
-            attempts,
-            result.reason,
-            result.status,
-            code,
-            result.error_id,
-        )
-        return OtpOutcome(
-            request_id=request_id,
-            status="failed",
-            ts=self._now(),
-            code=code,
-            message=message,
-            error=result.reason,
-            http_status=result.status,
-            error_id=result.error_id,
-            attempts=attempts,
-        )
-
-    def _logged_outcome(self, item: _Item, logged: Logged, attempts: int | None, after: str) -> OtpOutcome:
-        """What 8x8's message log says became of a request whose answer was lost."""
-        note = _clean(f"found in 8x8's message log after: {after}")
-        log.info(
-            "request %s found in 8x8's message log (umid %s): not sent again", item.request_id, logged.umid
-        )
-        if logged.status == "rejected":
-            return OtpOutcome(
-                request_id=item.request_id or "",
-                status="rejected",
-                ts=self._now(),
-                umid=logged.umid,
-                code="REJECTED",
-                message=note,
-                attempts=attempts,
-            )
-        return OtpOutcome(
-            request_id=item.request_id or "",
-            status="sent",
-            ts=self._now(),
-            umid=logged.umid,
-            message=note,
-            attempts=attempts,
-        )
-
-    def _in_doubt(self, item: _Item, message: str) -> OtpOutcome:
-        return self._failed(item, "in_doubt", message)
-
-    def _failed(self, item: _Item, error: str, message: str) -> OtpOutcome:
-        return OtpOutcome(
-            request_id=item.request_id or "",
-            status="failed",
-            ts=self._now(),
-            code=error,
-            message=_clean(message),
-            error=error,
-        )
-
     def _set(self, item: _Item, outcome: OtpOutcome) -> None:
-        item.outcome = encode_outcome(outcome)
+        item.outcome = outcomes.encode_outcome(outcome)
         item.status = outcome.status
         item.umid = outcome.umid
         if outcome.status == "failed":
@@ -973,7 +767,7 @@ class SendPipeline:
     def _adopt(self, item: _Item, entry: Entry) -> None:
         """Take the outcome the ledger holds; publish it unless Kafka already has it."""
         item.outcome = entry.outcome
-        item.status = _status_of(entry.outcome)
+        item.status = outcomes.status_of(entry.outcome)
         item.umid = entry.umid
         item.in_ledger = True
         item.publish = not entry.published
@@ -1006,45 +800,6 @@ def _request_id_of(raw: bytes) -> str | None:
         return None
     request_id = obj.get("request_id") if isinstance(obj, dict) else None
     return request_id if isinstance(request_id, str) and request_id else None
-
-
-def _status_of(outcome: bytes | None) -> Status:
-    try:
-        status = orjson.loads(outcome or b"{}").get("status")
-    except (orjson.JSONDecodeError, AttributeError):
-        status = None
-    return status if status in ("sent", "rejected", "skipped", "failed") else "failed"
-
-
-def _clean(text: str) -> str:
-    """8x8's reason as it may appear in an outcome: no phone numbers, bounded."""
-    return mask_phone(text)[:MAX_MESSAGE]
-
-
-# Failures after which 8x8 cannot have queued the message: it said so (429, 503), or no connection was made.
-_NOT_SENT_PREFIXES = ("ConnectError", "ConnectTimeout", "PoolTimeout")
-
-
-def _ambiguous(failure: RetryableFailure) -> bool:
-    if failure.reason == "rate_limited" or failure.status == 503:
-        return False
-    return not (
-        failure.reason in ("timeout", "connection") and failure.message.startswith(_NOT_SENT_PREFIXES)
-    )
-
-
-def _result_label(result: Any) -> str:
-    if isinstance(result, Queued | Rejected | FeedbackAccepted):
-        return "ok"
-    if isinstance(result, RetryableFailure | PermanentFailure):
-        return result.reason
-    return "other"
-
-
-def _describe(result: Any) -> str:
-    if isinstance(result, RetryableFailure | PermanentFailure):
-        return f"{result.reason}, HTTP {result.status}, code {result.code}, errorId {result.error_id}"
-    return "the worker stopped before it was posted" if result is None else type(result).__name__
 
 
 def _claimed_at(claim: str) -> float:
