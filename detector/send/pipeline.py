@@ -545,11 +545,11 @@ class SendPipeline:
         claim (one chunk); the log cannot tell, in doubt."""
         if not orphans:
             return
-        self.metrics.redelivered.labels("claimed").inc(len(orphans))
         if not self.config.lookup:
             for item, entry in orphans:
-                await self._settle(item, entry)
+                await self._settle(item, entry)  # in doubt, unless its owner comes back
             return
+        self.metrics.redelivered.labels("claimed").inc(len(orphans))
         times = [_claimed_at(entry.claim or "") for _, entry in orphans]
         items = [item for item, _ in orphans]
         logged = await self._search_log(items, min(times) - 1.0, max(times) + self.client.config.timeout)
