@@ -282,7 +282,7 @@ class SendPipeline:
                 item.message, item.problem = _message_for(decision)
                 if item.message is not None and (problem := item.message.problem()) is not None:
                     item.message, item.problem, item.problem_kind = None, problem, "message"
-                    log.warning("request %s breaks 8x8's rules for a message: %s", item.request_id, problem)
+                    log.warning("request %.80r breaks 8x8's message rules: %s", item.request_id, problem)
             sends.append(item)
         return sends, feedback
 
