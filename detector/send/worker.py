@@ -177,7 +177,10 @@ class SendWorker:
     @contextlib.asynccontextmanager
     async def _consumer_for(self, topics: list[str]) -> AsyncIterator[AIOKafkaConsumer]:
         config = self.config
-        patience = config.retry_max_elapsed + config.claim_wait
+        # The longest a round can take: its retries, a live claimant's wait, and two searches of 8x8's log
+        # (one after an ambiguous failure, one for a dead claimant's requests).
+        lookup = config.lookup_delay + config.lookup_patience if config.lookup else 0.0
+        patience = config.retry_max_elapsed + config.claim_wait + 2 * lookup
         consumer = AIOKafkaConsumer(
             bootstrap_servers=config.bootstrap,
             group_id=config.group_id,
