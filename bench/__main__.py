@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each in a fresh process so one cannot warm or slow the next.
 
-    python -m bench [replay redis_store pipeline send]
+python -m bench [replay redis_store pipeline send]
 """
 
 from __future__ import annotations

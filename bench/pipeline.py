@@ -69,9 +69,18 @@ class Workload:
         self.rng = random.Random(seed)
         self.blocks = number_blocks()
         rng = self.rng
-        self.ips = [".".join(str(part) for part in (rng.randrange(1, 224), rng.randrange(256),
-                                                    rng.randrange(256), rng.randrange(1, 255)))
-                    for _ in range(5000)]
+        self.ips = [
+            ".".join(
+                str(part)
+                for part in (
+                    rng.randrange(1, 224),
+                    rng.randrange(256),
+                    rng.randrange(256),
+                    rng.randrange(1, 255),
+                )
+            )
+            for _ in range(5000)
+        ]
         self.tag = uuid.uuid4().hex[:8]
         self.count = 0
 
@@ -109,11 +118,7 @@ def services() -> Iterator[tuple[str, str]]:
 
 
 def worker_command() -> list[str]:
-    from detector.cli import main
-
-    if "worker" in getattr(main, "commands", {}):
-        return [sys.executable, "-m", "detector", "worker"]
-    return [sys.executable, "-m", "detector.commands_stream"]
+    return [sys.executable, "-m", "detector", "worker"]
 
 
 class Process:
@@ -123,8 +128,9 @@ class Process:
         self.log = log
         self.argv = argv
         with log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far (all its threads), from /proc."""
@@ -149,8 +155,9 @@ class Process:
                 self.proc.wait()
 
 
-def start_worker(bootstrap: str, redis_url: str, names: dict[str, str], group: str, workdir: Path,
-                 batch_size: int) -> Process:
+def start_worker(
+    bootstrap: str, redis_url: str, names: dict[str, str], group: str, workdir: Path, batch_size: int
+) -> Process:
     env = {key: value for key, value in os.environ.items() if not key.startswith("DETECTOR_")}
     env.update({
         "DETECTOR_HASH_KEY": f"bench-{uuid.uuid4().hex}",
@@ -172,11 +179,26 @@ def start_worker(bootstrap: str, redis_url: str, names: dict[str, str], group: s
     return Process(worker_command(), workdir / f"{group}.log", env)
 
 
-def start_passthrough(kind: str, bootstrap: str, source: str, target: str, group: str, workdir: Path,
-                      batch_size: int) -> Process:
+def start_passthrough(
+    kind: str, bootstrap: str, source: str, target: str, group: str, workdir: Path, batch_size: int
+) -> Process:
     """`kind` "aiokafka": the bare client; "faust": the worker's Faust set-up and output, no engine."""
-    argv = [sys.executable, "-m", "bench.pipeline", f"{kind}-passthrough", "--bootstrap", bootstrap,
-            "--source", source, "--target", target, "--group", group, "--batch-size", str(batch_size)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.pipeline",
+        f"{kind}-passthrough",
+        "--bootstrap",
+        bootstrap,
+        "--source",
+        source,
+        "--target",
+        target,
+        "--group",
+        group,
+        "--batch-size",
+        str(batch_size),
+    ]
     return Process(argv, workdir / f"{group}.log", dict(os.environ))
 
 
@@ -184,9 +206,15 @@ async def passthrough(bootstrap: str, source: str, target: str, group: str, batc
     """The ceiling: consume a batch, produce every message, wait for the acks, commit. No parsing at all."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest", session_timeout_ms=10_000,
-                                heartbeat_interval_ms=1_000)
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await consumer.start()
     await producer.start()
@@ -196,8 +224,11 @@ async def passthrough(bootstrap: str, source: str, target: str, group: str, batc
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=10, max_records=batch_size)
-            acks = [await producer.send(target, record.value, key=record.key)
-                    for records in batches.values() for record in records]
+            acks = [
+                await producer.send(target, record.value, key=record.key)
+                for records in batches.values()
+                for record in records
+            ]
             if acks:
                 await asyncio.gather(*acks)
                 await consumer.commit()
@@ -213,20 +244,21 @@ def faust_passthrough(bootstrap: str, source: str, target: str, group: str, batc
     from detector.kafka.output import KafkaOutput
     from detector.stream.config import StreamConfig
 
-    config = StreamConfig(brokers=bootstrap, group_id=group, batch_size=batch_size, session_timeout=10,
-                          heartbeat_interval=1)
+    config = StreamConfig(
+        brokers=bootstrap, group_id=group, batch_size=batch_size, session_timeout=10, heartbeat_interval=1
+    )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     output = KafkaOutput(config.bootstrap, f"{group}-output")
     with tempfile.TemporaryDirectory(prefix="bench-faust-") as data_dir:
         app = faust.App(group, autodiscover=False, **config.faust_settings(data_dir))
-        topic = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw",
-                          value_serializer="raw")
+        topic = app.topic(
+            source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
 
         async def forward(stream: Any) -> None:
             async for events in stream.take_events(config.batch_size, within=config.batch_wait):
-                acks = [await output.send(target, event.message.key, event.message.value)
-                        for event in events]
+                acks = [await output.send(target, event.message.key, event.message.value) for event in events]
                 await asyncio.gather(*acks)
 
         app.agent(topic, name="bench.forward")(forward)
@@ -241,8 +273,10 @@ def faust_passthrough(bootstrap: str, source: str, target: str, group: str, batc
 
 def topic_names(stem: str) -> dict[str, str]:
     tag = f"{stem}-{uuid.uuid4().hex[:8]}"
-    return {kind: f"bench.{tag}.{kind.replace('_', '-')}"
-            for kind in ("requests", "feedback", "decisions", "dead_letters", "feedback_retry")}
+    return {
+        kind: f"bench.{tag}.{kind.replace('_', '-')}"
+        for kind in ("requests", "feedback", "decisions", "dead_letters", "feedback_retry")
+    }
 
 
 async def create(bootstrap: str, names: dict[str, str]) -> None:
@@ -254,8 +288,9 @@ async def create(bootstrap: str, names: dict[str, str]) -> None:
 async def load(bootstrap: str, topic: str, workload: Workload, count: int) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                                max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
+    )
     await producer.start()
     try:
         acks = []
@@ -281,8 +316,9 @@ class Reader:
         from aiokafka import AIOKafkaConsumer
         from aiokafka.structs import TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    fetch_max_wait_ms=5)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
+        )
         await consumer.start()
         try:
             tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
@@ -327,8 +363,9 @@ async def throughput(bootstrap: str, count: int, start: Any, workdir: Path) -> t
     return (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9), (cpu[-1] - cpu[0]) * 1e6 / count
 
 
-async def latency(bootstrap: str, rate: float, seconds: float, warmup: float, start: Any, workdir: Path
-                  ) -> dict[str, float]:
+async def latency(
+    bootstrap: str, rate: float, seconds: float, warmup: float, start: Any, workdir: Path
+) -> dict[str, float]:
     """Send → read latency (ms) at `rate` requests per second, once the consumer is ready."""
     from aiokafka import AIOKafkaProducer
 
@@ -373,8 +410,14 @@ async def latency(bootstrap: str, rate: float, seconds: float, warmup: float, st
     def pct(p: float) -> float:
         return waits[min(len(waits) - 1, int(p / 100 * len(waits)))]
 
-    return {"offered_per_s": offered, "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
-            "max_ms": waits[-1], "measured": len(waits)}
+    return {
+        "offered_per_s": offered,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "max_ms": waits[-1],
+        "measured": len(waits),
+    }
 
 
 async def engine_alone(redis_url: str, count: int, batch_size: int) -> float:
@@ -390,7 +433,7 @@ async def engine_alone(redis_url: str, count: int, batch_size: int) -> float:
         await engine.process(events[:batch_size])  # connect, load the script
         started = time.perf_counter()
         for index in range(batch_size, count, batch_size):
-            await engine.process(events[index:index + batch_size])
+            await engine.process(events[index : index + batch_size])
         return (count - batch_size) / (time.perf_counter() - started)
     finally:
         await engine.store.close()
@@ -401,13 +444,21 @@ async def engine_alone(redis_url: str, count: int, batch_size: int) -> float:
 
 async def run(args: argparse.Namespace, bootstrap: str, redis_url: str, workdir: Path) -> dict[str, Any]:
     def worker(names: dict[str, str]) -> Process:
-        return start_worker(bootstrap, redis_url, names, f"bench-worker-{uuid.uuid4().hex[:6]}", workdir,
-                            args.batch_size)
+        return start_worker(
+            bootstrap, redis_url, names, f"bench-worker-{uuid.uuid4().hex[:6]}", workdir, args.batch_size
+        )
 
     def passthrough(kind: str) -> Any:
         def start(names: dict[str, str]) -> Process:
-            return start_passthrough(kind, bootstrap, names["requests"], names["decisions"],
-                                     f"bench-{kind}-{uuid.uuid4().hex[:6]}", workdir, args.batch_size)
+            return start_passthrough(
+                kind,
+                bootstrap,
+                names["requests"],
+                names["decisions"],
+                f"bench-{kind}-{uuid.uuid4().hex[:6]}",
+                workdir,
+                args.batch_size,
+            )
 
         return start
 
@@ -431,8 +482,9 @@ async def run(args: argparse.Namespace, bootstrap: str, redis_url: str, workdir:
         report[f"{name}_latency"] = {}
         for rate in args.rates:
             say(f"{name}: latency at {rate:,.0f}/s for {args.seconds:.0f}s ...")
-            report[f"{name}_latency"][rate] = await latency(bootstrap, rate, args.seconds, args.warmup, start,
-                                                            workdir)
+            report[f"{name}_latency"][rate] = await latency(
+                bootstrap, rate, args.seconds, args.warmup, start, workdir
+            )
     report["throughput_ratio"] = report["worker_per_s"] / report["aiokafka_per_s"]
     report["load_after"] = os.getloadavg()[0]
     report["cpu_pressure_after"] = cpu_pressure()
@@ -454,11 +506,15 @@ def say(text: str) -> None:
 
 def print_report(report: dict[str, Any]) -> None:
     names = ("worker", "faust", "aiokafka")
-    print(f"cores: {report['cores']}   load average before/after: {report['load_before']:.1f}/"
-          f"{report['load_after']:.1f}   CPU pressure (PSI some avg60, %) before/after: "
-          f"{report['cpu_pressure_before']}/{report['cpu_pressure_after']}")
-    print(f"topic partitions: {report['partitions']}   batch size: {report['batch_size']}   "
-          f"throughput runs: {report['repeat']} (median)")
+    print(
+        f"cores: {report['cores']}   load average before/after: {report['load_before']:.1f}/"
+        f"{report['load_after']:.1f}   CPU pressure (PSI some avg60, %) before/after: "
+        f"{report['cpu_pressure_before']}/{report['cpu_pressure_after']}"
+    )
+    print(
+        f"topic partitions: {report['partitions']}   batch size: {report['batch_size']}   "
+        f"throughput runs: {report['repeat']} (median)"
+    )
     print(f"{'':34}{'worker':>12}{'faust only':>12}{'aiokafka':>12}{'worker/aiokafka':>17}")
 
     def row(label: str, values: list[float], fmt: str) -> None:
@@ -499,8 +555,12 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=50_000, help="requests for the throughput runs")
-    parser.add_argument("--rates", type=_rates, default=[2000.0, 1000.0, 500.0],
-                        help="offered loads of the latency runs, events/s, comma-separated")
+    parser.add_argument(
+        "--rates",
+        type=_rates,
+        default=[2000.0, 1000.0, 500.0],
+        help="offered loads of the latency runs, events/s, comma-separated",
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="measured length of the latency runs")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds at the start left out of latency")
     parser.add_argument("--batch-size", type=int, default=500)

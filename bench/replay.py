@@ -36,7 +36,7 @@ def baseline(lines: list[bytes]) -> float:
 async def throughput(engine: Engine, lines: list[bytes], batch_size: int) -> tuple[float, float]:
     """Events per CPU second of this process (one core, whatever else runs), and per wall-clock second."""
     started, wall = time.process_time(), time.perf_counter()
-    parsed = parse_lines(enumerate(lines, start=1))
+    parsed = list(parse_lines(enumerate(lines, start=1)))
     for start in range(0, len(parsed), batch_size):
         for result in await engine.process([line.event for line in parsed[start : start + batch_size]]):
             if isinstance(result, Decision):
@@ -62,9 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     lines = mixed_stream(args.requests)
     tune_gc()
-    print(
-        f"replay benchmark: {len(lines):,} events ({args.requests:,} requests, mostly unique numbers)"
-    )
+    print(f"replay benchmark: {len(lines):,} events ({args.requests:,} requests, mostly unique numbers)")
     floor = baseline(lines)
     rate, wall_rate = asyncio.run(throughput(build_engine(), lines, batch_size=1000))
     samples = asyncio.run(latencies(build_engine(), lines[: min(len(lines), 50_000)]))

@@ -70,7 +70,7 @@ def attempted(double: EightByEightDouble) -> set[str]:
 async def worker(env: dict[str, str], path: Path, log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "detector.commands_send", env={**env, "PYTHONPATH": str(path)},
+            sys.executable, "-m", "detector", "send-worker", env={**env, "PYTHONPATH": str(path)},
             cwd=path, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
 

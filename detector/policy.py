@@ -1,26 +1,32 @@
 """The policy: what to count, how each signal scores, and what the score means.
 
 A policy file is YAML with a `version`. It may set only the keys it changes: it is merged over the default
-policy shipped with the package (mappings merge key by key; lists and scalars replace). Errors name the
-field, as a path like `$.rules.velocity.ip_10m.threshold`, and say what is wrong.
+policy shipped with the package (mappings merge key by key; lists and scalars replace). Every problem is
+reported at once, each naming its field as a path like `$.rules.velocity.ip_10m.threshold` and saying what
+is wrong: the valid values of a choice, the closest names of a misspelt key. The IP list files and the
+GeoIP database it names are read too, so a policy that loads is one the engine can start with.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import msgspec
 import yaml
+
+from detector.errors import ConfigurationError
 
 RuleMode = Literal["enforce", "shadow", "off"]
 Dimension = Literal[
     "ip", "subnet", "msisdn", "prefix", "phone_country", "ip_country", "session", "account", "device"
 ]
-FailMode = Literal["open", "challenge", "block"]
+FailMode = Literal["degrade", "open", "challenge", "block"]
 NUMBER_TYPES = (
     "fixed_line", "mobile", "fixed_line_or_mobile", "toll_free", "premium_rate", "shared_cost", "voip",
     "personal_number", "pager", "uan", "voicemail", "unknown",
@@ -31,8 +37,17 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 Duration = str
 
 
-class PolicyError(ValueError):
-    """A policy that cannot be used; the message names the field."""
+class PolicyError(ConfigurationError, ValueError):
+    """A policy that cannot be used; `problems` holds every problem found, each naming its field."""
+
+    def __init__(self, problems: str | Sequence[str], source: str | Path | None = None) -> None:
+        self.problems = (problems,) if isinstance(problems, str) else tuple(problems)
+        self.source = source
+        if len(self.problems) == 1:
+            listed = self.problems[0]
+        else:
+            listed = f"{len(self.problems)} problems" + "".join(f"\n  - {p}" for p in self.problems)
+        super().__init__(f"invalid policy {source}: {listed}" if source is not None else listed)
 
 
 def seconds(duration: Duration) -> int:
@@ -79,9 +94,20 @@ class CountersConfig(_Strict, frozen=True):
 
 
 class StateConfig(_Strict, frozen=True):
-    on_error: FailMode = "open"
+    on_error: FailMode = "degrade"
     timeout_ms: int = 250
     record_ttl: Duration = "48h"
+
+
+class ChallengeConfig(_Strict, frozen=True):
+    ttl: Duration = "10m"  # how long a challenge stays open for its result
+
+
+class TimeConfig(_Strict, frozen=True):
+    """How far an event's own `ts` may be from the reference clock (see detector.eventtime)."""
+
+    max_skew: Duration = "5m"
+    max_lateness: Duration = "10m"
 
 
 class RateLimitRule(Rule, frozen=True):
@@ -132,6 +158,15 @@ class PointsRule(Rule, frozen=True):
     points: float = 10.0
 
 
+class PassesRule(Rule, frozen=True):
+    """Challenges passed per entity in `window`: a pass is evidence, not absolution."""
+
+    dimension: Dimension = "prefix"
+    window: Duration = "1h"
+    threshold: int = 3
+    points: float = 30.0
+
+
 class DistinctCountriesRule(Rule, frozen=True):
     window: Duration = "24h"
     threshold: int = 3
@@ -156,10 +191,12 @@ class Rules(_Strict, frozen=True):
     msisdn_rate_limit: RateLimitRule = RateLimitRule()
     retry_delay: RetryDelayRule = RetryDelayRule()
     velocity: dict[str, VelocityRule] = msgspec.field(default_factory=dict)
+    passes: dict[str, PassesRule] = msgspec.field(default_factory=dict)
     unverified: dict[str, UnverifiedRule] = msgspec.field(default_factory=dict)
     conversion: dict[str, ConversionRule] = msgspec.field(default_factory=dict)
     ip_country_mismatch: PointsRule = PointsRule()
     non_core_destination: PointsRule = PointsRule()
+    impossible_client_ip: PointsRule = PointsRule()
     distinct_countries_per_ip: DistinctCountriesRule = DistinctCountriesRule()
     upstream: UpstreamRule = UpstreamRule()
     number_type: NumberTypeRule = NumberTypeRule()
@@ -174,6 +211,8 @@ class Policy(_Strict, frozen=True):
     lists: ListsConfig = ListsConfig()
     counters: CountersConfig = CountersConfig()
     state: StateConfig = StateConfig()
+    time: TimeConfig = TimeConfig()
+    challenge: ChallengeConfig = ChallengeConfig()
     rules: Rules = Rules()
 
 
@@ -201,15 +240,61 @@ def load_policy(path: str | Path | None = None) -> Policy:
         try:
             override = yaml.safe_load(Path(path).read_text())
         except OSError as exc:
-            raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from exc
+            raise PolicyError(f"cannot read the file: {exc.strerror}", path) from exc
         except yaml.YAMLError as exc:
-            raise PolicyError(f"{path} is not valid YAML: {exc}") from exc
+            raise PolicyError(f"not valid YAML: {exc}", path) from exc
         if override is None:
             override = {}
         if not isinstance(override, dict):
-            raise PolicyError(f"{path}: a policy is a YAML mapping, got {type(override).__name__}")
+            raise PolicyError(f"a policy is a YAML mapping, got {type(override).__name__}", path)
         data = merge(data, override)
-    return policy_from_data(data)
+    return policy_from_data(data, path)
+
+
+def policy_from_data(data: dict[str, Any], source: str | Path | None = None) -> Policy:
+    """The policy in `data` (already merged over the default), or a `PolicyError` with every problem."""
+    data = _unquoted_off(data)
+    problems = list(_shape_problems(data, Policy, "$"))
+    try:
+        # What passed the shape check, so the checks below also run on the rest of a broken policy.
+        policy = msgspec.convert(_without_problems(data, Policy), Policy)
+    except msgspec.ValidationError as exc:
+        raise PolicyError([*problems, str(exc)], source) from exc
+    problems += _semantic_problems(policy)
+    problems += _file_problems(policy.lists)
+    if problems:
+        raise PolicyError(problems, source)
+    return policy
+
+
+def read_cidr_file(path: str) -> list[str]:
+    """The CIDR blocks of a list file: one per line, `#` comments and blank lines skipped."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise PolicyError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path} is not a text file ({exc.reason})") from exc
+    cidrs: list[str] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            problems.append(f"{path}:{number}: {entry!r} is not an IP address or CIDR block")
+        cidrs.append(entry)
+    if problems:
+        shown = problems[:_MAX_LINE_PROBLEMS]
+        if len(problems) > len(shown):
+            shown.append(f"{path}: {len(problems) - len(shown)} more lines like these")
+        raise PolicyError(shown)
+    return cidrs
+
+
+_MAX_LINE_PROBLEMS = 5
 
 
 def _unquoted_off(data: Any) -> Any:
@@ -219,37 +304,92 @@ def _unquoted_off(data: Any) -> Any:
     return data
 
 
-def policy_from_data(data: dict[str, Any]) -> Policy:
-    data = _unquoted_off(data)
-    try:
-        policy = msgspec.convert(data, Policy)
-    except msgspec.ValidationError as exc:
-        raise PolicyError(_name_the_entry(str(exc), data)) from exc
-    problems = list(_semantic_problems(policy))
-    if problems:
-        raise PolicyError("; ".join(problems))
-    return policy
+def _shape_problems(value: Any, kind: Any, where: str) -> Iterator[str]:
+    """Every unknown key, missing key and value of the wrong type or choice under `where`."""
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        if not isinstance(value, dict):
+            yield f"expected a mapping, got {_type_name(value)} - at `{where}`"
+            return
+        fields = {field.encode_name: field for field in msgspec.structs.fields(kind)}
+        for key, item in value.items():
+            field = fields.get(key)
+            if field is None:
+                yield f"unknown key {key!r}{_did_you_mean(str(key), fields)} - at `{where}`"
+            else:
+                yield from _shape_problems(item, field.type, f"{where}.{key}")
+        for name, field in fields.items():
+            if field.required and name not in value:
+                yield f"`{name}` is required - at `{where}`"
+    elif get_origin(kind) is dict:
+        if not isinstance(value, dict):
+            yield f"expected a mapping, got {_type_name(value)} - at `{where}`"
+            return
+        _, item_kind = get_args(kind)
+        for key, item in value.items():
+            yield from _shape_problems(item, item_kind, f"{where}.{key}")
+    elif get_origin(kind) is Literal:
+        choices = get_args(kind)
+        if value not in choices:
+            yield f"must be one of {', '.join(map(str, choices))}, not {value!r} - at `{where}`"
+    else:
+        try:
+            msgspec.convert(value, kind)
+        except msgspec.ValidationError as exc:
+            yield f"{exc}".replace(" - at `$`", "") + f" - at `{where}`"
 
 
-_NAMED_RULES = {"velocity": VelocityRule, "unverified": UnverifiedRule, "conversion": ConversionRule}
+def _without_problems(value: Any, kind: Any) -> Any:
+    """`value` without the entries `_shape_problems` objects to (their defaults stand in)."""
+    if not isinstance(value, dict):
+        return value
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        kinds = {field.encode_name: field.type for field in msgspec.structs.fields(kind)}
+    elif get_origin(kind) is dict:
+        kinds = dict.fromkeys(value, get_args(kind)[1])
+    else:
+        return value
+    return {
+        key: _without_problems(item, kinds[key])
+        for key, item in value.items()
+        if (key in kinds and not any(_shape_problems(item, kinds[key], "$")))
+        or (key in kinds and isinstance(item, dict) and _is_container(kinds[key]))
+    }
 
 
-def _name_the_entry(message: str, data: dict[str, Any]) -> str:
-    """msgspec writes `[...]` for a mapping key; put the rule's name there."""
-    for section, kind in _NAMED_RULES.items():
-        marker = f"$.rules.{section}[...]"
-        if marker not in message:
-            continue
-        entries = data.get("rules", {}).get(section, {})
-        for name, entry in entries.items() if isinstance(entries, dict) else ():
+def _is_container(kind: Any) -> bool:
+    return (isinstance(kind, type) and issubclass(kind, msgspec.Struct)) or get_origin(kind) is dict
+
+
+def _did_you_mean(key: str, names: Any) -> str:
+    close = difflib.get_close_matches(key, list(names), n=3, cutoff=0.6)
+    if close:
+        return " (did you mean " + " or ".join(f"`{name}`" for name in close) + "?)"
+    return f" (valid keys: {', '.join(names)})"
+
+
+def _type_name(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _file_problems(lists: ListsConfig) -> Iterator[str]:
+    for name in ("datacenter_ip_files", "anonymizer_ip_files"):
+        for index, path in enumerate(getattr(lists, name)):
             try:
-                msgspec.convert(entry, kind)
-            except msgspec.ValidationError:
-                return message.replace(marker, f"$.rules.{section}.{name}")
-    return message
+                read_cidr_file(path)
+            except PolicyError as exc:
+                yield from (f"{problem} - at `$.lists.{name}[{index}]`" for problem in exc.problems)
+    if lists.geoip_database is not None:
+        import maxminddb
+
+        try:
+            maxminddb.open_database(lists.geoip_database).close()
+        except OSError as exc:
+            yield f"cannot read {lists.geoip_database}: {exc.strerror} - at `$.lists.geoip_database`"
+        except (ValueError, maxminddb.InvalidDatabaseError) as exc:
+            yield f"{lists.geoip_database} is not a MaxMind database ({exc}) - at `$.lists.geoip_database`"
 
 
-def _semantic_problems(policy: Policy) -> Any:
+def _semantic_problems(policy: Policy) -> Iterator[str]:
     for index, cidr in enumerate(policy.trusted_proxies):
         yield from _cidr_problem(cidr, f"$.trusted_proxies[{index}]")
     for name in ("allow_ips", "deny_ips"):
@@ -280,8 +420,8 @@ def _semantic_problems(policy: Policy) -> Any:
     yield from _duration_problems(policy)
 
 
-def _duration_problems(policy: Policy) -> Any:
-    def check(value: str, where: str) -> Any:
+def _duration_problems(policy: Policy) -> Iterator[str]:
+    def check(value: str, where: str) -> Iterator[str]:
         try:
             if seconds(value) <= 0:
                 yield f"must be longer than 0 - at `{where}`"
@@ -290,10 +430,17 @@ def _duration_problems(policy: Policy) -> Any:
 
     rules = policy.rules
     yield from check(policy.state.record_ttl, "$.state.record_ttl")
+    yield from check(policy.time.max_skew, "$.time.max_skew")
+    yield from check(policy.time.max_lateness, "$.time.max_lateness")
     yield from check(rules.msisdn_rate_limit.window, "$.rules.msisdn_rate_limit.window")
     for field in ("base", "cap", "window"):
         yield from check(getattr(rules.retry_delay, field), f"$.rules.retry_delay.{field}")
     yield from check(rules.distinct_countries_per_ip.window, "$.rules.distinct_countries_per_ip.window")
+    yield from check(policy.challenge.ttl, "$.challenge.ttl")
+    for name, passes in rules.passes.items():
+        yield from check(passes.window, f"$.rules.passes.{name}.window")
+        if passes.threshold < 1:
+            yield f"must be at least 1 - at `$.rules.passes.{name}.threshold`"
     for name, velocity in rules.velocity.items():
         yield from check(velocity.window, f"$.rules.velocity.{name}.window")
         if velocity.threshold < 1:
@@ -306,7 +453,7 @@ def _duration_problems(policy: Policy) -> Any:
         yield from check(conversion.baseline, f"$.rules.conversion.{name}.baseline")
 
 
-def _cidr_problem(value: str, where: str) -> Any:
+def _cidr_problem(value: str, where: str) -> Iterator[str]:
     try:
         ipaddress.ip_network(value, strict=False)
     except ValueError:

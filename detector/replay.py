@@ -1,8 +1,17 @@
-"""Replay a file of events through the engine in event-time order: the embedded, no-server way to run it."""
+"""Replay a file of events through the engine in event-time order: the embedded, no-server way to run it.
+
+The input is streamed: lines are read, parsed and decided as they come, so memory stays flat whatever the
+file's size. Order comes from a bounded reorder buffer: events leave it in (event time, line) order once
+`REORDER_EVENTS` newer ones have arrived, which sorts any file whose disorder spans fewer events than that
+(logs merged from several servers, say). An event that arrives later still is decided when it leaves the
+buffer, and counted at its time bounded by the stream's watermark (`detector.eventtime`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import signal
 import sys
 from collections import Counter
@@ -14,7 +23,17 @@ from typing import IO, Any
 import orjson
 
 from detector.engine import Engine
-from detector.events import BadEvent, Decision, Event, encode, parse_event, parse_timestamp
+from detector.events import (
+    BadEvent,
+    Decision,
+    Event,
+    describe_bad_input,
+    encode,
+    parse_event,
+    parse_timestamp,
+)
+
+REORDER_EVENTS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +51,22 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
-def parse_lines(lines: Iterable[tuple[int, bytes]]) -> list[Line]:
-    """Parsed events sorted by event time; bad lines keep their place (the time of the line before)."""
-    parsed: list[Line] = []
+def parse_lines(lines: Iterable[tuple[int, bytes]], reorder: int = REORDER_EVENTS) -> Iterator[Line]:
+    """Parsed events in event-time order, `reorder` events at a time; a bad line keeps its place (the time of
+    the good line before it)."""
+    buffer: list[tuple[float, int, Line]] = []
     last_ts = 0.0
     for number, raw in lines:
         event = parse_event(raw)
         if not isinstance(event, BadEvent):
             last_ts = parse_timestamp(event.ts)
-        parsed.append(Line(number, event, last_ts))
-    parsed.sort(key=lambda line: (line.ts, line.number))
-    return parsed
+        line = Line(number, event, last_ts)
+        if len(buffer) < reorder:
+            heapq.heappush(buffer, (line.ts, number, line))
+        else:
+            yield heapq.heappushpop(buffer, (line.ts, number, line))[2]
+    while buffer:
+        yield heapq.heappop(buffer)[2]
 
 
 @dataclass
@@ -82,7 +106,7 @@ OnDecision = Callable[[Line, Decision], None]
 
 async def replay(
     engine: Engine,
-    lines: list[Line],
+    lines: Iterable[Line],
     *,
     batch_size: int = 1000,
     decisions_out: IO[bytes] | None = None,
@@ -94,7 +118,7 @@ async def replay(
     """Feed `lines` to the engine in batches. With `stop_on_sigterm`, SIGTERM ends the run after the
     current batch: everything decided so far is written and the summary says `interrupted`."""
     summary = Summary()
-    bar = _progress_bar(len(lines), progress)
+    bar = _progress_bar(progress)
     stop = asyncio.Event()
     if stop_on_sigterm:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -112,7 +136,7 @@ async def replay(
 
 async def _run_batches(
     engine: Engine,
-    lines: list[Line],
+    lines: Iterable[Line],
     batch_size: int,
     summary: Summary,
     stop: asyncio.Event,
@@ -121,11 +145,14 @@ async def _run_batches(
     on_decision: OnDecision | None,
     bar: Any,
 ) -> None:
-    for start in range(0, len(lines), batch_size):
+    def digest(raw: bytes) -> str:
+        return engine._hash.digest("dead_letter", raw, 16)
+
+    stream = iter(lines)
+    while chunk := list(itertools.islice(stream, batch_size)):
         if stop.is_set():
             summary.interrupted = True
             return
-        chunk = lines[start : start + batch_size]
         results = await engine.process([line.event for line in chunk])
         for line, result in zip(chunk, results, strict=True):
             summary.events += 1
@@ -144,11 +171,10 @@ async def _run_batches(
                     on_decision(line, result)
             elif isinstance(result, BadEvent):
                 summary.bad_input += 1
-                letter = {"line": line.number, "error": result.error}
+                letter = {"line": line.number, **describe_bad_input(result, result.raw, digest)}
                 if len(summary.dead_letters) < 10:
                     summary.dead_letters.append(letter)
                 if dead_letters_out is not None:
-                    letter["raw"] = result.raw[:1024].decode("utf-8", "replace")
                     dead_letters_out.write(orjson.dumps(letter) + b"\n")
             else:
                 summary.feedback += 1
@@ -157,9 +183,9 @@ async def _run_batches(
             bar.update(len(chunk))
 
 
-def _progress_bar(total: int, wanted: bool) -> Any:
+def _progress_bar(wanted: bool) -> Any:
     if not wanted or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="ev", unit_scale=True, file=sys.stderr, leave=False)
+    return tqdm(unit="ev", unit_scale=True, file=sys.stderr, leave=False)

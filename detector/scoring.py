@@ -50,6 +50,7 @@ class Subject:
     signals: UpstreamSignals | None
     keys: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    clamped_by: float | None = None  # seconds the request's own ts was off its counting time
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,10 @@ def counter_plan(policy: Policy) -> CounterPlan:
             want(conversion.dimension, conversion.baseline)
     if rules.retry_delay.mode != "off":
         want(LIMIT_DIMENSION, rules.retry_delay.window)
+    passes: dict[str, set[int]] = {}
+    for rule in rules.passes.values():
+        if rule.mode != "off":
+            passes.setdefault(rule.dimension, set()).add(seconds(rule.window))
     buckets = policy.counters.buckets
     return CounterPlan(
         windows={
@@ -98,6 +103,9 @@ def counter_plan(policy: Policy) -> CounterPlan:
         limit=rules.msisdn_rate_limit.limit,
         distinct_window=seconds(rules.distinct_countries_per_ip.window),
         record_ttl=seconds(policy.state.record_ttl),
+        pass_windows={
+            dim: tuple(Window(s, buckets) for s in sorted(secs)) for dim, secs in sorted(passes.items())
+        },
     )
 
 
@@ -120,6 +128,11 @@ class Scorer:
         self._unverified = [
             (f"{name}_unverified", rule, seconds(rule.recent), seconds(rule.history))
             for name, rule in rules.unverified.items()
+            if rule.mode != "off"
+        ]
+        self._passes = [
+            (f"{name}_challenge_passes", rule, seconds(rule.window))
+            for name, rule in rules.passes.items()
             if rule.mode != "off"
         ]
         self._conversion = [
@@ -186,8 +199,8 @@ class Scorer:
             requested, verified = windows.get((LIMIT_DIMENSION, self._retry_window), (0, 0))
             unverified_before = max(requested - 1 - verified, 0)
             if unverified_before:
-                delay = min(self._retry_base * 2.0 ** (unverified_before - 1), self._retry_cap)
-                waited = subject.ts - counts.previous_ts
+                delay = min(self._retry_base * 2.0 ** min(unverified_before - 1, 64), self._retry_cap)
+                waited = max(subject.ts - counts.previous_ts, 0.0)
                 if waited < delay:
                     hits.append(
                         Hit(
@@ -264,6 +277,8 @@ class Scorer:
                     )
                 )
 
+        hits += self.pass_hits(counts.passes)
+
         distinct = rules.distinct_countries_per_ip
         if distinct.mode != "off" and counts.distinct >= distinct.threshold:
             ratio = min(counts.distinct / distinct.threshold, cap)
@@ -276,6 +291,18 @@ class Scorer:
                     threshold=distinct.threshold,
                 )
             )
+        return hits
+
+    def pass_hits(self, passes: dict[tuple[str, int], int]) -> list[Hit]:
+        """Challenges passed per entity: a farm that solves CAPTCHAs still piles passes on its prefixes."""
+        hits: list[Hit] = []
+        for code, rule, window in self._passes:
+            count = passes.get((rule.dimension, window), 0)
+            if count >= rule.threshold:
+                ratio = min(count / rule.threshold, self._cap)
+                hits.append(
+                    Hit(code, rule.mode, points=rule.points * ratio, value=count, threshold=rule.threshold)
+                )
         return hits
 
     def context_hits(self, subject: Subject) -> list[Hit]:
@@ -296,6 +323,16 @@ class Scorer:
         non_core = rules.non_core_destination
         if non_core.mode != "off" and self._core and region and region not in self._core:
             hits.append(Hit("non_core_destination", non_core.mode, points=non_core.points, value=region))
+        impossible = rules.impossible_client_ip
+        if impossible.mode != "off" and subject.ip is not None and subject.ip.impossible:
+            hits.append(
+                Hit(
+                    "impossible_client_ip",
+                    impossible.mode,
+                    points=impossible.points,
+                    value=subject.ip.impossible,
+                )
+            )
         kinds = rules.number_type
         if kinds.mode != "off" and subject.phone.valid:
             points = kinds.points.get(subject.phone.kind)

@@ -10,9 +10,11 @@ Counting error, for a stream read in event-time order: a read at time t covers b
     exact count over the last W seconds  <=  count  <=  exact count over the last W + w seconds.
 
 The count never undercounts, so a limit of N per W is never exceeded; it may fire up to one bucket early.
-With the default B = 12, a 30-minute window reads like one between 30 and 32.5 minutes. Late events land
-in their own bucket when it is still kept, and are dropped otherwise. `tests/test_windows.py` checks the
-bounds against an exact count on random streams.
+With the default B = 12, a 30-minute window reads like one between 30 and 32.5 minutes. A late event lands
+in its own bucket when it is still kept, and in the oldest kept bucket otherwise: it is never dropped, so a
+limit holds whatever the arrival order (it is counted a little longer than its own time says, never less).
+How late or early an event may be at all is bounded before it reaches a counter (`detector.eventtime`).
+`tests/test_windows.py` checks the bounds against an exact count on random streams.
 """
 
 from __future__ import annotations
@@ -59,11 +61,11 @@ class BucketCounter:
             self._peak = None
 
     def add_at(self, bucket: int, requests: int = 0, verified: int = 0) -> tuple[int, int]:
-        """Add to `bucket` (dropped if it has left the window) and return the counts after it."""
+        """Add to `bucket` (the oldest kept one if it has left the window) and return the counts after it."""
         if bucket > self.head:
             self._advance(bucket)
         elif bucket < self.head - self.span:
-            return self.requests, self.verified
+            bucket = self.head - self.span
         cell = self.buckets.get(bucket)
         if cell is None:
             cell = self.buckets[bucket] = [0, 0]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gc
+from urllib.parse import urlsplit
 
 from detector.engine import Engine
 from detector.hashing import KeyedHasher, load_hash_key
 from detector.policy import Policy, load_policy
 from detector.scoring import counter_plan
-from detector.state.open import open_store
+from detector.state.base import Store, StoreUnavailable
+from detector.state.open import DEFAULT_STORE, open_store
 
-DEFAULT_STORE = "memory://"
+__all__ = ["DEFAULT_STORE", "build_engine", "check_store", "redact", "tune_gc"]
 
 
 def build_engine(policy: Policy | str | None = None, store_url: str = DEFAULT_STORE) -> Engine:
@@ -19,6 +21,26 @@ def build_engine(policy: Policy | str | None = None, store_url: str = DEFAULT_ST
     store = open_store(store_url, counter_plan(policy), policy)
     hasher = KeyedHasher(load_hash_key(required=not store_url.startswith("memory:")))
     return Engine(policy, store, hasher)
+
+
+async def check_store(store: Store, url: str) -> None:
+    """Fail at start, saying what to fix, rather than deciding every request with `state_unavailable`."""
+    try:
+        await store.ping()
+    except StoreUnavailable as exc:
+        raise StoreUnavailable(
+            f"the store {redact(url)} does not answer ({exc}): start it, or point --store / DETECTOR_STORE "
+            "at one that does"
+        ) from None
+
+
+def redact(url: str) -> str:
+    """`url` without its password, fit for a message or a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def tune_gc() -> None:

@@ -1,10 +1,8 @@
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from detector.cli import main
-from detector.policy import PolicyError, load_policy
+from detector.policy import PolicyError, load_policy, read_cidr_file
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -65,16 +63,78 @@ def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
         load_policy(_write(tmp_path, "- a\n- b\n"))
 
 
-def test_policy_check_command(tmp_path: Path) -> None:
-    runner = CliRunner()
-    good = runner.invoke(main, ["policy", "check", str(_write(tmp_path, "version: x\n"))])
-    assert good.exit_code == 0 and "ok" in good.output
-    bad = runner.invoke(main, ["policy", "check", str(_write(tmp_path, "mode: loud\n"))])
-    assert bad.exit_code != 0 and "$.mode" in bad.output
-
-
 def test_unquoted_off_turns_a_rule_off(tmp_path: Path) -> None:
     policy = load_policy(
         _write(tmp_path, "rules:\n  upstream: {mode: off}\n  velocity:\n    ip_10m: {mode: off}\n")
     )
     assert policy.rules.upstream.mode == "off" and policy.rules.velocity["ip_10m"].mode == "off"
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = (
+        "mode: loud\n"
+        "trusted_proxies: [10.0.0.0/33]\n"
+        "score: {block_at: high}\n"
+        "rules:\n  msisdn_rate_limit: {limit: ten}\n  velocity:\n    ip_10m: {window: 10 minutes}\n"
+    )
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, text))
+    where = [
+        "$.mode",
+        "$.trusted_proxies[0]",
+        "$.score.block_at",
+        "$.rules.msisdn_rate_limit.limit",
+        "$.rules.velocity.ip_10m.window",
+    ]
+    located = sorted(problem.rsplit(" - at ", 1)[1] for problem in error.value.problems)
+    assert located == sorted(f"`{name}`" for name in where)
+    assert f"{len(where)} problems" in str(error.value) and str(tmp_path) in str(error.value)
+
+
+def test_a_choice_lists_its_valid_values(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, "mode: loud\nstate: {on_error: maybe}\n"))
+    assert error.value.problems == (
+        "must be one of enforce, shadow, not 'loud' - at `$.mode`",
+        "must be one of degrade, open, challenge, block, not 'maybe' - at `$.state.on_error`",
+    )
+
+
+def test_a_misspelt_key_gets_the_closest_names(tmp_path: Path) -> None:
+    text = "score: {challenge_a: 50}\nrules:\n  velocity:\n    ip_10m: {treshold: 5}\n  velocityy: {}\n"
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, text))
+    assert error.value.problems == (
+        "unknown key 'challenge_a' (did you mean `challenge_at`?) - at `$.score`",
+        "unknown key 'treshold' (did you mean `threshold`?) - at `$.rules.velocity.ip_10m`",
+        "unknown key 'velocityy' (did you mean `velocity`?) - at `$.rules`",
+    )
+    with pytest.raises(PolicyError, match="valid keys: challenge_at, block_at, velocity_cap"):
+        load_policy(_write(tmp_path, "score: {zzz: 1}\n"))
+
+
+def test_list_files_must_exist_and_parse(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_text("# datacenters\n192.0.2.0/24\n\n2001:db8::/32  # v6\n")
+    bad.write_text("192.0.2.0/24\nnot-an-ip\n")
+    not_mmdb = tmp_path / "geo.mmdb"
+    not_mmdb.write_bytes(b"not a database")
+    assert read_cidr_file(str(good)) == ["192.0.2.0/24", "2001:db8::/32"]
+    text = (
+        f"lists:\n  datacenter_ip_files: [{good}, {bad}]\n  anonymizer_ip_files: [{tmp_path / 'none.txt'}]\n"
+        f"  geoip_database: {not_mmdb}\n"
+    )
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, text))
+    bad_line, missing, not_geoip = error.value.problems
+    assert bad_line == (
+        f"{bad}:2: 'not-an-ip' is not an IP address or CIDR block - at `$.lists.datacenter_ip_files[1]`"
+    )
+    assert missing == (
+        f"cannot read {tmp_path / 'none.txt'}: No such file or directory"
+        " - at `$.lists.anonymizer_ip_files[0]`"
+    )
+    assert not_geoip.startswith(f"{not_mmdb} is not a MaxMind database")
+    assert load_policy(
+        _write(tmp_path, f"lists: {{datacenter_ip_files: [{good}]}}\n")
+    ).lists.datacenter_ip_files

@@ -774,12 +774,8 @@ async def test_ledger_claims_once_records_once_and_releases_only_untried(redis_u
 
 
 def send_worker_command() -> list[str]:
-    """`detector send-worker` once cli.py registers it; until then the module runs the same click command."""
-    from detector.cli import main
-
-    if "send-worker" in getattr(main, "commands", {}):
-        return [sys.executable, "-m", "detector", "send-worker"]
-    return [sys.executable, "-m", "detector.commands_send"]
+    """`detector send-worker`, run by this interpreter."""
+    return [sys.executable, "-m", "detector", "send-worker"]
 
 
 class WorkerProcess(StreamWorkerProcess):
@@ -1042,7 +1038,7 @@ def test_the_command_says_what_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     """Usage errors name the setting to fix and never show the key; an unreachable Kafka exits 1."""
     from click.testing import CliRunner
 
-    from detector.commands_send import send_worker
+    from detector.cli.send_worker import send_worker
 
     for name in list(os.environ):
         if name.startswith(("DETECTOR_", "EIGHTBYEIGHT_")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,7 +14,9 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from detector.testing.services import REPO_ROOT, RedisServer, kafka_broker_count, redis_ping
+from detector.cli import main as detector_cli
+from detector.cli.options import environment_variables
+from detector.testing.services import REPO_ROOT, RedisServer, kafka_broker_count, local_env, redis_ping
 
 MESSAGES = 100
 DEADLINE_S = 30.0
@@ -141,7 +144,10 @@ def test_services_cli_up_env_down(tmp_path: Path) -> None:
         addresses = dict(
             line.split("=", 1) for line in up.stdout.splitlines() if line and not line.startswith("#")
         )
-        assert set(addresses) == {"KAFKA_BOOTSTRAP", "REDIS_URL"}
+        assert set(addresses) == set(local_env("h:1", "redis://h:2/0"))
+        env_file = Path(env["DETECTOR_SERVICES_DIR"]) / "services.env"
+        assert f"written to {env_file}" in up.stdout
+        assert dict(line.split("=", 1) for line in env_file.read_text().splitlines()) == addresses
         kafka, redis_port = (
             addresses["KAFKA_BOOTSTRAP"],
             int(addresses["REDIS_URL"].split(":")[-1].split("/")[0]),
@@ -154,6 +160,20 @@ def test_services_cli_up_env_down(tmp_path: Path) -> None:
         assert again.returncode == 0 and "already running" in again.stdout
         exports = cli("env")
         assert exports.stdout.splitlines() == [f"export {k}={v}" for k, v in addresses.items()]
+        # With those variables and nothing else, the CLI finds the store and the hash key it needs.
+        events = tmp_path / "events.jsonl"
+        request = {"type": "otp_request", "request_id": "r1", "ts": 1793577600, "phone": "+447400123456"}
+        events.write_text(json.dumps(request) + "\n")
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
+        replay = subprocess.run(
+            [sys.executable, "-m", "detector", "replay", str(events)],
+            env={**clean, **addresses},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert replay.returncode == 0, replay.stderr
     finally:
         down = cli("down")
     assert down.returncode == 0, down.stderr
@@ -161,3 +181,17 @@ def test_services_cli_up_env_down(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         kafka_broker_count(kafka)
     assert cli("env").returncode == 1
+
+
+def test_make_services_writes_only_variables_the_cli_reads() -> None:
+    written = local_env("127.0.0.1:9092", "redis://127.0.0.1:6379/0")
+    tests_own = {"KAFKA_BOOTSTRAP", "REDIS_URL"}
+    assert set(written) - tests_own <= environment_variables(detector_cli)
+    assert {"DETECTOR_KAFKA_BROKERS", "DETECTOR_STORE", "DETECTOR_SEND_LEDGER", "DETECTOR_HASH_KEY"} <= set(
+        written
+    )
+    assert written["DETECTOR_SEND_LEDGER"] == "redis://127.0.0.1:6379/1"
+    again = local_env("127.0.0.1:9092", "redis://127.0.0.1:6379/0")
+    assert (
+        len(written["DETECTOR_HASH_KEY"]) >= 32 and written["DETECTOR_HASH_KEY"] != again["DETECTOR_HASH_KEY"]
+    )

@@ -46,14 +46,16 @@ def test_verified_counts_follow_the_request_bucket() -> None:
     assert counter.read(100.0 + 3600 + 300, window) == (0, 0)
 
 
-def test_late_events_land_in_kept_buckets_and_are_dropped_otherwise() -> None:
+def test_late_events_land_in_kept_buckets_or_the_oldest_kept_one() -> None:
     window = Window(seconds=600, buckets=10)
     counter = BucketCounter(window)
     counter.add(1000.0, window, requests=1)
     counter.add(900.0, window, requests=1)
     assert counter.read(1000.0, window)[0] == 2
-    counter.add(100.0, window, requests=1)
-    assert counter.read(1000.0, window)[0] == 2
+    counter.add(100.0, window, requests=1)  # far too late for its own bucket: still counted
+    assert counter.read(1000.0, window)[0] == 3
+    assert counter.read(1000.0 + 540, window)[0] == 2  # it leaves with the oldest kept bucket (900 s)
+    assert counter.read(1000.0 + 660, window)[0] == 0
 
 
 def test_peak_is_the_busiest_bucket() -> None:

@@ -12,10 +12,12 @@ from collections.abc import Awaitable, Iterable
 from types import TracebackType
 from typing import Any, Protocol
 
+from detector.errors import UnavailableError
+
 Headers = list[tuple[str, bytes]]
 
 
-class DeliveryFailed(RuntimeError):
+class DeliveryFailed(UnavailableError):
     """Kafka did not acknowledge an output of a batch: the batch must not be committed."""
 
 

@@ -12,20 +12,6 @@ OffsetReset = Literal["earliest", "latest"]
 DEFAULT_BROKERS = "localhost:9092"
 
 
-def env_names(prefix: str, *settings: str) -> dict[str, str]:
-    """Each setting's environment variable: `prefix` and its name in capitals."""
-    return {setting: prefix + setting.upper() for setting in settings}
-
-
-# The variables both workers read alike; each adds its own (group, metrics port, its topics and knobs).
-KAFKA_ENV = {
-    "brokers": "DETECTOR_KAFKA_BROKERS",
-    **env_names("DETECTOR_KAFKA_", "offset_reset", "session_timeout", "heartbeat_interval"),
-    **env_names("DETECTOR_TOPIC_", "partitions", "replication", "decisions", "feedback"),
-    "metrics_host": "DETECTOR_METRICS_HOST",
-}
-
-
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
     brokers: str = DEFAULT_BROKERS

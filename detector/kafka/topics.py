@@ -24,6 +24,8 @@ import re
 import time
 from dataclasses import dataclass, fields
 
+from detector.errors import UnavailableError
+
 log = logging.getLogger(__name__)
 
 _LEGAL = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -63,7 +65,7 @@ def partition_key(e164: str, secret: bytes) -> bytes:
     return hmac.new(secret, e164.encode(), hashlib.sha256).hexdigest()[:32].encode()
 
 
-class TopicError(RuntimeError):
+class TopicError(UnavailableError):
     pass
 
 

@@ -5,8 +5,8 @@ variable (``DETECTOR_KAFKA_BROKERS``, ``DETECTOR_TOPIC_DECISIONS``, ``DETECTOR_T
 ``DETECTOR_KAFKA_*`` client timings, topic partitions and replication); what only the send worker has is
 ``DETECTOR_SEND_*``, plus ``DETECTOR_TOPIC_OUTCOMES`` for the topic it writes. The 8x8 account itself
 (sub-account, key, region) is 8x8's own ``EIGHTBYEIGHT_*`` variables, read by
-:meth:`detector.send.EightByEightConfig.from_env`. `ENV` maps every setting to its variable so the command,
-the tests and the docs agree.
+:meth:`detector.send.EightByEightConfig.from_env`. Each variable is declared next to its flag, in
+`detector/cli/send_worker.py`, or `detector/cli/kafka_options.py` for those both workers share.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from detector.kafka.settings import KAFKA_ENV, KafkaSettings, env_names
+from detector.kafka.settings import KafkaSettings
 from detector.kafka.topics import TopicNames, check_topic_name
 from detector.send.retry import RetryPolicy
 
@@ -25,19 +25,6 @@ DEFAULT_LEDGER = "redis://localhost:6379/0"
 DEFAULT_LEDGER_PREFIX = "detector:send:"
 DEFAULT_OUTCOMES_TOPIC = "otp.outcomes"
 DEFAULT_METRICS_PORT = 9109  # the detection worker uses 9108
-
-ENV = {
-    **KAFKA_ENV,
-    "outcomes": "DETECTOR_TOPIC_OUTCOMES",
-    "consume_feedback": "DETECTOR_SEND_FEEDBACK",
-    "ledger_url": "DETECTOR_SEND_LEDGER",
-    **env_names("DETECTOR_SEND_", "group_id", "ledger_prefix", "ledger_ttl", "rate", "burst", "batch_size"),
-    **env_names("DETECTOR_SEND_", "batch_wait", "max_in_flight", "owner_ttl", "claim_wait", "metrics_port"),
-    **env_names(
-        "DETECTOR_SEND_", "retry_attempts", "retry_max_elapsed", "retry_base_delay", "retry_max_delay"
-    ),
-    **env_names("DETECTOR_SEND_", "lookup", "lookup_delay", "lookup_poll", "lookup_patience"),
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,8 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from detector.errors import UnavailableError
+
 DEFAULT_SHARDS = 16
 
 # Every script takes the keys of one shard and answers one entry per key, in order.
@@ -109,7 +111,7 @@ return out
 FeedbackVerdict = Literal["post", "duplicate", "not_sent", "pending", "unknown"]
 
 
-class LedgerUnavailable(RuntimeError):
+class LedgerUnavailable(UnavailableError):
     """Redis did not answer (or refused); nothing can be claimed or recorded until it does."""
 
 

@@ -21,13 +21,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
+from detector.errors import ConfigurationError
+
 API_KEY_ENV = "EIGHTBYEIGHT_API_KEY"
 API_KEY_FILE_ENV = f"{API_KEY_ENV}_FILE"
 
 _MASK = "****"
 
 
-class SecretError(ValueError):
+class SecretError(ConfigurationError, ValueError):
     """A secret is missing or unusable. The message names what to set; it never contains the value."""
 
 

@@ -5,13 +5,38 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from detector.policy import read_cidr_file
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SUBNET_PREFIX = {4: 24, 6: 64}
+MAX_FORWARDED_HOPS = 32  # header elements walked, more than any real chain; past them: bad_forwarded_for
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+def impossible_client(address: IPAddress) -> str | None:
+    """Why `address` cannot be the source of a client's request, or None when it can.
+
+    Private ranges can (offices, CGNAT behind your own proxies); documentation ranges are left alone too.
+    """
+    if address.is_unspecified or address in _THIS_NETWORK:
+        return "unspecified"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_multicast:
+        return "multicast"
+    if address == _BROADCAST:
+        return "broadcast"
+    if address.is_link_local:
+        return "link_local"
+    if address.is_reserved:
+        return "reserved"
+    return None
 
 
 def parse_ip(text: str) -> IPAddress | None:
@@ -55,20 +80,7 @@ class NetworkSet:
 
     @classmethod
     def from_files(cls, paths: Iterable[str]) -> NetworkSet:
-        cidrs: list[str] = []
-        for path in paths:
-            for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-                entry = line.split("#", 1)[0].strip()
-                if not entry:
-                    continue
-                try:
-                    ipaddress.ip_network(entry, strict=False)
-                except ValueError as exc:
-                    raise ValueError(
-                        f"{path}:{number}: {entry!r} is not an IP address or CIDR block"
-                    ) from exc
-                cidrs.append(entry)
-        return cls(cidrs)
+        return cls(cidr for path in paths for cidr in read_cidr_file(path))
 
     def __contains__(self, address: IPAddress) -> bool:
         value = int(address)
@@ -118,7 +130,9 @@ class ClientResolver:
         if not self._trusted or peer not in self._trusted or not forwarded_for:
             return ClientAddress(peer)
         nearest_trusted = peer
-        for element in reversed(forwarded_for.split(",")):
+        elements = forwarded_for.rsplit(",", MAX_FORWARDED_HOPS)
+        too_many = len(elements) > MAX_FORWARDED_HOPS
+        for element in reversed(elements[1:] if too_many else elements):
             if not element.strip():
                 continue
             hop = parse_ip(element)
@@ -127,7 +141,7 @@ class ClientResolver:
             if hop not in self._trusted:
                 return ClientAddress(hop)
             nearest_trusted = hop
-        return ClientAddress(nearest_trusted)
+        return ClientAddress(nearest_trusted, "bad_forwarded_for" if too_many else None)
 
 
 def subnet_of(address: IPAddress) -> str:
@@ -144,6 +158,7 @@ class IpFacts:
     datacenter: bool
     anonymizer: bool
     country: str | None
+    impossible: str | None = None
 
 
 class IpClassifier:
@@ -172,6 +187,7 @@ class IpClassifier:
             datacenter=address in self._datacenter,
             anonymizer=address in self._anonymizer,
             country=self._country(address),
+            impossible=impossible_client(address),
         )
 
     def _country(self, address: IPAddress) -> str | None:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from detector.state.base import (
     DISTINCT_DIMENSION,
     LIMIT_DIMENSION,
+    Answer,
+    ChallengeAnswer,
+    ChallengeUpdate,
     CounterPlan,
     Counts,
     FeedbackStatus,
     FeedbackUpdate,
     Observation,
+    Remembered,
+    StoreLifecycle,
+    Update,
 )
-from detector.windows import BucketCounter
+from detector.state.packing import pack_decision, unpack_decision
+from detector.windows import BucketCounter, Window
 
 _SWEEP_EVERY = 200_000
 
@@ -23,12 +30,18 @@ _SWEEP_EVERY = 200_000
 @dataclass(slots=True)
 class _Record:
     ts: float
-    keys: dict[str, str]
+    keys: tuple[str | None, ...]  # the entity key of each of the plan's record dimensions, in order
+    fingerprint: str = ""
     resolved: bool = False
     decision: bytes | None = None
+    challenge_expires: float | None = None  # an open challenge (event time), until its result or expiry
+    challenge_done: bool = False
 
 
-class MemoryStore:
+_Labels = list[tuple[tuple[str, int], int, bool]]  # per window: (dimension, seconds), width index, has a peak
+
+
+class MemoryStore(StoreLifecycle):
     def __init__(self, plan: CounterPlan) -> None:
         self.plan = plan
         self._counters: dict[tuple[str, str], list[BucketCounter]] = {}
@@ -36,42 +49,61 @@ class MemoryStore:
         self._last_seen: dict[str, float] = {}
         self._distinct: dict[str, dict[str, float]] = {}
         self._records: dict[str, _Record] = {}
-        self._expiry: deque[tuple[float, str]] = deque()
-        widths = sorted({window.width for windows in plan.windows.values() for window in windows})
+        self._expiry: list[tuple[float, str]] = []  # a heap: records do not arrive in expiry order
+        self._passes: dict[tuple[str, str], list[BucketCounter]] = {}
+        every = [*plan.windows.values(), *plan.pass_windows.values()]
+        widths = sorted({window.width for windows in every for window in windows})
         self._widths = widths
-        self._by_dim = [
-            (
-                dim,
-                windows,
-                [((dim, w.seconds), widths.index(w.width), (dim, w.seconds) in plan.peaks) for w in windows],
-            )
-            for dim, windows in plan.windows.items()
-        ]
+
+        def labels(dim: str, windows: tuple[Window, ...]) -> _Labels:
+            return [
+                ((dim, w.seconds), widths.index(w.width), (dim, w.seconds) in plan.peaks) for w in windows
+            ]
+
+        self._by_dim = [(dim, windows, labels(dim, windows)) for dim, windows in plan.windows.items()]
+        self._pass_dims = [(dim, windows, labels(dim, windows)) for dim, windows in plan.pass_windows.items()]
+        self._record_dims = plan.record_dimensions
+        self._record_position = {dim: index for index, dim in enumerate(self._record_dims)}
         self._since_sweep = 0
 
-    async def apply(self, batch: Sequence[Observation | FeedbackUpdate]) -> list[Counts | FeedbackStatus]:
-        return [
-            self._observe(item) if isinstance(item, Observation) else self._feedback(item) for item in batch
-        ]
+    async def apply(self, batch: Sequence[Update]) -> list[Answer]:
+        answers: list[Answer] = []
+        for item in batch:
+            if isinstance(item, Observation):
+                answers.append(self._observe(item))
+            elif isinstance(item, FeedbackUpdate):
+                answers.append(self._feedback(item))
+            else:
+                answers.append(self._challenge(item))
+        return answers
 
-    async def remember(self, decisions: Sequence[tuple[str, float, bytes]]) -> None:
-        for request_id, _ts, decision in decisions:
-            record = self._records.get(request_id)
+    async def remember(self, decisions: Sequence[Remembered]) -> None:
+        for entry in decisions:
+            record = self._records.get(entry.request_id)
             if record is not None and record.decision is None:
-                record.decision = decision
+                record.decision = pack_decision(entry.decision)
+                record.challenge_expires = entry.challenge_expires
 
     async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
         return None
 
     def _observe(self, item: Observation) -> Counts:
         self._expire(item.ts)
         known = self._records.get(item.request_id)
-        if known is not None:
-            return Counts(duplicate=True, stored_decision=known.decision)
-        self._records[item.request_id] = _Record(item.ts, item.keys)
-        self._expiry.append((item.ts + self.plan.record_ttl, item.request_id))
-
         counts = Counts()
+        if known is None:
+            counted = tuple(item.keys.get(dim) for dim in self._record_dims)
+            self._records[item.request_id] = _Record(item.ts, counted, item.fingerprint)
+            heapq.heappush(self._expiry, (item.ts + self.plan.record_ttl, item.request_id))
+        elif _same_request(known.fingerprint, item.fingerprint):
+            stored = known.decision and unpack_decision(known.decision)
+            return Counts(duplicate=True, stored_decision=stored)
+        else:
+            counts.reused = True
+
         ts = item.ts
         keys = item.keys
         counters = self._counters
@@ -89,11 +121,19 @@ class MemoryStore:
                 if wants_peak:
                     counts.peaks[label] = counter.peak_verified()
 
+        for dim, _, labels in self._pass_dims:
+            key = keys.get(dim)
+            if key is None:
+                continue
+            passes = self._passes.get((dim, key))
+            for index, (label, position, _) in enumerate(labels):
+                counts.passes[label] = passes[index].read_at(buckets[position])[0] if passes else 0
+
         number = item.keys.get(LIMIT_DIMENSION)
         if number is not None:
             counts.previous_ts = self._last_seen.get(number)
             self._last_seen[number] = ts if counts.previous_ts is None else max(ts, counts.previous_ts)
-            if item.take_slot:
+            if item.take_slot and not counts.reused:
                 limit = self._limits.get(number)
                 if limit is None:
                     limit = self._limits[number] = BucketCounter(self.plan.limit_window)
@@ -129,7 +169,7 @@ class MemoryStore:
         record.resolved = True
         buckets = [int(record.ts / width) for width in self._widths]
         for dim, plan_windows, labels in self._by_dim:
-            key = record.keys.get(dim)
+            key = record.keys[self._record_position[dim]]
             if key is None:
                 continue
             entity = self._counters.get((dim, key))
@@ -139,21 +179,50 @@ class MemoryStore:
                 counter.add_at(buckets[position], verified=1)
         return "applied"
 
+    def _challenge(self, item: ChallengeUpdate) -> ChallengeAnswer:
+        record = self._records.get(item.request_id)
+        if record is None or record.challenge_expires is None:
+            return ChallengeAnswer("unknown")
+        if item.fingerprint and not _same_request(record.fingerprint, item.fingerprint):
+            return ChallengeAnswer("mismatch")
+        if record.challenge_done:
+            return ChallengeAnswer("duplicate")
+        record.challenge_done = True
+        if item.ts > record.challenge_expires:
+            return ChallengeAnswer("expired")
+        answer = ChallengeAnswer("applied")
+        if not item.passed:
+            return answer
+        buckets = [int(item.ts / width) for width in self._widths]
+        for dim, plan_windows, labels in self._pass_dims:
+            key = record.keys[self._record_position[dim]]
+            if key is None:
+                continue
+            entity = self._passes.get((dim, key))
+            if entity is None:
+                entity = self._passes[(dim, key)] = [BucketCounter(window) for window in plan_windows]
+            for counter, (label, position, _) in zip(entity, labels, strict=True):
+                answer.passes[label] = counter.add_at(buckets[position], requests=1)[0]
+        return answer
+
     def _expire(self, now: float) -> None:
         expiry = self._expiry
         while expiry and expiry[0][0] <= now:
-            _, request_id = expiry.popleft()
-            self._records.pop(request_id, None)
+            _, request_id = heapq.heappop(expiry)
+            record = self._records.get(request_id)
+            if record is not None and record.ts + self.plan.record_ttl <= now:  # not a newer record of the id
+                del self._records[request_id]
 
     def _sweep(self, now: float) -> None:
         """Forget counters whose every bucket has left their window, so memory stays bounded."""
         self._since_sweep = 0
         by_dim = {dim: plan_windows for dim, plan_windows, _ in self._by_dim}
-        for slot, entity in list(self._counters.items()):
-            for counter, window in zip(entity, by_dim[slot[0]], strict=True):
-                counter.read(now, window)
-            if all(counter.is_empty() for counter in entity):
-                del self._counters[slot]
+        for counters, windows in ((self._counters, by_dim), (self._passes, dict(self.plan.pass_windows))):
+            for slot, entity in list(counters.items()):
+                for counter, window in zip(entity, windows[slot[0]], strict=True):
+                    counter.read(now, window)
+                if all(counter.is_empty() for counter in entity):
+                    del counters[slot]
         for number, limit in list(self._limits.items()):
             limit.read(now, self.plan.limit_window)
             if limit.is_empty():
@@ -167,3 +236,8 @@ class MemoryStore:
             if max(members.values()) <= now - self.plan.distinct_window
         ]:
             del self._distinct[address]
+
+
+def _same_request(recorded: str, seen: str) -> bool:
+    """Records written without a fingerprint (older versions, tests) match any request of their id."""
+    return not recorded or recorded == seen

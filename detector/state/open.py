@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
+from detector.errors import ConfigurationError
 from detector.policy import Policy
 from detector.state.base import CounterPlan, Store
 
+DEFAULT_STORE = "memory://"
 
-class StoreUrlError(ValueError):
+
+class StoreUrlError(ConfigurationError, ValueError):
     pass
 
 
@@ -21,5 +24,10 @@ def open_store(url: str, plan: CounterPlan, policy: Policy) -> Store:
     if scheme in ("redis", "rediss", "unix"):
         from detector.state.redis import RedisStore
 
-        return RedisStore.from_url(url, plan, timeout=policy.state.timeout_ms / 1000)
+        shared = RedisStore.from_url(url, plan, timeout=policy.state.timeout_ms / 1000)
+        if policy.state.on_error == "degrade":
+            from detector.state.degraded import DegradingStore
+
+            return DegradingStore(shared)
+        return shared
     raise StoreUrlError(f"unknown store {url!r}: use memory:// or redis://HOST:PORT/DB")

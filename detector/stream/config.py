@@ -1,7 +1,7 @@
 """Settings of the Kafka worker: one frozen object built from flags and DETECTOR_* environment variables.
 
-`detector worker --help` lists every flag with its variable; `ENV` below maps each setting to its variable so
-the command, the tests and the README agree on the names.
+`detector worker --help` lists every flag with its variable (declared next to the flag, in
+`detector/cli/worker.py`, or `detector/cli/kafka_options.py` for those both workers share).
 """
 
 from __future__ import annotations
@@ -10,23 +10,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from detector.kafka.brokers import broker_urls
-from detector.kafka.settings import KAFKA_ENV, KafkaSettings, env_names
+from detector.kafka.settings import KafkaSettings
 from detector.kafka.topics import TopicNames
 
 DEFAULT_STORE = "redis://localhost:6379/0"
 DEFAULT_GROUP = "sms-pumping-detector"
 DEFAULT_METRICS_PORT = 9108
-
-ENV = {
-    **KAFKA_ENV,
-    "store_url": "DETECTOR_STORE",
-    "policy_path": "DETECTOR_POLICY",
-    **env_names("DETECTOR_", "shadow", "group_id", "batch_size", "batch_wait", "metrics_port", "data_dir"),
-    **env_names("DETECTOR_", "feedback_retry_delay", "feedback_retries"),
-    **env_names("DETECTOR_", "unavailable_backoff_max", "unavailable_patience"),
-    **env_names("DETECTOR_TOPIC_", "requests", "dead_letters", "feedback_retry"),
-    **env_names("DETECTOR_KAFKA_", "rebalance_timeout", "commit_interval"),
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,7 @@ class _Client:
 
 def main() -> None:
     from detector import logs
-    from detector.commands_send import send_worker
+    from detector.cli.send_worker import send_worker
     from detector.send import worker
 
     point = os.environ.get(CRASH_ENV, "")

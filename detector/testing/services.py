@@ -14,8 +14,8 @@ Library use::
 
 Command line::
 
-    python -m detector.testing.services up      # start both, detached; prints export lines
-    python -m detector.testing.services env     # print the export lines again
+    python -m detector.testing.services up      # start both, detached; prints and writes the variables
+    python -m detector.testing.services env     # print them again, as export lines
     python -m detector.testing.services down    # stop both
     python -m detector.testing.services fetch   # only fetch the Kafka jars
 
@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -43,6 +44,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from detector.errors import DetectorError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -57,7 +60,7 @@ STOP_TIMEOUT = 30.0
 POLL_INTERVAL = 0.1
 
 
-class ServiceError(RuntimeError):
+class ServiceError(DetectorError):
     """A server could not be fetched, started or reached."""
 
 
@@ -656,7 +659,7 @@ def _our_pid(name: str) -> int | None:
 
 
 def services_up() -> None:
-    """Start Kafka and Redis detached under ``.cache/services`` and print export lines."""
+    """Start Kafka and Redis detached under ``.cache/services``; print and write the variables to use them."""
     if all(_our_pid(name) for name in _MARKERS) and _env_file().is_file():
         print("# already running (`make services-stop` stops them)")
         print(_env_file().read_text(), end="")
@@ -674,11 +677,28 @@ def services_up() -> None:
         services_down(quiet=True)
         raise
     _pid_file("kafka").write_text(f"{kafka.pid}\n")
-    env = f"KAFKA_BOOTSTRAP={kafka.bootstrap}\nREDIS_URL={redis.url}\n"
+    env = "".join(f"{name}={value}\n" for name, value in local_env(kafka.bootstrap, redis.url).items())
     _env_file().write_text(env)
+    _env_file().chmod(0o600)  # it holds a hash key
     print(f"# Kafka and Redis up in {time.monotonic() - started:.1f}s; logs in {SERVICES_DIR}")
-    print("# `make services-stop` stops them")
+    print(f"# written to {_env_file()}: `set -a; . {_env_file()}; set +a`; `make services-stop` stops them")
     print(env, end="")
+
+
+def local_env(bootstrap: str, redis_url: str) -> dict[str, str]:
+    """The variables `detector` reads, for these servers, and the tests' own (KAFKA_BOOTSTRAP, REDIS_URL).
+
+    The hash key is a new random one: fine for trying things out, where nothing outlives the servers.
+    """
+    ledger = redis_url.rsplit("/", 1)[0] + "/1"  # the send ledger in a database of its own
+    return {
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "REDIS_URL": redis_url,
+        "DETECTOR_KAFKA_BROKERS": bootstrap,
+        "DETECTOR_STORE": redis_url,
+        "DETECTOR_SEND_LEDGER": ledger,
+        "DETECTOR_HASH_KEY": secrets.token_hex(32),
+    }
 
 
 def services_env() -> int:
@@ -711,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "command",
         choices=["up", "down", "env", "fetch"],
-        help="up: start both detached and print their addresses; down: stop them; "
+        help="up: start both detached, print and write the variables to use them; down: stop them; "
         "env: print `export` lines for running services; fetch: only fetch the Kafka jars",
     )
     args = parser.parse_args(argv)

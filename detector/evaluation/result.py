@@ -1,0 +1,133 @@
+"""What an evaluation is: the typed result `evaluate` returns, `report` draws and `--json` writes.
+
+Percentages are 0-100, costs in US dollars (the simulator's price table), times in epoch seconds.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Detection(msgspec.Struct, kw_only=True):
+    """How long an attack ran before its first block."""
+
+    blocked_ever: bool
+    requests_before_first_block: int
+    allowed_before_first_block: int
+    seconds_to_first_block: float | None
+
+
+class Outcomes(msgspec.Struct, kw_only=True):
+    """What happened to one group of requests, and what it cost."""
+
+    requests: int
+    allowed: int
+    challenged: int
+    blocked: int
+    allowed_pct: float
+    challenged_pct: float
+    blocked_pct: float
+    stopped_pct: float
+    cost_total: float
+    cost_let_through: float
+    cost_challenged: float
+    cost_blocked: float
+    cost_stopped: float
+    cost_stopped_pct: float
+    time_to_detect: Detection
+    reasons: dict[str, int]  # every reason that fired, most frequent first
+    stopping_reasons: dict[str, int]  # reasons on blocked or challenged requests
+
+
+class ScenarioOutcomes(Outcomes, kw_only=True):
+    label: str | None
+
+
+class Ranked(msgspec.Struct):
+    """One entry of a top list: a reason, country, prefix or address."""
+
+    key: str
+    requests: int
+    cost: float
+
+
+class Verdicts(Outcomes, kw_only=True):
+    """Outcomes by verdict (what the policy would do), whatever was enforced."""
+
+    would_block_by_reason: list[Ranked]
+    would_block_by_country: list[Ranked]
+    would_block_by_prefix: list[Ranked]
+    would_block_by_ip: list[Ranked]
+    would_challenge_by_reason: list[Ranked]
+
+
+class Target(msgspec.Struct):
+    value: float
+    target: str  # e.g. ">= 95"
+    met: bool
+
+
+class Timeline(msgspec.Struct):
+    bucket_seconds: float
+    buckets: int
+    series: dict[str, dict[str, list[int]]]  # scenario -> action -> requests per bucket
+
+
+class Scores(msgspec.Struct):
+    bin: float
+    bins: int
+    by_label: dict[str, list[int]]  # label -> requests per score bin
+
+
+class Evaluation(msgspec.Struct, kw_only=True):
+    source: str | None
+    policy_version: str | None
+    mode: str | None
+    basis: str  # "action" (enforced) or "verdict" (shadow mode)
+    labelled: bool
+    events: int | None
+    requests: int
+    feedback: int | None
+    bad_input: int
+    start_ts: float | None
+    end_ts: float | None
+    overall: Outcomes
+    labels: dict[str, Outcomes]
+    scenarios: dict[str, ScenarioOutcomes]
+    targets: dict[str, Target] | None
+    blocked: dict[str, list[Ranked]]  # by country, prefix, ip
+    verdicts: Verdicts
+    timeline: Timeline
+    scores: Scores
+    challenge_at: float | None = None
+    block_at: float | None = None
+
+    def to_json(self) -> bytes:
+        return msgspec.json.format(msgspec.json.encode(self), indent=2)
+
+
+NO_OUTCOMES = Outcomes(
+    requests=0,
+    allowed=0,
+    challenged=0,
+    blocked=0,
+    allowed_pct=0.0,
+    challenged_pct=0.0,
+    blocked_pct=0.0,
+    stopped_pct=0.0,
+    cost_total=0.0,
+    cost_let_through=0.0,
+    cost_challenged=0.0,
+    cost_blocked=0.0,
+    cost_stopped=0.0,
+    cost_stopped_pct=0.0,
+    time_to_detect=Detection(
+        blocked_ever=False,
+        requests_before_first_block=0,
+        allowed_before_first_block=0,
+        seconds_to_first_block=None,
+    ),
+    reasons={},
+    stopping_reasons={},
+)
+"""A group nobody was in (e.g. the legitimate requests of a file of attacks only)."""

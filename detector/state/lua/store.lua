@@ -1,0 +1,332 @@
+-- The Redis store's one script (see detector/state/redis.py for the key layout and the round trips).
+-- One script, so it is either loaded or not: a pipeline never finds half of the store's scripts missing.
+-- Every call touches the keys of one hash tag ({shard}) only, all of them declared in KEYS.
+local op = ARGV[1]
+
+local function fetch()
+  local values = {}
+  local n = #KEYS
+  for first = 1, n, 512 do
+    local last = math.min(first + 511, n)
+    local chunk = redis.call('MGET', unpack(KEYS, first, last))
+    for j = 1, #chunk do values[first + j - 1] = chunk[j] end
+  end
+  return values
+end
+
+if op == 'Q' or op == 'R' then
+  -- request records, one string each: resolved ('0'/'1'), ts, '\n', entity keys (JSON), '\n', decision.
+  -- SET on creation (with the TTL), SETRANGE to resolve, SET KEEPTTL to remember a decision.
+  local values = fetch()
+  local parsed = {}
+  local function record(k)
+    local rec = parsed[k]
+    if rec == nil then
+      local v = values[k]
+      if v then
+        local a = string.find(v, '\n', 2, true)
+        local b = string.find(v, '\n', a + 1, true)
+        rec = {string.byte(v, 1) == 49, tonumber(string.sub(v, 2, a - 1)), string.sub(v, 2, a - 1),
+               string.sub(v, a + 1, b - 1), string.sub(v, b + 1)}
+      else
+        rec = false
+      end
+      parsed[k] = rec
+    end
+    return rec
+  end
+  local out, o = {}, 0
+  if op == 'R' then
+    -- remember decisions. ARGV: 'R', (record key index, challenge key index or 0, expiry as text) of each
+    -- (msgpack, flat), record_ttl (ms), then the decision of each (binary, so not in the msgpack: Redis's
+    -- cmsgpack has no bin type). The record is rewritten whole (SET KEEPTTL) rather than APPENDed to, which
+    -- would leave its string over-allocated. A challenge key holds its expiry (event time) until a result
+    -- takes it ('done').
+    local entries = cmsgpack.unpack(ARGV[2])
+    for j = 1, #entries, 3 do
+      local k = entries[j]
+      local rec = record(k)
+      if rec and rec[5] == '' then
+        local decision = ARGV[3 + (j + 2) / 3]
+        rec[5] = decision
+        values[k] = values[k] .. decision
+        redis.call('SET', KEYS[k], values[k], 'KEEPTTL')
+        if entries[j + 1] ~= 0 then
+          redis.call('SET', KEYS[entries[j + 1]], entries[j + 2], 'PX', ARGV[3])
+        end
+      end
+    end
+    return out
+  end
+  -- claim (1, k, ts, record), resolve (2, k, ts, resolved 1/0) and a challenge's result (3, k, ts,
+  -- fingerprint or '', challenge key index) in batch order.
+  -- ARGV: 'Q', operations (msgpack, flat), record_ttl (s), record_ttl (ms).
+  -- Answers, flat, in order: a claim 0 (new) or 1, the stored decision (false for none) and the record's
+  -- entity keys (with the request's fingerprint, which the client compares); a resolution
+  -- 0 (unknown), 1 (failed), 2 (duplicate), or 3, the record's time and its entity keys (applied); a
+  -- challenge's result 0 (no open challenge), 2 (already taken), 4 (expired), 5 (another request's
+  -- fingerprint), or 3 and the record's entity keys (applied).
+  local ops = cmsgpack.unpack(ARGV[2])
+  local ttl = tonumber(ARGV[3])
+  local j = 1
+  while j <= #ops do
+    local k, ts = ops[j + 1], ops[j + 2]
+    local rec = record(k)
+    local code = ops[j]
+    j = j + (code == 3 and 5 or 4)
+    if code == 3 then
+      local kc = ops[j - 1]
+      local open = values[kc]
+      local fingerprint = ops[j - 2]
+      local recorded = rec and fingerprint ~= '' and cjson.decode(rec[4])['#fp']
+      if not rec or rec[2] + ttl <= ts or not open then
+        o = o + 1
+        out[o] = 0
+      elseif recorded and recorded ~= fingerprint then
+        o = o + 1
+        out[o] = 5
+      elseif open == 'done' then
+        o = o + 1
+        out[o] = 2
+      else
+        values[kc] = 'done'
+        redis.call('SET', KEYS[kc], 'done', 'KEEPTTL')
+        if ts > tonumber(open) then
+          o = o + 1
+          out[o] = 4
+        else
+          out[o + 1], out[o + 2] = 3, rec[4]
+          o = o + 2
+        end
+      end
+    elseif code == 1 then
+      if rec and rec[2] + ttl > ts then
+        out[o + 1] = 1
+        out[o + 2] = rec[5] ~= '' and rec[5]
+        out[o + 3] = rec[4]
+        o = o + 3
+      else
+        redis.call('SET', KEYS[k], ops[j - 1], 'PX', ARGV[4])
+        values[k] = ops[j - 1]
+        parsed[k] = nil
+        o = o + 1
+        out[o] = 0
+      end
+    elseif not rec or rec[2] + ttl <= ts then
+      o = o + 1
+      out[o] = 0
+    elseif ops[j - 1] ~= 1 then
+      o = o + 1
+      out[o] = 1
+    elseif rec[1] then
+      o = o + 1
+      out[o] = 2
+    else
+      rec[1] = true
+      values[k] = '1' .. string.sub(values[k], 2)
+      redis.call('SETRANGE', KEYS[k], 0, '1')
+      out[o + 1], out[o + 2], out[o + 3] = 3, rec[3], rec[4]
+      o = o + 3
+    end
+  end
+  return out
+end
+
+if op ~= 'E' then return redis.error_reply('unknown op ' .. tostring(op)) end
+
+-- entities. ARGV: 'E', the dimension index of each key (msgpack), operations (msgpack, flat, batch order),
+-- configuration (msgpack): {limit, limit seconds, limit buckets, distinct window, then per dimension
+-- {ttl (ms), n, seconds, buckets, peak (1/0) of each of its n windows, then seconds, buckets of each of
+-- its windows of challenges passed}}.
+-- operation: key index, code, event time ts, then for code 5 the member:
+--   1  count a request in every window; answer requests, verified (and the peak) of each, then the
+--      challenges passed in each pass window
+--   2  count a verification in every window
+--   3  answer the previous request time (false for none), keep the latest
+--   4  as 3, then take a send-limit slot if one is free; answer taken (1/0) and the slots used
+--   5  add the distinct member seen at ts; answer how many were seen after ts - distinct window
+--   6  count a challenge passed in every pass window; answer the passes of each
+-- A bucket is floor(ts / (seconds / buckets)), the same IEEE double operations as `Window.bucket`.
+-- state: {[seconds] = window, L = send-limit window, p = previous time, d = {member, ts, member, ts, ...},
+--         P = {[seconds] = window of challenges passed (counted as requests)}}
+-- window: {buckets B, head, requests, verified, then bucket, requests, verified of every kept bucket};
+-- buckets older than head - B are dropped, as in detector.windows.BucketCounter.
+-- Each key is read (MGET) and decoded once, and encoded and written (SET) once, per call.
+
+local function advance(w, b)
+  if b <= w[2] then return end
+  w[2] = b
+  local oldest = b - w[1]
+  local n = #w
+  local stale = false
+  for c = 5, n, 3 do
+    if w[c] < oldest then
+      stale = true
+      break
+    end
+  end
+  if not stale then return end
+  local j = 5
+  for c = 5, n, 3 do
+    if w[c] < oldest then
+      w[3] = w[3] - w[c + 1]
+      w[4] = w[4] - w[c + 2]
+    else
+      w[j], w[j + 1], w[j + 2] = w[c], w[c + 1], w[c + 2]
+      j = j + 3
+    end
+  end
+  for c = n, j, -1 do w[c] = nil end
+end
+
+local function add(w, b, dr, dv)
+  advance(w, b)
+  if b < w[2] - w[1] then b = w[2] - w[1] end  -- too late for its own bucket: the oldest kept one
+  w[3] = w[3] + dr
+  w[4] = w[4] + dv
+  for c = 5, #w, 3 do
+    if w[c] == b then
+      w[c + 1] = w[c + 1] + dr
+      w[c + 2] = w[c + 2] + dv
+      return
+    end
+  end
+  local n = #w
+  w[n + 1], w[n + 2], w[n + 3] = b, dr, dv
+end
+
+local function peak(w)
+  local best = 0
+  for c = 7, #w, 3 do
+    if w[c] > best then best = w[c] end
+  end
+  return best
+end
+
+local floor = math.floor
+local dims = cmsgpack.unpack(ARGV[2])
+local ops = cmsgpack.unpack(ARGV[3])
+local cfg = cmsgpack.unpack(ARGV[4])
+local limit, limit_buckets, distinct_window = cfg[1], cfg[3], cfg[4]
+local limit_width = cfg[2] / limit_buckets
+local values = fetch()
+local states, touched = {}, {}
+local out, o = {}, 0
+local p, total = 1, #ops
+while p <= total do
+  local k, code, ts = ops[p], ops[p + 1], ops[p + 2]
+  p = p + 3
+  local state = states[k]
+  if state == nil then
+    local v = values[k]
+    if v then state = cmsgpack.unpack(v) else state = {} end
+    states[k] = state
+    touched[#touched + 1] = k
+  end
+  if code == 1 or code == 2 then
+    local c = cfg[4 + dims[k]]
+    local last = 2 + 3 * c[2]
+    for w = 3, last, 3 do
+      local seconds, buckets = c[w], c[w + 1]
+      local b = floor(ts / (seconds / buckets))
+      local s = state[seconds]
+      if s == nil or s[1] ~= buckets then
+        s = {buckets, b, 0, 0}
+        state[seconds] = s
+      end
+      if code == 1 then
+        add(s, b, 1, 0)
+        out[o + 1], out[o + 2] = s[3], s[4]
+        o = o + 2
+        if c[w + 2] == 1 then
+          o = o + 1
+          out[o] = peak(s)
+        end
+      else
+        add(s, b, 0, 1)
+      end
+    end
+    if code == 1 then
+      for w = last + 1, #c, 2 do
+        local passed = state.P and state.P[c[w]]
+        if passed and passed[1] == c[w + 1] then
+          advance(passed, floor(ts / (c[w] / c[w + 1])))
+          o = o + 1
+          out[o] = passed[3]
+        else
+          o = o + 1
+          out[o] = 0
+        end
+      end
+    end
+  elseif code == 6 then
+    local c = cfg[4 + dims[k]]
+    local passes = state.P or {}
+    state.P = passes
+    for w = 3 + 3 * c[2], #c, 2 do
+      local seconds, buckets = c[w], c[w + 1]
+      local b = floor(ts / (seconds / buckets))
+      local s = passes[seconds]
+      if s == nil or s[1] ~= buckets then
+        s = {buckets, b, 0, 0}
+        passes[seconds] = s
+      end
+      add(s, b, 1, 0)
+      o = o + 1
+      out[o] = s[3]
+    end
+  elseif code == 3 or code == 4 then
+    local previous = state.p
+    if previous == nil or ts > previous then state.p = ts end
+    o = o + 1
+    out[o] = previous or false
+    if code == 4 then
+      local b = floor(ts / limit_width)
+      local s = state.L
+      if s == nil or s[1] ~= limit_buckets then
+        s = {limit_buckets, b, 0, 0}
+        state.L = s
+      end
+      advance(s, b)
+      local used = s[3]
+      if used < limit then
+        add(s, b, 1, 0)
+        out[o + 1], out[o + 2] = 1, used + 1
+      else
+        out[o + 1], out[o + 2] = 0, used
+      end
+      o = o + 2
+    end
+  elseif code == 5 then
+    local member, horizon = ops[p], ts - distinct_window
+    p = p + 1
+    local seen = state.d or {}
+    local kept = {}
+    local found = false
+    for j = 1, #seen, 2 do
+      local m, t = seen[j], seen[j + 1]
+      if m == member then
+        found = true
+        if ts > t then t = ts end
+      end
+      if t > horizon then
+        kept[#kept + 1] = m
+        kept[#kept + 1] = t
+      end
+    end
+    if not found and ts > horizon then
+      kept[#kept + 1] = member
+      kept[#kept + 1] = ts
+    end
+    state.d = kept
+    o = o + 1
+    out[o] = #kept / 2
+  else
+    return redis.error_reply('unknown entity operation ' .. tostring(code))
+  end
+end
+for j = 1, #touched do
+  local k = touched[j]
+  redis.call('SET', KEYS[k], cmsgpack.pack(states[k]), 'PX', cfg[4 + dims[k]][1])
+end
+return cmsgpack.pack(out)

@@ -1,0 +1,37 @@
+"""The detection targets of issue 3, on the simulator's mixed day with the real default policy.
+
+"With the default policy on the demo mix (fixed seed): at least 95% of attack requests blocked or
+challenged, at least 98% of attack cost stopped, at most 0.5% of legitimate requests blocked and at most
+2% challenged." The seeds are this test's own, not the demo's, so the policy is not tuned to one day.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detector.evaluation.evaluate import evaluate_file, format_table
+from detector.evaluation.result import Evaluation
+from detector.evaluation.sim import simulate, write_events
+
+SEEDS = (11, 23)
+
+
+def explain(report: Evaluation) -> str:
+    """The table, and which reasons stop (or fail to stop) each scenario: what a policy tuner needs."""
+    lines = [format_table(report), "", "reasons on blocked/challenged requests, per scenario:"]
+    for name, row in report.scenarios.items():
+        top = ", ".join(f"{code} {count}" for code, count in list(row.stopping_reasons.items())[:6])
+        lines.append(f"  {name}: {top or '-'}")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_default_policy_meets_the_targets_on_the_mix(seed: int, tmp_path: Path) -> None:
+    events = tmp_path / f"mix-{seed}.jsonl"
+    write_events(simulate("mix", seed=seed), events)
+    report = evaluate_file(events)
+    targets = report.targets or {}
+    missed = {name: t for name, t in targets.items() if not t.met}
+    assert not missed, f"seed {seed}: missed {missed}\n{explain(report)}"
