@@ -295,7 +295,9 @@ class Pipeline:
 
 
 def _store_unavailable(decision: Decision) -> bool:
-    return any(reason.code == "state_unavailable" for reason in decision.reasons)
+    """The shared store did not answer for this decision: decided by the policy's fail mode, or counted in
+    this process meanwhile (degraded)."""
+    return any(reason.code in ("state_unavailable", "state_degraded") for reason in decision.reasons)
 
 
 def _kind_of(topics: TopicNames, topic: str) -> str:
