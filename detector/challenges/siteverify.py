@@ -1,4 +1,4 @@
-"""A CAPTCHA response token checked with the provider that issued it: Cloudflare Turnstile, hCaptcha, reCAPTCHA.
+"""A CAPTCHA response token checked with its provider: Cloudflare Turnstile, hCaptcha or reCAPTCHA.
 
 The three share one shape: POST a form with `secret`, `response` and optionally `remoteip` to the provider's
 siteverify URL; the JSON answer has `success` and, when it is false, `error-codes`. What the answer means for
@@ -11,7 +11,8 @@ a challenge:
   invalid secret, `bad-request`, `internal-error`) → `SiteVerifyError`: nobody knows whether the user passed,
   so the caller answers "try again" rather than failing a user for our misconfiguration.
 
-Configuration: `DETECTOR_CAPTCHA_PROVIDER` (turnstile | hcaptcha | recaptcha) or `DETECTOR_CAPTCHA_VERIFY_URL`,
+Configuration: `DETECTOR_CAPTCHA_PROVIDER` (turnstile | hcaptcha | recaptcha) or `DETECTOR_CAPTCHA_VERIFY_URL`
+(any siteverify URL),
 and the secret from `DETECTOR_CAPTCHA_SECRET` or the file at `DETECTOR_CAPTCHA_SECRET_FILE`. The secret is a
 `Secret`: it never shows in a repr, a log or an exception.
 """
