@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +119,9 @@ FEEDBACK_STATUSES: dict[str, tuple[int, str]] = {
 }
 
 
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
 def _error(status_code: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[ErrorBody]:
     return Response(body, status_code=status_code, headers=headers, media_type=MediaType.JSON)
 
@@ -130,9 +134,12 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
         return _error(exc.status_code, ErrorBody(exc.detail, status=exc.status), headers)
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
         first = exc.extra[0] if isinstance(exc.extra[0], dict) else {}
-        key = first.get("key")
+        key, message = first.get("key"), str(first.get("message") or exc.detail)
         path = "$" if key in (None, "", "data") else f"$.{key}"
-        return _error(422, ErrorBody(str(first.get("message") or exc.detail), field=path), headers)
+        missing = _MISSING.search(message)
+        if missing:
+            path = f"{path}.{missing.group(1)}"
+        return _error(422, ErrorBody(message, field=path), headers)
     return _error(exc.status_code, ErrorBody(exc.detail), headers)
 
 

@@ -28,7 +28,9 @@ import asyncio
 import contextlib
 import secrets
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -107,6 +109,30 @@ class SiteVerifyDouble:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    @contextlib.contextmanager
+    def in_thread(self) -> Iterator[SiteVerifyDouble]:
+        """Serve from an event loop in a background thread (for a server in another process to call)."""
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self.start())
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop())
+            loop.close()
+
+        thread = threading.Thread(target=run, name="siteverify-double", daemon=True)
+        thread.start()
+        if not started.wait(10):
+            raise RuntimeError("the siteverify double did not start")
+        try:
+            yield self
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
 
     async def _handle(self, request: web.Request) -> web.Response:
         if self.slow:
