@@ -38,7 +38,9 @@ async def test_ready_follows_the_store_and_checks_degrade_without_hanging(
             assert (await http.get("/healthz")).status_code == 200
 
             started = time.monotonic()
-            answers = await asyncio.gather(*(http.post("/v1/checks", json=check(unique_phone())) for _ in range(5)))
+            answers = await asyncio.gather(
+                *(http.post("/v1/checks", json=check(unique_phone())) for _ in range(5))
+            )
             assert time.monotonic() - started < 6.0  # the engine's deadline, not a hang
             assert [a.status_code for a in answers] == [200] * 5
             for answer in answers:  # the policy's fail mode (default: degrade) applied, and said
@@ -62,7 +64,9 @@ async def test_a_numbers_limit_holds_across_http_and_kafka_workers(
     redis_url: str, quiet_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """10 sends per number per 30 minutes: 6 decided by a worker's engine, 6 over HTTP, 10 allowed in all."""
-    server = ServeProcess(tmp_path, serve_env(redis_url, quiet_policy, DETECTOR_API_TOKENS=TOKEN)).wait_ready()
+    server = ServeProcess(
+        tmp_path, serve_env(redis_url, quiet_policy, DETECTOR_API_TOKENS=TOKEN)
+    ).wait_ready()
     monkeypatch.setenv("DETECTOR_HASH_KEY", HASH_KEY)
     worker_engine = build_engine(str(quiet_policy), redis_url)  # what `detector worker` builds
     phone = unique_phone()
@@ -73,7 +77,9 @@ async def test_a_numbers_limit_holds_across_http_and_kafka_workers(
                 for _ in range(3):
                     if round_ % 2 == 0:
                         now = time.time()
-                        request = OtpRequest(request_id=unique_id(), ts=now, phone=phone, client_ip="203.0.113.62")
+                        request = OtpRequest(
+                            request_id=unique_id(), ts=now, phone=phone, client_ip="203.0.113.62"
+                        )
                         [decision] = await worker_engine.process([request], references=[now])
                         assert isinstance(decision, Decision)
                         actions.append(("kafka", decision.action))
