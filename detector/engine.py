@@ -87,7 +87,7 @@ class Engine:
             lists.geoip_database,
         )
         self._counted = frozenset(self.plan.windows) | {DISTINCT_DIMENSION, "msisdn"}
-        self._networks: Memo[tuple[str | None, str | None, str | None], _Network] = Memo()
+        self._networks: Memo[tuple[str | None, ...], _Network] = Memo(entry_bytes=600)  # ~550 B measured
         self._prefix_keys: Memo[str, str] = Memo()
         # A store that answers itself within its deadline (Redis, the degrading wrapper) is not cut short
         # here; this deadline is for one that hangs.
@@ -320,9 +320,14 @@ class Engine:
         )
 
     def _network(self, request: OtpRequest) -> _Network:
-        """Client address, its facts and keyed hashes, memoised on the event's own strings."""
+        """Client address, its facts and keyed hashes, memoised on the event's own strings.
+
+        Long spellings (a forwarded_for header of many hops) are memoised by a digest, so a client cannot
+        fill the memo with its own long strings; the memo's byte budget bounds the rest.
+        """
         spelled = (request.client_ip, request.remote_addr, request.forwarded_for)
-        known = self._networks.get(spelled)
+        memo_key = self._networks.compact(spelled)
+        known = self._networks.get(memo_key)
         if known is None:
             client = self._clients.resolve(*spelled)
             if client.ip is None:
@@ -331,7 +336,7 @@ class Engine:
                 facts = self._ips.facts(client.ip)
                 ip_key, subnet_key = self._hash("ip", facts.ip), self._hash("subnet", facts.subnet)
                 known = _Network(facts, client.problem, ip_key, subnet_key)
-            self._networks.put(spelled, known)
+            self._networks.put(memo_key, known)
         return known
 
 

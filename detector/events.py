@@ -7,13 +7,47 @@ caller can write a dead letter (or an `invalid_request` decision when the reques
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
 
+from detector.logs import mask_phone
+
 MAX_EVENT_BYTES = 64 * 1024
+
+# The longest string a client may send in each field, in characters. `request_id` becomes 8x8's
+# `clientMessageId` and `message.source` its `source` (at most 16), so a longer one would fail a whole batch
+# there; the others bound what a request can make the engine hash, memoise or walk.
+FIELD_LIMITS = {
+    "request_id": 128,
+    "phone": 64,
+    "client_ip": 100,
+    "remote_addr": 100,
+    "forwarded_for": 4096,
+    "session_id": 256,
+    "account_id": 256,
+    "device_id": 256,
+    "user_agent": 2048,
+    "message.text": 1600,
+    "message.source": 16,
+}
+
+
+def _at_most(field: str) -> msgspec.Meta:
+    return msgspec.Meta(max_length=FIELD_LIMITS[field])
+
+
+RequestId = Annotated[str, _at_most("request_id")]
+Phone = Annotated[str, _at_most("phone")]
+Address = Annotated[str, _at_most("client_ip")]
+ForwardedFor = Annotated[str, _at_most("forwarded_for")]
+Identifier = Annotated[str, _at_most("session_id")]
+UserAgent = Annotated[str, _at_most("user_agent")]
+SmsText = Annotated[str, _at_most("message.text")]
+SmsSource = Annotated[str, _at_most("message.source")]
 
 Flow = Literal["signup", "login", "reset", "other"]
 Level = Literal["low", "medium", "high"]
@@ -35,24 +69,24 @@ class UpstreamSignals(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class Message(msgspec.Struct, frozen=True, omit_defaults=True):
-    text: str | None = None
-    source: str | None = None
+    text: SmsText | None = None
+    source: SmsSource | None = None
 
 
 class OtpRequest(msgspec.Struct, frozen=True, tag="otp_request", tag_field="type", omit_defaults=True):
-    request_id: str
+    request_id: RequestId
     ts: float | str
-    phone: str
+    phone: Phone
     phone_country: str | None = None
-    client_ip: str | None = None
-    remote_addr: str | None = None
-    forwarded_for: str | None = None
+    client_ip: Address | None = None
+    remote_addr: Address | None = None
+    forwarded_for: ForwardedFor | None = None
     ip_country: str | None = None
     signals: UpstreamSignals | None = None
-    session_id: str | None = None
-    account_id: str | None = None
-    device_id: str | None = None
-    user_agent: str | None = None
+    session_id: Identifier | None = None
+    account_id: Identifier | None = None
+    device_id: Identifier | None = None
+    user_agent: UserAgent | None = None
     flow: Flow | None = None
     message: Message | None = None
 
@@ -72,7 +106,7 @@ class OtpRequest(msgspec.Struct, frozen=True, tag="otp_request", tag_field="type
 
 
 class OtpFeedback(msgspec.Struct, frozen=True, tag="otp_feedback", tag_field="type"):
-    request_id: str
+    request_id: RequestId
     ts: float | str
     outcome: Outcome
 
@@ -105,11 +139,17 @@ Event = OtpRequest | OtpFeedback | OtpChallenge
 
 
 class BadEvent(msgspec.Struct, frozen=True):
-    """Input that could not be parsed; `request_id` is set when it could still be read."""
+    """Input that could not be parsed; `request_id` is set when it could still be read from a request.
+
+    `raw` is the input as received, kept in memory only to describe it (`describe_bad_input`), never
+    written out. `fields` are the top-level field names, when the input was a JSON object.
+    """
 
     error: str
     request_id: str | None = None
     raw: bytes = b""
+    fields: tuple[str, ...] = ()
+    read_request_id: str | None = None  # whatever the type; `request_id` is only set for a request
 
 
 class Reason(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -171,32 +211,49 @@ _decoder = msgspec.json.Decoder(_convert_type)
 
 
 def parse_event(raw: bytes) -> Event | BadEvent:
-    """Parse one JSON event (a file line or a Kafka message value).
+    """Parse one JSON event (a file line or a Kafka message value). Never raises, whatever the bytes.
 
     The common case is one pass of msgspec's typed decoder; input that fails it is read again with orjson
-    only to say what is wrong and to recover the request id.
+    only to say what is wrong and to recover the request id. Input too big or too deeply nested to parse
+    safely still yields the request id when `peek_request_id` can read it from its head.
     """
+    try:
+        return _parse(raw)
+    except Exception as exc:  # whatever else a hostile input finds in a parser: a dead letter, not a crash
+        return _unreadable(f"unreadable event ({type(exc).__name__})", raw)
+
+
+def _parse(raw: bytes) -> Event | BadEvent:
     if len(raw) > MAX_EVENT_BYTES:
-        return BadEvent(
-            error=f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit", raw=raw[:256]
-        )
+        return _unreadable(f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit", raw)
     try:
         event: Event = _decoder.decode(raw)
         parse_timestamp(event.ts)
     except (msgspec.DecodeError, ValueError):
         return _explain(raw)
+    except RecursionError:
+        return _unreadable(_TOO_DEEP, raw)
     return event
+
+
+_TOO_DEEP = "JSON nested too deeply to read"
 
 
 def _explain(raw: bytes) -> BadEvent:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return BadEvent(error=f"not JSON: {exc}", raw=raw)
+        return _unreadable(f"not JSON: {exc}", raw)
+    except RecursionError:
+        return _unreadable(_TOO_DEEP, raw)
     explained = event_from_object(obj, raw)
     if isinstance(explained, BadEvent):
         return explained
-    return BadEvent(error="not a valid event", raw=raw)
+    return BadEvent(error="not a valid event", raw=raw, fields=_field_names(obj))
+
+
+def _unreadable(error: str, raw: bytes) -> BadEvent:
+    return BadEvent(error=error, request_id=peek_request_id(raw), raw=raw)
 
 
 def event_from_object(obj: Any, raw: bytes = b"") -> Event | BadEvent:
@@ -205,11 +262,103 @@ def event_from_object(obj: Any, raw: bytes = b"") -> Event | BadEvent:
     try:
         event: Event = msgspec.convert(obj, _convert_type)
         parse_timestamp(event.ts)
-    except (msgspec.ValidationError, ValueError) as exc:
+    except (msgspec.ValidationError, ValueError, RecursionError) as exc:
         request_id = obj.get("request_id")
-        is_request = obj.get("type") == "otp_request" and isinstance(request_id, str) and request_id
-        return BadEvent(error=_field_error(exc), request_id=request_id if is_request else None, raw=raw)
+        readable = request_id if _readable_id(request_id) else None
+        error = _TOO_DEEP if isinstance(exc, RecursionError) else _field_error(exc)
+        return BadEvent(
+            error=error,
+            request_id=readable if obj.get("type") == "otp_request" else None,
+            raw=raw,
+            fields=_field_names(obj),
+            read_request_id=readable,
+        )
     return event
+
+
+def describe_bad_input(bad: BadEvent, raw: bytes, digest: Callable[[bytes], str]) -> dict[str, Any]:
+    """What a dead letter says about input that is not an event, without the input: it may hold numbers,
+    OTP texts and addresses. The size and a keyed digest identify the original (found in Kafka by its
+    partition and offset, or in a file by its line); the error and the top-level field names say what is
+    wrong with it. Numbers quoted in the error are masked."""
+    letter: dict[str, Any] = {"error": mask_phone(bad.error), "size": len(raw), "digest": digest(raw)}
+    if bad.fields:
+        letter["fields"] = list(bad.fields)
+    if bad.read_request_id is not None:
+        letter["request_id"] = bad.read_request_id
+    return letter
+
+
+def _readable_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= FIELD_LIMITS["request_id"]
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}", re.ASCII)
+_MAX_FIELD_NAMES = 32
+
+
+def _field_names(obj: object) -> tuple[str, ...]:
+    """Top-level names, only those that look like field names: a key can carry data too ({"+4474...": 1})."""
+    if not isinstance(obj, dict):
+        return ()
+    names = [
+        k for k in obj if isinstance(k, str) and _FIELD_NAME.fullmatch(k) and sum(map(str.isdigit, k)) < 4
+    ]
+    return tuple(names[:_MAX_FIELD_NAMES])
+
+
+# One JSON token at a time, skipping whitespace: a string, a run of openers, other punctuation, or a
+# scalar. Possessive quantifiers: a string cut by the bound fails in one pass, without backtracking.
+_TOKEN = re.compile(
+    rb'\s*+(?:("[^"\\\x00-\x1f]*+(?:\\.[^"\\\x00-\x1f]*+)*+")|([\[{][\s\[{]*+)|([}\]:,])'
+    rb"|(-?[0-9][0-9.eE+-]*+|true|false|null))"
+)
+PEEK_BYTES = 4096
+_PEEK_TOKENS = 256
+
+
+def peek_request_id(raw: bytes) -> str | None:
+    """The `request_id` of an `otp_request` read from the head of input too big or deep to parse whole.
+
+    A small JSON lexer over the first `PEEK_BYTES`: only top-level string members count, it stops at the
+    first token it cannot read (a string cut by the bound, or garbage), and the answer is given only when
+    `type` is "otp_request" and one `request_id` of at most the field's limit was read. Its cost is bounded
+    by `PEEK_BYTES` and `_PEEK_TOKENS` (a few hundred microseconds at worst), whatever the input.
+    """
+    head = raw[:PEEK_BYTES]
+    if not head.lstrip().startswith(b"{"):
+        return None
+    members: dict[bytes, list[bytes]] = {}
+    depth, position, key, expect_value = 0, 0, None, False
+    for _ in range(_PEEK_TOKENS):
+        match = _TOKEN.match(head, position)
+        if match is None:
+            break
+        position = match.end()
+        string, openers, punctuation = match.group(1), match.group(2), match.group(3)
+        if openers is not None:
+            depth += openers.count(b"[") + openers.count(b"{")
+        elif punctuation in (b"}", b"]"):
+            depth -= 1
+            if depth <= 0:
+                break
+        elif punctuation == b":":
+            expect_value = key is not None
+            continue
+        elif depth == 1 and string is not None and expect_value and key is not None:
+            members.setdefault(key, []).append(string)
+        elif depth == 1 and string is not None and not expect_value:
+            key = string
+            continue
+        key, expect_value = None, False
+    types, ids = members.get(b'"type"', []), members.get(b'"request_id"', [])
+    if len(types) != 1 or len(ids) != 1 or types[0] != b'"otp_request"':
+        return None
+    try:
+        request_id = orjson.loads(ids[0])
+    except orjson.JSONDecodeError:
+        return None
+    return request_id if _readable_id(request_id) else None
 
 
 def _field_error(exc: Exception) -> str:

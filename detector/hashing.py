@@ -12,6 +12,9 @@ from detector.errors import ConfigurationError
 HASH_KEY_ENV = "DETECTOR_HASH_KEY"
 HASH_KEY_FILE_ENV = "DETECTOR_HASH_KEY_FILE"
 MIN_KEY_BYTES = 16
+MIN_KEY_CHARACTERS = 16
+MIN_DISTINCT_CHARACTERS = 5
+GOOD_KEY_ADVICE = f"make one with `openssl rand -hex 32` and set {HASH_KEY_ENV} or {HASH_KEY_FILE_ENV}"
 
 
 class MissingHashKey(ConfigurationError):
@@ -29,8 +32,10 @@ class KeyedHasher:
         self._key = key[:64]
 
     def __call__(self, kind: str, value: str) -> str:
-        digest = hashlib.blake2b(value.encode(), key=self._key, digest_size=12, person=kind.encode()[:16])
-        return digest.hexdigest()
+        return self.digest(kind, value.encode())
+
+    def digest(self, kind: str, data: bytes, size: int = 12) -> str:
+        return hashlib.blake2b(data, key=self._key, digest_size=size, person=kind.encode()[:16]).hexdigest()
 
     def __repr__(self) -> str:
         return "KeyedHasher(key=****)"
@@ -50,13 +55,26 @@ def load_hash_key(*, required: bool) -> bytes:
         except OSError as exc:
             raise MissingHashKey(f"cannot read {HASH_KEY_FILE_ENV}={path}: {exc.strerror}") from exc
     if value:
-        key = value.encode()
-        if len(key) < MIN_KEY_BYTES:
-            raise MissingHashKey(f"{HASH_KEY_ENV} must be at least {MIN_KEY_BYTES} characters long")
-        return key
+        check_key_strength(value)
+        return value.encode()
     if required:
         raise MissingHashKey(
-            f"shared state needs a hash key: set {HASH_KEY_ENV} (at least {MIN_KEY_BYTES} random characters, "
-            f"e.g. `export {HASH_KEY_ENV}=$(openssl rand -hex 32)`) or {HASH_KEY_FILE_ENV}=/path/to/secret"
+            f"shared state needs a hash key: set {HASH_KEY_ENV} (at least {MIN_KEY_CHARACTERS} random "
+            f"characters, e.g. `export {HASH_KEY_ENV}=$(openssl rand -hex 32)`) or {HASH_KEY_FILE_ENV}=/path"
         )
     return secrets.token_bytes(32)
+
+
+def check_key_strength(key: str) -> None:
+    """Refuse keys an attacker could guess: short ones (counted in characters, not bytes), blank ones, and
+    ones made of a handful of distinct characters (`0000000000000000`, `abababababababab`). A random key
+    of 16 hex characters has fewer than 5 distinct characters less than once in a million."""
+    problem = None
+    if not key.strip():
+        problem = "is blank (only whitespace)"
+    elif len(key) < MIN_KEY_CHARACTERS:
+        problem = f"has {len(key)} characters, fewer than {MIN_KEY_CHARACTERS}"
+    elif len(set(key)) < MIN_DISTINCT_CHARACTERS:
+        problem = f"uses only {len(set(key))} distinct characters, too few to be random"
+    if problem is not None:
+        raise MissingHashKey(f"the hash key {problem}: {GOOD_KEY_ADVICE}")

@@ -182,6 +182,7 @@ class Rules(_Strict, frozen=True):
     conversion: dict[str, ConversionRule] = msgspec.field(default_factory=dict)
     ip_country_mismatch: PointsRule = PointsRule()
     non_core_destination: PointsRule = PointsRule()
+    impossible_client_ip: PointsRule = PointsRule()
     distinct_countries_per_ip: DistinctCountriesRule = DistinctCountriesRule()
     upstream: UpstreamRule = UpstreamRule()
     number_type: NumberTypeRule = NumberTypeRule()

@@ -23,7 +23,15 @@ from typing import IO, Any
 import orjson
 
 from detector.engine import Engine
-from detector.events import BadEvent, Decision, Event, encode, parse_event, parse_timestamp
+from detector.events import (
+    BadEvent,
+    Decision,
+    Event,
+    describe_bad_input,
+    encode,
+    parse_event,
+    parse_timestamp,
+)
 
 REORDER_EVENTS = 10_000
 
@@ -137,6 +145,9 @@ async def _run_batches(
     on_decision: OnDecision | None,
     bar: Any,
 ) -> None:
+    def digest(raw: bytes) -> str:
+        return engine._hash.digest("dead_letter", raw, 16)
+
     stream = iter(lines)
     while chunk := list(itertools.islice(stream, batch_size)):
         if stop.is_set():
@@ -160,11 +171,10 @@ async def _run_batches(
                     on_decision(line, result)
             elif isinstance(result, BadEvent):
                 summary.bad_input += 1
-                letter = {"line": line.number, "error": result.error}
+                letter = {"line": line.number, **describe_bad_input(result, result.raw, digest)}
                 if len(summary.dead_letters) < 10:
                     summary.dead_letters.append(letter)
                 if dead_letters_out is not None:
-                    letter["raw"] = result.raw[:1024].decode("utf-8", "replace")
                     dead_letters_out.write(orjson.dumps(letter) + b"\n")
             else:
                 summary.feedback += 1

@@ -297,6 +297,16 @@ class Scorer:
         non_core = rules.non_core_destination
         if non_core.mode != "off" and self._core and region and region not in self._core:
             hits.append(Hit("non_core_destination", non_core.mode, points=non_core.points, value=region))
+        impossible = rules.impossible_client_ip
+        if impossible.mode != "off" and subject.ip is not None and subject.ip.impossible:
+            hits.append(
+                Hit(
+                    "impossible_client_ip",
+                    impossible.mode,
+                    points=impossible.points,
+                    value=subject.ip.impossible,
+                )
+            )
         kinds = rules.number_type
         if kinds.mode != "off" and subject.phone.valid:
             points = kinds.points.get(subject.phone.kind)

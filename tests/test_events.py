@@ -145,3 +145,16 @@ def test_decisions_match_the_decision_schema() -> None:
     validator = _validator("otp_decision.schema.json")
     for decision in produced:
         validator.validate(orjson.loads(encode(decision)))
+
+
+def test_the_schemas_state_the_parser_length_limits() -> None:
+    from detector.events import FIELD_LIMITS
+
+    schema = json.loads((SCHEMAS / "otp_request.schema.json").read_text())
+    for field, limit in FIELD_LIMITS.items():
+        node = schema
+        for step in field.split("."):
+            node = node["properties"][step]
+        assert node["maxLength"] == limit, field
+    feedback = json.loads((SCHEMAS / "otp_feedback.schema.json").read_text())
+    assert feedback["properties"]["request_id"]["maxLength"] == FIELD_LIMITS["request_id"]

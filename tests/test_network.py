@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from detector.signals.network import ClientResolver, NetworkSet, parse_ip, subnet_of
+from detector.signals.network import (
+    MAX_FORWARDED_HOPS,
+    ClientResolver,
+    NetworkSet,
+    impossible_client,
+    parse_ip,
+    subnet_of,
+)
 
 PROXIES = ["10.0.0.0/8", "2001:db8:ffff::/48"]
 
@@ -71,6 +78,29 @@ def test_garbage_stops_the_walk_with_a_reason() -> None:
 def test_all_trusted_hops_give_the_leftmost() -> None:
     resolver = ClientResolver(PROXIES)
     assert str(resolver.resolve(None, "10.0.0.1", "10.0.0.3, 10.0.0.2").ip) == "10.0.0.3"
+
+
+def test_the_walk_stops_after_a_bounded_number_of_hops() -> None:
+    resolver = ClientResolver(PROXIES)
+    last = ", ".join(["10.0.0.5"] * (MAX_FORWARDED_HOPS - 1))
+    found = resolver.resolve(None, "10.0.0.1", "198.51.100.7, " + last)
+    assert str(found.ip) == "198.51.100.7" and found.problem is None, "the client is the last hop walked"
+    found = resolver.resolve(None, "10.0.0.1", "198.51.100.7, 10.0.0.6, " + last)
+    assert str(found.ip) == "10.0.0.6" and found.problem == "bad_forwarded_for"
+    found = resolver.resolve(None, "10.0.0.1", "198.51.100.7, " + "10.0.0.6, " * 100_000 + "10.0.0.5")
+    assert found.problem == "bad_forwarded_for", "a huge header of trusted hops is not walked to its end"
+
+
+@pytest.mark.parametrize(
+    ("address", "category"),
+    [("0.0.0.0", "unspecified"), ("::", "unspecified"), ("127.0.0.2", "loopback"), ("224.1.1.1", "multicast"),
+     ("255.255.255.255", "broadcast"), ("169.254.1.1", "link_local"), ("fe80::2", "link_local"),
+     ("250.1.1.1", "reserved"), ("10.0.0.1", None), ("100.64.0.1", None), ("fd12::1", None),
+     ("192.0.2.1", None), ("8.8.4.4", None)],
+)  # fmt: skip
+def test_impossible_client_categories(address: str, category: str | None) -> None:
+    parsed = parse_ip(address)
+    assert parsed is not None and impossible_client(parsed) == category
 
 
 def test_bad_peer_and_bad_client_ip_are_reasons() -> None:

@@ -1,4 +1,5 @@
 import random
+import re
 
 import phonenumbers
 import pytest
@@ -80,3 +81,26 @@ def test_fast_path_agrees_with_a_full_parse_anywhere(example: str, tail: int) ->
 @given(st.text(max_size=30), st.one_of(st.none(), st.sampled_from(["GB", "US", "DE", "ZZ"])))
 def test_parser_never_crashes(phone: str, country: str | None) -> None:
     PhoneParser().parse(phone, country)
+
+
+_DIGIT_SETS = [0x30, 0xFF10, 0x0660, 0x06F0, 0x0966, 0x09E6]  # ASCII, full-width, Arabic-Indic, Persian, ...
+_SPACERS = ["", " ", "-", ".", "/", "(", ")", "\u00a0", "\u2009", "\u2013", "\u200e", "\t"]
+
+
+@given(st.sampled_from(EXAMPLES), st.data())
+def test_every_spelling_of_a_number_is_its_ascii_e164(example: str, data: st.DataObject) -> None:
+    parser = PhoneParser()
+    expected = parser.parse(example)
+    spelled = ["+"]
+    for char in example[1:]:
+        spelled.append(data.draw(st.sampled_from(_SPACERS)))
+        spelled.append(chr(data.draw(st.sampled_from(_DIGIT_SETS)) + int(char)))
+    spelled.append(data.draw(st.sampled_from(["", "\n", " "])))
+    facts = parser.parse("".join(spelled))
+    assert facts == expected and facts.e164 is not None and facts.e164.isascii()
+
+
+@given(st.text(max_size=30), st.one_of(st.none(), st.sampled_from(["GB", "US", "DE"])))
+def test_a_parsed_number_is_always_ascii_e164(phone: str, country: str | None) -> None:
+    e164 = PhoneParser().parse(phone, country).e164
+    assert e164 is None or re.fullmatch(r"\+[1-9][0-9]{6,14}", e164, re.ASCII)

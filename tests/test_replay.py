@@ -66,19 +66,20 @@ def test_bad_input_never_stops_a_run(tmp_path: Path) -> None:
         str(events), "--decisions", str(tmp_path / "d.jsonl"), "--dead-letters", str(dead)
     )
     assert code == 0
-    assert summary["requests"] == 2 and summary["invalid_requests"] == 1
+    assert summary["requests"] == 3 and summary["invalid_requests"] == 2
     assert summary["bad_input"] == 6
     assert summary["feedback_status"] == {"applied": 1, "unknown": 1}
     letters = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
-    assert [letter["line"] for letter in letters] == [2, 4, 5, 6, 7]
+    assert [letter["line"] for letter in letters] == [2, 4, 5, 7]
     assert any("request_id" in letter["error"] for letter in letters)
     assert any("outcome" in letter["error"] for letter in letters)
-    assert any("byte limit" in letter["error"] for letter in letters)
     decisions = {
         d["request_id"]: d for d in map(orjson.loads, (tmp_path / "d.jsonl").read_bytes().splitlines())
     }
     assert decisions["bad-ts"]["reasons"][0]["code"] == "invalid_request"
     assert "ts" in decisions["bad-ts"]["reasons"][0]["value"]
+    assert decisions["huge"]["reasons"][0]["code"] == "invalid_request", "oversize, but its id can be read"
+    assert "byte limit" in decisions["huge"]["reasons"][0]["value"]
 
 
 def test_shadow_flag_allows_everything_and_keeps_verdicts(tmp_path: Path) -> None:

@@ -13,6 +13,30 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SUBNET_PREFIX = {4: 24, 6: 64}
+MAX_FORWARDED_HOPS = 32  # header elements walked, more than any real chain; past them: bad_forwarded_for
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+def impossible_client(address: IPAddress) -> str | None:
+    """Why `address` cannot be the source of a client's request, or None when it can.
+
+    Private ranges can (offices, CGNAT behind your own proxies); documentation ranges are left alone too.
+    """
+    if address.is_unspecified or address in _THIS_NETWORK:
+        return "unspecified"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_multicast:
+        return "multicast"
+    if address == _BROADCAST:
+        return "broadcast"
+    if address.is_link_local:
+        return "link_local"
+    if address.is_reserved:
+        return "reserved"
+    return None
 
 
 def parse_ip(text: str) -> IPAddress | None:
@@ -106,7 +130,9 @@ class ClientResolver:
         if not self._trusted or peer not in self._trusted or not forwarded_for:
             return ClientAddress(peer)
         nearest_trusted = peer
-        for element in reversed(forwarded_for.split(",")):
+        elements = forwarded_for.rsplit(",", MAX_FORWARDED_HOPS)
+        too_many = len(elements) > MAX_FORWARDED_HOPS
+        for element in reversed(elements[1:] if too_many else elements):
             if not element.strip():
                 continue
             hop = parse_ip(element)
@@ -115,7 +141,7 @@ class ClientResolver:
             if hop not in self._trusted:
                 return ClientAddress(hop)
             nearest_trusted = hop
-        return ClientAddress(nearest_trusted)
+        return ClientAddress(nearest_trusted, "bad_forwarded_for" if too_many else None)
 
 
 def subnet_of(address: IPAddress) -> str:
@@ -132,6 +158,7 @@ class IpFacts:
     datacenter: bool
     anonymizer: bool
     country: str | None
+    impossible: str | None = None
 
 
 class IpClassifier:
@@ -160,6 +187,7 @@ class IpClassifier:
             datacenter=address in self._datacenter,
             anonymizer=address in self._anonymizer,
             country=self._country(address),
+            impossible=impossible_client(address),
         )
 
     def _country(self, address: IPAddress) -> str | None:

@@ -9,9 +9,11 @@ Agents (one instance each; throughput comes from batching, not concurrency):
 * ``feedback_retry``: a delay queue for feedback the store could not apply yet (see below).
 
 Every input topic is read as raw bytes (Faust decodes nothing), so any message reaches `parse_event`: what is
-not an event goes to the dead-letter topic as JSON ``{"error", "topic", "partition", "offset", "timestamp",
-"key_b64", "raw_b64", "raw_size"}``; an invalid request whose `request_id` can be read gets an
-``invalid_request`` decision instead. Any event type is accepted on any input topic.
+not an event goes to the dead-letter topic as JSON ``{"error", "size", "digest", "fields", "request_id",
+"topic", "partition", "offset", "timestamp"}`` (never the bytes, which may hold numbers and OTP texts: the
+original is found by partition and offset, and matched by the digest keyed with the hash key); an invalid
+request whose `request_id` can be read gets an ``invalid_request`` decision instead. Any event type is
+accepted on any input topic.
 
 Delivery is at least once. An agent returns to Faust for the next batch — which is when Faust marks the
 batch's offsets as processed, to be committed by its commit timer — only after Kafka acknowledged every
@@ -38,7 +40,6 @@ flushes the producer and leaves the group; the store is closed last.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import os
@@ -55,7 +56,16 @@ from aiokafka.errors import KafkaError
 
 from detector.engine import Engine, Result
 from detector.errors import UnavailableError
-from detector.events import BadEvent, Decision, Event, OtpFeedback, OtpRequest, encode, parse_event
+from detector.events import (
+    BadEvent,
+    Decision,
+    Event,
+    OtpFeedback,
+    OtpRequest,
+    describe_bad_input,
+    encode,
+    parse_event,
+)
 from detector.stream.config import StreamConfig
 from detector.stream.metrics import Metrics
 from detector.stream.topics import TopicNames
@@ -68,7 +78,6 @@ ATTEMPT_HEADER = "detector-attempt"
 DUE_HEADER = "detector-due"
 REASON_HEADER = "detector-reason"
 ORIGIN_HEADER = "detector-origin"
-MAX_DEAD_LETTER_RAW = 128 * 1024
 EX_SOFTWARE = 70  # sysexits.h: the batch could not be finished; exit without committing it
 
 
@@ -146,7 +155,7 @@ class Pipeline:
                 store_failed = store_failed or _store_unavailable(result)
             elif isinstance(result, BadEvent):
                 seen["bad"] += 1
-                acks.append(await self._dead_letter(message, result.error))
+                acks.append(await self._dead_letter(message, result))
             else:
                 seen["otp_feedback"] += 1
                 statuses[result] += 1
@@ -199,20 +208,15 @@ class Pipeline:
                 results.append(BadEvent(error=f"internal error while processing: {exc!r}"[:500]))
         return results
 
-    async def _dead_letter(self, message: Incoming, error: str) -> Awaitable[Any]:
+    async def _dead_letter(self, message: Incoming, bad: BadEvent) -> Awaitable[Any]:
         self.metrics.dead_letters.labels(_kind_of(self.topics, message.topic)).inc()
-        raw = message.value or b""
-        letter = {
-            "error": error,
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "timestamp": message.timestamp,
-            "key_b64": base64.b64encode(message.key).decode() if message.key is not None else None,
-            "raw_b64": base64.b64encode(raw[:MAX_DEAD_LETTER_RAW]).decode(),
-            "raw_size": len(raw),
-        }
+        letter = describe_bad_input(bad, message.value or b"", self._digest)
+        letter.update(topic=message.topic, partition=message.partition, offset=message.offset)
+        letter["timestamp"] = message.timestamp
         return await self.output.send(self.topics.dead_letters, message.key, orjson.dumps(letter))
+
+    def _digest(self, raw: bytes) -> str:
+        return self.engine._hash.digest("dead_letter", raw, 16)
 
     async def _retry_unavailable(
         self, kind: Kind, waiting: list[tuple[Incoming, OtpFeedback]]
