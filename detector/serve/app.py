@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
@@ -26,13 +26,16 @@ from litestar.types import ASGIApp
 from detector.challenges.siteverify import SiteVerifier, SiteVerifyError
 from detector.engine import ChallengeStatus, Engine, FeedbackResult, Result
 from detector.events import (
+    FIELD_LIMITS,
     MAX_EVENT_BYTES,
+    Address,
     ChallengeResult,
     Decision,
     Event,
     OtpChallenge,
     OtpFeedback,
     OtpRequest,
+    RequestId,
     parse_timestamp,
 )
 from detector.serve.auth import ApiTokens
@@ -59,14 +62,17 @@ class FeedbackBody(OtpFeedback, frozen=True, tag=False, kw_only=True):
     ts: float | str | None = None  # type: ignore[assignment]
 
 
+CaptchaToken = Annotated[str, msgspec.Meta(max_length=4096)]  # Turnstile's are up to 2,048 characters
+
+
 class ChallengeBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A challenge's result: a trusted backend's verdict (`result`), or the CAPTCHA response `token` for the
     service to verify with the provider (with the solver's `remote_ip` if known)."""
 
-    challenge_id: str
+    challenge_id: RequestId
     result: ChallengeResult | None = None
-    token: str | None = None
-    remote_ip: str | None = None
+    token: CaptchaToken | None = None
+    remote_ip: Address | None = None
 
 
 class FeedbackAnswer(msgspec.Struct, frozen=True):
@@ -141,6 +147,11 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
             path = f"{path}.{missing.group(1)}"
         return _error(422, ErrorBody(message, field=path), headers)
     return _error(exc.status_code, ErrorBody(exc.detail), headers)
+
+
+def _too_deep(_: Request[Any, Any, Any], __: RecursionError) -> Response[ErrorBody]:
+    # msgspec refuses nesting past its depth limit with RecursionError, before anything reaches the engine.
+    return _error(400, ErrorBody("JSON nested too deeply to read"))
 
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
@@ -265,6 +276,10 @@ def create_app(service: Service) -> ASGIApp:
     async def challenge(request_id: str, data: ChallengeBody) -> Decision:
         """Report a challenge's result, or hand over the CAPTCHA token to verify; answers the new decision."""
         now = time.time()
+        if len(request_id) > FIELD_LIMITS["request_id"]:
+            raise FieldError(
+                f"`request_id` is longer than {FIELD_LIMITS['request_id']} characters", "request_id"
+            )
         try:
             event = OtpChallenge(
                 request_id=request_id,
@@ -317,7 +332,11 @@ def create_app(service: Service) -> ASGIApp:
         route_handlers=[check, feedback, challenge, healthz, readyz, metrics],
         on_startup=[service.start],
         on_shutdown=[service.stop],
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers={
+            HTTPException: _http_error,
+            RecursionError: _too_deep,
+            Exception: _internal_error,
+        },
         request_max_body_size=MAX_EVENT_BYTES,
         openapi_config=OpenAPIConfig(
             title="sms-pumping-detector",

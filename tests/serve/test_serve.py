@@ -335,3 +335,31 @@ async def test_metrics_count_requests_by_route_and_status_and_decisions(
     assert 'detector_decisions_total{action="allow",mode="enforce",verdict="allow"}' in text
     assert 'detector_batch_size_count{topic="http"}' in text
     assert "detector_degraded_decisions_total 0.0" in text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"request_id": "a", "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+        b'{"request_id": "a", "signals": ' + b'{"a":' * 10_000 + b"1" + b"}" * 10_000 + b"}",
+        b"[" * 60_000,
+        b'{"request_id": "' + "\u202e".encode() * 200 + b'", "phone": "+447400123456", "client_ip": "::1"}',
+        b'{"request_id": "a", "phone": "+447400123456", "client_ip": "203.0.113.1", "ts": NaN}',
+        b'{"request_id": "a", "phone": "+447400123456", "client_ip": "203.0.113.1", "ts": 1e400}',
+    ],
+    ids=["deep-array", "deep-object", "unclosed", "long-id", "nan", "inf"],
+)
+@pytest.mark.parametrize("path", ["/v1/checks", "/v1/feedback", "/v1/challenges/r"])
+async def test_hostile_bodies_get_a_client_error(client: httpx.AsyncClient, raw: bytes, path: str) -> None:
+    response = await client.post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]
+
+
+async def test_over_long_challenge_fields_are_named(client: httpx.AsyncClient) -> None:
+    long_path = await client.post(
+        f"/v1/challenges/{'r' * 129}", json={"challenge_id": "c", "result": "passed"}
+    )
+    assert (long_path.status_code, long_path.json()["field"]) == (422, "request_id")
+    long_token = await client.post("/v1/challenges/r", json={"challenge_id": "c", "token": "t" * 5000})
+    assert (long_token.status_code, long_token.json()["field"]) == (422, "$.token")
