@@ -93,9 +93,25 @@ def lua_script(path: Path, interval_ms: float, tag: str) -> Path:
     return path
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: int, threads: int = 2) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: int, threads: int = 1) -> dict[str, Any]:
     done = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script), url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -157,18 +173,22 @@ def measure(args: argparse.Namespace, store: str, workdir: Path) -> dict[str, An
         "seconds": args.seconds,
         "rates": [],
     }
-    with serve_process(store, port, args.batch_size):
+    with serve_process(store, port, args.batch_size) as proc:
         run_wrk(url, lua_script(workdir / "warm.lua", 0, "warm"), 8, 3)  # JIT-free Python still warms caches
         for rate in args.rates:
             # Each connection sends every connections/rate seconds, less the ~1 ms it waits for an answer.
             interval_ms = max(0.0, 1000.0 * args.connections / rate - 1.0)
             script = lua_script(workdir / f"rate-{rate}.lua", interval_ms, f"r{rate}-{uuid.uuid4().hex[:6]}")
+            cpu = cpu_seconds(proc.pid)
             result = run_wrk(url, script, args.connections, args.seconds)
+            result["cpu_us_per_check"] = (cpu_seconds(proc.pid) - cpu) / result["requests"] * 1e6
             result["offered"] = rate
             report["rates"].append(result)
             print(format_row(f"{rate:,}/s offered", result), flush=True)
         script = lua_script(workdir / "max.lua", 0, f"max-{uuid.uuid4().hex[:6]}")
+        cpu = cpu_seconds(proc.pid)
         report["max"] = run_wrk(url, script, 2 * args.connections, args.seconds)
+        report["max"]["cpu_us_per_check"] = (cpu_seconds(proc.pid) - cpu) / report["max"]["requests"] * 1e6
         print(format_row("max (no delay)", report["max"]), flush=True)
     report["load_after"] = os.getloadavg()[0]
     return report
@@ -178,13 +198,16 @@ def format_row(label: str, result: dict[str, Any]) -> str:
     return (
         f"{label:>18}  {result['rate']:>8,.0f} checks/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
         f"p90 {result['p90_us'] / 1000:6.2f} ms  p99 {result['p99_us'] / 1000:6.2f} ms  "
-        f"max {result['max_us'] / 1000:7.1f} ms  non-2xx {result['non_2xx']}  errors {result['socket_errors']}"
+        f"max {result['max_us'] / 1000:7.1f} ms  non-2xx {result['non_2xx']}  errors {result['socket_errors']}  "
+        f"service CPU {result['cpu_us_per_check']:.0f} µs/check"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--rates", default="500,1000,2000", help="offered loads, checks per second")
     parser.add_argument("--seconds", type=int, default=10, help="per rate")
@@ -196,7 +219,7 @@ def main() -> None:
     args.rates = [int(rate) for rate in args.rates.split(",") if rate]
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: run scripts/system-deps.sh (Debian's wrk)")
-    print(f"detector serve on Redis, wrk -t2 -c{args.connections}, {args.seconds} s per rate", flush=True)
+    print(f"detector serve on Redis, wrk -t1 -c{args.connections}, {args.seconds} s per rate", flush=True)
     with redis_store(args.store) as store, tempfile.TemporaryDirectory() as tmp:
         report = measure(args, store, Path(tmp))
     target = next((r for r in report["rates"] if r["offered"] == 1000), None)

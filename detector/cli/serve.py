@@ -11,6 +11,7 @@ from detector.cli.common import engine_for
 from detector.cli.options import CONTEXT, option, policy_option, store_option
 from detector.errors import ConfigurationError
 from detector.stream.config import DEFAULT_STORE
+from detector.wiring import tune_gc
 
 log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
@@ -107,4 +108,5 @@ def serve(
     service = Service(
         engine, tokens, SiteVerifier(verify) if verify is not None else None, max_batch=batch_size
     )
+    tune_gc()
     sys.exit(run_server(service, host, port, graceful_timeout=graceful_timeout))

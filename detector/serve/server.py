@@ -45,6 +45,7 @@ def serve(service: Service, host: str, port: int, *, graceful_timeout: int = 10)
         log_config=None,  # the detector's logging (masked, text or JSON) stays in charge
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # the client's address is in the body (client_ip / forwarded_for), not the peer
         timeout_graceful_shutdown=graceful_timeout,
         backlog=2048,
     )
