@@ -68,7 +68,8 @@ end
 function request()
   counter = counter + 1
   local phone = blocks[math.random(#blocks)] .. string.format("%%04d", math.random(0, 9999))
-  local ip = string.format("198.%%d.%%d.%%d", 18 + math.random(0, 1), math.random(0, 255), math.random(1, 254))
+  local ip = string.format("198.%%d.%%d.%%d",
+    18 + math.random(0, 1), math.random(0, 255), math.random(1, 254))
   local body = string.format(
     '{"request_id":"%%s-%%d-%%d","phone":"%%s","client_ip":"%%s","session_id":"s%%d","flow":"login",' ..
     '"message":{"text":"Your code is %%06d"}}',
@@ -198,7 +199,8 @@ def format_row(label: str, result: dict[str, Any]) -> str:
     return (
         f"{label:>18}  {result['rate']:>8,.0f} checks/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
         f"p90 {result['p90_us'] / 1000:6.2f} ms  p99 {result['p99_us'] / 1000:6.2f} ms  "
-        f"max {result['max_us'] / 1000:7.1f} ms  non-2xx {result['non_2xx']}  errors {result['socket_errors']}  "
+        f"max {result['max_us'] / 1000:7.1f} ms  non-2xx {result['non_2xx']}  "
+        f"errors {result['socket_errors']}  "
         f"service CPU {result['cpu_us_per_check']:.0f} µs/check"
     )
 
