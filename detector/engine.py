@@ -13,6 +13,7 @@ engine's own watermark is the reference.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,10 +43,13 @@ from detector.signals.network import ClientResolver, IpClassifier, IpFacts
 from detector.signals.phone import PhoneParser
 from detector.state.base import (
     DISTINCT_DIMENSION,
+    ChallengeAnswer,
+    ChallengeUpdate,
     Counts,
     FeedbackStatus,
     FeedbackUpdate,
     Observation,
+    Remembered,
     Store,
     StoreUnavailable,
 )
@@ -86,13 +90,14 @@ class Engine:
             lists.anonymizer_ip_files,
             lists.geoip_database,
         )
-        self._counted = frozenset(self.plan.windows) | {DISTINCT_DIMENSION, "msisdn"}
+        self._counted = frozenset(self.plan.record_dimensions) | {DISTINCT_DIMENSION, "msisdn"}
         self._networks: Memo[tuple[str | None, ...], _Network] = Memo(entry_bytes=600)  # ~550 B measured
         self._prefix_keys: Memo[str, str] = Memo()
         # A store that answers itself within its deadline (Redis, the degrading wrapper) is not cut short
         # here; this deadline is for one that hangs.
         self._timeout = 2 * policy.state.timeout_ms / 1000
         self._clock = Watermark(TimeBounds(seconds(policy.time.max_skew), seconds(policy.time.max_lateness)))
+        self._challenge_ttl = seconds(policy.challenge.ttl)
 
     async def __aenter__(self) -> Engine:
         return self
@@ -105,8 +110,10 @@ class Engine:
     ) -> list[Result]:
         """Decide a batch; `references`: a trusted time (epoch seconds) per event, or None for none."""
         results: list[Result | None] = [None] * len(events)
-        updates: list[Observation | FeedbackUpdate] = []
+        updates: list[Observation | FeedbackUpdate | ChallengeUpdate] = []
+        places: list[int] = []  # the event of each update
         pending: list[tuple[int, OtpRequest, Subject, list[Hit], bool]] = []
+        challenges: list[tuple[int, OtpChallenge, Subject | None, float]] = []
         for index, event in enumerate(events):
             reference = references[index] if references is not None else None
             if isinstance(event, OtpRequest):
@@ -123,36 +130,47 @@ class Engine:
                         fingerprint=self._fingerprint(event, subject),
                     )
                 )
+                places.append(index)
                 pending.append((index, event, subject, static, allow_listed))
             elif isinstance(event, OtpFeedback):
                 ts = self._clock.count_at(parse_timestamp(event.ts), reference)
                 updates.append(FeedbackUpdate(event.request_id, ts, resolved=event.outcome != "failed"))
+                places.append(index)
             elif isinstance(event, OtpChallenge):
-                results[index] = "unverified"  # until challenges are resolved here (issue 11, in progress)
+                if event.result is None:
+                    results[index] = "unverified"  # a token: its adapter verifies it first
+                elif not hmac.compare_digest(event.challenge_id, self.challenge_id(event.request_id)):
+                    results[index] = "mismatch"
+                else:
+                    ts = self._clock.count_at(parse_timestamp(event.ts), reference)
+                    claimed = _claimed_request(event)
+                    claimer = self.subject(claimed, reference) if claimed is not None else None
+                    fingerprint = self._fingerprint(claimed, claimer) if claimed and claimer else ""
+                    updates.append(
+                        ChallengeUpdate(event.request_id, ts, event.result == "passed", fingerprint)
+                    )
+                    places.append(index)
+                    challenges.append((index, event, claimer, ts))
             elif event.request_id is not None:
                 results[index] = self.invalid_request(event)
             else:
                 results[index] = event
 
         answers = await self._apply(updates)
-        feedback_slots = [i for i, e in enumerate(events) if isinstance(e, OtpFeedback)]
-        request_answers: list[Counts | None] = []
-        feedback_answers: list[FeedbackResult] = []
-        for update, answer in zip(updates, answers, strict=True):
+        counted: dict[int, Counts | None] = {}
+        resolved: dict[int, ChallengeAnswer | None] = {}
+        for index, update, answer in zip(places, updates, answers, strict=True):
             if isinstance(update, Observation):
-                request_answers.append(answer if isinstance(answer, Counts) else None)
+                counted[index] = answer if isinstance(answer, Counts) else None
+            elif isinstance(update, FeedbackUpdate):
+                results[index] = cast(FeedbackStatus, answer) if isinstance(answer, str) else "unavailable"
             else:
-                feedback_answers.append(
-                    cast(FeedbackStatus, answer) if isinstance(answer, str) else "unavailable"
-                )
-        for slot, status in zip(feedback_slots, feedback_answers, strict=True):
-            results[slot] = status
+                resolved[index] = answer if isinstance(answer, ChallengeAnswer) else None
 
         decided: dict[str, Decision] = {}
-        fresh: list[tuple[str, float, bytes]] = []
-        for (index, request, subject, static, allow_listed), counts in zip(
-            pending, request_answers, strict=True
-        ):
+        fresh: list[Remembered] = []
+        for index, request, subject, static, allow_listed in pending:
+            counts = counted[index]
             if counts is not None and counts.duplicate:
                 decision = self._redelivered(request, subject, static, counts, decided)
             elif counts is not None and counts.reused:
@@ -160,12 +178,57 @@ class Engine:
                 decision = self._decide(request, subject, [*static, reused], False, counts)
             else:
                 decision = self._decide(request, subject, static, allow_listed, counts)
-                fresh.append((request.request_id, subject.ts, encode(_without_personal_data(decision))))
+                expires = subject.ts + self._challenge_ttl if decision.action == "challenge" else None
+                fresh.append(
+                    Remembered(
+                        request.request_id, subject.ts, encode(_without_personal_data(decision)), expires
+                    )
+                )
                 decided[request.request_id] = decision
             results[index] = decision
+        for index, challenge, claimer, ts in challenges:
+            results[index] = self._challenge_result(challenge, claimer, ts, resolved[index])
         if fresh:
             await self._remember(fresh)
         return [result for result in results if result is not None]
+
+    def challenge_id(self, request_id: str) -> str:
+        """A challenge's id: a keyed digest of its request id, so nobody can answer a challenge not shown."""
+        return self._hash("challenge", request_id)
+
+    def _challenge_result(
+        self, challenge: OtpChallenge, subject: Subject | None, ts: float, answer: ChallengeAnswer | None
+    ) -> Decision | ChallengeStatus:
+        """A challenge's end: a decision superseding the challenge, or why there is none."""
+        if answer is None:
+            return "unavailable"
+        if answer.status in ("unknown", "mismatch", "duplicate"):
+            return cast(ChallengeStatus, answer.status)
+        if answer.status == "expired":
+            hits = [Hit("challenge_expired", "enforce", verdict="block")]
+        elif challenge.result != "passed":
+            hits = [Hit("challenge_failed", "enforce", verdict="block")]
+        else:
+            hits = [Hit("challenge_passed", "enforce"), *self.scorer.pass_hits(answer.passes)]
+        conclusion = self.scorer.conclude(hits)
+        # A pass ends in a send unless the policy still blocks; it never opens a second challenge.
+        verdict: Action = "block" if conclusion.verdict == "block" else "allow"
+        action: Action = "block" if conclusion.action == "block" else "allow"
+        return Decision(
+            request_id=challenge.request_id,
+            ts=format_timestamp(ts),
+            action=action,
+            verdict=verdict,
+            mode=self.policy.mode,
+            score=conclusion.score,
+            reasons=tuple(hit.reason() for hit in conclusion.hits),
+            policy_version=self.policy.version,
+            client_ip=subject.ip.ip if subject is not None and subject.ip else None,
+            phone=subject.phone.e164 if subject is not None else None,
+            phone_country=subject.phone.region if subject is not None else None,
+            message=challenge.message,
+            supersedes="challenge",
+        )
 
     def subject(self, request: OtpRequest, reference: float | None = None) -> Subject:
         own_ts = parse_timestamp(request.ts)
@@ -239,6 +302,7 @@ class Engine:
         return self._decision(request, subject, conclusion)
 
     def _decision(self, request: OtpRequest, subject: Subject, conclusion: Conclusion) -> Decision:
+        challenged = conclusion.action == "challenge"
         return Decision(
             request_id=request.request_id,
             ts=format_timestamp(subject.ts),
@@ -254,6 +318,8 @@ class Engine:
             message=request.message,
             flow=request.flow,
             retry_after=conclusion.retry_after,
+            challenge_id=self.challenge_id(request.request_id) if challenged else None,
+            challenge_expires=format_timestamp(subject.ts + self._challenge_ttl) if challenged else None,
         )
 
     def _unavailable(self) -> list[Hit]:
@@ -283,7 +349,7 @@ class Engine:
         hits = static + self.scorer.context_hits(subject) + [Hit("redelivered_without_record", "enforce")]
         return self._decision(request, subject, self.scorer.conclude(hits))
 
-    async def _apply(self, updates: list[Observation | FeedbackUpdate]) -> Sequence[object]:
+    async def _apply(self, updates: list[Observation | FeedbackUpdate | ChallengeUpdate]) -> Sequence[object]:
         if not updates:
             return []
         try:
@@ -292,7 +358,7 @@ class Engine:
             log.warning("state store unavailable, applying on_error=%s: %s", self.policy.state.on_error, exc)
             return [None] * len(updates)
 
-    async def _remember(self, fresh: list[tuple[str, float, bytes]]) -> None:
+    async def _remember(self, fresh: list[Remembered]) -> None:
         try:
             await asyncio.wait_for(self.store.remember(fresh), self._timeout)
         except (StoreUnavailable, TimeoutError) as exc:
@@ -338,6 +404,22 @@ class Engine:
                 known = _Network(facts, client.problem, ip_key, subnet_key)
             self._networks.put(memo_key, known)
         return known
+
+
+def _claimed_request(challenge: OtpChallenge) -> OtpRequest | None:
+    """The request a challenge result says it is for, when it repeats it (to compare fingerprints)."""
+    if challenge.phone is None:
+        return None
+    return OtpRequest(
+        request_id=challenge.request_id,
+        ts=challenge.ts,
+        phone=challenge.phone,
+        phone_country=challenge.phone_country,
+        client_ip=challenge.client_ip,
+        remote_addr=challenge.remote_addr,
+        forwarded_for=challenge.forwarded_for,
+        message=challenge.message,
+    )
 
 
 def _without_personal_data(decision: Decision) -> Decision:

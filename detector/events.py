@@ -48,6 +48,7 @@ Identifier = Annotated[str, _at_most("session_id")]
 UserAgent = Annotated[str, _at_most("user_agent")]
 SmsText = Annotated[str, _at_most("message.text")]
 SmsSource = Annotated[str, _at_most("message.source")]
+CaptchaToken = Annotated[str, msgspec.Meta(max_length=4096)]  # Turnstile's tokens are up to 2048 characters
 
 Flow = Literal["signup", "login", "reset", "other"]
 Level = Literal["low", "medium", "high"]
@@ -119,12 +120,20 @@ class OtpChallenge(msgspec.Struct, frozen=True, tag="otp_challenge", tag_field="
     """What became of a challenge: the backend's verdict (`result`), or the CAPTCHA response `token` for
     the detector to verify with the provider (an adapter turns a token into a result for the engine)."""
 
-    request_id: str
-    challenge_id: str
+    request_id: RequestId
+    challenge_id: Identifier
     ts: float | str
     result: ChallengeResult | None = None
-    token: str | None = None
-    remote_ip: str | None = None  # the solver's address, for the provider's siteverify
+    token: CaptchaToken | None = None
+    remote_ip: Address | None = None  # the solver's address, for the provider's siteverify
+    # What the request was for, repeated (on Kafka, the send worker needs them to send a passed challenge's
+    # code; the detector keeps no number or message). Checked against the request's fingerprint.
+    phone: Phone | None = None
+    phone_country: str | None = None
+    client_ip: Address | None = None
+    remote_addr: Address | None = None
+    forwarded_for: ForwardedFor | None = None
+    message: Message | None = None
 
     def __post_init__(self) -> None:
         if not self.request_id:
@@ -133,6 +142,8 @@ class OtpChallenge(msgspec.Struct, frozen=True, tag="otp_challenge", tag_field="
             raise ValueError("`challenge_id` must not be empty - at `$.challenge_id`")
         if (self.result is None) == (self.token is None):
             raise ValueError("a challenge result needs exactly one of `result` (passed/failed) or `token`")
+        if self.phone is not None and self.client_ip is None and self.remote_addr is None:
+            raise ValueError("with `phone`, a challenge result repeats `client_ip` or `remote_addr` too")
 
 
 Event = OtpRequest | OtpFeedback | OtpChallenge

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from pathlib import Path
 
 from detector.errors import ConfigurationError
@@ -41,11 +40,16 @@ class KeyedHasher:
         return "KeyedHasher(key=****)"
 
 
+# Not a secret: offline runs decide files they were given, and keep nothing. Services never use it.
+OFFLINE_KEY = b"sms-pumping-detector/offline-run/not-a-secret"
+
+
 def load_hash_key(*, required: bool) -> bytes:
     """The key from DETECTOR_HASH_KEY or the file named by DETECTOR_HASH_KEY_FILE.
 
-    Without either, an in-process run gets a random key (its hashes only need to agree with themselves);
-    anything that shares state between processes must have the same key everywhere, so it is required.
+    Without either, an offline run (replay, evaluation: one process, nothing kept) gets `OFFLINE_KEY`, so
+    the same file gives byte-identical decisions, challenge ids included; anything that shares state or
+    answers real clients must have a secret key, the same everywhere, so it is required.
     """
     value = os.environ.get(HASH_KEY_ENV)
     path = os.environ.get(HASH_KEY_FILE_ENV)
@@ -62,7 +66,7 @@ def load_hash_key(*, required: bool) -> bytes:
             f"shared state needs a hash key: set {HASH_KEY_ENV} (at least {MIN_KEY_CHARACTERS} random "
             f"characters, e.g. `export {HASH_KEY_ENV}=$(openssl rand -hex 32)`) or {HASH_KEY_FILE_ENV}=/path"
         )
-    return secrets.token_bytes(32)
+    return OFFLINE_KEY
 
 
 def check_key_strength(key: str) -> None:

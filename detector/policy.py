@@ -99,6 +99,10 @@ class StateConfig(_Strict, frozen=True):
     record_ttl: Duration = "48h"
 
 
+class ChallengeConfig(_Strict, frozen=True):
+    ttl: Duration = "10m"  # how long a challenge stays open for its result
+
+
 class TimeConfig(_Strict, frozen=True):
     """How far an event's own `ts` may be from the reference clock (see detector.eventtime)."""
 
@@ -154,6 +158,15 @@ class PointsRule(Rule, frozen=True):
     points: float = 10.0
 
 
+class PassesRule(Rule, frozen=True):
+    """Challenges passed per entity in `window`: a pass is evidence, not absolution."""
+
+    dimension: Dimension = "prefix"
+    window: Duration = "1h"
+    threshold: int = 3
+    points: float = 30.0
+
+
 class DistinctCountriesRule(Rule, frozen=True):
     window: Duration = "24h"
     threshold: int = 3
@@ -178,6 +191,7 @@ class Rules(_Strict, frozen=True):
     msisdn_rate_limit: RateLimitRule = RateLimitRule()
     retry_delay: RetryDelayRule = RetryDelayRule()
     velocity: dict[str, VelocityRule] = msgspec.field(default_factory=dict)
+    passes: dict[str, PassesRule] = msgspec.field(default_factory=dict)
     unverified: dict[str, UnverifiedRule] = msgspec.field(default_factory=dict)
     conversion: dict[str, ConversionRule] = msgspec.field(default_factory=dict)
     ip_country_mismatch: PointsRule = PointsRule()
@@ -198,6 +212,7 @@ class Policy(_Strict, frozen=True):
     counters: CountersConfig = CountersConfig()
     state: StateConfig = StateConfig()
     time: TimeConfig = TimeConfig()
+    challenge: ChallengeConfig = ChallengeConfig()
     rules: Rules = Rules()
 
 
@@ -421,6 +436,11 @@ def _duration_problems(policy: Policy) -> Iterator[str]:
     for field in ("base", "cap", "window"):
         yield from check(getattr(rules.retry_delay, field), f"$.rules.retry_delay.{field}")
     yield from check(rules.distinct_countries_per_ip.window, "$.rules.distinct_countries_per_ip.window")
+    yield from check(policy.challenge.ttl, "$.challenge.ttl")
+    for name, passes in rules.passes.items():
+        yield from check(passes.window, f"$.rules.passes.{name}.window")
+        if passes.threshold < 1:
+            yield f"must be at least 1 - at `$.rules.passes.{name}.threshold`"
     for name, velocity in rules.velocity.items():
         yield from check(velocity.window, f"$.rules.velocity.{name}.window")
         if velocity.threshold < 1:

@@ -89,6 +89,10 @@ def counter_plan(policy: Policy) -> CounterPlan:
             want(conversion.dimension, conversion.baseline)
     if rules.retry_delay.mode != "off":
         want(LIMIT_DIMENSION, rules.retry_delay.window)
+    passes: dict[str, set[int]] = {}
+    for rule in rules.passes.values():
+        if rule.mode != "off":
+            passes.setdefault(rule.dimension, set()).add(seconds(rule.window))
     buckets = policy.counters.buckets
     return CounterPlan(
         windows={
@@ -99,6 +103,9 @@ def counter_plan(policy: Policy) -> CounterPlan:
         limit=rules.msisdn_rate_limit.limit,
         distinct_window=seconds(rules.distinct_countries_per_ip.window),
         record_ttl=seconds(policy.state.record_ttl),
+        pass_windows={
+            dim: tuple(Window(s, buckets) for s in sorted(secs)) for dim, secs in sorted(passes.items())
+        },
     )
 
 
@@ -121,6 +128,11 @@ class Scorer:
         self._unverified = [
             (f"{name}_unverified", rule, seconds(rule.recent), seconds(rule.history))
             for name, rule in rules.unverified.items()
+            if rule.mode != "off"
+        ]
+        self._passes = [
+            (f"{name}_challenge_passes", rule, seconds(rule.window))
+            for name, rule in rules.passes.items()
             if rule.mode != "off"
         ]
         self._conversion = [
@@ -265,6 +277,8 @@ class Scorer:
                     )
                 )
 
+        hits += self.pass_hits(counts.passes)
+
         distinct = rules.distinct_countries_per_ip
         if distinct.mode != "off" and counts.distinct >= distinct.threshold:
             ratio = min(counts.distinct / distinct.threshold, cap)
@@ -277,6 +291,18 @@ class Scorer:
                     threshold=distinct.threshold,
                 )
             )
+        return hits
+
+    def pass_hits(self, passes: dict[tuple[str, int], int]) -> list[Hit]:
+        """Challenges passed per entity: a farm that solves CAPTCHAs still piles passes on its prefixes."""
+        hits: list[Hit] = []
+        for code, rule, window in self._passes:
+            count = passes.get((rule.dimension, window), 0)
+            if count >= rule.threshold:
+                ratio = min(count / rule.threshold, self._cap)
+                hits.append(
+                    Hit(code, rule.mode, points=rule.points * ratio, value=count, threshold=rule.threshold)
+                )
         return hits
 
     def context_hits(self, subject: Subject) -> list[Hit]:

@@ -35,12 +35,15 @@ from detector.hashing import KeyedHasher
 from detector.policy import Policy, default_policy_data, load_policy, merge, policy_from_data
 from detector.scoring import counter_plan
 from detector.state.base import (
+    Answer,
+    ChallengeUpdate,
     CounterPlan,
     Counts,
-    FeedbackStatus,
     FeedbackUpdate,
     Observation,
+    Remembered,
     StoreUnavailable,
+    Update,
 )
 from detector.state.memory import MemoryStore
 from detector.state.redis import RedisStore, _hiredis_packing, unpack_decision
@@ -50,8 +53,6 @@ from detector.windows import Window
 pytestmark = pytest.mark.redis
 
 T0 = 1_795_420_800.0
-Update = Observation | FeedbackUpdate
-Answer = Counts | FeedbackStatus
 
 
 def namespace() -> str:
@@ -72,6 +73,7 @@ def small_plan(record_ttl: int = 100_000) -> CounterPlan:
         limit=3,
         distinct_window=200,
         record_ttl=record_ttl,
+        pass_windows={"prefix": (Window(60, 6), Window(300, 5)), "ip": (Window(120, 4),)},
     )
 
 
@@ -83,6 +85,12 @@ def random_stream(rng: random.Random, length: int, span: float = 2_000.0) -> lis
     for _ in range(length):
         ts += rng.random() * span / length
         roll = rng.random()
+        if ids and rng.random() < 0.1:  # a challenge's result: for a request, a stranger, or a ghost
+            request_id = rng.choice(ids) if rng.random() < 0.9 else f"ghost{rng.randrange(1000)}"
+            fingerprint = rng.choice(["", request_id, "someone else"])
+            passed = rng.random() < 0.7
+            stream.append(ChallengeUpdate(request_id, ts + rng.random() * 40, passed, fingerprint))
+            continue
         if ids and roll < 0.3:
             request_id = rng.choice(ids) if rng.random() < 0.9 else f"ghost{rng.randrange(1000)}"
             stream.append(FeedbackUpdate(request_id, ts + rng.random() * 5, resolved=rng.random() < 0.7))
@@ -127,8 +135,13 @@ async def run_both(
     for chunk in chunks:
         expected = await memory.apply(chunk)
         actual = await redis.apply(chunk)
-        fresh = [
-            (item.request_id, item.ts, f"decision {item.request_id} {index}".encode())
+        fresh = [  # every other fresh request opens a challenge for 30 s
+            Remembered(
+                item.request_id,
+                item.ts,
+                f"decision {item.request_id} {index}".encode(),
+                item.ts + 30 if index % 2 else None,
+            )
             for index, (item, answer) in enumerate(zip(chunk, expected, strict=True))
             if isinstance(item, Observation) and isinstance(answer, Counts) and not answer.duplicate
         ]
@@ -283,8 +296,8 @@ async def test_decisions_are_shared_between_stores_byte_for_byte(
     first, second = store_factory(plan, namespace=name), store_factory(plan, namespace=name)
     decisions = [b'{"decision":"kept"}', bytes(range(256)) * 9, b"\n", b""]
     await first.apply([Observation(f"x{index}", T0, {"msisdn": "n"}) for index in range(len(decisions))])
-    await first.remember([(f"x{index}", T0, decision) for index, decision in enumerate(decisions)])
-    await first.remember([("x0", T0, b"a second decision for a request is ignored")])
+    await first.remember([Remembered(f"x{index}", T0, decision) for index, decision in enumerate(decisions)])
+    await first.remember([Remembered("x0", T0, b"a second decision for a request is ignored")])
     again = await second.apply(
         [Observation(f"x{index}", T0 + 1, {"msisdn": "n"}) for index in range(len(decisions))]
     )
@@ -423,7 +436,9 @@ def _readable(value: object) -> list[bytes]:
 
 def _views(key: bytes, value: bytes) -> list[bytes]:
     """The stored value as stored, and everything in it decoded: msgpack entity state, request records (their
-    entity keys as JSON, their decision inflated and parsed)."""
+    entity keys as JSON, their decision inflated and parsed), open challenges (their expiry, or 'done')."""
+    if b"}:chl:" in key:
+        return [value]
     if b"}:req:" not in key:
         return [value, *_readable(msgspec.msgpack.decode(value))]
     head, keys, decision = value.split(b"\n", 2)
@@ -733,7 +748,7 @@ async def test_a_server_that_stops_answering_times_out_and_does_not_poison_the_p
             await store.apply([Observation("lost", T0, {"msisdn": "b", "ip": "x"})])
         assert time.monotonic() - started < timeout + 0.25
         with pytest.raises(StoreUnavailable):
-            await store.remember([("warm", T0, b"d")])
+            await store.remember([Remembered("warm", T0, b"d")])
         assert time.monotonic() - started < 2 * timeout + 0.5
 
         await asyncio.to_thread(wait_for_ping, redis_server.url, time.monotonic() + 10)

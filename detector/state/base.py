@@ -1,9 +1,10 @@
 """The store protocol: what the engine asks of shared state, one call per batch.
 
-A batch is a sequence of `Observation` (a request) and `FeedbackUpdate` (a verification outcome), in
-event-time order. The store applies them in that order and answers each: a request gets its `Counts`
-(every window of every dimension, including this request), a feedback gets a status string. The store
-also remembers each request (its entity keys and time, for feedback; its decision, for redelivery).
+A batch is a sequence of `Observation` (a request), `FeedbackUpdate` (a verification outcome) and
+`ChallengeUpdate` (a challenge's result), in event-time order. The store applies them in that order and
+answers each: a request gets its `Counts` (every window of every dimension, including this request), a
+feedback gets a status string, a challenge result a `ChallengeAnswer`. The store also remembers each request
+(its entity keys and time, for feedback; its decision, for redelivery; an open challenge, until it expires).
 
 Entity keys arrive already hashed with the operator's secret: a store never sees a phone number or an IP.
 """
@@ -18,6 +19,9 @@ from detector.errors import UnavailableError
 from detector.windows import Window
 
 FeedbackStatus = Literal["applied", "duplicate", "failed", "unknown"]
+# A challenge's result: taken (the first result in time), already resolved, past its expiry, for a request
+# that has no open challenge, or for a request recorded with another fingerprint.
+ChallengeState = Literal["applied", "duplicate", "expired", "unknown", "mismatch"]
 LIMIT_DIMENSION = "msisdn"  # the per-number send limit and the time of the previous request live here
 DISTINCT_DIMENSION = "ip"  # distinct phone countries are counted per client IP
 
@@ -36,6 +40,13 @@ class CounterPlan:
     limit: int
     distinct_window: int
     record_ttl: int
+    # Windows of challenges passed, per dimension: read by every request, added to by every pass.
+    pass_windows: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)
+
+    @property
+    def record_dimensions(self) -> tuple[str, ...]:
+        """The dimensions a request record keeps its entity keys for (feedback and passes credit them)."""
+        return tuple(sorted({*self.windows, *self.pass_windows}))
 
     def window_count(self) -> int:
         return sum(len(windows) for windows in self.windows.values())
@@ -61,6 +72,32 @@ class FeedbackUpdate:
 
 
 @dataclass(slots=True)
+class ChallengeUpdate:
+    request_id: str
+    ts: float
+    passed: bool
+    fingerprint: str = ""  # the request's, when the result repeats what it was for ("" matches any)
+
+
+@dataclass(slots=True)
+class ChallengeAnswer:
+    status: ChallengeState
+    # For an applied pass: challenges passed per (dimension, window seconds) of the request's entities,
+    # this one included.
+    passes: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """A decision kept for redelivery; `challenge_expires` (event time) opens a challenge until then."""
+
+    request_id: str
+    ts: float
+    decision: bytes
+    challenge_expires: float | None = None
+
+
+@dataclass(slots=True)
 class Counts:
     """What a request sees: (requests, verified) per (dimension, window seconds), this request included.
 
@@ -77,19 +114,22 @@ class Counts:
     stored_decision: bytes | None = None
     reused: bool = False  # the request id is known with another fingerprint: counted, no record, no slot
     degraded: bool = False  # answered by a local fallback while the shared store was unavailable
+    passes: dict[tuple[str, int], int] = field(default_factory=dict)  # challenges passed, per entity window
+
+
+Update = Observation | FeedbackUpdate | ChallengeUpdate
+Answer = Counts | FeedbackStatus | ChallengeAnswer
 
 
 class Store(Protocol):
     plan: CounterPlan
 
-    async def apply(
-        self, batch: Sequence[Observation | FeedbackUpdate]
-    ) -> Sequence[Counts | FeedbackStatus | None]:
+    async def apply(self, batch: Sequence[Update]) -> Sequence[Answer | None]:
         """One answer per item, in order; None for an item the store could not answer now."""
         ...
 
-    async def remember(self, decisions: Sequence[tuple[str, float, bytes]]) -> None:
-        """Keep (request_id, ts, encoded decision) so a redelivered request gets the same answer."""
+    async def remember(self, decisions: Sequence[Remembered]) -> None:
+        """Keep each request's decision so a redelivery gets the same answer (and open its challenge)."""
         ...
 
     async def close(self) -> None: ...

@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from detector.state.base import (
+    Answer,
     Counts,
-    FeedbackStatus,
-    FeedbackUpdate,
     Observation,
+    Remembered,
     Store,
     StoreLifecycle,
     StoreUnavailable,
+    Update,
 )
 from detector.state.memory import MemoryStore
 
@@ -54,12 +55,10 @@ class DegradingStore(StoreLifecycle):
     def degraded(self) -> bool:
         return self._backoff > 0
 
-    async def apply(
-        self, batch: Sequence[Observation | FeedbackUpdate]
-    ) -> list[Counts | FeedbackStatus | None]:
+    async def apply(self, batch: Sequence[Update]) -> list[Answer | None]:
         if self._clock() >= self._retry_at:
             try:
-                answers: list[Counts | FeedbackStatus | None] = list(await self.shared.apply(batch))
+                answers = list(await self.shared.apply(batch))
             except (StoreUnavailable, TimeoutError) as exc:
                 self._failed(exc)
             else:
@@ -82,9 +81,9 @@ class DegradingStore(StoreLifecycle):
                 answers.append(None)
         return answers
 
-    async def remember(self, decisions: Sequence[tuple[str, float, bytes]]) -> None:
-        local = [entry for entry in decisions if entry[0] in self._local_ids]
-        shared = [entry for entry in decisions if entry[0] not in self._local_ids]
+    async def remember(self, decisions: Sequence[Remembered]) -> None:
+        local = [entry for entry in decisions if entry.request_id in self._local_ids]
+        shared = [entry for entry in decisions if entry.request_id not in self._local_ids]
         self._local_ids.clear()
         if local:
             await self.local.remember(local)

@@ -9,15 +9,20 @@ from dataclasses import dataclass
 from detector.state.base import (
     DISTINCT_DIMENSION,
     LIMIT_DIMENSION,
+    Answer,
+    ChallengeAnswer,
+    ChallengeUpdate,
     CounterPlan,
     Counts,
     FeedbackStatus,
     FeedbackUpdate,
     Observation,
+    Remembered,
     StoreLifecycle,
+    Update,
 )
 from detector.state.packing import pack_decision, unpack_decision
-from detector.windows import BucketCounter
+from detector.windows import BucketCounter, Window
 
 _SWEEP_EVERY = 200_000
 
@@ -25,10 +30,15 @@ _SWEEP_EVERY = 200_000
 @dataclass(slots=True)
 class _Record:
     ts: float
-    keys: tuple[str | None, ...]  # the entity key of each counted dimension, in the plan's order
+    keys: tuple[str | None, ...]  # the entity key of each of the plan's record dimensions, in order
     fingerprint: str = ""
     resolved: bool = False
     decision: bytes | None = None
+    challenge_expires: float | None = None  # an open challenge (event time), until its result or expiry
+    challenge_done: bool = False
+
+
+_Labels = list[tuple[tuple[str, int], int, bool]]  # per window: (dimension, seconds), width index, has a peak
 
 
 class MemoryStore(StoreLifecycle):
@@ -40,28 +50,39 @@ class MemoryStore(StoreLifecycle):
         self._distinct: dict[str, dict[str, float]] = {}
         self._records: dict[str, _Record] = {}
         self._expiry: list[tuple[float, str]] = []  # a heap: records do not arrive in expiry order
-        widths = sorted({window.width for windows in plan.windows.values() for window in windows})
+        self._passes: dict[tuple[str, str], list[BucketCounter]] = {}
+        every = [*plan.windows.values(), *plan.pass_windows.values()]
+        widths = sorted({window.width for windows in every for window in windows})
         self._widths = widths
-        self._by_dim = [
-            (
-                dim,
-                windows,
-                [((dim, w.seconds), widths.index(w.width), (dim, w.seconds) in plan.peaks) for w in windows],
-            )
-            for dim, windows in plan.windows.items()
-        ]
+
+        def labels(dim: str, windows: tuple[Window, ...]) -> _Labels:
+            return [
+                ((dim, w.seconds), widths.index(w.width), (dim, w.seconds) in plan.peaks) for w in windows
+            ]
+
+        self._by_dim = [(dim, windows, labels(dim, windows)) for dim, windows in plan.windows.items()]
+        self._pass_dims = [(dim, windows, labels(dim, windows)) for dim, windows in plan.pass_windows.items()]
+        self._record_dims = plan.record_dimensions
+        self._record_position = {dim: index for index, dim in enumerate(self._record_dims)}
         self._since_sweep = 0
 
-    async def apply(self, batch: Sequence[Observation | FeedbackUpdate]) -> list[Counts | FeedbackStatus]:
-        return [
-            self._observe(item) if isinstance(item, Observation) else self._feedback(item) for item in batch
-        ]
+    async def apply(self, batch: Sequence[Update]) -> list[Answer]:
+        answers: list[Answer] = []
+        for item in batch:
+            if isinstance(item, Observation):
+                answers.append(self._observe(item))
+            elif isinstance(item, FeedbackUpdate):
+                answers.append(self._feedback(item))
+            else:
+                answers.append(self._challenge(item))
+        return answers
 
-    async def remember(self, decisions: Sequence[tuple[str, float, bytes]]) -> None:
-        for request_id, _ts, decision in decisions:
-            record = self._records.get(request_id)
+    async def remember(self, decisions: Sequence[Remembered]) -> None:
+        for entry in decisions:
+            record = self._records.get(entry.request_id)
             if record is not None and record.decision is None:
-                record.decision = pack_decision(decision)
+                record.decision = pack_decision(entry.decision)
+                record.challenge_expires = entry.challenge_expires
 
     async def close(self) -> None:
         return None
@@ -74,7 +95,7 @@ class MemoryStore(StoreLifecycle):
         known = self._records.get(item.request_id)
         counts = Counts()
         if known is None:
-            counted = tuple(item.keys.get(dim) for dim, _, _ in self._by_dim)
+            counted = tuple(item.keys.get(dim) for dim in self._record_dims)
             self._records[item.request_id] = _Record(item.ts, counted, item.fingerprint)
             heapq.heappush(self._expiry, (item.ts + self.plan.record_ttl, item.request_id))
         elif _same_request(known.fingerprint, item.fingerprint):
@@ -99,6 +120,14 @@ class MemoryStore(StoreLifecycle):
                 windows[label] = counter.add_at(buckets[position], requests=1)
                 if wants_peak:
                     counts.peaks[label] = counter.peak_verified()
+
+        for dim, _, labels in self._pass_dims:
+            key = keys.get(dim)
+            if key is None:
+                continue
+            passes = self._passes.get((dim, key))
+            for index, (label, position, _) in enumerate(labels):
+                counts.passes[label] = passes[index].read_at(buckets[position])[0] if passes else 0
 
         number = item.keys.get(LIMIT_DIMENSION)
         if number is not None:
@@ -139,7 +168,8 @@ class MemoryStore(StoreLifecycle):
             return "duplicate"
         record.resolved = True
         buckets = [int(record.ts / width) for width in self._widths]
-        for (dim, plan_windows, labels), key in zip(self._by_dim, record.keys, strict=True):
+        for dim, plan_windows, labels in self._by_dim:
+            key = record.keys[self._record_position[dim]]
             if key is None:
                 continue
             entity = self._counters.get((dim, key))
@@ -148,6 +178,32 @@ class MemoryStore(StoreLifecycle):
             for counter, (_, position, _) in zip(entity, labels, strict=True):
                 counter.add_at(buckets[position], verified=1)
         return "applied"
+
+    def _challenge(self, item: ChallengeUpdate) -> ChallengeAnswer:
+        record = self._records.get(item.request_id)
+        if record is None or record.challenge_expires is None:
+            return ChallengeAnswer("unknown")
+        if item.fingerprint and not _same_request(record.fingerprint, item.fingerprint):
+            return ChallengeAnswer("mismatch")
+        if record.challenge_done:
+            return ChallengeAnswer("duplicate")
+        record.challenge_done = True
+        if item.ts > record.challenge_expires:
+            return ChallengeAnswer("expired")
+        answer = ChallengeAnswer("applied")
+        if not item.passed:
+            return answer
+        buckets = [int(item.ts / width) for width in self._widths]
+        for dim, plan_windows, labels in self._pass_dims:
+            key = record.keys[self._record_position[dim]]
+            if key is None:
+                continue
+            entity = self._passes.get((dim, key))
+            if entity is None:
+                entity = self._passes[(dim, key)] = [BucketCounter(window) for window in plan_windows]
+            for counter, (label, position, _) in zip(entity, labels, strict=True):
+                answer.passes[label] = counter.add_at(buckets[position], requests=1)[0]
+        return answer
 
     def _expire(self, now: float) -> None:
         expiry = self._expiry
@@ -161,11 +217,12 @@ class MemoryStore(StoreLifecycle):
         """Forget counters whose every bucket has left their window, so memory stays bounded."""
         self._since_sweep = 0
         by_dim = {dim: plan_windows for dim, plan_windows, _ in self._by_dim}
-        for slot, entity in list(self._counters.items()):
-            for counter, window in zip(entity, by_dim[slot[0]], strict=True):
-                counter.read(now, window)
-            if all(counter.is_empty() for counter in entity):
-                del self._counters[slot]
+        for counters, windows in ((self._counters, by_dim), (self._passes, dict(self.plan.pass_windows))):
+            for slot, entity in list(counters.items()):
+                for counter, window in zip(entity, windows[slot[0]], strict=True):
+                    counter.read(now, window)
+                if all(counter.is_empty() for counter in entity):
+                    del counters[slot]
         for number, limit in list(self._limits.items()):
             limit.read(now, self.plan.limit_window)
             if limit.is_empty():

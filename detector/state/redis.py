@@ -35,13 +35,19 @@ from redis.exceptions import NoScriptError, RedisError
 from detector.state.base import (
     DISTINCT_DIMENSION,
     LIMIT_DIMENSION,
+    Answer,
+    ChallengeAnswer,
+    ChallengeState,
+    ChallengeUpdate,
     CounterPlan,
     Counts,
     FeedbackStatus,
     FeedbackUpdate,
     Observation,
+    Remembered,
     StoreLifecycle,
     StoreUnavailable,
+    Update,
 )
 from detector.state.packing import pack_decision, unpack_decision
 
@@ -57,8 +63,9 @@ SCRIPT = resources.files("detector.state").joinpath("lua/store.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 # Entity operation codes (see the script) and the answers a batch waits for.
-_OBSERVE, _VERIFY, _PREVIOUS, _PREVIOUS_AND_SLOT, _DISTINCT = 1, 2, 3, 4, 5
-_CLAIM, _RESOLVE = 1, 2
+_OBSERVE, _VERIFY, _PREVIOUS, _PREVIOUS_AND_SLOT, _DISTINCT, _PASS = 1, 2, 3, 4, 5, 6
+_PASSES = "passes"  # the answers of a _PASS operation, for a `ChallengeAnswer`
+_CLAIM, _RESOLVE, _CHALLENGE = 1, 2, 3
 _LOAD, _COUNT = 0, 2  # answer groups of a flight: the script load, Q calls (_CLAIM), E calls
 _FINGERPRINT = "#fp"  # a request's fingerprint, kept with the entity keys of its record (no dimension's name)
 _encode = msgspec.msgpack.encode
@@ -77,23 +84,27 @@ class _Dimension:
     name: str
     index: int
     slots: tuple[tuple[tuple[str, int], bool], ...]  # ((dim, seconds), has a peak) of each window
+    pass_slots: tuple[tuple[str, int], ...]  # (dim, seconds) of each window of challenges passed
     config: list[int]
 
     @classmethod
     def build(cls, name: str, index: int, plan: CounterPlan) -> _Dimension:
         windows = plan.windows.get(name, ())
+        passes = plan.pass_windows.get(name, ())
         peaks = [(name, window.seconds) in plan.peaks for window in windows]
-        lifetime = max((window.seconds + window.width for window in windows), default=1.0)
+        lifetime = max((window.seconds + window.width for window in (*windows, *passes)), default=1.0)
         if name == LIMIT_DIMENSION:
             limit = plan.limit_window
             lifetime = max(lifetime, limit.seconds + limit.width, float(plan.record_ttl))
         if name == DISTINCT_DIMENSION:
             lifetime = max(lifetime, float(plan.distinct_window))
-        config: list[int] = [_ms(lifetime)]
+        config: list[int] = [_ms(lifetime), len(windows)]
         for window, peak in zip(windows, peaks, strict=True):
             config += [window.seconds, window.buckets, int(peak)]
+        for window in passes:
+            config += [window.seconds, window.buckets]
         slots = tuple(((name, w.seconds), peak) for w, peak in zip(windows, peaks, strict=True))
-        return cls(name, index, slots, config)
+        return cls(name, index, slots, tuple((name, w.seconds) for w in passes), config)
 
 
 class _Shard:
@@ -178,9 +189,10 @@ class RedisStore(StoreLifecycle):
         self.shards = shards
         self.round_trips = 0
         self._client = client
-        names = sorted({*plan.windows, LIMIT_DIMENSION, DISTINCT_DIMENSION})
+        names = sorted({*plan.record_dimensions, LIMIT_DIMENSION, DISTINCT_DIMENSION})
         self._dims = {name: _Dimension.build(name, index, plan) for index, name in enumerate(names, start=1)}
-        self._counted = tuple((name, self._dims[name]) for name in plan.windows)
+        self._counted = tuple((name, self._dims[name]) for name in plan.record_dimensions)
+        self._passed = tuple((name, self._dims[name]) for name in plan.pass_windows)
         limit = plan.limit_window
         self._config = _encode(
             [plan.limit, limit.seconds, limit.buckets, plan.distinct_window]
@@ -250,26 +262,31 @@ class RedisStore(StoreLifecycle):
 
     # ------------------------------------------------------------------ protocol
 
-    async def apply(self, batch: Sequence[Observation | FeedbackUpdate]) -> list[Counts | FeedbackStatus]:
+    async def apply(self, batch: Sequence[Update]) -> list[Answer]:
         if not batch:
             return []
         work = self._apply_in_round_trips(batch) if self._pool is None else self._apply_in_flight(batch)
-        result: list[Counts | FeedbackStatus] = await self._guard(work)
+        result: list[Answer] = await self._guard(work)
         return result
 
-    async def remember(self, decisions: Sequence[tuple[str, float, bytes]]) -> None:
+    async def remember(self, decisions: Sequence[Remembered]) -> None:
         if not decisions:
             return
         shards: dict[int, _Shard] = {}
-        for request_id, _ts, decision in decisions:
-            number, name = self.record_key(request_id)
+        for entry in decisions:
+            number, name = self.record_key(entry.request_id)
             shard = shards.get(number)
             if shard is None:
                 shard = shards[number] = _Shard()
-            shard.ops.append(shard.key(name))
-            shard.sinks.append(pack_decision(decision))
+            if entry.challenge_expires is None:
+                shard.ops += (shard.key(name), 0, 0)
+            else:
+                challenge = shard.key(_challenge_key(name))
+                shard.ops += (shard.key(name), challenge, repr(entry.challenge_expires))  # exact in Lua
+            shard.sinks.append(pack_decision(entry.decision))
+        ttl = str(_ms(self.plan.record_ttl))
         commands = [
-            ("EVALSHA", SCRIPT_SHA, len(shard.keys), *shard.keys, "R", _encode(shard.ops), *shard.sinks)
+            ("EVALSHA", SCRIPT_SHA, len(shard.keys), *shard.keys, "R", _encode(shard.ops), ttl, *shard.sinks)
             for shard in shards.values()
         ]
         await self._guard(self._run(commands) if self._pool is None else self._remember_in_flight(commands))
@@ -291,13 +308,11 @@ class RedisStore(StoreLifecycle):
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
-    async def _apply_in_round_trips(
-        self, batch: Sequence[Observation | FeedbackUpdate]
-    ) -> list[Counts | FeedbackStatus]:
+    async def _apply_in_round_trips(self, batch: Sequence[Update]) -> list[Answer]:
         """Redis Cluster: one pipeline of ``Q`` calls, then one of ``E`` calls (redis-py routes each call)."""
         claims, places = self._claims(batch)
         replies = await self._run([self._claim_call(shard) for shard in claims])
-        results: list[Counts | FeedbackStatus] = []
+        results: list[Answer] = []
         counting = self._count(batch, places, claims, replies, results)
         if counting:
             replies = await self._run([self._count_call(shard) for shard in counting])
@@ -305,15 +320,13 @@ class RedisStore(StoreLifecycle):
                 _deliver(shard.sinks, _decode(reply))
         return results
 
-    async def _apply_in_flight(
-        self, batch: Sequence[Observation | FeedbackUpdate]
-    ) -> list[Counts | FeedbackStatus]:
+    async def _apply_in_flight(self, batch: Sequence[Update]) -> list[Answer]:
         """One Redis server: the batch in chunks, pipelined on one connection (see the module docstring)."""
         size = self.chunk_size
         chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
         claimed: list[tuple[list[_Shard], list[_Shard]]] = []
         counting: list[list[_Shard]] = []
-        results: list[Counts | FeedbackStatus] = []
+        results: list[Answer] = []
         pending: deque[tuple[int, int, int]] = deque([(_LOAD, 0, 1)])  # answers expected: kind, chunk, calls
 
         def claim(chunk: int) -> list[tuple[Any, ...]]:
@@ -383,7 +396,7 @@ class RedisStore(StoreLifecycle):
         return ("EVALSHA", SCRIPT_SHA, len(shard.keys), *shard.keys, "E", _encode(shard.dims),
                 _encode(shard.ops), self._config)  # fmt: skip
 
-    def _claims(self, items: Sequence[Observation | FeedbackUpdate]) -> tuple[list[_Shard], list[_Shard]]:
+    def _claims(self, items: Sequence[Update]) -> tuple[list[_Shard], list[_Shard]]:
         """The ``Q`` calls of `items` (one per shard) and the shard of each item."""
         record_key = self.record_key
         shards: dict[int, _Shard] = {}
@@ -398,17 +411,20 @@ class RedisStore(StoreLifecycle):
                 keys = {**item.keys, _FINGERPRINT: item.fingerprint} if item.fingerprint else item.keys
                 record = f"0{item.ts!r}\n{_json(keys).decode()}\n"
                 shard.ops += (_CLAIM, shard.key(name), item.ts, record)
-            else:
+            elif isinstance(item, FeedbackUpdate):
                 shard.ops += (_RESOLVE, shard.key(name), item.ts, 1 if item.resolved else 0)
+            else:
+                challenge = shard.key(_challenge_key(name))
+                shard.ops += (_CHALLENGE, shard.key(name), item.ts, item.fingerprint, challenge)
         return list(shards.values()), places
 
     def _count(
         self,
-        items: Sequence[Observation | FeedbackUpdate],
+        items: Sequence[Update],
         places: list[_Shard],
         claims: list[_Shard],
         replies: list[Any],
-        results: list[Counts | FeedbackStatus],
+        results: list[Answer],
     ) -> list[_Shard]:
         """Read the ``Q`` answers of `items` into `results`; the ``E`` calls (one per shard) of what counts.
 
@@ -465,6 +481,22 @@ class RedisStore(StoreLifecycle):
                     )
                     shard.ops += (k, _DISTINCT, ts, item.distinct_member)
                     shard.sinks += (_DISTINCT, counts)
+                continue
+            if isinstance(item, ChallengeUpdate):
+                answer = ChallengeAnswer(_CHALLENGE_STATES[code])
+                results.append(answer)
+                if code != 3:
+                    cursor[1] = position + 1
+                    continue
+                cursor[1] = position + 2
+                if item.passed:
+                    recorded = orjson.loads(answers[position + 1])
+                    for dim, dimension in self._passed:
+                        key = recorded.get(dim) if isinstance(recorded, dict) else None
+                        if key is not None:
+                            shard, k = entities.get((dim, key)) or entity(entities, shards, dimension, key)
+                            shard.ops += (k, _PASS, item.ts)
+                            shard.sinks += (_PASSES, (dimension, answer))
                 continue
             results.append(_FEEDBACK[code])
             if code != 3:
@@ -558,6 +590,14 @@ def _deliver(sinks: list[Any], answers: list[Any]) -> None:
                     if peak:
                         counts.peaks[slot] = answers[position]
                         position += 1
+                for slot in kind.pass_slots:
+                    counts.passes[slot] = answers[position]
+                    position += 1
+            elif kind == _PASSES:
+                dimension, answer = counts
+                for slot in dimension.pass_slots:
+                    answer.passes[slot] = answers[position]
+                    position += 1
             elif kind == _PREVIOUS_AND_SLOT:
                 previous = answers[position]
                 counts.previous_ts = None if previous is False else float(previous)
@@ -578,3 +618,16 @@ def _deliver(sinks: list[Any], answers: list[Any]) -> None:
 
 
 _FEEDBACK: tuple[FeedbackStatus, ...] = ("unknown", "failed", "duplicate", "applied")
+_CHALLENGE_STATES: tuple[ChallengeState, ...] = (
+    "unknown",
+    "unknown",
+    "duplicate",
+    "applied",
+    "expired",
+    "mismatch",
+)
+
+
+def _challenge_key(record: bytes) -> bytes:
+    """A request's open challenge: next to its record (the same shard), holding its expiry until taken."""
+    return record.replace(b":req:", b":chl:", 1)

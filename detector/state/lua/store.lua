@@ -37,40 +37,77 @@ if op == 'Q' or op == 'R' then
   end
   local out, o = {}, 0
   if op == 'R' then
-    -- remember decisions. ARGV: 'R', key indices (msgpack), the decision of each (binary, so not in the
-    -- msgpack: Redis's cmsgpack has no bin type). The record is rewritten whole (SET KEEPTTL) rather than
-    -- APPENDed to, which would leave its string over-allocated.
-    local indices = cmsgpack.unpack(ARGV[2])
-    for j = 1, #indices do
-      local k = indices[j]
+    -- remember decisions. ARGV: 'R', (record key index, challenge key index or 0, expiry as text) of each
+    -- (msgpack, flat), record_ttl (ms), then the decision of each (binary, so not in the msgpack: Redis's
+    -- cmsgpack has no bin type). The record is rewritten whole (SET KEEPTTL) rather than APPENDed to, which
+    -- would leave its string over-allocated. A challenge key holds its expiry (event time) until a result
+    -- takes it ('done').
+    local entries = cmsgpack.unpack(ARGV[2])
+    for j = 1, #entries, 3 do
+      local k = entries[j]
       local rec = record(k)
       if rec and rec[5] == '' then
-        rec[5] = ARGV[2 + j]
-        values[k] = values[k] .. ARGV[2 + j]
+        local decision = ARGV[3 + (j + 2) / 3]
+        rec[5] = decision
+        values[k] = values[k] .. decision
         redis.call('SET', KEYS[k], values[k], 'KEEPTTL')
+        if entries[j + 1] ~= 0 then
+          redis.call('SET', KEYS[entries[j + 1]], entries[j + 2], 'PX', ARGV[3])
+        end
       end
     end
     return out
   end
-  -- claim (1, k, ts, record) and resolve (2, k, ts, resolved 1/0) in batch order.
+  -- claim (1, k, ts, record), resolve (2, k, ts, resolved 1/0) and a challenge's result (3, k, ts,
+  -- fingerprint or '', challenge key index) in batch order.
   -- ARGV: 'Q', operations (msgpack, flat), record_ttl (s), record_ttl (ms).
   -- Answers, flat, in order: a claim 0 (new) or 1, the stored decision (false for none) and the record's
   -- entity keys (with the request's fingerprint, which the client compares); a resolution
-  -- 0 (unknown), 1 (failed), 2 (duplicate), or 3, the record's time and its entity keys (applied).
+  -- 0 (unknown), 1 (failed), 2 (duplicate), or 3, the record's time and its entity keys (applied); a
+  -- challenge's result 0 (no open challenge), 2 (already taken), 4 (expired), 5 (another request's
+  -- fingerprint), or 3 and the record's entity keys (applied).
   local ops = cmsgpack.unpack(ARGV[2])
   local ttl = tonumber(ARGV[3])
-  for j = 1, #ops, 4 do
+  local j = 1
+  while j <= #ops do
     local k, ts = ops[j + 1], ops[j + 2]
     local rec = record(k)
-    if ops[j] == 1 then
+    local code = ops[j]
+    j = j + (code == 3 and 5 or 4)
+    if code == 3 then
+      local kc = ops[j - 1]
+      local open = values[kc]
+      local fingerprint = ops[j - 2]
+      local recorded = rec and fingerprint ~= '' and cjson.decode(rec[4])['#fp']
+      if not rec or rec[2] + ttl <= ts or not open then
+        o = o + 1
+        out[o] = 0
+      elseif recorded and recorded ~= fingerprint then
+        o = o + 1
+        out[o] = 5
+      elseif open == 'done' then
+        o = o + 1
+        out[o] = 2
+      else
+        values[kc] = 'done'
+        redis.call('SET', KEYS[kc], 'done', 'KEEPTTL')
+        if ts > tonumber(open) then
+          o = o + 1
+          out[o] = 4
+        else
+          out[o + 1], out[o + 2] = 3, rec[4]
+          o = o + 2
+        end
+      end
+    elseif code == 1 then
       if rec and rec[2] + ttl > ts then
         out[o + 1] = 1
         out[o + 2] = rec[5] ~= '' and rec[5]
         out[o + 3] = rec[4]
         o = o + 3
       else
-        redis.call('SET', KEYS[k], ops[j + 3], 'PX', ARGV[4])
-        values[k] = ops[j + 3]
+        redis.call('SET', KEYS[k], ops[j - 1], 'PX', ARGV[4])
+        values[k] = ops[j - 1]
         parsed[k] = nil
         o = o + 1
         out[o] = 0
@@ -78,7 +115,7 @@ if op == 'Q' or op == 'R' then
     elseif not rec or rec[2] + ttl <= ts then
       o = o + 1
       out[o] = 0
-    elseif ops[j + 3] ~= 1 then
+    elseif ops[j - 1] ~= 1 then
       o = o + 1
       out[o] = 1
     elseif rec[1] then
@@ -99,15 +136,19 @@ if op ~= 'E' then return redis.error_reply('unknown op ' .. tostring(op)) end
 
 -- entities. ARGV: 'E', the dimension index of each key (msgpack), operations (msgpack, flat, batch order),
 -- configuration (msgpack): {limit, limit seconds, limit buckets, distinct window, then per dimension
--- {ttl (ms), seconds, buckets, peak (1/0) of window 1, of window 2, ...}}.
+-- {ttl (ms), n, seconds, buckets, peak (1/0) of each of its n windows, then seconds, buckets of each of
+-- its windows of challenges passed}}.
 -- operation: key index, code, event time ts, then for code 5 the member:
---   1  count a request in every window; answer requests, verified (and the peak) of each
+--   1  count a request in every window; answer requests, verified (and the peak) of each, then the
+--      challenges passed in each pass window
 --   2  count a verification in every window
 --   3  answer the previous request time (false for none), keep the latest
 --   4  as 3, then take a send-limit slot if one is free; answer taken (1/0) and the slots used
 --   5  add the distinct member seen at ts; answer how many were seen after ts - distinct window
+--   6  count a challenge passed in every pass window; answer the passes of each
 -- A bucket is floor(ts / (seconds / buckets)), the same IEEE double operations as `Window.bucket`.
--- state: {[seconds] = window, L = send-limit window, p = previous time, d = {member, ts, member, ts, ...}}
+-- state: {[seconds] = window, L = send-limit window, p = previous time, d = {member, ts, member, ts, ...},
+--         P = {[seconds] = window of challenges passed (counted as requests)}}
 -- window: {buckets B, head, requests, verified, then bucket, requests, verified of every kept bucket};
 -- buckets older than head - B are dropped, as in detector.windows.BucketCounter.
 -- Each key is read (MGET) and decoded once, and encoded and written (SET) once, per call.
@@ -184,7 +225,8 @@ while p <= total do
   end
   if code == 1 or code == 2 then
     local c = cfg[4 + dims[k]]
-    for w = 2, #c, 3 do
+    local last = 2 + 3 * c[2]
+    for w = 3, last, 3 do
       local seconds, buckets = c[w], c[w + 1]
       local b = floor(ts / (seconds / buckets))
       local s = state[seconds]
@@ -203,6 +245,35 @@ while p <= total do
       else
         add(s, b, 0, 1)
       end
+    end
+    if code == 1 then
+      for w = last + 1, #c, 2 do
+        local passed = state.P and state.P[c[w]]
+        if passed and passed[1] == c[w + 1] then
+          advance(passed, floor(ts / (c[w] / c[w + 1])))
+          o = o + 1
+          out[o] = passed[3]
+        else
+          o = o + 1
+          out[o] = 0
+        end
+      end
+    end
+  elseif code == 6 then
+    local c = cfg[4 + dims[k]]
+    local passes = state.P or {}
+    state.P = passes
+    for w = 3 + 3 * c[2], #c, 2 do
+      local seconds, buckets = c[w], c[w + 1]
+      local b = floor(ts / (seconds / buckets))
+      local s = passes[seconds]
+      if s == nil or s[1] ~= buckets then
+        s = {buckets, b, 0, 0}
+        passes[seconds] = s
+      end
+      add(s, b, 1, 0)
+      o = o + 1
+      out[o] = s[3]
     end
   elseif code == 3 or code == 4 then
     local previous = state.p
