@@ -101,6 +101,10 @@ def serve(
             log.warning("--insecure-local: binding %s instead of %s", LOOPBACK, host)
         host = LOOPBACK
         log.warning("--insecure-local: no authentication; anyone on this machine can call the service")
+    from detector.hashing import load_hash_key
+
+    # Challenge ids are keyed digests: with the public offline key, anyone could answer any challenge.
+    load_hash_key(required=True)
     verify = SiteVerifyConfig.from_env()
     _, engine = engine_for(policy_path, store_url, shadow=shadow)
     if store_url.startswith("memory:"):

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
@@ -29,13 +29,17 @@ from detector.events import (
     FIELD_LIMITS,
     MAX_EVENT_BYTES,
     Address,
+    CaptchaToken,
     ChallengeResult,
     Decision,
     Event,
+    ForwardedFor,
+    Identifier,
+    Message,
     OtpChallenge,
     OtpFeedback,
     OtpRequest,
-    RequestId,
+    Phone,
     parse_timestamp,
 )
 from detector.serve.auth import ApiTokens
@@ -62,17 +66,22 @@ class FeedbackBody(OtpFeedback, frozen=True, tag=False, kw_only=True):
     ts: float | str | None = None  # type: ignore[assignment]
 
 
-CaptchaToken = Annotated[str, msgspec.Meta(max_length=4096)]  # Turnstile's are up to 2,048 characters
-
-
 class ChallengeBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A challenge's result: a trusted backend's verdict (`result`), or the CAPTCHA response `token` for the
-    service to verify with the provider (with the solver's `remote_ip` if known)."""
+    service to verify with the provider (with the solver's `remote_ip` if known). The `otp_challenge`
+    contract without `type`, `request_id` (in the path) and `ts` (the server's clock); what the request was
+    for may be repeated (`phone`, `client_ip`, `message`, ...) to have it checked and put in the decision."""
 
-    challenge_id: RequestId
+    challenge_id: Identifier
     result: ChallengeResult | None = None
     token: CaptchaToken | None = None
     remote_ip: Address | None = None
+    phone: Phone | None = None
+    phone_country: str | None = None
+    client_ip: Address | None = None
+    remote_addr: Address | None = None
+    forwarded_for: ForwardedFor | None = None
+    message: Message | None = None
 
 
 class FeedbackAnswer(msgspec.Struct, frozen=True):
@@ -281,24 +290,14 @@ def create_app(service: Service) -> ASGIApp:
             raise FieldError(
                 f"`request_id` is longer than {FIELD_LIMITS['request_id']} characters", "request_id"
             )
+        fields = msgspec.structs.asdict(data)
         try:
-            event = OtpChallenge(
-                request_id=request_id,
-                challenge_id=data.challenge_id,
-                ts=now,
-                result=data.result,
-                token=data.token,
-                remote_ip=data.remote_ip,
-            )
+            event = OtpChallenge(request_id=request_id, ts=now, **fields)
         except ValueError as exc:
             raise FieldError(str(exc).split(" - at ")[0], _field_of(str(exc))) from None
         if event.token is not None:
-            event = OtpChallenge(
-                request_id=request_id,
-                challenge_id=data.challenge_id,
-                ts=now,
-                result=await _verify(service, event.token, event.remote_ip),
-            )
+            fields.update(result=await _verify(service, event.token, event.remote_ip), token=None)
+            event = OtpChallenge(request_id=request_id, ts=now, **fields)
         result = await service.decide(event, now)
         if isinstance(result, Decision):
             return result

@@ -127,6 +127,12 @@ def unique_id(stem: str = "req") -> str:
     return f"{stem}-{uuid.uuid4().hex[:12]}"
 
 
+def unique_ip() -> str:
+    """A private address (a possible client) in one of 65,536 /24s."""
+    value = uuid.uuid4().int
+    return f"10.{value % 256}.{(value >> 8) % 256}.{1 + (value >> 16) % 254}"
+
+
 def unique_phone() -> str:
     """A valid UK mobile number that no other test run uses (07400 000000 – 07400 999999 range)."""
     return f"+447400{uuid.uuid4().int % 1_000_000:06d}"
