@@ -15,9 +15,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
-from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
-from litestar.handlers import BaseRouteHandler
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
@@ -42,7 +40,7 @@ from detector.events import (
     Phone,
     parse_timestamp,
 )
-from detector.serve.auth import ApiTokens
+from detector.serve.auth import ApiTokens, BearerGate
 from detector.serve.batcher import BatcherStopped, MicroBatcher
 from detector.serve.metrics import HttpMetrics, ServeMetrics
 
@@ -194,7 +192,8 @@ class Service:
         except BatcherStopped as exc:
             raise StatusError(503, "stopping", str(exc)) from None
         try:
-            return await asyncio.wait_for(future, self.deadline)
+            async with asyncio.timeout(self.deadline):
+                return await future
         except TimeoutError:
             raise StatusError(503, "timeout", f"no decision within {self.deadline:g}s; try again") from None
 
@@ -224,17 +223,8 @@ def _event_time(ts: float | str | None, now: float) -> float | str:
 
 def create_app(service: Service) -> ASGIApp:
     """The ASGI application (Litestar inside a metrics wrapper) serving `service`."""
-    tokens = service.tokens
-
-    async def authenticated(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        # async: Litestar runs a sync guard in a worker thread, which cost more than the rest of a request
-        if tokens is not None and not tokens.accepts(connection.headers.get("authorization")):
-            raise NotAuthorizedException(
-                detail="a valid `Authorization: Bearer <token>` header is required",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    protected: dict[str, Any] = {"guards": [authenticated], "security": [{"bearer": []}] if tokens else None}
+    # Checked by `BearerGate` in front of the framework; declared here for the OpenAPI document.
+    protected: dict[str, Any] = {"security": [{"bearer": []}] if service.tokens else None}
     errors = {
         401: ResponseSpec(ErrorBody, description="Missing or wrong bearer token"),
         413: ResponseSpec(ErrorBody, description=f"Body over {MAX_EVENT_BYTES} bytes"),
@@ -346,7 +336,8 @@ def create_app(service: Service) -> ASGIApp:
         ),
         logging_config=None,
     )
-    return HttpMetrics(app, service.metrics)
+    gated: ASGIApp = BearerGate(app, service.tokens) if service.tokens is not None else app
+    return HttpMetrics(gated, service.metrics)
 
 
 async def _verify(service: Service, token: str, remote_ip: str | None) -> ChallengeResult:

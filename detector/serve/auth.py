@@ -14,6 +14,7 @@ import hmac
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from detector.errors import ConfigurationError
 
@@ -85,6 +86,41 @@ class ApiTokens:
             return cls(tokens)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{source}: {exc}") from None
+
+
+_UNAUTHORIZED = b'{"error":"a valid `Authorization: Bearer <token>` header is required"}'
+
+
+class BearerGate:
+    """ASGI wrapper: calls under `prefix` need one of `tokens`, else 401 with `WWW-Authenticate: Bearer`.
+
+    In front of the framework rather than a route guard: a refused call is answered before its body is
+    read, and the check costs a header lookup (Litestar copies the route handler for every guard call).
+    """
+
+    def __init__(self, app: Any, tokens: ApiTokens, prefix: str = "/v1/") -> None:
+        self.app = app
+        self.tokens = tokens
+        self.prefix = prefix
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            header = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+            if not self.tokens.accepts(header.decode("latin-1") if header is not None else None):
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(_UNAUTHORIZED)).encode()),
+                            (b"www-authenticate", b"Bearer"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+                return
+        await self.app(scope, receive, send)
 
 
 def _digest(token: str) -> bytes:

@@ -26,7 +26,7 @@ from detector.events import Decision, Event, OtpChallenge, OtpFeedback
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
-UNMATCHED = "unmatched"
+UNROUTED = "unrouted"  # answered before routing: 401 (no token), 404 (no such path), 413
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -124,7 +124,7 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = scope.get("path_template") or UNMATCHED
+            route = scope.get("path_template") or UNROUTED
             method = (
                 scope["method"] if scope["method"] in _METHODS else "other"
             )  # a label set clients cannot grow

@@ -395,7 +395,7 @@ async def test_metrics_count_requests_by_route_and_status_and_decisions(
         text = (await http.get("/metrics")).text
     assert 'detector_http_requests_total{method="POST",route="/v1/checks",status="200"}' in text
     assert 'detector_http_requests_total{method="POST",route="/v1/checks",status="422"}' in text
-    assert 'detector_http_requests_total{method="POST",route="/v1/checks",status="401"}' in text
+    assert 'detector_http_requests_total{method="POST",route="unrouted",status="401"}' in text
     assert 'detector_http_request_seconds_bucket{le="0.01",route="/v1/checks"}' in text
     assert 'detector_decisions_total{action="allow",mode="enforce",verdict="allow"}' in text
     assert 'detector_batch_size_count{topic="http"}' in text
