@@ -21,6 +21,7 @@ from typing import Literal, cast
 
 import msgspec
 
+from detector.errors import ConfigurationError
 from detector.events import (
     Action,
     BadEvent,
@@ -39,7 +40,7 @@ from detector.hashing import KeyedHasher
 from detector.memo import Memo
 from detector.policy import Policy, seconds
 from detector.scoring import Conclusion, Hit, Scorer, Subject
-from detector.signals.network import ClientResolver, IpClassifier, IpFacts
+from detector.signals.network import ClientResolver, IpClassifier, IpFacts, NetworkSet
 from detector.signals.phone import PhoneParser
 from detector.state.base import (
     DISTINCT_DIMENSION,
@@ -74,7 +75,11 @@ _decision_decoder = msgspec.json.Decoder(Decision)
 
 
 class Engine:
-    def __init__(self, policy: Policy, store: Store, hasher: KeyedHasher) -> None:
+    def __init__(
+        self, policy: Policy, store: Store, hasher: KeyedHasher, ips: IpClassifier | None = None
+    ) -> None:
+        """`ips`: the client-address classifier (`detector.wiring` builds it from the policy's lists and
+        files); without one, only the policy's inline allow and deny lists apply."""
         self.policy = policy
         self.store = store
         self.scorer = Scorer(policy)
@@ -83,13 +88,14 @@ class Engine:
         self._phones = PhoneParser(policy.phone.prefix_digits, policy.phone.default_region)
         self._clients = ClientResolver(policy.trusted_proxies)
         lists = policy.lists
-        self._ips = IpClassifier(
-            lists.allow_ips,
-            lists.deny_ips,
-            lists.datacenter_ip_files,
-            lists.anonymizer_ip_files,
-            lists.geoip_database,
-        )
+        if ips is None:
+            if lists.datacenter_ip_files or lists.anonymizer_ip_files or lists.geoip_database:
+                raise ConfigurationError(
+                    "the policy names IP list files or a GeoIP database: build the engine with "
+                    "detector.wiring.build_engine, which opens them"
+                )
+            ips = IpClassifier(NetworkSet(lists.allow_ips), NetworkSet(lists.deny_ips))
+        self._ips = ips
         self._counted = frozenset(self.plan.record_dimensions) | {DISTINCT_DIMENSION, "msisdn"}
         self._networks: Memo[tuple[str | None, ...], _Network] = Memo(entry_bytes=600)  # ~550 B measured
         self._prefix_keys: Memo[str, str] = Memo()

@@ -14,6 +14,7 @@ from detector.hashing import KeyedHasher
 from detector.policy import Policy, default_policy_data, merge, policy_from_data
 from detector.scoring import counter_plan
 from detector.state.memory import MemoryStore
+from detector.wiring import open_ip_classifier
 
 T0 = 1_795_420_800.0  # 2026-11-23T08:00:00Z
 _ids = itertools.count()
@@ -63,7 +64,8 @@ def quiet_policy(**overrides: Any) -> Policy:
 
 def engine(pol: Policy | None = None) -> Engine:
     pol = pol or policy()
-    return Engine(pol, MemoryStore(counter_plan(pol)), KeyedHasher(b"test-key-0123456789abcdef"))
+    hasher = KeyedHasher(b"test-key-0123456789abcdef")
+    return Engine(pol, MemoryStore(counter_plan(pol)), hasher, open_ip_classifier(pol.lists))
 
 
 def run(events: list[dict[str, Any]], pol: Policy | None = None, batch_size: int = 100) -> list[Result]:

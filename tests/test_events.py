@@ -6,7 +6,15 @@ import orjson
 import pytest
 from referencing import Registry, Resource
 
-from detector.events import BadEvent, OtpFeedback, OtpRequest, encode, parse_event, parse_timestamp
+from detector.events import (
+    BadEvent,
+    OtpChallenge,
+    OtpFeedback,
+    OtpRequest,
+    encode,
+    parse_event,
+    parse_timestamp,
+)
 from tests.factories import decisions
 
 SCHEMAS = Path(__file__).parent.parent / "schemas"
@@ -23,7 +31,8 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 
 
 def _schema_for(event: dict) -> str:
-    return "otp_feedback.schema.json" if event.get("type") == "otp_feedback" else "otp_request.schema.json"
+    kind = event.get("type")
+    return f"{kind}.schema.json" if kind in ("otp_feedback", "otp_challenge") else "otp_request.schema.json"
 
 
 @pytest.mark.parametrize("path", sorted((EXAMPLES / "valid").glob("*.json")), ids=lambda p: p.name)
@@ -31,7 +40,7 @@ def test_valid_examples_pass_the_schema_and_the_parser(path: Path) -> None:
     event = json.loads(path.read_text())
     _validator(_schema_for(event)).validate(event)
     parsed = parse_event(path.read_bytes())
-    assert isinstance(parsed, OtpRequest | OtpFeedback), parsed
+    assert isinstance(parsed, OtpRequest | OtpFeedback | OtpChallenge), parsed
 
 
 @pytest.mark.parametrize("path", sorted((EXAMPLES / "invalid").glob("*.json")), ids=lambda p: p.name)
@@ -137,8 +146,23 @@ def test_timestamps_without_offset_or_invalid_are_refused(text: str) -> None:
         parse_timestamp(text)
 
 
+def test_challenge_decisions_and_their_ends_match_the_decision_schema() -> None:
+    asked = {**json.loads((EXAMPLES / "valid" / "request-e164.json").read_text())}
+    asked.update(signals={"anonymizer": True}, ip_country="NL")  # 20 + 20 points: a challenge
+    validator = _validator("otp_decision.schema.json")
+    [challenge] = decisions([asked])
+    assert challenge.action == "challenge" and challenge.challenge_id
+    result = json.loads((EXAMPLES / "valid" / "challenge-passed.json").read_text())
+    result["challenge_id"] = challenge.challenge_id
+    engine_decisions = decisions([asked, result], batch_size=1)
+    assert [d.supersedes for d in engine_decisions] == [None, "challenge"]
+    for decision in engine_decisions:
+        validator.validate(orjson.loads(encode(decision)))
+
+
 def test_decisions_match_the_decision_schema() -> None:
     events = [json.loads(p.read_text()) for p in sorted((EXAMPLES / "valid").glob("*.json"))]
+    events = [event for event in events if event["type"] != "otp_challenge"]
     events.append(json.loads((EXAMPLES / "invalid" / "request-bad-ts.json").read_text()))
     produced = decisions(events)
     assert len(produced) == 3

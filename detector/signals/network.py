@@ -5,9 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from detector.policy import read_cidr_file
+from typing import Protocol
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -77,10 +75,6 @@ class NetworkSet:
             self._by_length.setdefault(key, set()).add(int(network.network_address))
             self.size += 1
         self._lengths = sorted(self._by_length, key=lambda k: -k[1])
-
-    @classmethod
-    def from_files(cls, paths: Iterable[str]) -> NetworkSet:
-        return cls(cidr for path in paths for cidr in read_cidr_file(path))
 
     def __contains__(self, address: IPAddress) -> bool:
         value = int(address)
@@ -161,22 +155,30 @@ class IpFacts:
     impossible: str | None = None
 
 
+class GeoReader(Protocol):
+    """A country database (maxminddb's `Reader` has this shape): a record for an address, or None."""
+
+    def get(self, address: str) -> object: ...
+
+
 class IpClassifier:
-    """Facts about one client address: lists, subnet, country."""
+    """Facts about one client address: lists, subnet, country. It is given its lists; it opens no file
+    (`detector.wiring.open_ip_classifier` reads the policy's list files and GeoIP database)."""
 
     def __init__(
         self,
-        allow: Sequence[str],
-        deny: Sequence[str],
-        datacenter_files: Sequence[str],
-        anonymizer_files: Sequence[str],
-        geoip_database: str | None,
+        allow: NetworkSet | None = None,
+        deny: NetworkSet | None = None,
+        datacenter: NetworkSet | None = None,
+        anonymizer: NetworkSet | None = None,
+        geo: GeoReader | None = None,
     ) -> None:
-        self._allow = NetworkSet(allow)
-        self._deny = NetworkSet(deny)
-        self._datacenter = NetworkSet.from_files(datacenter_files)
-        self._anonymizer = NetworkSet.from_files(anonymizer_files)
-        self._geo = _open_geo(geoip_database)
+        empty = NetworkSet(())
+        self._allow = allow or empty
+        self._deny = deny or empty
+        self._datacenter = datacenter or empty
+        self._anonymizer = anonymizer or empty
+        self._geo = geo
 
     def facts(self, address: IPAddress) -> IpFacts:
         return IpFacts(
@@ -199,14 +201,3 @@ class IpClassifier:
         country = record.get("country") or record.get("registered_country") or {}
         code = country.get("iso_code") if isinstance(country, dict) else None
         return code if isinstance(code, str) else None
-
-
-def _open_geo(path: str | None) -> Any:
-    if path is None:
-        return None
-    import maxminddb
-
-    try:
-        return maxminddb.open_database(path)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot open the GeoIP database {path}: {exc}") from exc
