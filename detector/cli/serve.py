@@ -101,12 +101,8 @@ def serve(
             log.warning("--insecure-local: binding %s instead of %s", LOOPBACK, host)
         host = LOOPBACK
         log.warning("--insecure-local: no authentication; anyone on this machine can call the service")
-    from detector.hashing import load_hash_key
-
-    # Challenge ids are keyed digests: with the public offline key, anyone could answer any challenge.
-    load_hash_key(required=True)
     verify = SiteVerifyConfig.from_env()
-    _, engine = engine_for(policy_path, store_url, shadow=shadow)
+    _, engine = engine_for(policy_path, store_url, shadow=shadow, service=True)
     if store_url.startswith("memory:"):
         click.echo("warning: memory:// keeps counters in this process: workers will not share them", err=True)
     service = Service(

@@ -29,6 +29,20 @@ def test_the_service_refuses_to_start_without_tokens(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_the_service_refuses_to_start_without_a_hash_key(tmp_path: Path) -> None:
+    env = serve_env("memory://", DETECTOR_API_TOKENS=TOKEN)
+    del env["DETECTOR_HASH_KEY"]
+    done = subprocess.run(
+        [sys.executable, "-m", "detector", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "DETECTOR_HASH_KEY" in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("tokens", ["tiny-Q7x", "a-good-long-token-123456,with space in it!!"])
 def test_weak_or_malformed_tokens_are_refused_without_showing_them(tmp_path: Path, tokens: str) -> None:
     done = subprocess.run(
