@@ -137,11 +137,14 @@ def redis_store(url: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_process(store: str, port: int, batch_size: int) -> Iterator[subprocess.Popen[bytes]]:
+def serve_process(
+    store: str, port: int, batch_size: int, in_flight: int
+) -> Iterator[subprocess.Popen[bytes]]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("DETECTOR_")}
     env.update({"DETECTOR_HASH_KEY": HASH_KEY, "DETECTOR_API_TOKENS": TOKEN, "DETECTOR_LOG_LEVEL": "WARNING"})
     argv = [sys.executable, "-m", "detector", "serve", "--store", store, "--port", str(port)]
-    proc = subprocess.Popen([*argv, "--batch-size", str(batch_size)], env=env, stdin=subprocess.DEVNULL)
+    argv += ["--batch-size", str(batch_size), "--max-in-flight", str(in_flight)]
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -174,7 +177,7 @@ def measure(args: argparse.Namespace, store: str, workdir: Path) -> dict[str, An
         "seconds": args.seconds,
         "rates": [],
     }
-    with serve_process(store, port, args.batch_size) as proc:
+    with serve_process(store, port, args.batch_size, args.in_flight) as proc:
         run_wrk(url, lua_script(workdir / "warm.lua", 0, "warm"), 8, 3)  # JIT-free Python still warms caches
         for rate in args.rates:
             # Each connection sends every connections/rate seconds, less the ~1 ms it waits for an answer.
@@ -215,13 +218,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="per rate")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--in-flight", type=int, default=1, help="the service's --max-in-flight")
     parser.add_argument("--store", default=os.environ.get("REDIS_URL"), help="redis://… (default: start one)")
     parser.add_argument("--json", dest="json_path", help="write the report here")
     args = parser.parse_args()
     args.rates = [int(rate) for rate in args.rates.split(",") if rate]
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: run scripts/system-deps.sh (Debian's wrk)")
-    print(f"detector serve on Redis, wrk -t1 -c{args.connections}, {args.seconds} s per rate", flush=True)
+    print(
+        f"detector serve on Redis (--max-in-flight {args.in_flight}), wrk -t1 -c{args.connections}, "
+        f"{args.seconds} s per rate",
+        flush=True,
+    )
     with redis_store(args.store) as store, tempfile.TemporaryDirectory() as tmp:
         report = measure(args, store, Path(tmp))
     target = next((r for r in report["rates"] if r["offered"] == 1000), None)

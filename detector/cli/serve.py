@@ -49,6 +49,14 @@ LOOPBACK = "127.0.0.1"
     help="Most concurrent calls decided in one engine call (one store round trip).",
 )
 @option(
+    "--max-in-flight",
+    "max_in_flight",
+    env="DETECTOR_SERVE_MAX_IN_FLIGHT",
+    default=1,
+    type=click.IntRange(1, 64),
+    help="Engine calls at once: more lets a batch start while another waits on the store.",
+)
+@option(
     "--graceful-timeout",
     "graceful_timeout",
     env="DETECTOR_SERVE_GRACEFUL_TIMEOUT",
@@ -71,6 +79,7 @@ def serve(
     policy_path: str | None,
     shadow: bool,
     batch_size: int,
+    max_in_flight: int,
     graceful_timeout: int,
     insecure_local: bool,
 ) -> None:
@@ -106,7 +115,11 @@ def serve(
     if store_url.startswith("memory:"):
         click.echo("warning: memory:// keeps counters in this process: workers will not share them", err=True)
     service = Service(
-        engine, tokens, SiteVerifier(verify) if verify is not None else None, max_batch=batch_size
+        engine,
+        tokens,
+        SiteVerifier(verify) if verify is not None else None,
+        max_batch=batch_size,
+        max_in_flight=max_in_flight,
     )
     tune_gc()
     sys.exit(run_server(service, host, port, graceful_timeout=graceful_timeout))

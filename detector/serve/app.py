@@ -176,10 +176,13 @@ class Service:
     verifier: SiteVerifier | None = None
     metrics: ServeMetrics = field(default_factory=ServeMetrics)
     max_batch: int = 256
+    max_in_flight: int = 1
     batcher: MicroBatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.batcher = MicroBatcher(self.engine, self.max_batch, on_batch=self.metrics.batch)
+        self.batcher = MicroBatcher(
+            self.engine, self.max_batch, self.max_in_flight, on_batch=self.metrics.batch
+        )
         timeout = self.engine.policy.state.timeout_ms / 1000
         # The engine bounds each of its two store calls by 2 × the store's timeout; this bounds the wait in
         # the queue too, so a request never hangs whatever the store does.

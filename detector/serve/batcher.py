@@ -3,6 +3,10 @@
 Each call queues its event with its reference time and waits on a future. One loop takes whatever is queued,
 up to `max_batch`, decides it in one engine call and resolves the futures; calls that arrive meanwhile form
 the next batch. An idle service adds no wait: a lone call is decided as soon as the loop runs.
+
+`max_in_flight` engine calls may run at once (default 1): while one waits on the store, the next batch can
+start. Calls from one client stay in order, since a client sends the next (feedback, a challenge result)
+after the answer to the last; calls in two batches in flight at once are ordered by the store.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ class MicroBatcher:
         self,
         engine: Processor,
         max_batch: int = 256,
+        max_in_flight: int = 1,
         on_batch: Callable[[Sequence[Event], Sequence[Result | BaseException]], None] | None = None,
     ) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
         self.on_batch = on_batch
         self._queue: list[tuple[Event, float, asyncio.Future[Result]]] = []
         self._wake = asyncio.Event()
@@ -66,14 +72,25 @@ class MicroBatcher:
         return future
 
     async def _run(self) -> None:
+        slots = asyncio.Semaphore(self.max_in_flight)
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                await slots.acquire()  # what arrives meanwhile joins this batch
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
-                await self._decide(batch)
+                task = asyncio.create_task(self._decide(batch))
+                running.add(task)
+                task.add_done_callback(finished)
             if self._stopping:
+                await asyncio.gather(*running)
                 return
 
     async def _decide(self, batch: list[tuple[Event, float, asyncio.Future[Result]]]) -> None:

@@ -89,3 +89,39 @@ async def test_stop_decides_what_is_queued_then_refuses(engine: Recording) -> No
     assert all(isinstance(f.result(), Decision) for f in queued)
     with pytest.raises(BatcherStopped):
         batcher.submit(request("late"), time.time())
+
+
+class Gated(Recording):
+    """Holds the first engine call until released, as a store that is slow to answer would."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.gate = asyncio.Event()
+
+    async def process(
+        self, events: Sequence[Event | BadEvent], references: Sequence[float | None] | None = None
+    ) -> list[Result]:
+        if not self.calls:
+            self.calls.append(len(events))
+            await self.gate.wait()
+            self.calls.pop()
+            self.calls.insert(0, len(events))
+            return await self.engine.process(events, references)
+        return await super().process(events, references)
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_max_in_flight_lets_a_batch_start_while_another_waits(in_flight: int) -> None:
+    engine = Gated(build_engine(None, "memory://"))
+    batcher = MicroBatcher(engine, max_in_flight=in_flight)
+    batcher.start()
+    first = batcher.submit(request("r0"), time.time())
+    await asyncio.sleep(0)  # the batcher takes r0 and waits on the store
+    second = batcher.submit(request("r1", "+447400123457"), time.time())
+    done, _ = await asyncio.wait({second}, timeout=0.5)
+    started_meanwhile = bool(done)
+    engine.gate.set()
+    assert isinstance(await first, Decision) and isinstance(await second, Decision)
+    await batcher.stop()
+    assert started_meanwhile == (in_flight == 2)
+    assert engine.calls == [1, 1]
