@@ -107,6 +107,9 @@ class HttpMetrics:
     def __init__(self, app: Any, metrics: ServeMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Children by label values: prometheus_client's `labels()` takes a lock and builds a tuple each call.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
