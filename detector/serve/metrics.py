@@ -128,8 +128,14 @@ class HttpMetrics:
             await self.app(scope, receive, sending)
         finally:
             route = scope.get("path_template") or UNROUTED
-            method = (
-                scope["method"] if scope["method"] in _METHODS else "other"
-            )  # a label set clients cannot grow
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            # Labels from a set clients cannot grow: route templates, known methods, statuses.
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            key = (route, method, status)
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = self.metrics.requests.labels(route, method, str(status))
+            counter.inc()
+            timer = self._timers.get(route)
+            if timer is None:
+                timer = self._timers[route] = self.metrics.latency.labels(route)
+            timer.observe(time.perf_counter() - started)
