@@ -5,7 +5,8 @@
 Starts a redis-server of its own (or uses ``--store`` / ``$REDIS_URL``) and one `detector serve` on it with
 the default policy, then drives ``POST /v1/checks`` with wrk (Debian's ``wrk``; ``scripts/system-deps.sh``
 installs it). Every request is a different one: its own request id, a valid mobile number of one of 16
-countries (4 random digits after the block), one of 5,000 client IPs, a session id, an OTP text.
+countries (4 random digits after the block), a client IP drawn from 198.18.0.0/15 (benchmarking range),
+a session id, an OTP text.
 
 Debian's wrk has no constant-rate mode (wrk2's ``-R``) and hey cannot vary the body, so each rate is set by
 wrk's Lua ``delay()``: every connection waits ``connections / rate`` seconds before each request, less the
