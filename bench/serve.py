@@ -1,6 +1,7 @@
 """`detector serve` under a real load generator: one service process on Redis, wrk POSTing varied checks.
 
-    python -m bench serve [--rates 500,1000,2000] [--seconds 10] [--connections 32] [--json out.json]
+    python -m bench.serve [--rates 500,1000,2000] [--seconds 10] [--connections 32] [--json out.json]
+    python -m bench serve   # the same with the defaults, as `make bench` runs it
 
 Starts a redis-server of its own (or uses ``--store`` / ``$REDIS_URL``) and one `detector serve` on it with
 the default policy, then drives ``POST /v1/checks`` with wrk (Debian's ``wrk``; ``scripts/system-deps.sh``
