@@ -22,7 +22,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp
 
 from detector.challenges.siteverify import SiteVerifier, SiteVerifyError
-from detector.engine import ChallengeStatus, Engine, FeedbackResult, Result
+from detector.engine import Engine, FeedbackResult, Result
 from detector.events import (
     FIELD_LIMITS,
     MAX_EVENT_BYTES,
@@ -362,4 +362,4 @@ def _field_of(message: str) -> str:
     return at.rstrip("`") if at else "$"
 
 
-__all__ = ["ChallengeStatus", "Service", "create_app"]
+__all__ = ["Service", "create_app"]
