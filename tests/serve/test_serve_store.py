@@ -94,3 +94,38 @@ async def test_a_numbers_limit_holds_across_http_and_kafka_workers(
     assert len(allowed) == 10, actions
     assert {"kafka", "http"} <= set(allowed)
     assert [action for _, action in actions[10:]] == ["block", "block"]
+
+
+async def test_the_limit_holds_when_http_and_worker_race_for_the_last_slots(
+    redis_url: str, quiet_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """15 checks over HTTP and 15 worker decisions, all at once, for one number: exactly 10 allowed."""
+    server = ServeProcess(
+        tmp_path, serve_env(redis_url, quiet_policy, DETECTOR_API_TOKENS=TOKEN)
+    ).wait_ready()
+    monkeypatch.setenv("DETECTOR_HASH_KEY", HASH_KEY)
+    worker_engine = build_engine(str(quiet_policy), redis_url)
+    phone = unique_phone()
+
+    async def over_http(http: httpx.AsyncClient) -> str:
+        answer = await http.post("/v1/checks", json=check(phone))
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["action"])
+
+    async def by_worker() -> str:
+        now = time.time()
+        request = OtpRequest(request_id=unique_id(), ts=now, phone=phone, client_ip="203.0.113.63")
+        [decision] = await worker_engine.process([request], references=[now])
+        assert isinstance(decision, Decision)
+        return decision.action
+
+    try:
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=15) as http:
+            actions = await asyncio.gather(
+                *(over_http(http) for _ in range(15)), *(by_worker() for _ in range(15))
+            )
+    finally:
+        await worker_engine.store.close()
+        assert server.stop() == 0, server.output()
+    assert actions.count("allow") == 10, actions
+    assert actions.count("block") == 20
