@@ -21,6 +21,7 @@ from typing import Literal, cast
 
 import msgspec
 
+from detector.baseline import ALL
 from detector.errors import ConfigurationError
 from detector.events import (
     Action,
@@ -31,6 +32,7 @@ from detector.events import (
     OtpFeedback,
     OtpRequest,
     Reason,
+    UpstreamSignals,
     encode,
     format_timestamp,
     parse_timestamp,
@@ -50,6 +52,7 @@ from detector.state.base import (
     FeedbackStatus,
     FeedbackUpdate,
     Observation,
+    Offence,
     Remembered,
     Store,
     StoreUnavailable,
@@ -179,15 +182,22 @@ class Engine:
 
         decided: dict[str, Decision] = {}
         fresh: list[Remembered] = []
+        offences: list[Offence] = []
+        # Quarantines begun in this batch: later requests of the batch meet them as they would in the next.
+        begun: dict[tuple[str, str], tuple[float, int]] = {}
         for index, request, subject, static, allow_listed in pending:
             counts = counted[index]
+            if begun and counts is not None:
+                self._meet_quarantines(subject, counts, begun)
             if counts is not None and counts.duplicate:
                 decision = self._redelivered(request, subject, static, counts, decided)
             elif counts is not None and counts.reused:
                 reused = Hit("request_id_reused", "enforce", verdict="block")
-                decision = self._decide(request, subject, [*static, reused], False, counts)
+                decision, _ = self._decide(request, subject, [*static, reused], False, counts)
             else:
-                decision = self._decide(request, subject, static, allow_listed, counts)
+                decision, conclusion = self._decide(request, subject, static, allow_listed, counts)
+                if counts is not None:
+                    offences += self._offences(subject, conclusion, counts, begun)
                 expires = subject.ts + self._challenge_ttl if decision.action == "challenge" else None
                 fresh.append(
                     Remembered(
@@ -198,8 +208,8 @@ class Engine:
             results[index] = decision
         for index, challenge, claimer, ts in challenges:
             results[index] = self._challenge_result(challenge, claimer, ts, resolved[index])
-        if fresh:
-            await self._remember(fresh)
+        if fresh or offences:
+            await self._remember(fresh, offences)
         return [result for result in results if result is not None]
 
     def challenge_id(self, request_id: str) -> str:
@@ -268,6 +278,15 @@ class Engine:
                 keys["phone_country"] = phone.region
         if ip_country is not None:
             keys["ip_country"] = ip_country
+        if "all" in counted:
+            keys["all"] = ALL
+        region = phone.region
+        if region is not None and "segment" in counted:
+            flags = _flags(request.signals, facts)
+            if flags:
+                keys["segment"] = f"{flags}|{region}"
+        if region is not None and ip_country is not None and ip_country != region and "route" in counted:
+            keys["route"] = f"{ip_country}>{region}"
         if request.session_id and "session" in counted:
             keys["session"] = self._hash("session", request.session_id)
         if request.account_id and "account" in counted:
@@ -296,7 +315,7 @@ class Engine:
         static: list[Hit],
         allow_listed: bool,
         counts: Counts | None,
-    ) -> Decision:
+    ) -> tuple[Decision, Conclusion]:
         problems = [Hit(problem, "enforce") for problem in subject.problems]
         if subject.clamped_by is not None:
             problems.append(Hit("ts_clamped", "enforce", value=round(subject.clamped_by, 3)))
@@ -307,9 +326,11 @@ class Engine:
         elif counts is None:
             conclusion = self.scorer.conclude(static + problems + self._unavailable())
         else:
-            hits = static + self.scorer.counted_hits(subject, counts) + self.scorer.context_hits(subject)
+            hits = (
+                static + self.scorer.counted_hits(subject, counts) + self.scorer.context_hits(subject, counts)
+            )
             conclusion = self.scorer.conclude(hits + problems)
-        return self._decision(request, subject, conclusion)
+        return self._decision(request, subject, conclusion), conclusion
 
     def _decision(self, request: OtpRequest, subject: Subject, conclusion: Conclusion) -> Decision:
         challenged = conclusion.action == "challenge"
@@ -368,9 +389,37 @@ class Engine:
             log.warning("state store unavailable, applying on_error=%s: %s", self.policy.state.on_error, exc)
             return [None] * len(updates)
 
-    async def _remember(self, fresh: list[Remembered]) -> None:
+    def _offences(
+        self,
+        subject: Subject,
+        conclusion: Conclusion,
+        counts: Counts,
+        begun: dict[tuple[str, str], tuple[float, int]],
+    ) -> list[Offence]:
+        """The entities this request's block quarantines, labelled for an operator without the number or
+        the address; `begun` learns their quarantines for the rest of the batch."""
+        found = []
+        for dim in sorted(self.scorer.offences(conclusion)):
+            key = subject.keys.get(dim)
+            if key is None:
+                continue
+            following = self.plan.next_quarantine(counts.quarantines.get(dim), subject.ts)
+            if following is not None:
+                begun[(dim, key)] = following
+                found.append(Offence(dim, key, subject.ts, _label(dim, subject)))
+        return found
+
+    def _meet_quarantines(
+        self, subject: Subject, counts: Counts, begun: dict[tuple[str, str], tuple[float, int]]
+    ) -> None:
+        for dim in self.plan.quarantine_dimensions:
+            key = subject.keys.get(dim)
+            if key is not None and (dim, key) in begun:
+                counts.quarantines[dim] = begun[(dim, key)]
+
+    async def _remember(self, fresh: list[Remembered], offences: list[Offence]) -> None:
         try:
-            await asyncio.wait_for(self.store.remember(fresh), self._timeout)
+            await asyncio.wait_for(self.store.remember(fresh, offences), self._timeout)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("could not record %d decisions for redelivery: %s", len(fresh), exc)
 
@@ -414,6 +463,34 @@ class Engine:
                 known = _Network(facts, client.problem, ip_key, subnet_key)
             self._networks.put(memo_key, known)
         return known
+
+
+def _label(dimension: str, subject: Subject) -> str:
+    """What a quarantined entity is, for an operator: a block of numbers, a subnet, a masked address."""
+    if dimension == "prefix" and subject.phone.prefix is not None:
+        hidden = len(subject.phone.e164 or "") - len(subject.phone.prefix)
+        return subject.phone.prefix + "x" * hidden
+    if dimension == "subnet" and subject.ip is not None:
+        return subject.ip.subnet
+    if dimension == "ip" and subject.ip is not None:
+        return (
+            subject.ip.subnet.split("/")[0].rsplit(".", 1)[0] + ".x"
+            if "." in subject.ip.ip
+            else subject.ip.subnet
+        )
+    return dimension
+
+
+def _flags(signals: UpstreamSignals | None, facts: IpFacts | None) -> str:
+    """The upstream flags of a request, as a segment's name: "anonymizer", "bot+datacenter", or ""."""
+    flags = []
+    if signals is not None and signals.bot:
+        flags.append("bot")
+    if (signals is not None and signals.datacenter) or (facts is not None and facts.datacenter):
+        flags.append("datacenter")
+    if (signals is not None and signals.anonymizer) or (facts is not None and facts.anonymizer):
+        flags.append("anonymizer")
+    return "+".join(sorted(flags))
 
 
 def _claimed_request(challenge: OtpChallenge) -> OtpRequest | None:

@@ -24,8 +24,9 @@ from detector.errors import ConfigurationError
 
 RuleMode = Literal["enforce", "shadow", "off"]
 Dimension = Literal[
-    "ip", "subnet", "msisdn", "prefix", "phone_country", "ip_country", "session", "account", "device"
-]
+    "ip", "subnet", "msisdn", "prefix", "phone_country", "ip_country", "session", "account", "device",
+    "all", "segment", "route",
+]  # fmt: skip
 FailMode = Literal["degrade", "open", "challenge", "block"]
 NUMBER_TYPES = (
     "fixed_line", "mobile", "fixed_line_or_mobile", "toll_free", "premium_rate", "shared_cost", "voip",
@@ -185,6 +186,47 @@ class NumberTypeRule(Rule, frozen=True):
     points: dict[str, float] = msgspec.field(default_factory=dict)
 
 
+class HomeConfig(_Strict, frozen=True):
+    """Home countries, learned: a country with a meaningful share of the verified OTPs of `baseline`."""
+
+    baseline: Duration = "7d"
+    min_share: float = 0.02
+    min_verified: int = 5
+    # Below this many verified OTPs in the baseline there is no history to learn from: no country is foreign
+    # yet (unless `phone.core_countries` names the home ones).
+    warmup_verified: int = 200
+
+
+class SegmentsRule(Rule, frozen=True):
+    """Upstream signals (per flag and phone country) and IP-country → phone-country routes, judged by their
+    own conversion: a segment that verifies like everyone else adds no points; a collapsed one, more."""
+
+    baseline: Duration = "24h"
+    pending: Duration = "10m"  # requests this recent may still be verified: left out of the rate
+    min_requests: int = 20
+    healthy_ratio: float = 0.7  # rate ≥ this × the overall rate: the segment's points are waived
+    collapse_ratio: float = 0.3  # rate < this × the overall rate: its points are multiplied by `boost`
+    boost: float = 1.5
+
+
+class KnownGoodRule(Rule, frozen=True):
+    """A number verified in `window` (a returning user, a traveller) is low-risk: geography and anonymizer
+    signals add nothing for it. It never bypasses the per-number limit or the velocity rules."""
+
+    window: Duration = "7d"
+    min_verified: int = 1
+
+
+class QuarantineRule(Rule, frozen=True):
+    """When a request is blocked by its score and a counted rule on one of `dimensions` pushed it there, that
+    entity (a prefix, subnet or client) is quarantined: every request on it is blocked until the quarantine
+    expires. Each offence within `forget_after` of the last one takes the next, longer, TTL."""
+
+    dimensions: tuple[Dimension, ...] = ("prefix", "subnet", "ip")
+    ttls: tuple[Duration, ...] = ("15m", "1h", "12h")
+    forget_after: Duration = "24h"
+
+
 class Rules(_Strict, frozen=True):
     invalid_number: Rule = Rule()
     deny_lists: Rule = Rule()
@@ -196,6 +238,9 @@ class Rules(_Strict, frozen=True):
     conversion: dict[str, ConversionRule] = msgspec.field(default_factory=dict)
     ip_country_mismatch: PointsRule = PointsRule()
     non_core_destination: PointsRule = PointsRule()
+    segments: SegmentsRule = SegmentsRule()
+    known_good: KnownGoodRule = KnownGoodRule()
+    quarantine: QuarantineRule = QuarantineRule()
     impossible_client_ip: PointsRule = PointsRule()
     distinct_countries_per_ip: DistinctCountriesRule = DistinctCountriesRule()
     upstream: UpstreamRule = UpstreamRule()
@@ -213,6 +258,7 @@ class Policy(_Strict, frozen=True):
     state: StateConfig = StateConfig()
     time: TimeConfig = TimeConfig()
     challenge: ChallengeConfig = ChallengeConfig()
+    home: HomeConfig = HomeConfig()
     rules: Rules = Rules()
 
 
@@ -437,6 +483,15 @@ def _duration_problems(policy: Policy) -> Iterator[str]:
         yield from check(getattr(rules.retry_delay, field), f"$.rules.retry_delay.{field}")
     yield from check(rules.distinct_countries_per_ip.window, "$.rules.distinct_countries_per_ip.window")
     yield from check(policy.challenge.ttl, "$.challenge.ttl")
+    yield from check(policy.home.baseline, "$.home.baseline")
+    yield from check(rules.segments.baseline, "$.rules.segments.baseline")
+    yield from check(rules.segments.pending, "$.rules.segments.pending")
+    yield from check(rules.known_good.window, "$.rules.known_good.window")
+    yield from check(rules.quarantine.forget_after, "$.rules.quarantine.forget_after")
+    if not rules.quarantine.ttls:
+        yield "needs at least one duration - at `$.rules.quarantine.ttls`"
+    for index, ttl in enumerate(rules.quarantine.ttls):
+        yield from check(ttl, f"$.rules.quarantine.ttls[{index}]")
     for name, passes in rules.passes.items():
         yield from check(passes.window, f"$.rules.passes.{name}.window")
         if passes.threshold < 1:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from detector.events import Action, Reason, UpstreamSignals
+from detector.baseline import Baseline
+from detector.events import Action, Reason, UpstreamSignals, format_timestamp
 from detector.policy import Policy, RuleMode, seconds
 from detector.signals.network import IpFacts
 from detector.signals.phone import PhoneFacts
@@ -28,6 +29,7 @@ class Hit:
     value: float | int | str | None = None
     threshold: float | int | None = None
     retry_after: float | None = None
+    dimension: str | None = None  # the entity a counted rule measured (a quarantine may follow)
 
     def reason(self) -> Reason:
         return Reason(
@@ -89,6 +91,8 @@ def counter_plan(policy: Policy) -> CounterPlan:
             want(conversion.dimension, conversion.baseline)
     if rules.retry_delay.mode != "off":
         want(LIMIT_DIMENSION, rules.retry_delay.window)
+    for dim, secs in Baseline(policy).windows().items():
+        wanted.setdefault(dim, set()).update(secs)
     passes: dict[str, set[int]] = {}
     for rule in rules.passes.values():
         if rule.mode != "off":
@@ -103,6 +107,11 @@ def counter_plan(policy: Policy) -> CounterPlan:
         limit=rules.msisdn_rate_limit.limit,
         distinct_window=seconds(rules.distinct_countries_per_ip.window),
         record_ttl=seconds(policy.state.record_ttl),
+        quarantine_dimensions=frozenset(
+            rules.quarantine.dimensions if rules.quarantine.mode != "off" else ()
+        ),
+        quarantine_ttls=tuple(seconds(ttl) for ttl in rules.quarantine.ttls),
+        quarantine_forget=seconds(rules.quarantine.forget_after),
         pass_windows={
             dim: tuple(Window(s, buckets) for s in sorted(secs)) for dim, secs in sorted(passes.items())
         },
@@ -118,7 +127,7 @@ class Scorer:
         self._deny_types = frozenset(policy.lists.deny_number_types)
         self._allow_phones = frozenset(policy.lists.allow_phones)
         self._deny_phones = frozenset(policy.lists.deny_phones)
-        self._core = frozenset(policy.phone.core_countries)
+        self.baseline = Baseline(policy)
         self._cap = policy.score.velocity_cap
         self._velocity = [
             (f"{name}_velocity", rule, seconds(rule.window))
@@ -227,6 +236,7 @@ class Scorer:
                         points=velocity.points * ratio,
                         value=value,
                         threshold=velocity.threshold,
+                        dimension=velocity.dimension,
                     )
                 )
 
@@ -249,6 +259,7 @@ class Scorer:
                         points=adaptive.points * ratio,
                         value=unverified,
                         threshold=round(threshold, 2),
+                        dimension=adaptive.dimension,
                     )
                 )
 
@@ -274,10 +285,25 @@ class Scorer:
                         points=conversion.points * ratio,
                         value=round(rate, 3),
                         threshold=round(threshold, 3),
+                        dimension=conversion.dimension,
                     )
                 )
 
         hits += self.pass_hits(counts.passes)
+
+        quarantine = rules.quarantine
+        active = sorted((dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts)
+        if quarantine.mode != "off" and active and not self.baseline.known_good(counts):
+            for dim, until in active:
+                hits.append(
+                    Hit(
+                        "quarantined",
+                        quarantine.mode,
+                        verdict="block",
+                        value=f"{dim} until {format_timestamp(until)}",
+                        retry_after=round(until - subject.ts, 3),
+                    )
+                )
 
         distinct = rules.distinct_countries_per_ip
         if distinct.mode != "off" and counts.distinct >= distinct.threshold:
@@ -300,29 +326,48 @@ class Scorer:
             count = passes.get((rule.dimension, window), 0)
             if count >= rule.threshold:
                 ratio = min(count / rule.threshold, self._cap)
+                points = rule.points * ratio
                 hits.append(
-                    Hit(code, rule.mode, points=rule.points * ratio, value=count, threshold=rule.threshold)
+                    Hit(
+                        code,
+                        rule.mode,
+                        points=points,
+                        value=count,
+                        threshold=rule.threshold,
+                        dimension=rule.dimension,
+                    )
                 )
         return hits
 
-    def context_hits(self, subject: Subject) -> list[Hit]:
-        """Points from what the request says about itself: geography, number type, upstream signals."""
+    def context_hits(self, subject: Subject, counts: Counts | None = None) -> list[Hit]:
+        """Points from what the request says about itself: geography, number type, upstream signals,
+        weighed by what this business's verified traffic says is normal (`detector.baseline`)."""
         rules = self.policy.rules
+        baseline = self.baseline
         hits: list[Hit] = []
+        known_good = baseline.known_good(counts)
+        if known_good:
+            hits.append(Hit("known_good_number", rules.known_good.mode, value=known_good))
         region = subject.phone.region
         mismatch = rules.ip_country_mismatch
         if mismatch.mode != "off" and subject.ip_country and region and subject.ip_country != region:
+            factor = 0.0 if known_good else self._health(hits, "route", counts)
             hits.append(
                 Hit(
                     "ip_country_mismatch",
                     mismatch.mode,
-                    points=mismatch.points,
+                    points=mismatch.points * factor,
                     value=f"{subject.ip_country}->{region}",
                 )
             )
-        non_core = rules.non_core_destination
-        if non_core.mode != "off" and self._core and region and region not in self._core:
-            hits.append(Hit("non_core_destination", non_core.mode, points=non_core.points, value=region))
+        foreign = rules.non_core_destination
+        if foreign.mode != "off" and region and not known_good:
+            home = baseline.home(region, counts)
+            if not home.home:
+                code = "non_core_destination" if home.basis == "configured" else "non_home_destination"
+                share = round(home.share, 4) if home.basis == "learned" else region
+                threshold = self.policy.home.min_share if home.basis == "learned" else None
+                hits.append(Hit(code, foreign.mode, points=foreign.points, value=share, threshold=threshold))
         impossible = rules.impossible_client_ip
         if impossible.mode != "off" and subject.ip is not None and subject.ip.impossible:
             hits.append(
@@ -342,12 +387,20 @@ class Scorer:
         if upstream.mode != "off":
             signals = subject.signals or UpstreamSignals()
             ip = subject.ip
+            flagged = (
+                signals.bot
+                or signals.anonymizer
+                or signals.datacenter
+                or (ip and (ip.anonymizer or ip.datacenter))
+            )
+            factor = self._health(hits, "segment", counts) if flagged else 1.0
+            network = 0.0 if known_good else factor  # a known-good number behind a VPN is a traveller
             if signals.bot:
-                hits.append(Hit("upstream_bot", upstream.mode, points=upstream.bot))
+                hits.append(Hit("upstream_bot", upstream.mode, points=upstream.bot * factor))
             if signals.anonymizer or (ip is not None and ip.anonymizer):
-                hits.append(Hit("anonymizer_ip", upstream.mode, points=upstream.anonymizer))
+                hits.append(Hit("anonymizer_ip", upstream.mode, points=upstream.anonymizer * network))
             if signals.datacenter or (ip is not None and ip.datacenter):
-                hits.append(Hit("datacenter_ip", upstream.mode, points=upstream.datacenter))
+                hits.append(Hit("datacenter_ip", upstream.mode, points=upstream.datacenter * network))
             if signals.session_velocity == "high":
                 hits.append(
                     Hit(
@@ -367,6 +420,34 @@ class Scorer:
                     )
                 )
         return hits
+
+    def _health(self, hits: list[Hit], dimension: str, counts: Counts | None) -> float:
+        """The factor of a segment's signals, with a reason saying how the segment converts."""
+        rule = self.policy.rules.segments
+        health = (
+            self.baseline.health(dimension, counts) if counts is not None and rule.mode != "off" else None
+        )
+        if health is None:
+            return 1.0
+        if health.factor == 0.0:
+            threshold = round(rule.healthy_ratio * health.overall, 3)
+            hits.append(Hit(f"{dimension}_verifies", rule.mode, value=health.rate, threshold=threshold))
+        elif health.factor > 1.0:
+            threshold = round(rule.collapse_ratio * health.overall, 3)
+            hits.append(
+                Hit(f"{dimension}_conversion_collapse", rule.mode, value=health.rate, threshold=threshold)
+            )
+        return health.factor if rule.mode == "enforce" else 1.0
+
+    def offences(self, conclusion: Conclusion) -> set[str]:
+        """The quarantinable dimensions whose counted rules pushed a request over the block line by score."""
+        rule = self.policy.rules.quarantine
+        if rule.mode == "off" or conclusion.score < self.policy.score.block_at:
+            return set()
+        if any(hit.code == "quarantined" for hit in conclusion.hits):
+            return set()  # already quarantined: blocked by that, not a new offence
+        dims = set(rule.dimensions)
+        return {hit.dimension for hit in conclusion.hits if hit.dimension in dims and hit.points > 0}
 
     def conclude(self, hits: list[Hit]) -> Conclusion:
         score = sum(hit.points for hit in hits)

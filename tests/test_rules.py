@@ -215,7 +215,8 @@ def test_conversion_collapse_per_prefix() -> None:
 
 
 def test_country_mismatch_non_core_and_number_type_add_points() -> None:
-    [decision] = decisions([request(phone="+2250101234567", ip_country="GB")])
+    configured = policy(phone={"core_countries": ["GB"]})
+    [decision] = decisions([request(phone="+2250101234567", ip_country="GB")], configured)
     assert {"ip_country_mismatch", "non_core_destination"} <= codes(decision)
     [voip] = decisions([request(phone="+445612345678", ip_country="GB")])
     assert "risky_number_type" in codes(voip)

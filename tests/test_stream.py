@@ -808,8 +808,8 @@ class SwitchableStore:
             raise StoreUnavailable("switched off")
         return await self.inner.apply(batch)
 
-    async def remember(self, decisions: Any) -> None:
-        await self.inner.remember(decisions)
+    async def remember(self, decisions: Any, offences: Any = ()) -> None:
+        await self.inner.remember(decisions, offences)
 
     async def close(self) -> None:
         await self.inner.close()

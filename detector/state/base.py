@@ -42,6 +42,24 @@ class CounterPlan:
     record_ttl: int
     # Windows of challenges passed, per dimension: read by every request, added to by every pass.
     pass_windows: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)
+    # Quarantines: the dimensions that can be quarantined, the TTL of each successive offence (seconds), and
+    # how long after the last offence the count of offences starts again.
+    quarantine_dimensions: frozenset[str] = frozenset()
+    quarantine_ttls: tuple[int, ...] = (900,)
+    quarantine_forget: int = 86400
+
+    def quarantine_ttl(self, offences: int) -> int:
+        """The TTL of the `offences`-th offence (1-based): the ladder's last step repeats."""
+        return self.quarantine_ttls[min(offences, len(self.quarantine_ttls)) - 1]
+
+    def next_quarantine(self, last: tuple[float, int] | None, ts: float) -> tuple[float, int] | None:
+        """(until, offences) after an offence at `ts`, given the entity's last quarantine; None while that
+        one is still in force. Offences within `quarantine_forget` of the last one's end climb the ladder.
+        Every store applies exactly this (the Lua script too), and the engine, for the rest of its batch."""
+        if last is not None and last[0] > ts:
+            return None
+        offences = last[1] + 1 if last is not None and ts - last[0] < self.quarantine_forget else 1
+        return ts + self.quarantine_ttl(offences), offences
 
     @property
     def record_dimensions(self) -> tuple[str, ...]:
@@ -88,6 +106,28 @@ class ChallengeAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class Offence:
+    """An entity that pushed a request over the block line at `ts`: quarantine it (see `CounterPlan`).
+    `label` says what it is to an operator without naming a number or an address (a masked prefix, a
+    subnet, a masked client address)."""
+
+    dimension: str
+    key: str
+    ts: float
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    dimension: str
+    key: str
+    label: str
+    since: float
+    until: float
+    offences: int
+
+
+@dataclass(frozen=True, slots=True)
 class Remembered:
     """A decision kept for redelivery; `challenge_expires` (event time) opens a challenge until then."""
 
@@ -115,6 +155,9 @@ class Counts:
     reused: bool = False  # the request id is known with another fingerprint: counted, no record, no slot
     degraded: bool = False  # answered by a local fallback while the shared store was unavailable
     passes: dict[tuple[str, int], int] = field(default_factory=dict)  # challenges passed, per entity window
+    # Per quarantinable dimension with a history: (until, offences) of the entity's last quarantine, which
+    # may have ended.
+    quarantines: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 Update = Observation | FeedbackUpdate | ChallengeUpdate
@@ -128,8 +171,17 @@ class Store(Protocol):
         """One answer per item, in order; None for an item the store could not answer now."""
         ...
 
-    async def remember(self, decisions: Sequence[Remembered]) -> None:
-        """Keep each request's decision so a redelivery gets the same answer (and open its challenge)."""
+    async def remember(self, decisions: Sequence[Remembered], offences: Sequence[Offence] = ()) -> None:
+        """Keep each request's decision so a redelivery gets the same answer (and open its challenge), and
+        quarantine the entities of `offences`."""
+        ...
+
+    async def quarantines(self, now: float) -> list[Quarantine]:
+        """The quarantines in force at `now` (event time), for an operator to see."""
+        ...
+
+    async def lift(self, dimension: str, key: str) -> bool:
+        """End the quarantine of one entity (and forget its offences); whether there was one."""
         ...
 
     async def close(self) -> None: ...

@@ -21,6 +21,8 @@ from detector.state.base import (
     Answer,
     Counts,
     Observation,
+    Offence,
+    Quarantine,
     Remembered,
     Store,
     StoreLifecycle,
@@ -81,14 +83,21 @@ class DegradingStore(StoreLifecycle):
                 answers.append(None)
         return answers
 
-    async def remember(self, decisions: Sequence[Remembered]) -> None:
+    async def remember(self, decisions: Sequence[Remembered], offences: Sequence[Offence] = ()) -> None:
         local = [entry for entry in decisions if entry.request_id in self._local_ids]
         shared = [entry for entry in decisions if entry.request_id not in self._local_ids]
         self._local_ids.clear()
-        if local:
-            await self.local.remember(local)
-        if shared:
-            await self.shared.remember(shared)
+        if local:  # decided on local counts: so are their offences
+            await self.local.remember(local, offences)
+        if shared or (offences and not local):
+            await self.shared.remember(shared, () if local else offences)
+
+    async def quarantines(self, now: float) -> list[Quarantine]:
+        return await self.shared.quarantines(now)
+
+    async def lift(self, dimension: str, key: str) -> bool:
+        lifted = await self.local.lift(dimension, key)
+        return await self.shared.lift(dimension, key) or lifted
 
     async def ping(self) -> None:
         await self.shared.ping()

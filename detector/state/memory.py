@@ -17,6 +17,8 @@ from detector.state.base import (
     FeedbackStatus,
     FeedbackUpdate,
     Observation,
+    Offence,
+    Quarantine,
     Remembered,
     StoreLifecycle,
     Update,
@@ -51,6 +53,7 @@ class MemoryStore(StoreLifecycle):
         self._records: dict[str, _Record] = {}
         self._expiry: list[tuple[float, str]] = []  # a heap: records do not arrive in expiry order
         self._passes: dict[tuple[str, str], list[BucketCounter]] = {}
+        self._quarantines: dict[tuple[str, str], Quarantine] = {}
         every = [*plan.windows.values(), *plan.pass_windows.values()]
         widths = sorted({window.width for windows in every for window in windows})
         self._widths = widths
@@ -77,12 +80,30 @@ class MemoryStore(StoreLifecycle):
                 answers.append(self._challenge(item))
         return answers
 
-    async def remember(self, decisions: Sequence[Remembered]) -> None:
+    async def remember(self, decisions: Sequence[Remembered], offences: Sequence[Offence] = ()) -> None:
         for entry in decisions:
             record = self._records.get(entry.request_id)
             if record is not None and record.decision is None:
                 record.decision = pack_decision(entry.decision)
                 record.challenge_expires = entry.challenge_expires
+        for offence in offences:
+            self._offend(offence)
+
+    async def quarantines(self, now: float) -> list[Quarantine]:
+        return sorted((q for q in self._quarantines.values() if q.until > now), key=lambda q: q.since)
+
+    async def lift(self, dimension: str, key: str) -> bool:
+        return self._quarantines.pop((dimension, key), None) is not None
+
+    def _offend(self, offence: Offence) -> None:
+        slot = (offence.dimension, offence.key)
+        known = self._quarantines.get(slot)
+        following = self.plan.next_quarantine((known.until, known.offences) if known else None, offence.ts)
+        if following is not None:
+            until, offences = following
+            self._quarantines[slot] = Quarantine(
+                offence.dimension, offence.key, offence.label, offence.ts, until, offences
+            )
 
     async def close(self) -> None:
         return None
@@ -128,6 +149,13 @@ class MemoryStore(StoreLifecycle):
             passes = self._passes.get((dim, key))
             for index, (label, position, _) in enumerate(labels):
                 counts.passes[label] = passes[index].read_at(buckets[position])[0] if passes else 0
+
+        if self._quarantines:
+            for dim in self.plan.quarantine_dimensions:
+                key = keys.get(dim)
+                quarantine = self._quarantines.get((dim, key)) if key is not None else None
+                if quarantine is not None:
+                    counts.quarantines[dim] = (quarantine.until, quarantine.offences)
 
         number = item.keys.get(LIMIT_DIMENSION)
         if number is not None:
@@ -227,6 +255,9 @@ class MemoryStore(StoreLifecycle):
             limit.read(now, self.plan.limit_window)
             if limit.is_empty():
                 del self._limits[number]
+        forget = self.plan.quarantine_forget
+        for slot in [slot for slot, q in self._quarantines.items() if q.until + forget <= now]:
+            del self._quarantines[slot]
         horizon = now - self.plan.record_ttl
         for number in [n for n, seen in self._last_seen.items() if seen <= horizon]:
             del self._last_seen[number]

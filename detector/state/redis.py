@@ -44,6 +44,8 @@ from detector.state.base import (
     FeedbackStatus,
     FeedbackUpdate,
     Observation,
+    Offence,
+    Quarantine,
     Remembered,
     StoreLifecycle,
     StoreUnavailable,
@@ -63,7 +65,7 @@ SCRIPT = resources.files("detector.state").joinpath("lua/store.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 # Entity operation codes (see the script) and the answers a batch waits for.
-_OBSERVE, _VERIFY, _PREVIOUS, _PREVIOUS_AND_SLOT, _DISTINCT, _PASS = 1, 2, 3, 4, 5, 6
+_OBSERVE, _VERIFY, _PREVIOUS, _PREVIOUS_AND_SLOT, _DISTINCT, _PASS, _OFFENCE = 1, 2, 3, 4, 5, 6, 7
 _PASSES = "passes"  # the answers of a _PASS operation, for a `ChallengeAnswer`
 _CLAIM, _RESOLVE, _CHALLENGE = 1, 2, 3
 _LOAD, _COUNT = 0, 2  # answer groups of a flight: the script load, Q calls (_CLAIM), E calls
@@ -85,6 +87,7 @@ class _Dimension:
     index: int
     slots: tuple[tuple[tuple[str, int], bool], ...]  # ((dim, seconds), has a peak) of each window
     pass_slots: tuple[tuple[str, int], ...]  # (dim, seconds) of each window of challenges passed
+    quarantinable: bool
     config: list[int]
 
     @classmethod
@@ -98,13 +101,16 @@ class _Dimension:
             lifetime = max(lifetime, limit.seconds + limit.width, float(plan.record_ttl))
         if name == DISTINCT_DIMENSION:
             lifetime = max(lifetime, float(plan.distinct_window))
-        config: list[int] = [_ms(lifetime), len(windows)]
+        quarantinable = name in plan.quarantine_dimensions
+        if quarantinable:  # a quarantine, and the memory of its offences, outlive the counts
+            lifetime = max(lifetime, float(max(plan.quarantine_ttls) + plan.quarantine_forget))
+        config: list[int] = [_ms(lifetime), len(windows), int(quarantinable)]
         for window, peak in zip(windows, peaks, strict=True):
             config += [window.seconds, window.buckets, int(peak)]
         for window in passes:
             config += [window.seconds, window.buckets]
         slots = tuple(((name, w.seconds), peak) for w, peak in zip(windows, peaks, strict=True))
-        return cls(name, index, slots, tuple((name, w.seconds) for w in passes), config)
+        return cls(name, index, slots, tuple((name, w.seconds) for w in passes), quarantinable, config)
 
 
 class _Shard:
@@ -189,7 +195,9 @@ class RedisStore(StoreLifecycle):
         self.shards = shards
         self.round_trips = 0
         self._client = client
-        names = sorted({*plan.record_dimensions, LIMIT_DIMENSION, DISTINCT_DIMENSION})
+        names = sorted(
+            {*plan.record_dimensions, *plan.quarantine_dimensions, LIMIT_DIMENSION, DISTINCT_DIMENSION}
+        )
         self._dims = {name: _Dimension.build(name, index, plan) for index, name in enumerate(names, start=1)}
         self._counted = tuple((name, self._dims[name]) for name in plan.record_dimensions)
         self._passed = tuple((name, self._dims[name]) for name in plan.pass_windows)
@@ -197,6 +205,7 @@ class RedisStore(StoreLifecycle):
         self._config = _encode(
             [plan.limit, limit.seconds, limit.buckets, plan.distinct_window]
             + [self._dims[name].config for name in names]
+            + [[plan.quarantine_forget, *plan.quarantine_ttls]]
         )
         self._record_args = (str(plan.record_ttl), str(_ms(plan.record_ttl)))
         self._prefixes = [f"{namespace}{{{shard}}}:".encode() for shard in range(shards)]
@@ -269,8 +278,8 @@ class RedisStore(StoreLifecycle):
         result: list[Answer] = await self._guard(work)
         return result
 
-    async def remember(self, decisions: Sequence[Remembered]) -> None:
-        if not decisions:
+    async def remember(self, decisions: Sequence[Remembered], offences: Sequence[Offence] = ()) -> None:
+        if not decisions and not offences:
             return
         shards: dict[int, _Shard] = {}
         for entry in decisions:
@@ -289,7 +298,42 @@ class RedisStore(StoreLifecycle):
             ("EVALSHA", SCRIPT_SHA, len(shard.keys), *shard.keys, "R", _encode(shard.ops), ttl, *shard.sinks)
             for shard in shards.values()
         ]
+        commands += self._offence_calls(offences)
         await self._guard(self._run(commands) if self._pool is None else self._remember_in_flight(commands))
+
+    def _offence_calls(self, offences: Sequence[Offence]) -> list[tuple[Any, ...]]:
+        """``E`` calls quarantining the entities of `offences` (one per shard, in the remember flight)."""
+        entities: dict[tuple[str, str], tuple[_Shard, int]] = {}
+        shards: dict[int, _Shard] = {}
+        for offence in offences:
+            dimension = self._dims.get(offence.dimension)
+            if dimension is None or not dimension.quarantinable:
+                continue
+            key = (offence.dimension, offence.key)
+            shard, k = entities.get(key) or self._entity(entities, shards, dimension, offence.key)
+            shard.ops += (k, _OFFENCE, offence.ts, offence.label)
+        return [self._count_call(shard) for shard in shards.values()]
+
+    async def quarantines(self, now: float) -> list[Quarantine]:
+        found: list[Quarantine] = []
+        for dimension in sorted(self.plan.quarantine_dimensions):
+            pattern = f"{self.namespace}{{*}}:{dimension}:*"
+            keys = [key async for key in self._client.scan_iter(match=pattern, count=1000)]
+            for name, value in zip(
+                keys, await self._guard(self._client.mget(keys)) if keys else [], strict=True
+            ):
+                state = _decode(value) if value else None
+                quarantine = state.get("Q") if isinstance(state, dict) else None
+                if quarantine and quarantine[0] > now:
+                    until, offences, since, label = quarantine
+                    key = name.decode().rsplit(":", 1)[1]
+                    found.append(Quarantine(dimension, key, label, float(since), float(until), int(offences)))
+        return sorted(found, key=lambda q: q.since)
+
+    async def lift(self, dimension: str, key: str) -> bool:
+        _, name = self.entity_key(dimension, key)
+        [lifted] = await self._guard(self._run([("EVALSHA", SCRIPT_SHA, 1, name, "L")]))
+        return bool(lifted[0]) if isinstance(lifted, list) else bool(lifted)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -593,6 +637,11 @@ def _deliver(sinks: list[Any], answers: list[Any]) -> None:
                 for slot in kind.pass_slots:
                     counts.passes[slot] = answers[position]
                     position += 1
+                if kind.quarantinable:
+                    until, offences = answers[position], answers[position + 1]
+                    position += 2
+                    if offences:
+                        counts.quarantines[kind.name] = (float(until), offences)
             elif kind == _PASSES:
                 dimension, answer = counts
                 for slot in dimension.pass_slots:

@@ -132,23 +132,45 @@ if op == 'Q' or op == 'R' then
   return out
 end
 
+if op == 'L' then
+  -- lift the quarantine of every key (ARGV: 'L'); answer 1 for each key that had one, else 0.
+  local out = {}
+  for k = 1, #KEYS do
+    local v = redis.call('GET', KEYS[k])
+    local state = v and cmsgpack.unpack(v)
+    if state and state.Q then
+      state.Q = nil
+      redis.call('SET', KEYS[k], cmsgpack.pack(state), 'KEEPTTL')
+      out[k] = 1
+    else
+      out[k] = 0
+    end
+  end
+  return out
+end
+
 if op ~= 'E' then return redis.error_reply('unknown op ' .. tostring(op)) end
 
 -- entities. ARGV: 'E', the dimension index of each key (msgpack), operations (msgpack, flat, batch order),
 -- configuration (msgpack): {limit, limit seconds, limit buckets, distinct window, then per dimension
--- {ttl (ms), n, seconds, buckets, peak (1/0) of each of its n windows, then seconds, buckets of each of
--- its windows of challenges passed}}.
--- operation: key index, code, event time ts, then for code 5 the member:
+-- {ttl (ms), n, quarantinable (1/0), seconds, buckets, peak (1/0) of each of its n windows, then seconds,
+-- buckets of each of its windows of challenges passed}, and last {forget after, ttl of the 1st offence,
+-- of the 2nd, ...} of quarantines}.
+-- operation: key index, code, event time ts, then for code 5 the member, for code 7 the label:
 --   1  count a request in every window; answer requests, verified (and the peak) of each, then the
---      challenges passed in each pass window
+--      challenges passed in each pass window, then (quarantinable) the end and the offences of its last
+--      quarantine, or 0, 0
 --   2  count a verification in every window
 --   3  answer the previous request time (false for none), keep the latest
 --   4  as 3, then take a send-limit slot if one is free; answer taken (1/0) and the slots used
 --   5  add the distinct member seen at ts; answer how many were seen after ts - distinct window
 --   6  count a challenge passed in every pass window; answer the passes of each
+--   7  an offence: quarantine it (unless it is), for the next TTL of the ladder when the last quarantine
+--      ended less than `forget after` ago, else the first (CounterPlan.next_quarantine); answer its end
 -- A bucket is floor(ts / (seconds / buckets)), the same IEEE double operations as `Window.bucket`.
 -- state: {[seconds] = window, L = send-limit window, p = previous time, d = {member, ts, member, ts, ...},
---         P = {[seconds] = window of challenges passed (counted as requests)}}
+--         P = {[seconds] = window of challenges passed (counted as requests)},
+--         Q = {until, offences, since, label} of its quarantine}
 -- window: {buckets B, head, requests, verified, then bucket, requests, verified of every kept bucket};
 -- buckets older than head - B are dropped, as in detector.windows.BucketCounter.
 -- Each key is read (MGET) and decoded once, and encoded and written (SET) once, per call.
@@ -209,6 +231,7 @@ local ops = cmsgpack.unpack(ARGV[3])
 local cfg = cmsgpack.unpack(ARGV[4])
 local limit, limit_buckets, distinct_window = cfg[1], cfg[3], cfg[4]
 local limit_width = cfg[2] / limit_buckets
+local quarantine = cfg[#cfg]
 local values = fetch()
 local states, touched = {}, {}
 local out, o = {}, 0
@@ -225,8 +248,8 @@ while p <= total do
   end
   if code == 1 or code == 2 then
     local c = cfg[4 + dims[k]]
-    local last = 2 + 3 * c[2]
-    for w = 3, last, 3 do
+    local last = 3 + 3 * c[2]
+    for w = 4, last, 3 do
       local seconds, buckets = c[w], c[w + 1]
       local b = floor(ts / (seconds / buckets))
       local s = state[seconds]
@@ -258,12 +281,17 @@ while p <= total do
           out[o] = 0
         end
       end
+      if c[3] == 1 then
+        local q = state.Q
+        out[o + 1], out[o + 2] = q and q[1] or 0, q and q[2] or 0
+        o = o + 2
+      end
     end
   elseif code == 6 then
     local c = cfg[4 + dims[k]]
     local passes = state.P or {}
     state.P = passes
-    for w = 3 + 3 * c[2], #c, 2 do
+    for w = 4 + 3 * c[2], #c, 2 do
       local seconds, buckets = c[w], c[w + 1]
       local b = floor(ts / (seconds / buckets))
       local s = passes[seconds]
@@ -275,6 +303,18 @@ while p <= total do
       o = o + 1
       out[o] = s[3]
     end
+  elseif code == 7 then
+    local label = ops[p]
+    p = p + 1
+    local q = state.Q
+    if not (q and q[1] > ts) then
+      local offences = (q and ts - q[1] < quarantine[1]) and q[2] or 0
+      offences = offences + 1
+      local ttl = quarantine[1 + math.min(offences, #quarantine - 1)]
+      state.Q = {ts + ttl, offences, ts, label}
+    end
+    o = o + 1
+    out[o] = state.Q[1]
   elseif code == 3 or code == 4 then
     local previous = state.p
     if previous == nil or ts > previous then state.p = ts end

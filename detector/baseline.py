@@ -1,0 +1,115 @@
+"""What is normal for this business, learned from its own verified traffic.
+
+Attack traffic never verifies, so it cannot teach the detector that it is normal; real users do. Three
+things are read from counts the store already keeps:
+
+* **home countries**: a destination country with at least `home.min_share` of the verified OTPs of the last
+  `home.baseline` (and `home.min_verified` of them) is home. `phone.core_countries`, when set, names home
+  countries outright. With fewer than `home.warmup_verified` verified OTPs in all, there is no history yet and
+  no country is foreign (unless configured): a new deployment does not challenge its own users;
+* **segments**: requests with an upstream flag (anonymizer, datacenter, bot) to one phone country, and
+  requests from one IP country to another phone country, are judged by their own conversion against the
+  business's. Requests of the last `pending` are left out (their codes may still be verified);
+* **known-good numbers**: a number verified within `rules.known_good.window`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from detector.policy import Policy, seconds
+from detector.state.base import Counts
+
+ALL = "*"  # the one key of the `all` dimension: every request of the business
+HomeBasis = Literal["configured", "learned", "warmup"]
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    home: bool
+    basis: HomeBasis
+    share: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A segment's conversion next to the business's: `factor` multiplies the points of its signals."""
+
+    factor: float
+    rate: float
+    overall: float
+
+
+class Baseline:
+    def __init__(self, policy: Policy) -> None:
+        home = policy.home
+        self._core = frozenset(policy.phone.core_countries)
+        self._home_window = seconds(home.baseline)
+        self._min_share = home.min_share
+        self._min_verified = home.min_verified
+        self._warmup = home.warmup_verified
+        segments = policy.rules.segments
+        self._segments = segments
+        self._segment_window = seconds(segments.baseline)
+        self._pending_window = seconds(segments.pending)
+        known = policy.rules.known_good
+        self._known_window = seconds(known.window) if known.mode != "off" else None
+        self._known_min = known.min_verified
+
+    def windows(self) -> dict[str, set[int]]:
+        """The windows this needs, per dimension."""
+        wanted: dict[str, set[int]] = {
+            "all": {self._home_window},
+            "phone_country": {self._home_window},
+        }
+        if self._segments.mode != "off":
+            for dim in ("all", "segment", "route"):
+                wanted.setdefault(dim, set()).update({self._segment_window, self._pending_window})
+        if self._known_window is not None:
+            wanted["msisdn"] = {self._known_window}
+        return wanted
+
+    def home(self, region: str, counts: Counts | None) -> Home:
+        if region in self._core:
+            return Home(True, "configured")
+        if counts is None:
+            return Home(True, "warmup")
+        _, everyone = counts.windows.get(("all", self._home_window), (0, 0))
+        if everyone < self._warmup:
+            return Home(not self._core, "configured" if self._core else "warmup")
+        _, verified = counts.windows.get(("phone_country", self._home_window), (0, 0))
+        share = verified / everyone
+        return Home(share >= self._min_share and verified >= self._min_verified, "learned", share)
+
+    def health(self, dimension: str, counts: Counts) -> Health | None:
+        """A segment's conversion over the settled part of the baseline, or None without enough of it."""
+        rule = self._segments
+        segment = _settled(counts, dimension, self._segment_window, self._pending_window)
+        overall = _settled(counts, "all", self._segment_window, self._pending_window)
+        if segment is None or overall is None or segment[0] < rule.min_requests or not overall[0]:
+            return None
+        rate, business = segment[1] / segment[0], overall[1] / overall[0]
+        if rate >= rule.healthy_ratio * business:
+            factor = 0.0
+        elif rate < rule.collapse_ratio * business:
+            factor = rule.boost
+        else:
+            factor = 1.0
+        return Health(factor, round(rate, 3), round(business, 3))
+
+    def known_good(self, counts: Counts | None) -> int:
+        """How often the number was verified in the window, when that makes it known-good; else 0."""
+        if counts is None or self._known_window is None:
+            return 0
+        _, verified = counts.windows.get(("msisdn", self._known_window), (0, 0))
+        return verified if verified >= self._known_min else 0
+
+
+def _settled(counts: Counts, dimension: str, window: int, pending: int) -> tuple[int, int] | None:
+    """(requests, verified) of `window` without the last `pending` seconds' requests (they may verify yet)."""
+    whole = counts.windows.get((dimension, window))
+    if whole is None:
+        return None
+    recent, _ = counts.windows.get((dimension, pending), (0, 0))
+    return max(whole[0] - recent, 0), whole[1]
