@@ -86,7 +86,7 @@ class Workload:
 
     def request(self) -> tuple[str, bytes, bytes]:
         """(request_id, key, value) of a fresh request, stamped now."""
-        from detector.stream.topics import partition_key
+        from detector.kafka.topics import partition_key
 
         rng = self.rng
         self.count += 1
@@ -241,7 +241,7 @@ def faust_passthrough(bootstrap: str, source: str, target: str, group: str, batc
     """What Faust itself costs: the worker's app settings, `take_events` and output, and no engine."""
     import faust
 
-    from detector.stream.app import KafkaOutput
+    from detector.kafka.output import KafkaOutput
     from detector.stream.config import StreamConfig
 
     config = StreamConfig(
@@ -249,7 +249,7 @@ def faust_passthrough(bootstrap: str, source: str, target: str, group: str, batc
     )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    output = KafkaOutput(config)
+    output = KafkaOutput(config.bootstrap, f"{group}-output")
     with tempfile.TemporaryDirectory(prefix="bench-faust-") as data_dir:
         app = faust.App(group, autodiscover=False, **config.faust_settings(data_dir))
         topic = app.topic(
@@ -280,7 +280,7 @@ def topic_names(stem: str) -> dict[str, str]:
 
 
 async def create(bootstrap: str, names: dict[str, str]) -> None:
-    from detector.stream.topics import ensure_topics
+    from detector.kafka.topics import ensure_topics
 
     await ensure_topics(bootstrap, list(names.values()), PARTITIONS, 1)
 

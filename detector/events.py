@@ -386,3 +386,24 @@ _encoder = msgspec.json.Encoder()
 
 def encode(value: msgspec.Struct) -> bytes:
     return _encoder.encode(value)
+
+
+OutcomeStatus = Literal["sent", "rejected", "skipped", "failed"]
+
+
+class OtpOutcome(msgspec.Struct, frozen=True, tag="otp_outcome", tag_field="type", omit_defaults=True):
+    """What became of one request's SMS, published by the send worker keyed by request_id; see
+    schemas/otp_outcome.schema.json."""
+
+    request_id: str
+    status: OutcomeStatus
+    ts: str
+    umid: str | None = None
+    code: str | None = None
+    message: str | None = None
+    error: str | None = None  # for failed: our classification (timeout, invalid_message, in_doubt, ...)
+    http_status: int | None = None
+    error_id: str | None = None  # 8x8's errorId, for a support ticket
+    attempts: int | None = None
+    action: Literal["challenge", "block"] | None = None
+    reasons: tuple[str, ...] | None = None

@@ -27,6 +27,7 @@ from detector.events import (
     BadEvent,
     Decision,
     Event,
+    OtpChallenge,
     describe_bad_input,
     encode,
     parse_event,
@@ -78,6 +79,9 @@ class Summary:
     verdicts: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     feedback_status: Counter[str] = field(default_factory=Counter)
+    challenges: int = 0  # challenge results read; each gives a superseding decision or a status
+    superseding: int = 0
+    challenge_status: Counter[str] = field(default_factory=Counter)
     bad_input: int = 0
     invalid_requests: int = 0
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
@@ -97,6 +101,15 @@ class Summary:
             "bad_input": self.bad_input,
             "invalid_requests": self.invalid_requests,
             "dead_letter_examples": self.dead_letters[:10],
+            **(
+                {
+                    "challenges": self.challenges,
+                    "superseding": self.superseding,
+                    "challenge_status": dict(sorted(self.challenge_status.items())),
+                }
+                if self.challenges
+                else {}
+            ),
             **({"interrupted": True} if self.interrupted else {}),
         }
 
@@ -109,14 +122,16 @@ async def replay(
     lines: Iterable[Line],
     *,
     batch_size: int = 1000,
+    max_span: float | None = None,
     decisions_out: IO[bytes] | None = None,
     dead_letters_out: IO[bytes] | None = None,
     on_decision: OnDecision | None = None,
     progress: bool = False,
     stop_on_sigterm: bool = False,
 ) -> Summary:
-    """Feed `lines` to the engine in batches. With `stop_on_sigterm`, SIGTERM ends the run after the
-    current batch: everything decided so far is written and the summary says `interrupted`."""
+    """Feed `lines` to the engine in batches of at most `batch_size` lines and, with `max_span`, at most
+    that many seconds of event time. With `stop_on_sigterm`, SIGTERM ends the run after the current
+    batch: everything decided so far is written and the summary says `interrupted`."""
     summary = Summary()
     bar = _progress_bar(progress)
     stop = asyncio.Event()
@@ -124,7 +139,14 @@ async def replay(
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
         await _run_batches(
-            engine, lines, batch_size, summary, stop, decisions_out, dead_letters_out, on_decision, bar
+            engine,
+            batches(lines, batch_size, max_span),
+            summary,
+            stop,
+            decisions_out,
+            dead_letters_out,
+            on_decision,
+            bar,
         )
     finally:
         if stop_on_sigterm:
@@ -136,8 +158,7 @@ async def replay(
 
 async def _run_batches(
     engine: Engine,
-    lines: Iterable[Line],
-    batch_size: int,
+    chunks: Iterable[list[Line]],
     summary: Summary,
     stop: asyncio.Event,
     decisions_out: IO[bytes] | None,
@@ -148,14 +169,21 @@ async def _run_batches(
     def digest(raw: bytes) -> str:
         return engine._hash.digest("dead_letter", raw, 16)
 
-    stream = iter(lines)
-    while chunk := list(itertools.islice(stream, batch_size)):
+    for chunk in chunks:
         if stop.is_set():
             summary.interrupted = True
             return
         results = await engine.process([line.event for line in chunk])
         for line, result in zip(chunk, results, strict=True):
             summary.events += 1
+            if isinstance(line.event, OtpChallenge):
+                summary.challenges += 1
+                if isinstance(result, Decision):
+                    summary.superseding += 1
+                    _write_decision(result, line, decisions_out, on_decision)
+                elif isinstance(result, str):
+                    summary.challenge_status[result] += 1
+                continue
             if isinstance(result, Decision):
                 summary.requests += 1
                 summary.actions[result.action] += 1
@@ -165,10 +193,7 @@ async def _run_batches(
                 if isinstance(line.event, BadEvent):
                     summary.bad_input += 1
                     summary.invalid_requests += 1
-                if decisions_out is not None:
-                    decisions_out.write(encode(result) + b"\n")
-                if on_decision is not None:
-                    on_decision(line, result)
+                _write_decision(result, line, decisions_out, on_decision)
             elif isinstance(result, BadEvent):
                 summary.bad_input += 1
                 letter = {"line": line.number, **describe_bad_input(result, result.raw, digest)}
@@ -181,6 +206,40 @@ async def _run_batches(
                 summary.feedback_status[result] += 1
         if bar is not None:
             bar.update(len(chunk))
+
+
+def _write_decision(
+    decision: Decision, line: Line, out: IO[bytes] | None, on_decision: OnDecision | None
+) -> None:
+    if out is not None:
+        out.write(encode(decision) + b"\n")
+    if on_decision is not None:
+        on_decision(line, decision)
+
+
+def batches(lines: Iterable[Line], size: int, max_span: float | None = None) -> Iterator[list[Line]]:
+    """`lines` in lists of at most `size`, each spanning at most `max_span` seconds of event time.
+
+    A list is made only when the one before it has been used: what the caller did with it (decided it,
+    and perhaps scheduled more lines into `lines`) is seen by the next one.
+    """
+    stream = iter(lines)
+    if max_span is None:
+        while chunk := list(itertools.islice(stream, size)):
+            yield chunk
+        return
+    held: Line | None = None
+    while True:
+        chunk = [held] if held is not None else []
+        held = None
+        for line in stream:
+            if chunk and (len(chunk) >= size or line.ts - chunk[0].ts > max_span):
+                held = line
+                break
+            chunk.append(line)
+        if not chunk:
+            return
+        yield chunk
 
 
 def _progress_bar(wanted: bool) -> Any:

@@ -16,13 +16,14 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from detector.send import (
     MAX_BATCH,
@@ -45,7 +46,15 @@ from detector.send import (
     load_api_key,
     parse_retry_after,
 )
-from detector.send.eightbyeight import SUB_ACCOUNT_ID
+from detector.send.eightbyeight import (
+    ACCOUNT_ID,
+    DESTINATION,
+    DESTINATION_PATTERN,
+    MAX_CLIENT_MESSAGE_ID,
+    MAX_SOURCE,
+    SUB_ACCOUNT_ID,
+    Balance,
+)
 from detector.testing.eightbyeight_double import (
     INVALID_MSISDN,
     Contract,
@@ -58,6 +67,7 @@ from detector.testing.eightbyeight_double import (
 
 KEY = "k3y-Th1s-Must-N3ver-Be-Sh0wn-0123456789"
 SUB_ACCOUNT = "acme-otp"
+ACCOUNT = "0c4b8f52-6a1e-4d3b-9f2a-5e7d1c3b2a10"
 
 
 class FakeTime:
@@ -703,3 +713,132 @@ def test_bucket_rejects_nonsense() -> None:
             TokenBucket(rate=rate, burst=burst)
     with pytest.raises(ValueError, match="burst"):
         TokenBucket(rate=1, burst=2).try_acquire(3)
+
+
+# --- the message rules, checked before a message joins a batch ---
+
+
+def test_the_message_rules_are_the_contracts(contract: Contract) -> None:
+    request = contract.document["components"]["schemas"]["SmsRequest"]["properties"]
+    documented = request["destination"]["pattern"]
+    assert documented == DESTINATION_PATTERN
+    samples = ["+6591234567", "6591234567", "+0591234567", "+659", "+" + "9" * 15, "+" + "9" * 16, "+65 912"]
+    for sample in [*samples, "+65\uff19\uff11234567", "+65\u0669\u0661234567", "+65912a4567"]:
+        assert bool(DESTINATION.fullmatch(sample)) == bool(re.search(documented, sample, re.ASCII)), sample
+    assert request["clientMessageId"]["maxLength"] == MAX_CLIENT_MESSAGE_ID
+    assert request["source"]["maxLength"] == MAX_SOURCE
+    account = contract.path_parameter_pattern("/api/v1/accounts/{accountId}/balance", "accountId")
+    assert account == f"^{ACCOUNT_ID.pattern}$"
+
+
+@pytest.mark.parametrize(
+    ("destination", "client_message_id", "source", "problem"),
+    [
+        ("+447400123456", "req-1", None, None),
+        ("447400123456", "r" * 350, "S" * 16, None),
+        ("+4474\uff10\uff10123456", "req-1", None, "destination"),  # full-width digits
+        ("+4474\u0660\u0660123456", "req-1", None, "destination"),  # Arabic-Indic: canonical first
+        ("+447400123456\n", "req-1", None, "destination"),
+        ("+447400ABCDEF", "req-1", None, "destination"),
+        ("+0447400123456", "req-1", None, "destination"),
+        ("+44740", "req-1", None, "destination"),
+        ("+447400123456", "r" * 351, None, "request_id"),
+        ("+447400123456", "", None, "request_id"),
+        ("+447400123456", "req-1", "S" * 17, "source"),
+        ("+447400123456", "req-\ud800", None, "Unicode"),
+    ],
+)
+def test_a_message_that_8x8_would_refuse_says_why_without_the_number(
+    destination: str, client_message_id: str, source: str | None, problem: str | None
+) -> None:
+    found = SmsMessage(destination, "Your code is 123456", client_message_id, source=source).problem()
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found and "7400" not in found
+
+
+async def test_what_the_contract_check_refuses_8x8_refuses_for_the_whole_batch(
+    double: EightByEightDouble, make_client: ClientFactory
+) -> None:
+    """Why the check runs before batching: one message over a limit and 8x8 answers 400 for all."""
+    messages = [otp(n, destination=f"+659000000{n}") for n in (1, 2)]
+    messages.append(SmsMessage("+6590000003", "code", "req-3", source="S" * 17))
+    results = await make_client(retry=NO_RETRIES).send_batch(messages)
+    assert [getattr(r, "status", None) for r in results] == [400, 400, 400] and double.sent == []
+    assert [m.problem() is None for m in messages] == [True, True, False]
+    double.violations.clear()
+
+
+def test_an_account_id_must_be_the_guid_8x8_shows() -> None:
+    assert EightByEightConfig("acme", ApiKey(KEY), account_id=ACCOUNT).account_id == ACCOUNT
+    for bad in ("acme", ACCOUNT + "0", ACCOUNT[:-1] + "g", ACCOUNT + "\n"):
+        with pytest.raises(ValueError, match="account id"):
+            EightByEightConfig("acme", ApiKey(KEY), account_id=bad)
+
+
+# --- 8x8's message log: what happened to a message whose answer was lost ---
+
+
+async def test_the_log_finds_what_8x8_queued_by_client_message_id(
+    double: EightByEightDouble, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    since = datetime.now(UTC)
+    queued = await client.send_batch([otp(1, "+6590000001"), otp(2, "+6590000002")])
+    double.reject("+6590000009")
+    rejected = await client.send(otp(9, "+6590000009"))
+    wanted = ["req-1", "req-2", "req-3", "req-9"]
+    found = await client.find_logged(wanted, since, datetime.now(UTC), poll=0.01)
+    assert isinstance(found, dict) and set(found) == {"req-1", "req-2", "req-9"}
+    assert [found[f"req-{n}"].umid for n in (1, 2)] == [r.umid for r in queued if isinstance(r, Queued)]
+    assert isinstance(rejected, Rejected) and found["req-9"].status == "rejected"
+    assert found["req-1"].status == "queued"
+    assert double.exports == [
+        {"from": since.strftime("%Y-%m-%dT%H:%M:%SZ"), "to": double.exports[0]["to"], "limit": 0}
+    ]
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    nothing = await client.find_logged(["req-1"], long_ago, long_ago + timedelta(days=1))
+    assert nothing == {}
+
+
+async def test_a_log_file_on_another_host_is_not_fetched_with_the_key(
+    double: EightByEightDouble, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client()
+    await client.send(otp(1))
+    monkeypatch.setattr(EightByEightDouble, "base_url", property(lambda self: "http://203.0.113.50:8080"))
+    found = await client.find_logged(["req-1"], datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC))
+    assert isinstance(found, PermanentFailure) and "another host" in found.message
+
+
+async def test_a_log_export_that_never_finishes_is_a_retryable_failure(
+    double: EightByEightDouble, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(double, "_export_result", lambda sub, job: web.json_response({"status": "queued"}))
+    found = await make_client().find_logged(["req-1"], datetime.now(UTC), datetime.now(UTC), patience=5.0)
+    assert isinstance(found, RetryableFailure) and found.reason == "timeout"
+
+
+async def test_the_balance_checks_the_key(double: EightByEightDouble, make_client: ClientFactory) -> None:
+    balance = await make_client().balance(ACCOUNT)
+    assert balance == Balance(149309.7985931, "USD")
+    wrong = await make_client(key="k-wrong-key").balance(ACCOUNT)
+    assert isinstance(wrong, PermanentFailure) and (wrong.reason, wrong.status) == ("unauthorized", 401)
+
+
+@pytest.mark.parametrize(
+    ("failure", "may_have_queued"),
+    [
+        (RetryableFailure("server_error", "", status=500), True),
+        (RetryableFailure("server_error", "", status=502), True),
+        (RetryableFailure("server_error", "", status=503), False),
+        (RetryableFailure("rate_limited", "", status=429), False),
+        (RetryableFailure("timeout", "ReadTimeout: timed out"), True),
+        (RetryableFailure("connection", "RemoteProtocolError: closed"), True),
+        (RetryableFailure("timeout", "ConnectTimeout: timed out"), False),
+        (RetryableFailure("connection", "ConnectError: refused"), False),
+    ],
+)
+def test_which_failures_may_have_queued_the_message(failure: RetryableFailure, may_have_queued: bool) -> None:
+    assert failure.may_have_queued is may_have_queued

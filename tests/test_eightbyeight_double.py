@@ -241,7 +241,7 @@ async def test_paths_and_methods_outside_the_document_are_violations(
 async def test_documented_operations_it_does_not_play_are_501_not_violations(
     double: EightByEightDouble, http: httpx.AsyncClient
 ) -> None:
-    response = await http.get("/api/v1/accounts/0123456789abcdef0123456789abcdef/balance")
+    response = await http.get("/api/v1/accounts/0123456789abcdef0123456789abcdef/prices")
 
     assert response.status_code == 501
     assert double.violations == []
@@ -465,3 +465,54 @@ def test_the_response_check_can_fail(contract: Contract) -> None:
     assert contract.response_errors(
         "POST", SEND_PATH, 400, b'{"code": "x", "errorId": "e", "timestamp": "t"}'
     )
+
+
+async def test_the_log_export_and_the_balance_answer_as_the_contract_describes(
+    double: EightByEightDouble, http: httpx.AsyncClient, contract: Contract
+) -> None:
+    await http.post(SEND_PATH, json=GOOD)
+    started = await http.post("/api/v1/subaccounts/acme-otp/messages/exports", json={"limit": 0})
+    assert started.status_code == 202
+    assert_answer_matches_contract(contract, started)
+    result_path = f"/api/v1/subaccounts/acme-otp/messages/exports/{started.json()['jobId']}"
+    running = await http.get(result_path)
+    assert running.json() == {"status": "running"}
+    assert_answer_matches_contract(contract, running)
+    done = await http.get(result_path)
+    assert done.json()["status"] == "succeeded"
+    assert_answer_matches_contract(contract, done)
+    (link,) = done.json()["data"]
+    csv_file = await http.get(link)
+    assert csv_file.status_code == 200
+    header, row = csv_file.text.splitlines()
+    assert header.split(",")[:3] == ["umid", "subaccountid", "direction"]
+    assert double.sent[0].umid in row and "req-1" in row and "6591234567" not in row, "number redacted"
+    async with httpx.AsyncClient() as anonymous:
+        assert (await anonymous.get(link)).status_code == 401, "the file needs the key"
+    missing = await http.get("/api/v1/subaccounts/acme-otp/messages/exports/nope")
+    assert missing.status_code == 404
+    assert_answer_matches_contract(contract, missing)
+    balance = await http.get("/api/v1/accounts/0c4b8f52-6a1e-4d3b-9f2a-5e7d1c3b2a10/balance")
+    assert balance.status_code == 200 and balance.json()["currency"] == "USD"
+    assert_answer_matches_contract(contract, balance)
+    assert double.violations == []
+
+
+async def test_faults_after_accepting_queue_the_message_and_lose_the_answer(
+    double: EightByEightDouble, http: httpx.AsyncClient
+) -> None:
+    double.inject(Drop(after_accepting=True), Slow(2.0, after_accepting=True), operations=["Send-Sms-Single"])
+    with pytest.raises(httpx.TransportError):
+        await http.post(SEND_PATH, json=GOOD)
+    with pytest.raises(httpx.TimeoutException):
+        await http.post(SEND_PATH, json={**GOOD, "clientMessageId": "req-2"}, timeout=0.3)
+    assert [sms.client_message_id for sms in double.sent] == ["req-1", "req-2"]
+
+
+async def test_injected_faults_can_wait_for_the_operation_they_are_for(
+    double: EightByEightDouble, http: httpx.AsyncClient
+) -> None:
+    double.inject(ServerError(502), operations=["Send-Many-Sms"])
+    assert (await http.post(SEND_PATH, json=GOOD)).status_code == 200
+    assert (await http.post(BATCH_PATH, json={"messages": [GOOD]})).status_code == 502
+    assert (await http.post(BATCH_PATH, json={"messages": [GOOD]})).status_code == 200

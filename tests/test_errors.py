@@ -4,12 +4,13 @@ import pytest
 
 from detector.errors import ConfigurationError, DetectorError, UnavailableError
 from detector.hashing import MissingHashKey
+from detector.kafka.output import DeliveryFailed
+from detector.kafka.topics import TopicError
 from detector.policy import PolicyError
 from detector.send.ledger import LedgerUnavailable
 from detector.send.secrets import SecretError
 from detector.state.base import StoreUnavailable
 from detector.state.open import StoreUrlError
-from detector.stream.topics import TopicError
 
 
 @pytest.mark.parametrize("error", [PolicyError, MissingHashKey, StoreUrlError, SecretError])
@@ -17,7 +18,7 @@ def test_configuration_errors_are_not_retriable(error: type[DetectorError]) -> N
     assert issubclass(error, ConfigurationError) and not error.retriable
 
 
-@pytest.mark.parametrize("error", [StoreUnavailable, LedgerUnavailable, TopicError])
+@pytest.mark.parametrize("error", [StoreUnavailable, LedgerUnavailable, TopicError, DeliveryFailed])
 def test_unavailable_errors_are_retriable(error: type[DetectorError]) -> None:
     assert issubclass(error, UnavailableError) and error.retriable
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from detector.stream.topics import ensure_topics, partition_key
+from detector.kafka.topics import ensure_topics, partition_key
 from tests.test_stream import (
     PARTITIONS,
     QUIET_POLICY,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.stream.topics import TopicNames, ensure_topics, partition_key
+from detector.kafka.topics import TopicNames, ensure_topics, partition_key
 from tests.test_stream import (
     QUIET_POLICY,
     Message,

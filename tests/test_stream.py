@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
@@ -27,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.stream.topics import TopicNames, ensure_topics
+from detector.kafka.topics import TopicNames, ensure_topics
 from detector.testing.services import RedisServer, free_port
 
 KAFKA = pytest.mark.kafka
@@ -166,6 +167,14 @@ class WorkerProcess:
         await eventually(
             lambda: "Worker ready" in self.log(), timeout, f"{self.name} ready", alive=self.assert_running
         )
+
+    def get(self, path: str) -> tuple[int, str]:
+        """(status, body) of GET `path` on the worker's metrics/health port."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -504,6 +513,9 @@ async def test_one_decision_per_request_and_dead_letters_for_garbage(running: Ru
         assert letter["size"] == len(value or b"") and len(letter["digest"]) == 32
         assert "raw_b64" not in letter, "the bytes may hold numbers and OTP texts: never in a dead letter"
     assert running.worker.metric("detector_dead_letters_total", topic="requests") >= len(garbage)
+    status, body = running.worker.get("/readyz")
+    assert (status, body.count(": ok")) == (200, 3), body
+    assert running.worker.get("/healthz") == (200, "ok\n") and running.worker.get("/x")[0] == 404
 
 
 @KAFKA
@@ -763,8 +775,8 @@ async def test_store_outage_fails_requests_open_and_keeps_feedback(
             await client.execute_command("CLIENT", "UNPAUSE")
         await client.aclose()
     decision = found[during["request_id"]][0]
-    assert decision["action"] == "allow", "the default policy fails open"
-    assert "state_unavailable" in [reason["code"] for reason in decision["reasons"]]
+    assert decision["action"] == "allow", "the default policy counts in the process meanwhile (degrade)"
+    assert "state_degraded" in [reason["code"] for reason in decision["reasons"]]
     assert decided_in < 5, "requests do not wait for the store"
 
 
@@ -919,7 +931,7 @@ async def test_requests_never_wait_for_feedback_the_store_did_not_take() -> None
 
 
 async def test_an_output_kafka_does_not_take_fails_the_batch() -> None:
-    from detector.stream.app import DeliveryFailed
+    from detector.kafka.output import DeliveryFailed
 
     pipeline, _ = make_pipeline(RecordingOutput(fail=True))
     with pytest.raises(DeliveryFailed):
@@ -933,10 +945,10 @@ async def test_an_engine_failure_costs_one_dead_letter_not_the_batch(monkeypatch
     pipeline, _ = make_pipeline(output)
     real = pipeline.engine.process
 
-    async def flaky(events: Any) -> Any:
+    async def flaky(events: Any, references: Any = None) -> Any:
         if any(getattr(e, "request_id", "") == "poison" for e in events):
             raise RuntimeError("bug")
-        return await real(events)
+        return await real(events, references)
 
     monkeypatch.setattr(pipeline.engine, "process", flaky)
     await pipeline.handle(

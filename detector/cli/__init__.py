@@ -1,8 +1,9 @@
 """`detector`: the command line. Every option can also come from the environment (DETECTOR_*).
 
 One module per command group (`replay`, `policy`, `sim`, `worker`, `send_worker`, `serve`); options are
-declared with `options.option`, policies loaded with `common.policy_for`. Errors the detector raises on
-purpose (`DetectorError`) end the command here, once, with their message and no traceback.
+declared with `options.option` (the ones both Kafka workers share: `kafka_options.kafka_options`), policies
+loaded with `common.policy_for`. Errors the detector raises on purpose (`DetectorError`) end the command
+here, once, with their message and no traceback.
 """
 
 from __future__ import annotations

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from detector.cli.kafka_options import kafka_options
 from detector.cli.options import CONTEXT, option
 from detector.send.config import (
-    CRASH_ENV,
-    CRASH_POINTS,
-    DEFAULT_BROKERS,
     DEFAULT_GROUP,
     DEFAULT_LEDGER,
     DEFAULT_LEDGER_PREFIX,
     DEFAULT_METRICS_PORT,
-    CrashPoint,
     SendTopics,
 )
 
@@ -31,23 +28,17 @@ VENDOR_ENV = {
     "region": "EIGHTBYEIGHT_REGION",
     "base_url": "EIGHTBYEIGHT_BASE_URL",
     "timeout": "EIGHTBYEIGHT_TIMEOUT",
+    "account_id": "EIGHTBYEIGHT_ACCOUNT_ID",
 }
 
 
 @click.command("send-worker", context_settings=CONTEXT)
-@option(
-    "--brokers",
-    "brokers",
-    env="DETECTOR_KAFKA_BROKERS",
-    default=DEFAULT_BROKERS,
-    help="Bootstrap servers: HOST:PORT,...",
-)
-@option(
-    "--group-id",
-    "group_id",
-    env="DETECTOR_SEND_GROUP_ID",
-    default=DEFAULT_GROUP,
-    help="Consumer group of the send workers (not the detection workers').",
+@kafka_options(
+    group=DEFAULT_GROUP,
+    group_env="DETECTOR_SEND_GROUP_ID",
+    group_help="Consumer group of the send workers (not the detection workers').",
+    metrics_port=DEFAULT_METRICS_PORT,
+    metrics_port_env="DETECTOR_SEND_METRICS_PORT",
 )
 @option(
     "--topic-decisions",
@@ -76,22 +67,6 @@ VENDOR_ENV = {
     env="DETECTOR_SEND_FEEDBACK",
     default=True,
     help="Report OTP outcomes to 8x8 (conversion tracking).",
-)
-@option(
-    "--partitions",
-    "partitions",
-    env="DETECTOR_TOPIC_PARTITIONS",
-    default=12,
-    type=click.IntRange(1, 10_000),
-    help="Partitions of topics this worker creates (existing topics are left alone).",
-)
-@option(
-    "--replication",
-    "replication",
-    env="DETECTOR_TOPIC_REPLICATION",
-    default=None,
-    type=click.IntRange(1, 16),
-    help="Replication factor of topics this worker creates. [default: min(3, brokers)]",
 )
 @option(
     "--ledger",
@@ -188,12 +163,36 @@ VENDOR_ENV = {
     help="Longest backoff between attempts.",
 )
 @option(
-    "--retry-ambiguous/--no-retry-ambiguous",
-    "retry_ambiguous",
-    env="DETECTOR_SEND_RETRY_AMBIGUOUS",
+    "--lookup/--no-lookup",
+    "lookup",
+    env="DETECTOR_SEND_LOOKUP",
     default=True,
-    help="Also retry 500/502/504, read timeouts and dropped connections, after which 8x8 may have "
-    "queued the SMS (a retry can then deliver it twice).",
+    help="After a 500/502/504, a read timeout or a dropped connection (8x8 may have queued the SMS), "
+    "search 8x8's message log for it instead of guessing: found is sent, absent is retried. Off: in_doubt.",
+)
+@option(
+    "--lookup-delay",
+    "lookup_delay",
+    env="DETECTOR_SEND_LOOKUP_DELAY",
+    default=5.0,
+    type=click.FloatRange(0, 600),
+    help="Seconds to let 8x8 finish (and log) a request before searching its message log.",
+)
+@option(
+    "--lookup-poll",
+    "lookup_poll",
+    env="DETECTOR_SEND_LOOKUP_POLL",
+    default=1.0,
+    type=click.FloatRange(0.01, 60),
+    help="Seconds between polls of 8x8's log export job.",
+)
+@option(
+    "--lookup-patience",
+    "lookup_patience",
+    env="DETECTOR_SEND_LOOKUP_PATIENCE",
+    default=60.0,
+    type=click.FloatRange(0.1, 3600),
+    help="Longest wait for a log export job; past it the request is in_doubt.",
 )
 @option(
     "--owner-ttl",
@@ -210,45 +209,6 @@ VENDOR_ENV = {
     default=35.0,
     type=click.FloatRange(0, 3600),
     help="Longest wait for a live worker's claim before declaring the request in doubt.",
-)
-@option(
-    "--offset-reset",
-    "offset_reset",
-    env="DETECTOR_KAFKA_OFFSET_RESET",
-    default="earliest",
-    type=click.Choice(["earliest", "latest"]),
-    help="Where a new consumer group starts.",
-)
-@option(
-    "--session-timeout",
-    "session_timeout",
-    env="DETECTOR_KAFKA_SESSION_TIMEOUT",
-    default=30.0,
-    type=click.FloatRange(6.0, 1800.0),
-    help="Seconds without heartbeat before a worker's partitions move to the others.",
-)
-@option(
-    "--heartbeat-interval",
-    "heartbeat_interval",
-    env="DETECTOR_KAFKA_HEARTBEAT_INTERVAL",
-    default=3.0,
-    type=click.FloatRange(0.1, 600.0),
-    help="Seconds between Kafka heartbeats (at most a third of the session timeout).",
-)
-@option(
-    "--metrics-port",
-    "metrics_port",
-    env="DETECTOR_SEND_METRICS_PORT",
-    default=DEFAULT_METRICS_PORT,
-    type=click.IntRange(0, 65535),
-    help="Prometheus /metrics port; 0 turns it off.",
-)
-@option(
-    "--metrics-host",
-    "metrics_host",
-    env="DETECTOR_METRICS_HOST",
-    default="0.0.0.0",
-    help="Address the metrics port binds.",
 )
 @option(
     "--sub-account",
@@ -273,6 +233,13 @@ VENDOR_ENV = {
     help="8x8 API base URL, instead of the region's.",
 )
 @option(
+    "--account-id",
+    "account_id",
+    env="EIGHTBYEIGHT_ACCOUNT_ID",
+    default=None,
+    help="8x8 account id (a GUID): the key is checked at start with the balance call; unset skips the check.",
+)
+@option(
     "--timeout",
     "timeout",
     env="EIGHTBYEIGHT_TIMEOUT",
@@ -285,10 +252,12 @@ def send_worker(**options: Any) -> None:
 
     Reads otp_decision events: allow is sent (clientMessageId = request_id, clientIp, track Outcome),
     block and challenge are not; every decision ends as one outcome (sent, rejected, failed or skipped)
-    on the outcomes topic. A request is sent at most once: it is claimed in the Redis ledger before the
-    first attempt, its outcome recorded there before the offset is committed, and a decision delivered
-    again is answered from the ledger (a claim left without an outcome by a dead worker is not resent:
-    its outcome is failed / in_doubt). Verified / failed feedback is reported to 8x8 for the umid.
+    on the outcomes topic. A message that breaks 8x8's contract fails alone (invalid_message). A request
+    is sent at most once: it is claimed in the Redis ledger just before its HTTP call, its outcome
+    recorded there before the offset is committed, and a decision delivered again is answered from the
+    ledger. A failure after which 8x8 may have queued the SMS, or a dead worker's claim, is settled by
+    searching 8x8's message log, never by a blind resend (no answer: failed / in_doubt). Verified /
+    failed feedback is reported to 8x8 for the umid.
 
     The API key comes only from EIGHTBYEIGHT_API_KEY or the file named by EIGHTBYEIGHT_API_KEY_FILE,
     never from a flag. SIGTERM finishes the requests in flight, commits and exits 0.
@@ -305,13 +274,9 @@ def send_worker(**options: Any) -> None:
             vendor_env.pop(env, None)
     problems: list[str] = []
     vendor = _vendor(vendor_env, problems)
-    crash_at = os.environ.get(CRASH_ENV) or None
-    if crash_at is not None and crash_at not in CRASH_POINTS:
-        problems.append(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
-        crash_at = None
     try:
         topics = SendTopics(**{name: options.pop(name) for name in ("decisions", "feedback", "outcomes")})
-        config = SendConfig(topics=topics, crash_at=cast(CrashPoint | None, crash_at), **options)
+        config = SendConfig(topics=topics, **options)
         config.bootstrap  # noqa: B018 - validates the broker list
     except ValueError as exc:
         problems.append(str(exc))

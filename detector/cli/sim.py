@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import orjson
@@ -12,12 +14,41 @@ from detector.cli.common import policy_for
 from detector.cli.options import policy_option, store_option
 from detector.policy import seconds
 
+if TYPE_CHECKING:
+    from detector.evaluation.challenges import ClientModel
+
 
 def _duration(value: str) -> float:
     try:
         return float(seconds(value.strip()))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+def _challenge_options(command: Callable[..., None]) -> Callable[..., None]:
+    """How the simulated clients answer challenges (the closed loop of an enforced evaluation)."""
+    command = click.option(
+        "--legit-delay",
+        default="15s",
+        show_default=True,
+        help="Median time a person takes to answer a challenge (log-normal, with a long tail).",
+    )(command)
+    return click.option(
+        "--legit-pass-rate",
+        default=0.9,
+        show_default=True,
+        type=click.FloatRange(0.0, 1.0),
+        help="Share of challenges a legitimate user passes; bots pass none, a scenario may say otherwise.",
+    )(command)
+
+
+def _client(legit_pass_rate: float, legit_delay: str) -> ClientModel:
+    from detector.evaluation.challenges import MAX_DELAY_S, ClientModel
+
+    delay = _duration(legit_delay)
+    if not 0 < delay <= MAX_DELAY_S:
+        raise click.BadParameter("must be between 1s and 1h", param_hint="--legit-delay")
+    return ClientModel(legit_pass_rate=legit_pass_rate, legit_delay_s=delay)
 
 
 def _scenario_help() -> str:
@@ -118,6 +149,12 @@ def simulate(
     "--shadow", is_flag=True, help="Replay in shadow mode: outcomes are the verdicts, nothing enforced."
 )
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--no-follow",
+    is_flag=True,
+    help="Do not answer challenges: every challenge ends unanswered (nothing sent).",
+)
+@_challenge_options
 def evaluate(
     events: str,
     policy_path: str | None,
@@ -126,6 +163,9 @@ def evaluate(
     html_path: str | None,
     shadow: bool,
     batch_size: int,
+    no_follow: bool,
+    legit_pass_rate: float,
+    legit_delay: str,
 ) -> None:
     """Replay EVENTS and report how the policy did, overall and per scenario.
 
@@ -134,12 +174,28 @@ def evaluate(
     requests blocked / challenged, attack SMS cost let through against the total, and how many attack
     requests got through before each scenario's first block.
     Without labels: what the policy would block, by reason, country, prefix and client, and its cost.
+
+    \b
+    In enforce mode each challenge of a labelled request is followed to its end: the simulated client
+    answers (people pass at --legit-pass-rate after --legit-delay, bots never, a scenario's own rate
+    otherwise), the answer is replayed into the engine, and the table adds the SMS actually sent, their
+    cost, the share of people who got a code and the delay a challenge added.
     """
     from detector.evaluation.evaluate import evaluate_file, format_table
     from detector.evaluation.report import write_html
 
     loaded = policy_for(policy_path)
-    report = evaluate_file(events, loaded, store_url, shadow=shadow, progress=True, batch_size=batch_size)
+    client = _client(legit_pass_rate, legit_delay)
+    report = evaluate_file(
+        events,
+        loaded,
+        store_url,
+        shadow=shadow,
+        progress=True,
+        batch_size=batch_size,
+        follow=not no_follow,
+        client=client,
+    )
     click.echo(format_table(report))
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -160,12 +216,28 @@ def evaluate(
 @click.option("--seed", default=2026, show_default=True, type=int)
 @click.option("--duration", default="24h", show_default=True)
 @policy_option()
-def demo(out_dir: str, seed: int, duration: str, policy_path: str | None) -> None:
+@_challenge_options
+def demo(
+    out_dir: str,
+    seed: int,
+    duration: str,
+    policy_path: str | None,
+    legit_pass_rate: float,
+    legit_delay: str,
+) -> None:
     """Simulate a day of mixed traffic, replay it in shadow and enforce mode, and write a report.
 
-    Prints per scenario the requests, the share blocked and challenged, and the SMS cost stopped.
+    Prints per scenario the requests, the share blocked, challenged and stopped, and, with every
+    challenge followed to its end, the SMS actually sent, the share of people who got their code, the
+    delay a challenge added and the attack cost leaked.
     """
     from detector.evaluation.demo import demo_table, run_demo
 
-    result = run_demo(out_dir, seed=seed, duration=_duration(duration), policy=policy_for(policy_path))
+    result = run_demo(
+        out_dir,
+        seed=seed,
+        duration=_duration(duration),
+        policy=policy_for(policy_path),
+        client=_client(legit_pass_rate, legit_delay),
+    )
     click.echo(demo_table(result))

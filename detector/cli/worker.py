@@ -8,20 +8,21 @@ from typing import Any
 import click
 
 from detector.cli.common import engine_for
+from detector.cli.kafka_options import kafka_options
 from detector.cli.options import CONTEXT, option, policy_option, store_option
-from detector.stream.config import DEFAULT_BROKERS, DEFAULT_GROUP, DEFAULT_METRICS_PORT, DEFAULT_STORE
-from detector.stream.topics import TopicNames
+from detector.kafka.topics import TopicNames
+from detector.stream.config import DEFAULT_GROUP, DEFAULT_METRICS_PORT, DEFAULT_STORE
 
 _TOPICS = TopicNames()
 
 
 @click.command("worker", context_settings=CONTEXT)
-@option(
-    "--brokers",
-    "brokers",
-    env="DETECTOR_KAFKA_BROKERS",
-    default=DEFAULT_BROKERS,
-    help="Bootstrap servers: HOST:PORT,...",
+@kafka_options(
+    group=DEFAULT_GROUP,
+    group_env="DETECTOR_GROUP_ID",
+    group_help="Consumer group (and Faust app id); workers with the same id share the partitions.",
+    metrics_port=DEFAULT_METRICS_PORT,
+    metrics_port_env="DETECTOR_METRICS_PORT",
 )
 @store_option(
     default=DEFAULT_STORE,
@@ -35,13 +36,6 @@ _TOPICS = TopicNames()
     is_flag=True,
     default=False,
     help="Shadow mode: decide and count, but every action is allow.",
-)
-@option(
-    "--group-id",
-    "group_id",
-    env="DETECTOR_GROUP_ID",
-    default=DEFAULT_GROUP,
-    help="Consumer group (and Faust app id); workers with the same id share the partitions.",
 )
 @option(
     "--topic-requests",
@@ -79,22 +73,6 @@ _TOPICS = TopicNames()
     help="Delay queue for feedback the store could not apply yet.",
 )
 @option(
-    "--partitions",
-    "partitions",
-    env="DETECTOR_TOPIC_PARTITIONS",
-    default=12,
-    type=click.IntRange(1, 10_000),
-    help="Partitions of topics this worker creates (existing topics are left alone).",
-)
-@option(
-    "--replication",
-    "replication",
-    env="DETECTOR_TOPIC_REPLICATION",
-    default=None,
-    type=click.IntRange(1, 16),
-    help="Replication factor of topics this worker creates. [default: min(3, brokers)]",
-)
-@option(
     "--batch-size",
     "batch_size",
     env="DETECTOR_BATCH_SIZE",
@@ -109,21 +87,6 @@ _TOPICS = TopicNames()
     default=0.01,
     type=click.FloatRange(0.0005, 10.0),
     help="Seconds to wait for a batch to fill before processing what is there.",
-)
-@option(
-    "--metrics-port",
-    "metrics_port",
-    env="DETECTOR_METRICS_PORT",
-    default=DEFAULT_METRICS_PORT,
-    type=click.IntRange(0, 65535),
-    help="Prometheus /metrics port; 0 turns it off.",
-)
-@option(
-    "--metrics-host",
-    "metrics_host",
-    env="DETECTOR_METRICS_HOST",
-    default="0.0.0.0",
-    help="Address the metrics port binds.",
 )
 @option(
     "--feedback-retry-delay",
@@ -156,30 +119,6 @@ _TOPICS = TopicNames()
     default=30.0,
     type=click.FloatRange(0.0, 3600.0),
     help="Seconds the feedback agent retries in place before using the retry topic.",
-)
-@option(
-    "--offset-reset",
-    "offset_reset",
-    env="DETECTOR_KAFKA_OFFSET_RESET",
-    default="earliest",
-    type=click.Choice(["earliest", "latest"]),
-    help="Where a new consumer group starts.",
-)
-@option(
-    "--session-timeout",
-    "session_timeout",
-    env="DETECTOR_KAFKA_SESSION_TIMEOUT",
-    default=30.0,
-    type=click.FloatRange(6.0, 1800.0),
-    help="Seconds without heartbeat before a worker's partitions move to the others.",
-)
-@option(
-    "--heartbeat-interval",
-    "heartbeat_interval",
-    env="DETECTOR_KAFKA_HEARTBEAT_INTERVAL",
-    default=3.0,
-    type=click.FloatRange(0.1, 600.0),
-    help="Seconds between heartbeats (at most a third of the session timeout).",
 )
 @option(
     "--rebalance-timeout",

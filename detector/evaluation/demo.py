@@ -1,7 +1,8 @@
 """`detector demo`: a simulated day, replayed in shadow and in enforce mode, as a table and an HTML report.
 
 What a new user sees first, in well under a minute: per scenario, how many requests there were, how many
-were blocked or challenged, and how much SMS cost that stopped; then where the report is.
+were blocked or challenged, and, with every challenge followed to its end, how many SMS were sent anyway,
+who got a code and how much later, and the attack cost leaked; then where the report is.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from detector.evaluation.challenges import ClientModel
 from detector.evaluation.evaluate import evaluate_file
 from detector.evaluation.report import duration_text, write_html
 from detector.evaluation.result import NO_OUTCOMES, Evaluation
@@ -67,6 +69,7 @@ def run_demo(
     duration: float = DAY,
     policy: Policy | str | None = None,
     progress: bool = True,
+    client: ClientModel | None = None,
 ) -> DemoResult:
     started = time.perf_counter()
     out = Path(out_dir)
@@ -86,11 +89,12 @@ def run_demo(
         label = "replaying in shadow mode" if shadow else "replaying in enforce mode"
         with _bar(requests, label, progress) as tick:
 
-            def on_decision(_decision: Decision, tick: Callable[[int], None] = tick) -> None:
-                tick(1)
+            def on_decision(decision: Decision, tick: Callable[[int], None] = tick) -> None:
+                if decision.supersedes is None:  # the bar counts requests, not the ends of challenges
+                    tick(1)
 
             reports["shadow" if shadow else "enforce"] = evaluate_file(
-                events_path, loaded, shadow=shadow, on_decision=on_decision
+                events_path, loaded, shadow=shadow, on_decision=on_decision, client=client
             )
     enforce, shadow_report = reports["enforce"], reports["shadow"]
     report_path = write_html(enforce, out / "demo-report.html", shadow=shadow_report)
@@ -110,7 +114,9 @@ def run_demo(
 
 
 def demo_table(result: DemoResult) -> str:
-    """The ten-second read: per scenario, requests, blocked / challenged, and the cost stopped."""
+    """The ten-second read: per scenario, requests, blocked / challenged / stopped at the first decision,
+    and, with every challenge followed to its end, the SMS actually sent, who got a code, the delay a
+    challenge added, and the attack cost leaked."""
     report = result.enforce
     rows = report.scenarios
     span = duration_text(result.duration)
@@ -119,14 +125,24 @@ def demo_table(result: DemoResult) -> str:
         f"{len(rows)} "
         f"scenarios, replayed with policy {report.policy_version} in shadow and in enforce mode.",
         "",
-        f"  {'scenario':<20} {'kind':<6} {'requests':>9} {'blocked':>8} {'challenged':>11} "
-        f"{'cost stopped':>22}",
+        f"  {'scenario':<20} {'kind':<6} {'requests':>9} {'blocked':>8} {'challenged':>11} {'stopped':>8} "
+        f"{'SMS sent':>15} {'got code':>9} {'+delay':>7} {'cost leaked':>20}",
     ]
     for name, row in rows.items():
-        cost = f"${row.cost_stopped:,.2f} of ${row.cost_total:,.2f}"
+        done = row.follow_through
+        sent = served = delay = leaked = ""
+        if done is not None:
+            sent = f"{done.sms_sent:,} ({done.sms_sent_pct:.1f}%)"
+            if row.label == "legit":
+                served = f"{done.users_served_pct:.2f}%"
+            else:
+                leaked = f"${done.cost_sent:,.2f} of ${row.cost_total:,.2f}"
+            if done.challenge_delay_median_s is not None:
+                delay = f"{done.challenge_delay_median_s:.0f} s"
         lines.append(
             f"  {name:<20} {(row.label or ''):<6} {row.requests:>9,} {row.blocked_pct:>7.1f}% "
-            f"{row.challenged_pct:>10.1f}% {cost:>22}"
+            f"{row.challenged_pct:>10.1f}% {row.stopped_pct:>7.1f}% {sent:>15} {served:>9} {delay:>7} "
+            f"{leaked:>20}"
         )
     labels = report.labels
     targets = report.targets or {}
@@ -138,12 +154,39 @@ def demo_table(result: DemoResult) -> str:
 
         lines += [
             "",
-            f"  attacks: {attack.stopped_pct:.1f}% stopped ({flag('attack_stopped_pct')}), "
-            f"${attack.cost_stopped:,.2f} of ${attack.cost_total:,.2f} SMS cost stopped "
-            f"= {attack.cost_stopped_pct:.1f}% ({flag('attack_cost_stopped_pct')})",
-            f"  legit:   {legit.blocked_pct:.2f}% blocked ({flag('legit_blocked_pct')}), "
-            f"{legit.challenged_pct:.2f}% challenged ({flag('legit_challenged_pct')})",
+            f"  attacks: {attack.stopped_pct:.1f}% stopped at the first decision "
+            f"({flag('attack_stopped_pct')}), ${attack.cost_stopped:,.2f} of ${attack.cost_total:,.2f} SMS "
+            f"cost stopped = {attack.cost_stopped_pct:.1f}% ({flag('attack_cost_stopped_pct')})",
         ]
+        done = attack.follow_through
+        if done is not None:
+            lines.append(
+                f"           followed to the end: {done.sms_sent:,} attack SMS sent ({attack.allowed:,} "
+                f"allowed at once, {done.challenges_sent:,} after a passed challenge), "
+                f"${done.cost_sent:,.2f} leaked ({done.cost_sent_pct:.1f}% of the attack cost)"
+            )
+        lines.append(
+            f"  legit:   {legit.blocked_pct:.2f}% blocked ({flag('legit_blocked_pct')}), "
+            f"{legit.challenged_pct:.2f}% challenged ({flag('legit_challenged_pct')})"
+        )
+        done = legit.follow_through
+        if done is not None:
+            median, p90 = done.challenge_delay_median_s, done.challenge_delay_p90_s
+            added = (
+                f"; a passed challenge added {median:.0f} s (median; 90% within {p90:.0f} s)"
+                if median is not None and p90 is not None
+                else ""
+            )
+            lines.append(
+                f"           {done.users_served_pct:.2f}% of {done.users:,} people got their code{added}"
+            )
+    loop = report.closed_loop
+    if loop is not None:
+        lines.append(
+            f"  challenges answered by simulated clients: people pass {100 * loop.legit_pass_rate:.0f}% "
+            f"after {loop.legit_delay_s:.0f} s (median), bots never, a CAPTCHA farm mostly; "
+            f"{loop.answers:,} answers replayed"
+        )
     shadow = result.shadow.verdicts
     enforced = report.overall
     lines += [

@@ -3,13 +3,20 @@
 Labelled files (the simulator's: `label` and `scenario` on every request, which the engine ignores) give,
 overall and per scenario: attack requests blocked / challenged / allowed, legitimate requests blocked /
 challenged, the attack cost let through against the total, and the time to detect (attack requests let
-through before the first block). A request counts as *stopped* when it is blocked or challenged: a
-challenge (a CAPTCHA, a step-up) is where a script gives up, so its SMS is not paid for.
+through before the first block). A request counts as *stopped* when its first decision blocks or
+challenges it: a challenge (a CAPTCHA, a step-up) is where a script gives up, but not a CAPTCHA farm.
 
 The outcome of a request is its `action` (what was enforced); for a decision made in shadow mode it is
 the `verdict` (what would have been enforced). The `verdicts` section is always by verdict: what the
 policy would block, by reason, country, prefix and client address, and what that costs — the view that
 an unlabelled file (real traffic replayed in shadow mode) gets.
+
+In enforce mode each challenge is then followed to its end (`detector.evaluation.challenges`): the
+simulated client answers, the answer goes back into the engine, and its new decision says whether the SMS
+was sent. `follow_through` reports what that made of each group: SMS actually sent (allowed at once, or
+after a passed challenge), their cost (for an attack, the cost leaked), the share of people (sessions)
+who got a code, and the delay a challenge added. "Stopped" alone overstates a challenge that a
+CAPTCHA-solving service passes.
 
 Costs come from `detector.evaluation.sim.prices.price_for` by the number's country.
 """
@@ -17,6 +24,7 @@ Costs come from `detector.evaluation.sim.prices.price_for` by the number's count
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,9 +33,12 @@ from pathlib import Path
 import msgspec
 import orjson
 
+from detector.evaluation.challenges import FOLLOW_SPAN_S, ClientModel, ClosedLoop
 from detector.evaluation.result import (
+    ClosedLoopSettings,
     Detection,
     Evaluation,
+    FollowThrough,
     Outcomes,
     Ranked,
     ScenarioOutcomes,
@@ -60,10 +71,14 @@ TARGETS: dict[str, tuple[str, float]] = {
 class RequestMeta:
     label: str | None
     scenario: str | None
+    session: str | None = None
+    pass_rate: float | None = None  # how its client answers a challenge (see `challenges`)
+    delay_s: float | None = None
 
 
 def read_meta(lines: Iterable[tuple[int, bytes]]) -> dict[str, RequestMeta]:
-    """request_id → (label, scenario), read from the raw lines (the engine drops fields it does not know)."""
+    """request_id → what the simulator wrote about it (label, scenario, session, how it answers a
+    challenge), read from the raw lines (the engine drops fields it does not know)."""
     meta: dict[str, RequestMeta] = {}
     for _, raw in lines:
         if b'"label"' not in raw and b'"scenario"' not in raw:
@@ -77,11 +92,21 @@ def read_meta(lines: Iterable[tuple[int, bytes]]) -> dict[str, RequestMeta]:
         request_id = obj.get("request_id")
         if not isinstance(request_id, str) or request_id in meta:
             continue
-        label, scenario = obj.get("label"), obj.get("scenario")
+        label, scenario, session = obj.get("label"), obj.get("scenario"), obj.get("session_id")
         meta[request_id] = RequestMeta(
-            label if isinstance(label, str) else None, scenario if isinstance(scenario, str) else None
+            label if isinstance(label, str) else None,
+            scenario if isinstance(scenario, str) else None,
+            session if isinstance(session, str) else None,
+            _number(obj.get("challenge_pass_rate"), 0.0, 1.0),
+            _number(obj.get("challenge_delay_s"), 0.001, 86_400.0),
         )
     return meta
+
+
+def _number(value: object, low: float, high: float) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        return None
+    return float(value)
 
 
 def outcome_of(decision: Decision) -> Action:
@@ -102,9 +127,22 @@ class Tally:
     allowed_before_first_block: int = 0
     reasons: Counter[str] = field(default_factory=Counter)  # every reason that fired
     stopping_reasons: Counter[str] = field(default_factory=Counter)  # reasons on blocked / challenged
+    # the follow-through (enforced decisions): SMS sent at once or after a challenge, and to whom
+    sent_at_once: int = 0
+    challenges_sent: int = 0
+    challenges_blocked: int = 0
+    cost_sent: float = 0.0
+    users: set[str] = field(default_factory=set)
+    users_served: set[str] = field(default_factory=set)
+    challenge_delays: list[float] = field(default_factory=list)
 
-    def add(self, outcome: Action, cost: float, ts: float, codes: Iterable[str]) -> None:
+    def add(self, outcome: Action, cost: float, ts: float, codes: Iterable[str], user: str = "") -> None:
         self.requests += 1
+        self.users.add(user)
+        if outcome == "allow":
+            self.sent_at_once += 1
+            self.cost_sent += cost
+            self.users_served.add(user)
         self.outcomes[outcome] += 1
         self.cost[outcome] += cost
         if self.first_ts is None:
@@ -121,7 +159,40 @@ class Tally:
             if outcome != "allow":
                 self.stopping_reasons[code] += 1
 
-    def summary(self) -> Outcomes:
+    def end_challenge(self, sent: bool, cost: float, delay: float, user: str) -> None:
+        """A challenged request's new decision: sent (after `delay` seconds) or not."""
+        if not sent:
+            self.challenges_blocked += 1
+            return
+        self.challenges_sent += 1
+        self.cost_sent += cost
+        self.users_served.add(user)
+        self.challenge_delays.append(delay)
+
+    def follow_through(self, total_cost: float) -> FollowThrough:
+        challenged = self.outcomes["challenge"]
+        sent = self.sent_at_once + self.challenges_sent
+        delays = sorted(self.challenge_delays)
+        every = [0.0] * self.sent_at_once + delays  # already sorted: the zeros first
+        return FollowThrough(
+            challenged=challenged,
+            challenges_sent=self.challenges_sent,
+            challenges_blocked=self.challenges_blocked,
+            challenges_unanswered=challenged - self.challenges_sent - self.challenges_blocked,
+            sms_sent=sent,
+            sms_sent_pct=_pct(sent, self.requests),
+            cost_sent=round(self.cost_sent, 4),
+            cost_sent_pct=_pct(self.cost_sent, total_cost),
+            users=len(self.users),
+            users_served=len(self.users_served),
+            users_served_pct=_pct(len(self.users_served), len(self.users)),
+            challenge_delay_median_s=_quantile(delays, 0.5),
+            challenge_delay_p90_s=_quantile(delays, 0.9),
+            delay_median_s=_quantile(every, 0.5),
+            delay_mean_s=round(sum(every) / len(every), 3) if every else None,
+        )
+
+    def summary(self, follow: bool = False) -> Outcomes:
         total_cost = sum(self.cost.values())
         stopped = self.outcomes["block"] + self.outcomes["challenge"]
         stopped_cost = self.cost["block"] + self.cost["challenge"]
@@ -153,7 +224,15 @@ class Tally:
             time_to_detect=detect,
             reasons=dict(self.reasons.most_common()),
             stopping_reasons=dict(self.stopping_reasons.most_common()),
+            follow_through=self.follow_through(total_cost) if follow else None,
         )
+
+
+def _quantile(ordered: list[float], q: float) -> float | None:
+    """The q-quantile of sorted values (the lower middle for an even count's median), to the millisecond."""
+    if not ordered:
+        return None
+    return round(ordered[max(math.ceil(q * len(ordered)) - 1, 0)], 3)
 
 
 @dataclass
@@ -198,12 +277,23 @@ class Evaluator:
         self.blocked = {name: _Breakdown() for name in ("country", "prefix", "ip")}
         self.modes: Counter[str] = Counter()
         self.policy_versions: Counter[str] = Counter()
+        # enforced challenges awaiting their end: request_id -> (ts, cost, user, the tallies it counts in)
+        self.open_challenges: dict[str, tuple[float, float, str, list[Tally]]] = {}
 
     @property
     def labelled(self) -> bool:
         return bool(self.by_label)
 
+    @property
+    def follows(self) -> bool:
+        """Whether the decisions were enforced (mostly): then a request's fate is its follow-through."""
+        return bool(self.modes) and self.modes.most_common(1)[0][0] == "enforce"
+
     def add(self, decision: Decision, ts: float) -> None:
+        """One decision at event time `ts`; a superseding one (a challenge's end) at the answer's time."""
+        if decision.supersedes is not None:
+            self._end_challenge(decision, ts)
+            return
         outcome = outcome_of(decision)
         cost = price_for(decision.phone_country)
         codes = [reason.code for reason in decision.reasons]
@@ -216,11 +306,15 @@ class Evaluator:
             self.start_ts = ts
         self.end_ts = ts if self.end_ts is None else max(self.end_ts, ts)
 
-        self.overall.add(outcome, cost, ts, codes)
+        user = (info.session if info is not None else None) or decision.request_id
+        tallies = [self.overall, self.by_scenario.setdefault(scenario, Tally())]
         if label is not None:
-            self.by_label.setdefault(label, Tally()).add(outcome, cost, ts, codes)
+            tallies.append(self.by_label.setdefault(label, Tally()))
             self.scenario_label.setdefault(scenario, label)
-        self.by_scenario.setdefault(scenario, Tally()).add(outcome, cost, ts, codes)
+        for tally in tallies:
+            tally.add(outcome, cost, ts, codes, user)
+        if decision.mode == "enforce" and decision.action == "challenge":
+            self.open_challenges.setdefault(decision.request_id, (ts, cost, user, tallies))
 
         bucket = int((ts - self.start_ts) // self.bucket_seconds)
         series = self.timeline.setdefault(scenario, {})
@@ -248,6 +342,14 @@ class Evaluator:
             self.blocked["prefix"].add(prefix, cost)
             self.blocked["ip"].add(decision.client_ip or "?", cost)
 
+    def _end_challenge(self, decision: Decision, ts: float) -> None:
+        opened = self.open_challenges.pop(decision.request_id, None)
+        if opened is None:
+            return  # not a challenge of this run, or already ended
+        started, cost, user, tallies = opened
+        for tally in tallies:
+            tally.end_challenge(decision.action == "allow", cost, max(ts - started, 0.0), user)
+
     def _prefix(self, phone: str | None) -> str:
         if not phone:
             return "?"
@@ -262,9 +364,10 @@ class Evaluator:
         feedback: int | None = None,
         bad_input: int = 0,
     ) -> Evaluation:
+        follow = self.follows
         scenarios = {
             name: ScenarioOutcomes(
-                label=self.scenario_label.get(name), **msgspec.structs.asdict(tally.summary())
+                label=self.scenario_label.get(name), **msgspec.structs.asdict(tally.summary(follow))
             )
             for name, tally in sorted(self.by_scenario.items(), key=lambda kv: _scenario_order(kv[0], self))
         }
@@ -282,8 +385,10 @@ class Evaluator:
             bad_input=bad_input,
             start_ts=self.start_ts,
             end_ts=self.end_ts,
-            overall=self.overall.summary(),
-            labels={label: self.by_label[label].summary() for label in LABELS if label in self.by_label},
+            overall=self.overall.summary(follow),
+            labels={
+                label: self.by_label[label].summary(follow) for label in LABELS if label in self.by_label
+            },
             scenarios=scenarios,
             targets=self.targets() if self.labelled else None,
             blocked={name: breakdown.top() for name, breakdown in self.blocked.items()},
@@ -359,10 +464,14 @@ def evaluate_file(
     progress: bool = False,
     batch_size: int = 1000,
     on_decision: Callable[[Decision], None] | None = None,
+    follow: bool = True,
+    client: ClientModel | None = None,
 ) -> Evaluation:
     """Replay `path` through a new engine and return its evaluation.
 
-    `progress` shows replay's own progress bar (on a terminal); `on_decision` sees every decision.
+    With `follow` (and enforce mode), each challenge of a labelled request is answered as `client` says
+    and the answer replayed at its time. `progress` shows replay's own progress bar (on a terminal);
+    `on_decision` sees every decision, superseding ones included.
     """
     from detector.policy import load_policy
     from detector.replay import Line, Summary, parse_lines, read_lines, replay
@@ -375,16 +484,40 @@ def evaluate_file(
     lines = parse_lines(read_lines(path))
     engine = build_engine(loaded, store_url)
     evaluator = Evaluator(meta, prefix_digits=loaded.phone.prefix_digits)
+    model = client or ClientModel()
+    loop = ClosedLoop(meta, model) if follow and loaded.mode == "enforce" else None
 
     def collect(line: Line, decision: Decision) -> None:
         evaluator.add(decision, line.ts)
+        if loop is not None:
+            loop.on_decision(line, decision)
         if on_decision is not None:
             on_decision(decision)
 
     async def run() -> Summary:
         try:
             await check_store(engine.store, store_url)
-            return await replay(engine, lines, batch_size=batch_size, on_decision=collect, progress=progress)
+            if loop is None:
+                return await replay(
+                    engine, lines, batch_size=batch_size, on_decision=collect, progress=progress
+                )
+            summary = await replay(
+                engine,
+                loop.lines(lines),
+                batch_size=batch_size,
+                max_span=FOLLOW_SPAN_S,
+                on_decision=collect,
+                progress=progress,
+            )
+            while loop.pending:  # answers to the last challenges, after the file's end
+                tail = await replay(
+                    engine, loop.drain(), batch_size=batch_size, max_span=FOLLOW_SPAN_S, on_decision=collect
+                )
+                summary.events += tail.events
+                summary.feedback += tail.feedback
+                summary.challenges += tail.challenges
+                summary.challenge_status.update(tail.challenge_status)
+            return summary
         finally:
             await engine.store.close()
 
@@ -392,6 +525,17 @@ def evaluate_file(
     report = evaluator.report(
         source=str(path), events=summary.events, feedback=summary.feedback, bad_input=summary.bad_input
     )
+    settings = None
+    if loop is not None:
+        settings = ClosedLoopSettings(
+            legit_pass_rate=model.legit_pass_rate,
+            legit_delay_s=model.legit_delay_s,
+            seed=model.seed,
+            answers=loop.scheduled,
+            feedback_delayed=loop.feedback_delayed,
+            feedback_dropped=loop.dropped,
+            not_acted_on=dict(sorted(summary.challenge_status.items())),
+        )
     return msgspec.structs.replace(
         report,
         policy_version=loaded.version,
@@ -399,6 +543,7 @@ def evaluate_file(
         basis="verdict" if loaded.mode == "shadow" else "action",
         challenge_at=loaded.score.challenge_at,
         block_at=loaded.score.block_at,
+        closed_loop=settings,
     )
 
 
@@ -406,7 +551,13 @@ def evaluate_file(
 
 
 def format_table(report: Evaluation) -> str:
-    """A short plain-text table: per scenario, what happened and what it cost."""
+    """A short plain-text table: per scenario, what happened and what it cost.
+
+    With challenges followed to their end: "sent" is the share of requests whose SMS went out (at once or
+    after a passed challenge), "sent $" its cost, "got code" the share of people (sessions) who got one,
+    "+delay" the median a challenge added before it.
+    """
+    follow = report.closed_loop is not None
     lines = [
         f"policy {report.policy_version} ({report.mode} mode, outcome = {report.basis}); "
         f"{report.requests:,} requests",
@@ -415,28 +566,47 @@ def format_table(report: Evaluation) -> str:
         f"{'scenario':<20} {'label':<6} {'requests':>8} {'blocked':>8} {'challgd':>8} {'allowed':>8} "
         f"{'cost $':>9} {'stopped $':>10} {'let thru $':>10} {'detect':>7}"
     )
+    if follow:
+        header += f" {'sent':>8} {'sent $':>9} {'got code':>8} {'+delay':>7}"
     lines += [header, "-" * len(header)]
+
+    def row_text(name: str, label: str, row: Outcomes, detect_text: str) -> str:
+        text = (
+            f"{name[:20]:<20} {label:<6} {row.requests:>8,} {row.blocked_pct:>7.2f}% "
+            f"{row.challenged_pct:>7.2f}% {row.allowed_pct:>7.2f}% {row.cost_total:>9.2f} "
+            f"{row.cost_stopped:>10.2f} {row.cost_let_through:>10.2f} {detect_text:>7}"
+        )
+        done = row.follow_through
+        if done is not None:
+            served = f"{done.users_served_pct:.2f}%" if label == "legit" else ""
+            delay = done.challenge_delay_median_s
+            text += (
+                f" {done.sms_sent_pct:>7.2f}% {done.cost_sent:>9.2f} {served:>8} "
+                f"{'' if delay is None else f'{delay:.0f} s':>7}"
+            )
+        return text
+
     for name, row in report.scenarios.items():
         detect = row.time_to_detect
         if row.label == "attack":
             detect_text = str(detect.allowed_before_first_block) if detect.blocked_ever else "never"
         else:
             detect_text = ""
-        lines.append(
-            f"{name[:20]:<20} {(row.label or '-'):<6} {row.requests:>8,} "
-            f"{row.blocked_pct:>7.2f}% "
-            f"{row.challenged_pct:>7.2f}% {row.allowed_pct:>7.2f}% {row.cost_total:>9.2f} "
-            f"{row.cost_stopped:>10.2f} {row.cost_let_through:>10.2f} {detect_text:>7}"
-        )
+        lines.append(row_text(name, row.label or "-", row, detect_text))
     if report.labels:
         lines.append("-" * len(header))
         for label, total in report.labels.items():
-            lines.append(
-                f"{'all ' + label:<20} {label:<6} {total.requests:>8,} {total.blocked_pct:>7.2f}% "
-                f"{total.challenged_pct:>7.2f}% {total.allowed_pct:>7.2f}% {total.cost_total:>9.2f} "
-                f"{total.cost_stopped:>10.2f} {total.cost_let_through:>10.2f}"
-            )
+            lines.append(row_text("all " + label, label, total, ""))
         lines.append("detect = attack requests allowed before the scenario's first block")
+        if follow:
+            lines.append(
+                "sent = SMS sent, at once or after a passed challenge (for attacks, sent $ is the cost "
+                "leaked); got code = people (sessions) who got one; +delay = median added by a challenge"
+            )
+    loop = report.closed_loop
+    if loop is not None and loop.not_acted_on:
+        statuses = ", ".join(f"{status} {count:,}" for status, count in loop.not_acted_on.items())
+        lines.append(f"challenge answers the engine did not act on: {statuses}")
     if report.targets:
         parts = [
             f"{name} {t.value:.2f} ({t.target}) {'ok' if t.met else 'MISSED'}"

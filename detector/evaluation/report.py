@@ -20,6 +20,7 @@ ATTACK_COLORS = ("#d62839", "#f77f00", "#9d4edd", "#e36414", "#b5179e", "#6a040f
 OTHER_COLOR = "#8d99ae"
 STOPPED_COLOR = "#2a9d8f"
 LET_THROUGH_COLOR = "#d62839"
+PASSED_COLOR = "#f0a202"
 
 _CSS = """
 :root { --ink:#1d2733; --muted:#5c6b7a; --line:#e3e8ee; --bg:#f6f8fa; --card:#ffffff; }
@@ -412,22 +413,34 @@ def top_list_chart(chart_id: str, entries: Sequence[Ranked], color: str) -> str:
 
 
 def money_chart(report: Evaluation) -> str:
+    """SMS cost of each attack: stopped against let through, and, with challenges followed to their end,
+    the part of the stopped cost that a passed challenge sent after all."""
     rows = []
     for name, row in report.scenarios.items():
         if row.label != "attack":
             continue
+        done = row.follow_through
+        after = max(done.cost_sent - row.cost_let_through, 0.0) if done is not None else 0.0
+        end = f"{_money(row.cost_stopped)} of {_money(row.cost_total)}"
+        if done is not None:
+            end = f"{_money(done.cost_sent)} leaked of {_money(row.cost_total)}"
         rows.append(
             (
                 name,
                 [
-                    (row.cost_stopped, STOPPED_COLOR, f"{name}: {_money(row.cost_stopped)} stopped"),
+                    (
+                        row.cost_stopped - after,
+                        STOPPED_COLOR,
+                        f"{name}: {_money(row.cost_stopped - after)} stopped for good",
+                    ),
+                    (after, PASSED_COLOR, f"{name}: {_money(after)} sent after a passed challenge"),
                     (
                         row.cost_let_through,
                         LET_THROUGH_COLOR,
                         f"{name}: {_money(row.cost_let_through)} let through",
                     ),
                 ],
-                f"{_money(row.cost_stopped)} of {_money(row.cost_total)}",
+                end,
             )
         )
     if not rows:  # unlabelled: what the would-be-blocked requests cost, by country
@@ -439,16 +452,26 @@ def money_chart(report: Evaluation) -> str:
                     _money(entry.cost),
                 )
             )
-    chart = hbar_chart("money", rows, label_w=150.0, end_w=150.0)
-    legend = _legend([("stopped (blocked or challenged)", STOPPED_COLOR), ("let through", LET_THROUGH_COLOR)])
+    chart = hbar_chart("money", rows, label_w=150.0, end_w=170.0)
+    keys = [("stopped (blocked, or challenged and not passed)", STOPPED_COLOR)]
+    if report.closed_loop is not None:
+        keys.append(("sent after a passed challenge", PASSED_COLOR))
+    legend = _legend([*keys, ("let through", LET_THROUGH_COLOR)])
     attack = report.labels.get("attack")
     total = ""
     if attack:
         total = (
             f'<p class="total-line"><b>{_money(attack.cost_stopped)}</b> of '
-            f"{_money(attack.cost_total)} attack SMS cost stopped ({attack.cost_stopped_pct:.1f}%); "
-            f"<b>{_money(attack.cost_let_through)}</b> let through.</p>"
+            f"{_money(attack.cost_total)} attack SMS cost stopped at the first decision "
+            f"({attack.cost_stopped_pct:.1f}%); <b>{_money(attack.cost_let_through)}</b> let through."
         )
+        done = attack.follow_through
+        if done is not None:
+            total += (
+                f" Followed to the end: <b>{done.sms_sent:,}</b> attack SMS sent, "
+                f"<b>{_money(done.cost_sent)}</b> leaked ({done.cost_sent_pct:.1f}%)."
+            )
+        total += "</p>"
     return chart + legend + total
 
 
@@ -488,6 +511,21 @@ def _kpis(report: Evaluation, shadow: Evaluation | None) -> str:
             "of legitimate requests challenged",
             targets["legit_challenged_pct"],
         )
+        if attack.follow_through is not None:
+            done = attack.follow_through
+            card(
+                f"{done.sms_sent:,} · {_money(done.cost_sent)}",
+                f"attack SMS sent after all (at once, or after a passed challenge) and their cost: "
+                f"{done.cost_sent_pct:.1f}% of the attack cost leaked",
+            )
+        if legit.follow_through is not None:
+            done = legit.follow_through
+            delay = done.challenge_delay_median_s
+            added = f"; a passed challenge added {delay:.0f} s (median)" if delay is not None else ""
+            card(
+                f"{done.users_served_pct:.2f}%",
+                f"of {done.users:,} legitimate users (sessions) got their code{added}",
+            )
     else:
         verdicts = report.verdicts
         card(f"{verdicts.blocked:,}", f"of {verdicts.requests:,} requests would be blocked")
@@ -501,7 +539,7 @@ def _kpis(report: Evaluation, shadow: Evaluation | None) -> str:
     return '<div class="kpis">' + "".join(cards) + "</div>"
 
 
-def _row(css: str, name: str, row: Outcomes, detect_text: str, last: str) -> str:
+def _row(css: str, name: str, row: Outcomes, detect_text: str, last: str, *, legit: bool) -> str:
     cells = [
         f"{row.requests:,}",
         f"{row.blocked_pct:.2f}%",
@@ -510,16 +548,32 @@ def _row(css: str, name: str, row: Outcomes, detect_text: str, last: str) -> str
         _money(row.cost_total),
         _money(row.cost_stopped),
         _money(row.cost_let_through),
-        detect_text,
     ]
+    done = row.follow_through
+    if done is not None:
+        delay = done.challenge_delay_median_s
+        cells += [
+            f"{done.challenges_sent:,} / {done.challenged:,}",
+            f"{done.sms_sent:,} ({done.sms_sent_pct:.1f}%)",
+            _money(done.cost_sent),
+            f"{done.users_served_pct:.2f}%" if legit else "",
+            "" if delay is None else f"{delay:.0f} s",
+        ]
+    cells.append(detect_text)
     tds = "".join(f"<td>{_e(cell)}</td>" for cell in cells)
     return f'<tr class="{_e(css)}"><td>{_e(name)}</td>{tds}{last}</tr>'
 
 
 def _scenario_table(report: Evaluation) -> str:
+    follow = ""
+    if report.closed_loop is not None:
+        follow = (
+            "<th>challenges<br>passed</th><th>SMS sent</th><th>cost sent<br>(attack: leaked)</th>"
+            "<th>users who<br>got a code</th><th>delay added<br>(median)</th>"
+        )
     head = (
         "<tr><th>scenario</th><th>requests</th><th>blocked</th><th>challenged</th><th>allowed</th>"
-        "<th>cost</th><th>stopped</th><th>let through</th><th>allowed before<br>1st block</th>"
+        f"<th>cost</th><th>stopped</th><th>let through</th>{follow}<th>allowed before<br>1st block</th>"
         '<th class="l">top reasons on stopped requests</th></tr>'
     )
     body = []
@@ -533,10 +587,23 @@ def _scenario_table(report: Evaluation) -> str:
                 f"{detect.allowed_before_first_block:,} ({took})" if detect.blocked_ever else "never blocked"
             )
         reasons = ", ".join(list(row.stopping_reasons)[:3])
-        body.append(_row(label, name, row, detect_text, f'<td class="l wrap">{_e(reasons)}</td>'))
+        cell = f'<td class="l wrap">{_e(reasons)}</td>'
+        body.append(_row(label, name, row, detect_text, cell, legit=label == "legit"))
     for label, total in report.labels.items():
-        body.append(_row("total", f"all {label}", total, "", "<td></td>"))
+        body.append(_row("total", f"all {label}", total, "", "<td></td>", legit=label == "legit"))
     return f'<div class="scroll"><table>{head}{"".join(body)}</table></div>'
+
+
+def _follow_note(report: Evaluation) -> str:
+    loop = report.closed_loop
+    if loop is None:
+        return ""
+    return (
+        f" Every challenge was then followed to its end: people passed {100 * loop.legit_pass_rate:.0f}% "
+        f"after {loop.legit_delay_s:g} s (median), bots none, a scenario marked so its own share; "
+        f"{loop.answers:,} answers went back into the engine. SMS sent = allowed at once, or allowed "
+        "after a passed challenge; a user is a session (one person asking for one code)."
+    )
 
 
 def _card(title: str, sub: str, body: str) -> str:
@@ -586,8 +653,8 @@ def render_html(
         _pair(
             _card(
                 "Money",
-                "SMS cost of each attack: stopped (blocked or challenged) against let through. "
-                f"Prices are assumptions; see {prices}.",
+                "SMS cost of each attack: stopped (blocked or challenged) against let through, and the "
+                f"stopped cost a passed challenge sent after all. Prices are assumptions; see {prices}.",
                 money_chart(report),
             ),
             _card(
@@ -622,8 +689,9 @@ def render_html(
         ),
         _card(
             "Per scenario",
-            'Stopped = blocked or challenged. "Allowed before 1st block": attack requests let through '
-            "before the scenario's first block, and how long it took.",
+            'Stopped = blocked or challenged at the first decision. "Allowed before 1st block": attack '
+            "requests let through before the scenario's first block, and how long it took."
+            + _follow_note(report),
             _scenario_table(report),
         ),
         '<p class="note">Generated by <code>detector evaluate</code>. One offline file: no scripts or styles '

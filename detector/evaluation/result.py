@@ -17,8 +17,33 @@ class Detection(msgspec.Struct, kw_only=True):
     seconds_to_first_block: float | None
 
 
+class FollowThrough(msgspec.Struct, kw_only=True):
+    """What became of a group's requests once every enforced challenge was followed to its end: the SMS
+    actually sent (allowed at once, or allowed after a passed challenge) and what they cost."""
+
+    challenged: int
+    challenges_sent: int  # ended in an SMS: passed, and the new decision allowed it
+    challenges_blocked: int  # ended in a block: failed, expired, or still blocked after a pass
+    challenges_unanswered: int  # no new decision by the end: never answered, or the answer not acted on
+    sms_sent: int
+    sms_sent_pct: float  # of the group's requests
+    cost_sent: float  # price of the SMS sent: for an attack, the cost leaked
+    cost_sent_pct: float  # of cost_total
+    users: int  # sessions (a person's requests for one code), or requests without one
+    users_served: int  # sessions with at least one SMS sent
+    users_served_pct: float
+    challenge_delay_median_s: float | None  # added before the SMS, for challenges that ended in one
+    challenge_delay_p90_s: float | None
+    delay_median_s: float | None  # added before the SMS, over every SMS sent (0 when allowed at once)
+    delay_mean_s: float | None
+
+
 class Outcomes(msgspec.Struct, kw_only=True):
-    """What happened to one group of requests, and what it cost."""
+    """What happened to one group of requests, and what it cost.
+
+    The counts are of the first decision on each request; `follow_through` (enforce mode only) follows its
+    challenges to their end.
+    """
 
     requests: int
     allowed: int
@@ -37,6 +62,7 @@ class Outcomes(msgspec.Struct, kw_only=True):
     time_to_detect: Detection
     reasons: dict[str, int]  # every reason that fired, most frequent first
     stopping_reasons: dict[str, int]  # reasons on blocked or challenged requests
+    follow_through: FollowThrough | None = None
 
 
 class ScenarioOutcomes(Outcomes, kw_only=True):
@@ -79,6 +105,18 @@ class Scores(msgspec.Struct):
     by_label: dict[str, list[int]]  # label -> requests per score bin
 
 
+class ClosedLoopSettings(msgspec.Struct, kw_only=True):
+    """How the simulated clients answered the challenges of an enforced evaluation."""
+
+    legit_pass_rate: float
+    legit_delay_s: float  # median
+    seed: int
+    answers: int  # challenge results fed back into the engine
+    feedback_delayed: int  # the file's feedback on challenges that ended in an SMS, moved that much later
+    feedback_dropped: int  # on challenges that did not: nobody enters a code never sent
+    not_acted_on: dict[str, int]  # the engine's status for answers that gave no new decision
+
+
 class Evaluation(msgspec.Struct, kw_only=True):
     source: str | None
     policy_version: str | None
@@ -101,6 +139,7 @@ class Evaluation(msgspec.Struct, kw_only=True):
     scores: Scores
     challenge_at: float | None = None
     block_at: float | None = None
+    closed_loop: ClosedLoopSettings | None = None  # None: challenges were not followed (shadow mode)
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)

@@ -1,41 +1,30 @@
 """Settings of the send worker (`detector send-worker`): one frozen object from flags and the environment.
 
-Names follow the Kafka worker's (:mod:`detector.stream.config`): settings both workers share keep the same
+Names follow the request worker's (:mod:`detector.stream.config`): settings both workers share keep the same
 variable (``DETECTOR_KAFKA_BROKERS``, ``DETECTOR_TOPIC_DECISIONS``, ``DETECTOR_TOPIC_FEEDBACK``, the
 ``DETECTOR_KAFKA_*`` client timings, topic partitions and replication); what only the send worker has is
 ``DETECTOR_SEND_*``, plus ``DETECTOR_TOPIC_OUTCOMES`` for the topic it writes. The 8x8 account itself
 (sub-account, key, region) is 8x8's own ``EIGHTBYEIGHT_*`` variables, read by
 :meth:`detector.send.EightByEightConfig.from_env`. Each variable is declared next to its flag, in
-`detector/cli/send_worker.py`.
+`detector/cli/send_worker.py`, or `detector/cli/kafka_options.py` for those both workers share.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
+from detector.kafka.settings import KafkaSettings
+from detector.kafka.topics import TopicNames, check_topic_name
 from detector.send.retry import RetryPolicy
-from detector.stream.topics import TopicNames
-
-OffsetReset = Literal["earliest", "latest"]
-CrashPoint = Literal["after-claim", "after-send", "after-ledger", "after-outcomes"]
-CRASH_POINTS: tuple[CrashPoint, ...] = ("after-claim", "after-send", "after-ledger", "after-outcomes")
 
 _STREAM_TOPICS = TopicNames()
-DEFAULT_BROKERS = "localhost:9092"
 DEFAULT_GROUP = "sms-pumping-send"
 DEFAULT_LEDGER = "redis://localhost:6379/0"
 DEFAULT_LEDGER_PREFIX = "detector:send:"
 DEFAULT_OUTCOMES_TOPIC = "otp.outcomes"
 DEFAULT_METRICS_PORT = 9109  # the detection worker uses 9108
-# A test hook, deliberately not a flag: exit at once (status 86) the first time the worker reaches this
-# point of a round, to prove what a crash there does. Never set it in production.
-CRASH_ENV = "DETECTOR_SEND_CRASH_AT"
-CRASH_EXIT_STATUS = 86
-
-_LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +36,8 @@ class SendTopics:
     outcomes: str = DEFAULT_OUTCOMES_TOPIC
 
     def __post_init__(self) -> None:
-        for name, topic in (
-            ("decisions", self.decisions),
-            ("feedback", self.feedback),
-            ("outcomes", self.outcomes),
-        ):
-            if not _LEGAL_TOPIC.match(topic) or topic in (".", ".."):
-                raise ValueError(f"topic name for {name} is not a legal Kafka topic name: {topic!r}")
+        for role in ("decisions", "feedback", "outcomes"):
+            check_topic_name(role, getattr(self, role))
         if self.outcomes in (self.decisions, self.feedback):
             raise ValueError("the outcomes topic must differ from the decisions and feedback topics")
         if self.decisions == self.feedback:
@@ -64,17 +48,14 @@ class SendTopics:
 
 
 @dataclass(frozen=True, slots=True)
-class SendConfig:
+class SendConfig(KafkaSettings):
     """Everything `detector send-worker` needs but the 8x8 account; the defaults are the production ones."""
 
-    brokers: str = DEFAULT_BROKERS
     group_id: str = DEFAULT_GROUP
+    metrics_port: int = DEFAULT_METRICS_PORT
     topics: SendTopics = field(default_factory=SendTopics)
     # Read the feedback topic and report verified / failed OTPs to 8x8 (conversion tracking).
     consume_feedback: bool = True
-    # Topics that do not exist yet are created with this many partitions; None replication: min(3, brokers).
-    partitions: int = 12
-    replication: int | None = None
     # The send ledger: request_id -> claim, outcome, umid. Its TTL must outlast any redelivery of a decision
     # (a consumer group's offsets are committed within seconds) and the wait for an OTP's feedback.
     ledger_url: str = DEFAULT_LEDGER
@@ -94,23 +75,22 @@ class SendConfig:
     retry_max_elapsed: float = 20.0
     retry_base_delay: float = 0.25
     retry_max_delay: float = 8.0
-    # Also retry failures after which 8x8 may have queued the message anyway (500/502/504, a read
-    # timeout, a dropped connection)? The retry reuses clientMessageId = request_id; unless 8x8 dedupes on
-    # it, such a retry can deliver the OTP twice. False: only 429, 503 and failures to connect are retried.
-    retry_ambiguous: bool = True
+    # After a failure that may have queued the message anyway (500/502/504, a read timeout, a dropped
+    # connection) nothing is resent blindly: 8x8's message log is searched for the clientMessageIds, after
+    # `lookup_delay` seconds (8x8 may still be working on the request), polling the export job every
+    # `lookup_poll` s for up to `lookup_patience` s. Found: sent, with its umid; absent: sent again (a
+    # retry); no answer, or `lookup` off: failed / in_doubt. A dead worker's claim is looked up the same way.
+    lookup: bool = True
+    lookup_delay: float = 5.0
+    lookup_poll: float = 1.0
+    lookup_patience: float = 60.0
     # A worker refreshes a liveness key this often-ish (ttl / 4); a claim whose owner's key has expired
     # belongs to a dead worker. A live owner's claim is waited for at most `claim_wait` seconds.
     owner_ttl: float = 10.0
     claim_wait: float = 35.0
-    offset_reset: OffsetReset = "earliest"
-    session_timeout: float = 30.0
-    heartbeat_interval: float = 3.0
-    metrics_port: int = DEFAULT_METRICS_PORT
-    metrics_host: str = "0.0.0.0"
-    crash_at: CrashPoint | None = None
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.kafka_problems()
         if not self.ledger_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append(
                 f"the ledger must be a redis://, rediss:// or unix:// URL, not {self.ledger_url!r}"
@@ -129,16 +109,10 @@ class SendConfig:
             problems.append("the batch wait must be between 0 and 10 seconds")
         if self.max_in_flight < 1:
             problems.append("at least one request must be allowed in flight")
-        if self.partitions < 1 or (self.replication is not None and self.replication < 1):
-            problems.append("partitions and replication must be at least 1")
+        if not (0 <= self.lookup_delay <= 600 and 0 < self.lookup_poll <= 60 and self.lookup_patience > 0):
+            problems.append("lookup delay must be 0 to 600 s, poll 0 to 60 s, patience more than 0 s")
         if self.owner_ttl < 1 or self.claim_wait < 0:
             problems.append("the owner TTL must be at least 1 second and the claim wait not negative")
-        if self.heartbeat_interval * 3 > self.session_timeout:
-            problems.append("the heartbeat interval must be at most a third of the session timeout")
-        if not 0 <= self.metrics_port <= 65535:
-            problems.append("metrics port must be 0 (off) to 65535")
-        if self.crash_at is not None and self.crash_at not in CRASH_POINTS:
-            problems.append(f"{CRASH_ENV} must be one of {', '.join(CRASH_POINTS)}")
         try:
             self.retry_policy  # noqa: B018 - validates the retry settings
         except ValueError as exc:
@@ -168,15 +142,3 @@ class SendConfig:
         for single sends), but no more than the rate limit lets out in about five seconds."""
         wanted = max(64, self.batch_size * self.max_in_flight)
         return max(self.batch_size, min(wanted, math.ceil(self.rate * 5)))
-
-    @property
-    def bootstrap(self) -> list[str]:
-        """aiokafka's form, HOST:PORT, from a comma-separated list with or without a kafka:// scheme."""
-        hosts = []
-        for part in self.brokers.replace(";", ",").split(","):
-            part = part.strip()
-            if part:
-                hosts.append(part.split("://", 1)[1] if "://" in part else part)
-        if not hosts:
-            raise ValueError("no Kafka brokers configured")
-        return hosts

@@ -22,14 +22,16 @@ batch) raise ``ValueError``. The API key appears in no log line, result, error o
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 import os
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -48,9 +50,16 @@ REGIONS: Mapping[str, str] = {
     "uk": "https://sms.8x8.uk",
     "id": "https://sms.8x8.id",
 }
-# From the contract: the subAccountId path parameter, and the batch endpoint's maxItems.
+# From the contract (tests pin each to sms-api.openapi.json): the subAccountId path parameter, the batch
+# endpoint's maxItems, and SmsRequest's destination pattern and maxLengths. The pattern is matched in ASCII
+# and whole (Python's `$` would let a trailing newline through; `\d` would take other scripts' digits).
 SUB_ACCOUNT_ID = re.compile(r"[A-Za-z0-9\-._&]{3,50}")
+ACCOUNT_ID = re.compile(r"[0-9A-Fa-f]{8}[-]?(?:[0-9A-Fa-f]{4}[-]?){3}[0-9A-Fa-f]{12}")
 MAX_BATCH = 10_000
+DESTINATION_PATTERN = r"^\+{0,1}[1-9]{1}[0-9]{6,14}$"
+DESTINATION = re.compile(r"\+?[1-9][0-9]{6,14}", re.ASCII)
+MAX_CLIENT_MESSAGE_ID = 350
+MAX_SOURCE = 16
 
 Outcome = Literal["success", "failure"]
 
@@ -65,12 +74,15 @@ class EightByEightConfig:
     base_url: str = REGIONS["ap"]
     timeout: float = 5.0  # seconds, for each of connect, write, read and pool wait
     max_connections: int = 20
+    account_id: str | None = None  # the account (not sub-account) id: only for checking the key at start
 
     def __post_init__(self) -> None:
         if not SUB_ACCOUNT_ID.fullmatch(self.sub_account_id):
             raise ValueError(
                 f"8x8 sub-account id {self.sub_account_id[:60]!r} must be 3 to 50 of A-Z a-z 0-9 - . _ &"
             )
+        if self.account_id is not None and not ACCOUNT_ID.fullmatch(self.account_id):
+            raise ValueError(f"8x8 account id {self.account_id[:60]!r} must be a GUID, as 8x8 shows it")
         if not isinstance(self.api_key, ApiKey):
             raise TypeError("api_key must be an ApiKey (see detector.send.secrets.load_api_key)")
         if not self.base_url.startswith(("https://", "http://")):
@@ -92,7 +104,8 @@ class EightByEightConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EightByEightConfig:
         """From EIGHTBYEIGHT_SUBACCOUNT_ID, EIGHTBYEIGHT_API_KEY(_FILE), and optionally
-        EIGHTBYEIGHT_REGION (ap|us|uk|id) or EIGHTBYEIGHT_BASE_URL, and EIGHTBYEIGHT_TIMEOUT."""
+        EIGHTBYEIGHT_REGION (ap|us|uk|id) or EIGHTBYEIGHT_BASE_URL, EIGHTBYEIGHT_TIMEOUT and
+        EIGHTBYEIGHT_ACCOUNT_ID."""
         env = os.environ if env is None else env
         sub_account = env.get("EIGHTBYEIGHT_SUBACCOUNT_ID")
         if not sub_account:
@@ -105,6 +118,7 @@ class EightByEightConfig:
             api_key=load_api_key(env),
             base_url=env.get("EIGHTBYEIGHT_BASE_URL") or REGIONS[region],
             timeout=_seconds(env.get("EIGHTBYEIGHT_TIMEOUT", "5"), "EIGHTBYEIGHT_TIMEOUT"),
+            account_id=env.get("EIGHTBYEIGHT_ACCOUNT_ID") or None,
         )
 
 
@@ -134,6 +148,26 @@ class SmsMessage:
     source: str | None = None
     track_outcome: bool = True  # ask 8x8 to measure conversion; pair with feedback()
 
+    def problem(self) -> str | None:
+        """Why 8x8's contract refuses this message (it would fail a whole batch with a 400), or None.
+
+        Says which field and the rule, never the number or the text themselves."""
+        if not isinstance(self.destination, str) or not DESTINATION.fullmatch(self.destination):
+            return f"the destination is not an international number 8x8 accepts ({DESTINATION_PATTERN})"
+        if not isinstance(self.text, str) or not self.text:
+            return "the message text is empty"
+        if not _encodable(self.text) or (self.source is not None and not _encodable(self.source)):
+            return "the message text or source holds characters that are not Unicode (lone surrogates)"
+        if not self.client_message_id or len(self.client_message_id) > MAX_CLIENT_MESSAGE_ID:
+            return f"the request_id must be 1 to {MAX_CLIENT_MESSAGE_ID} characters (8x8's clientMessageId)"
+        if not _encodable(self.client_message_id):
+            return "the request_id holds characters that are not Unicode (lone surrogates)"
+        if self.source is not None and len(self.source) > MAX_SOURCE:
+            return f"the source (sender id) is longer than {MAX_SOURCE} characters"
+        if self.client_ip is not None and not _encodable(self.client_ip):
+            return "the client IP holds characters that are not Unicode"
+        return None
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "destination": self.destination,
@@ -146,6 +180,14 @@ class SmsMessage:
         if self.source:
             body["source"] = self.source
         return body
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- what comes back --------------------------------------------------------------------------------
@@ -174,6 +216,17 @@ class RetryableFailure:
     code: int | None = None  # 8x8's error body, when there was one
     error_id: str | None = None
 
+    @property
+    def may_have_queued(self) -> bool:
+        """Could 8x8 have queued the message anyway? Not after a 429 or 503 (it says it did not) nor when
+        no connection was made; yes after a 500/502/504, a read timeout or a dropped connection."""
+        if self.reason == "rate_limited" or self.status == 503:
+            return False
+        return not (self.reason in ("timeout", "connection") and self.message.startswith(_NOT_CONNECTED))
+
+
+_NOT_CONNECTED = ("ConnectError", "ConnectTimeout", "PoolTimeout")  # httpx: the request never left
+
 
 @dataclass(frozen=True, slots=True)
 class PermanentFailure:
@@ -187,6 +240,21 @@ class PermanentFailure:
 @dataclass(frozen=True, slots=True)
 class FeedbackAccepted:
     umid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """A message 8x8's message log holds (a row of a log export), found by its clientMessageId."""
+
+    umid: str
+    client_message_id: str
+    status: str  # the log's status_value, lower case
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    amount: float | None
+    currency: str | None
 
 
 Failure = RetryableFailure | PermanentFailure
@@ -247,6 +315,8 @@ class EightByEightClient:
         self._limiter = limiter
         self._wall_clock = wall_clock
         self._retrier = Retrier(retry, clock=clock, sleep=sleep, rng=rng, on_retry=self._log_retry)
+        self._clock = clock
+        self._sleep = sleep
         self._prefix = f"/api/v1/subaccounts/{config.sub_account_id}"
         self._http = httpx.AsyncClient(
             base_url=config.base_url,
@@ -318,6 +388,89 @@ class EightByEightClient:
         )
         return [by_id.get(i, missing) for i in ids]
 
+    async def find_logged(
+        self,
+        client_message_ids: Collection[str],
+        since: datetime,
+        until: datetime,
+        *,
+        poll: float = 1.0,
+        patience: float = 60.0,
+    ) -> dict[str, Logged] | Failure:
+        """Which of `client_message_ids` 8x8 holds, sent between `since` and `until`: its message log.
+
+        Starts a log export job for the window (POST .../messages/exports), polls it (GET
+        .../messages/exports/{jobId}) every `poll` seconds for up to `patience`, reads the CSV files it
+        links to and keeps the rows whose clientmessageid was asked for. The files are fetched with the
+        API key only from 8x8's own host (the base URL's); a link elsewhere is a failure, not followed.
+        """
+        wanted = set(client_message_ids)
+        body = {"from": _log_time(since), "to": _log_time(until + timedelta(seconds=1)), "limit": 0}
+        reply = await self._call(f"{self._prefix}/messages/exports", body)
+        if not isinstance(reply, _Reply):
+            return reply
+        job = reply.payload.get("jobId") if isinstance(reply.payload, dict) else None
+        if not isinstance(job, str) or not job:
+            return PermanentFailure("bad_response", "8x8 started a log export without a jobId", status=202)
+        deadline = self._clock() + patience
+        while True:
+            reply = await self._get(f"{self._prefix}/messages/exports/{quote(job, safe='')}")
+            if not isinstance(reply, _Reply):
+                return reply
+            status = reply.payload.get("status") if isinstance(reply.payload, dict) else None
+            if status == "empty":
+                return {}
+            if status == "succeeded":
+                links = reply.payload.get("data")
+                break
+            if status not in ("queued", "running"):
+                return PermanentFailure("bad_response", f"8x8's log export job ended {status!r}", status=200)
+            if self._clock() >= deadline:
+                return RetryableFailure("timeout", f"8x8's log export was not done within {patience:.0f}s")
+            await self._sleep(poll)
+        if not isinstance(links, list) or not all(isinstance(link, str) for link in links):
+            return PermanentFailure("bad_response", "8x8's finished log export lists no files", status=200)
+        found: dict[str, Logged] = {}
+        for link in links:
+            url = self._http.base_url.join(link)
+            if (url.scheme, url.host, url.port) != (
+                self._http.base_url.scheme,
+                self._http.base_url.host,
+                self._http.base_url.port,
+            ):
+                return PermanentFailure(
+                    "bad_response", f"8x8's log export file is on another host ({url.host}): not fetched"
+                )
+            response = await self._request("GET", str(url))
+            if not isinstance(response, httpx.Response):
+                return response
+            if not 200 <= response.status_code < 300:
+                failure = self._classify(response)
+                assert not isinstance(failure, _Reply)
+                return failure
+            try:
+                for row in csv.DictReader(io.StringIO(response.text)):
+                    client_message_id = row.get("clientmessageid") or ""
+                    umid = row.get("umid")
+                    if client_message_id in wanted and isinstance(umid, str) and umid:
+                        status_value = (row.get("status_value") or "").lower()
+                        found[client_message_id] = Logged(umid, client_message_id, status_value)
+            except csv.Error as exc:
+                return PermanentFailure("bad_response", f"8x8's log export file is not CSV: {exc}"[:200])
+        return found
+
+    async def balance(self, account_id: str) -> Balance | Failure:
+        """GET /api/v1/accounts/{accountId}/balance: the cheapest authenticated call, to check the key."""
+        reply = await self._get(f"/api/v1/accounts/{quote(account_id, safe='')}/balance")
+        if not isinstance(reply, _Reply):
+            return reply
+        payload = reply.payload if isinstance(reply.payload, dict) else {}
+        amount, currency = payload.get("balance"), payload.get("currency")
+        return Balance(
+            float(amount) if isinstance(amount, int | float) and not isinstance(amount, bool) else None,
+            currency if isinstance(currency, str) else None,
+        )
+
     async def feedback(self, umid: str, outcome: Outcome, *, at: datetime | None = None) -> FeedbackResult:
         """POST .../messages/{umid}/feedback: was the OTP sent as `umid` used (success) or not (failure)."""
         if outcome not in ("success", "failure"):
@@ -341,13 +494,25 @@ class EightByEightClient:
         return await self._retrier.run(attempt, _retry_hint)
 
     async def _post(self, path: str, body: dict[str, Any]) -> _Reply | Failure:
+        response = await self._request("POST", path, body)
+        return response if not isinstance(response, httpx.Response) else self._classify(response)
+
+    async def _get(self, path: str) -> _Reply | Failure:
+        async def attempt() -> _Reply | Failure:
+            response = await self._request("GET", path)
+            return response if not isinstance(response, httpx.Response) else self._classify(response)
+
+        return await self._retrier.run(attempt, _retry_hint)
+
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> httpx.Response | RetryableFailure:
         try:
-            response = await self._http.post(path, json=body)
+            return await self._http.request(method, path, json=body)
         except httpx.TimeoutException as exc:
             return RetryableFailure("timeout", self._describe(exc))
         except httpx.TransportError as exc:  # refused, reset, closed without an answer
             return RetryableFailure("connection", self._describe(exc))
-        return self._classify(response)
 
     def _classify(self, response: httpx.Response) -> _Reply | Failure:
         status = response.status_code
@@ -405,6 +570,11 @@ class EightByEightClient:
                 outcome.error_id,
                 wait,
             )
+
+
+def _log_time(moment: datetime) -> str:
+    """A log export bound: UTC, whole seconds, ``yyyy-MM-ddTHH:mm:ssZ``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _message_outcome(item: Any) -> SendResult:

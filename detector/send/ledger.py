@@ -76,7 +76,7 @@ end
 return out
 """
 
-# ARGV: claim token per key. Drops claims nothing was sent for (the worker stopped before trying).
+# ARGV: claim token per key. Drops claims 8x8 has nothing for (never tried, or not in its message log).
 _RELEASE = """
 for i, key in ipairs(KEYS) do
   if redis.call('HGET', key, 'claim') == ARGV[i] and redis.call('HEXISTS', key, 'outcome') == 0 then
@@ -195,7 +195,8 @@ class SendLedger:
         return [_entry(answer) for answer in answers]
 
     async def release(self, claims: Sequence[tuple[str, str]]) -> None:
-        """Drop (request_id, token) claims for which nothing was attempted."""
+        """Drop (request_id, token) claims 8x8 has nothing for: never attempted (the worker stopped first),
+        or absent from 8x8's message log (a dead claimant's, taken over)."""
         tokens = dict(claims)
         await self._by_shard(self._release, [c[0] for c in claims], lambda r: [tokens[r]], [], answers=False)
 

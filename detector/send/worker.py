@@ -1,70 +1,21 @@
-"""The send worker: the gate in front of 8x8. Reads decisions, sends the allowed OTPs, reports every outcome.
-
-For each ``otp_decision`` on the decisions topic:
-
-* ``allow``: the SMS goes to 8x8 (``clientMessageId`` = request_id, ``clientIp`` = the decision's client IP,
-  ``track: "Outcome"``); the single-message endpoint when one is ready, the batch endpoint when several are;
-* ``block`` / ``challenge``: nothing is sent.
-
-Either way exactly one ``otp_outcome`` event (schemas/otp_outcome.schema.json), keyed by request_id, goes to
-the outcomes topic: ``sent`` (with 8x8's umid), ``rejected`` (8x8 answered REJECTED: its code and reason),
-``failed`` (``code``: 8x8's error code when it gave one, else ours: timeout, rate_limited, in_doubt, ...),
-or ``skipped`` (the decision's action and reason codes). On the feedback topic, ``verified`` feedback for a
-sent request is reported to 8x8 as ``success`` for its umid, ``failed`` as ``failure``.
-
-Exactly one send per request_id
--------------------------------
-Work goes in rounds: take up to `round_size` records, then for the allowed ones
-
-1. **claim** each request in the ledger (Redis; one round trip per round, see :mod:`detector.send.ledger`):
-   a request that already has a record is never sent again;
-2. **send** (rate limit, retries with backoff);
-3. **record** the outcome (and umid) in the ledger, only if the claim is still ours;
-4. **publish** the outcome events and wait for Kafka's acknowledgement; mark them published in the ledger;
-5. **commit** the offsets.
+"""The send worker's Kafka loop: a plain aiokafka consumer feeding rounds of `SendPipeline`.
 
 Up to four rounds run at once (so one slow retry does not hold up the rest), sharing the rate limit and the
 request slots; offsets are committed in the order the rounds were taken, so a commit never passes a
 decision still in hand. Before partitions move to another worker (rebalance) the rounds in hand finish
-and are committed.
-
-A decision delivered again (a crash, a rebalance, a duplicate decision) finds its record at step 1:
-
-* with an outcome: nothing is sent; the stored outcome is published again unless it was marked published.
-  A crash after step 3 therefore sends nothing twice (tested by killing the worker there);
-* with a claim but no outcome: the claimant died (or is still busy) somewhere between claiming and
-  recording, so the SMS may or may not have gone out. If the claimant is alive (its liveness key is
-  fresh) the worker waits for its outcome, up to `claim_wait`. Otherwise the request is **not resent**: its
-  outcome is ``failed`` with code ``in_doubt``, written to the ledger by compare-and-set on the dead
-  claim, so a late writer cannot contradict it. The trade-off is deliberate: a crash in the window between
-  claim and record costs the user one OTP (they ask for a new one; the backend sees ``in_doubt``) instead
-  of risking a second SMS. The window is one HTTP call long; a crash anywhere else loses nothing.
-  The ledger must survive what it guards: a Redis that loses its data (no persistence, failover to a
-  stale replica) forgets claims, and a redelivered decision is then sent again.
-
-Outcome events are published before the offset commit and after the ledger write, so they are at least
-once: a crash between Kafka's acknowledgement and the commit publishes the same bytes again (from the
-ledger) on redelivery; skipped outcomes may repeat in the same case. Consumers should treat the outcomes
-topic as an upsert keyed by request_id.
-
-Retries
--------
-429, 5xx, timeouts and connection errors are retried (exponential backoff with full jitter, never sooner
-than Retry-After, `retry_attempts` within `retry_max_elapsed`); a 429's Retry-After also pauses every other
-send of this worker. Other 4xx and REJECTED are final. Some failures are *ambiguous*: after a 500/502/504, a
-read timeout or a dropped connection 8x8 may have queued the message anyway, and a retry (same
-clientMessageId = request_id) delivers it twice unless 8x8 dedupes on that id, which it does not promise.
-They are retried by default (``retry_ambiguous``; counted in
-``detector_send_retries_total{ambiguous="yes"}``); with ``retry_ambiguous`` off only 429, 503 and failures
-to connect are retried.
+and are committed. If outcomes cannot be published, the worker stops without committing that round and
+exits EX_SOFTWARE (70): the round is delivered again, and the ledger keeps it from being sent twice.
 
 Stopping
 --------
 SIGTERM stops taking records. Requests in flight finish; pending backoff and rate-limit waits are cut
-short: a request that was already tried ends ``failed`` with its last error, one never tried is released
-(claim dropped, offset not committed) for the next worker. What is recorded is published and committed,
-then the worker leaves the group and exits 0. Feedback is reported at most once per request (claimed in
-the ledger before the POST); a feedback post cut short by stopping is not retried.
+short: a request that was already tried ends ``failed`` with its last error, one never tried was never
+claimed and is left (offset not committed) for the next worker. What is recorded is published and
+committed, then the worker leaves the group and exits 0. Feedback is reported at most once per request
+(claimed in the ledger before the POST); a feedback post cut short by stopping is not retried.
+
+The ledger and the 8x8 client are opened by factories (`open_ledger`, `open_client`), which is where the
+crash tests put their os._exit points (:mod:`detector.testing.crashing_send_worker`).
 """
 
 from __future__ import annotations
@@ -73,858 +24,37 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
-import random
 import signal
-import socket
-import sys
 import time
-import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import Any
 
-import msgspec
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from detector.errors import UnavailableError
-from detector.events import Decision, OtpFeedback, format_timestamp, parse_event, parse_timestamp
-from detector.logs import mask_phone
-from detector.send.config import CRASH_EXIT_STATUS, CrashPoint, SendConfig
-from detector.send.eightbyeight import (
-    EightByEightClient,
-    EightByEightConfig,
-    FeedbackAccepted,
-    PermanentFailure,
-    Queued,
-    Rejected,
-    RetryableFailure,
-    SendResult,
-    SmsMessage,
-)
-from detector.send.ledger import Entry, LedgerUnavailable, SendLedger
-from detector.send.ratelimit import TokenBucket
+from detector.kafka.exit import EX_CONFIG, EX_SOFTWARE
+from detector.kafka.health import HealthServer
+from detector.kafka.output import KafkaOutput
+from detector.kafka.topics import TopicError, ensure_topics
+from detector.send.config import SendConfig
+from detector.send.eightbyeight import Balance, EightByEightClient, EightByEightConfig, PermanentFailure
+from detector.send.ledger import LedgerUnavailable, SendLedger
+from detector.send.metrics import SendMetrics
+from detector.send.pipeline import Positions, SendPipeline, new_owner_id
 from detector.send.retry import NO_RETRIES
-from detector.stream.metrics import MetricsServer
-from detector.stream.topics import TopicError, ensure_topics
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-Status = Literal["sent", "rejected", "skipped", "failed"]
-EX_SOFTWARE = 70  # outcomes could not be published: exit without committing (sysexits.h)
-MAX_MESSAGE = 500  # characters of 8x8's reason kept in an outcome
 
+def open_ledger(config: SendConfig) -> SendLedger:
+    return SendLedger.from_url(config.ledger_url, prefix=config.ledger_prefix, ttl=config.ledger_ttl)
 
-# --- the outcome event ------------------------------------------------------------------------------
 
-
-class OtpOutcome(msgspec.Struct, frozen=True, tag="otp_outcome", tag_field="type", omit_defaults=True):
-    """What became of one request; see schemas/otp_outcome.schema.json."""
-
-    request_id: str
-    status: Status
-    ts: str
-    umid: str | None = None
-    code: str | None = None
-    message: str | None = None
-    error: str | None = None  # for failed: our classification (timeout, rate_limited, in_doubt, ...)
-    http_status: int | None = None
-    error_id: str | None = None  # 8x8's errorId, for a support ticket
-    attempts: int | None = None
-    action: Literal["challenge", "block"] | None = None
-    reasons: tuple[str, ...] | None = None
-
-
-_encoder = msgspec.json.Encoder()
-
-
-def encode_outcome(outcome: OtpOutcome) -> bytes:
-    return _encoder.encode(outcome)
-
-
-# --- metrics ----------------------------------------------------------------------------------------
-
-_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_WAITS = (0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
-
-
-class SendMetrics:
-    """Prometheus metrics of the send worker, in a registry of their own; every name starts with
-    ``detector_send_``."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.outcomes = Counter(
-            "detector_send_outcomes", "Outcomes published, by status", ["status"], registry=r
-        )
-        self.failures = Counter("detector_send_failures", "Failed outcomes, by error", ["error"], registry=r)
-        self.requests = Counter(
-            "detector_send_8x8_requests",
-            "HTTP requests to 8x8, by operation and result",
-            ["operation", "result"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "detector_send_8x8_seconds",
-            "Time of one HTTP request to 8x8",
-            ["operation"],
-            buckets=_LATENCY,
-            registry=r,
-        )
-        self.retries = Counter(
-            "detector_send_retries",
-            "8x8 requests tried again, by reason",
-            ["operation", "reason", "ambiguous"],
-            registry=r,
-        )
-        self.rate_limit_wait = Histogram(
-            "detector_send_rate_limit_wait_seconds",
-            "Waits before a send: token bucket, or a 429's Retry-After",
-            ["source"],
-            buckets=_WAITS,
-            registry=r,
-        )
-        self.batch_messages = Histogram(
-            "detector_send_batch_messages", "Messages per 8x8 send request", buckets=_SIZES, registry=r
-        )
-        self.redelivered = Counter(
-            "detector_send_redelivered", "Decisions already in the ledger", ["state"], registry=r
-        )
-        self.in_doubt = Counter(
-            "detector_send_in_doubt", "Claims found without an outcome, not resent", registry=r
-        )
-        self.abandoned = Counter(
-            "detector_send_abandoned", "Sends given up before any attempt (stopping)", registry=r
-        )
-        self.feedback = Counter(
-            "detector_send_feedback", "Feedback events, by what was done", ["result"], registry=r
-        )
-        self.ledger_errors = Counter(
-            "detector_send_ledger_errors", "Ledger (Redis) calls that failed", registry=r
-        )
-        self.invalid = Counter(
-            "detector_send_invalid_input", "Records that could not be read", ["topic"], registry=r
-        )
-        self.round_seconds = Histogram(
-            "detector_send_round_seconds",
-            "From taking a round to its outcomes acknowledged",
-            buckets=_LATENCY,
-            registry=r,
-        )
-
-
-# --- what a round works on --------------------------------------------------------------------------
-
-
-class Record(Protocol):
-    """A consumed Kafka record (aiokafka's ConsumerRecord has these)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-
-
-class Output(Protocol):
-    async def send(self, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
-        """Hand one message to the producer; the awaitable completes when Kafka acknowledged it."""
-        ...
-
-
-class OutputFailed(UnavailableError):
-    """Kafka did not take the outcomes of a round: the round must not be committed."""
-
-
-class _Stopped(Exception):
-    """The worker is stopping and the ledger is not answering: leave the rest of the round unfinished."""
-
-
-@dataclass(slots=True)
-class _Item:
-    record: Record
-    request_id: str | None = None
-    decision: Decision | None = None
-    feedback: OtpFeedback | None = None
-    problem: str | None = None  # an allow (or unreadable) decision that cannot be sent: why
-    message: SmsMessage | None = None
-    outcome: bytes | None = None  # the outcome event to publish (and/or that the ledger holds)
-    status: Status | None = None
-    umid: str | None = None
-    publish: bool = False
-    in_ledger: bool = False  # the outcome is the ledger's: mark it published once Kafka has it
-    finished: bool = False  # may be committed
-    abandoned: bool = False  # never tried: release the claim, do not commit
-
-
-# --- one round --------------------------------------------------------------------------------------
-
-
-class SendPipeline:
-    """What the worker does with one round of records; knows 8x8, the ledger and the output, not Kafka's
-    consumer. `handle` returns where each partition may be committed to."""
-
-    def __init__(
-        self,
-        config: SendConfig,
-        client: EightByEightClient,
-        ledger: SendLedger,
-        output: Output,
-        metrics: SendMetrics,
-        *,
-        owner: str | None = None,
-        stopping: asyncio.Event | None = None,
-        limiter: TokenBucket | None = None,
-        rng: random.Random | None = None,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.config = config
-        self.topics = config.topics
-        self.client = client
-        self.ledger = ledger
-        self.output = output
-        self.metrics = metrics
-        self.owner = owner or new_owner_id()
-        self.stopping = stopping or asyncio.Event()
-        self.limiter = limiter or TokenBucket(config.rate, config.effective_burst)
-        self.policy = config.retry_policy
-        self._rng = rng or random.Random()
-        self._wall = wall_clock
-        self._slots = asyncio.Semaphore(config.max_in_flight)
-        self._paused_until = 0.0  # monotonic time before which nothing is sent (a 429's Retry-After)
-        self._stop_seen_at: float | None = None
-        self._rounds = 0  # makes each round's claim token unique
-
-    # the round
-
-    async def handle(
-        self, records: Sequence[Record]
-    ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
-        """Process one round. Returns (commit, rewind): per (topic, partition), the offset to commit
-        (everything before it is finished) and, where something was left unfinished, the offset to read
-        again from."""
-        started = time.perf_counter()
-        items = [self._read(record) for record in records]
-        sends, feedback = self._sort(items)
-        feedback_task = asyncio.ensure_future(self._feedback(feedback)) if feedback else None
-        try:
-            with contextlib.suppress(_Stopped):
-                await self._send(sends)
-                await self._publish(items)
-        finally:
-            if feedback_task is not None:
-                with contextlib.suppress(_Stopped):
-                    await feedback_task
-        self.metrics.round_seconds.observe(time.perf_counter() - started)
-        return _positions(items)
-
-    def _read(self, record: Record) -> _Item:
-        item = _Item(record)
-        value = record.value or b""
-        if record.topic == self.topics.decisions:
-            try:
-                item.decision = msgspec.json.decode(value, type=Decision)
-                item.request_id = item.decision.request_id
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                item.request_id = _request_id_of(value)
-                self.metrics.invalid.labels("decisions").inc()
-                if item.request_id is None:
-                    log.warning(
-                        "skipping an unreadable decision without a request_id at %s/%d/%d: %s",
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        str(exc)[:200],
-                    )
-                    item.finished = True
-                else:
-                    item.problem = f"unreadable decision: {exc}"[:MAX_MESSAGE]
-        elif record.topic == self.topics.feedback:
-            event = parse_event(value)
-            if isinstance(event, OtpFeedback):
-                item.feedback = event
-                item.request_id = event.request_id
-            else:  # the feedback topic may be shared with requests; anything else is not ours
-                self.metrics.feedback.labels("ignored").inc()
-                item.finished = True
-        else:
-            item.finished = True
-        return item
-
-    def _sort(self, items: list[_Item]) -> tuple[list[_Item], list[_Item]]:
-        """Decisions to send, skipped ones answered at once, feedback to report; repeats within the round
-        are covered by their first occurrence."""
-        sends: list[_Item] = []
-        feedback: list[_Item] = []
-        seen: set[str] = set()
-        for item in items:
-            if item.feedback is not None:
-                feedback.append(item)
-                continue
-            if item.request_id is None or item.finished:
-                continue
-            if item.request_id in seen:
-                self.metrics.redelivered.labels("same_round").inc()
-                item.finished = True
-                continue
-            seen.add(item.request_id)
-            decision = item.decision
-            if decision is not None and decision.action != "allow":
-                self._set(
-                    item,
-                    OtpOutcome(
-                        request_id=item.request_id,
-                        status="skipped",
-                        ts=self._now(),
-                        action=decision.action,
-                        reasons=tuple(reason.code for reason in decision.reasons),
-                    ),
-                )
-                item.publish = True
-                continue
-            if decision is not None and item.problem is None:
-                item.message, item.problem = _message_for(decision)
-            sends.append(item)
-        return sends, feedback
-
-    # steps 1 to 3: claim, send, record
-
-    async def _send(self, items: list[_Item]) -> None:
-        if not items:
-            return
-        self._rounds += 1
-        token = f"{self.owner}@{int(self._wall() * 1000)}.{self._rounds}"
-        entries = await self._ledger(lambda: self.ledger.claim([i.request_id or "" for i in items], token))
-        fresh: list[_Item] = []
-        foreign: list[tuple[_Item, Entry]] = []
-        for item, entry in zip(items, entries, strict=True):
-            if entry is None:
-                fresh.append(item)
-            elif entry.outcome is not None:
-                self.metrics.redelivered.labels("published" if entry.published else "unpublished").inc()
-                self._adopt(item, entry)
-            else:
-                foreign.append((item, entry))
-        if fresh:
-            self._crash_point("after-claim")
-
-        ready = [item for item in fresh if item.message is not None]
-        for item in fresh:
-            if item.message is None:
-                self._set(item, self._failed(item, "invalid_decision", item.problem or "invalid decision"))
-        size = self.config.batch_size
-        chunks = [ready[i : i + size] for i in range(0, len(ready), size)]
-        await asyncio.gather(
-            *(self._deliver(chunk) for chunk in chunks),
-            *(self._settle(item, entry) for item, entry in foreign),
-        )
-        if ready:
-            self._crash_point("after-send")
-
-        done = [item for item in fresh if item.outcome is not None]
-        writes = [
-            (i.request_id or "", token, i.outcome or b"", i.umid if i.status == "sent" else None)
-            for i in done
-        ]
-        if writes:
-            won = await self._ledger(lambda: self.ledger.record(writes), must=True)
-            for item, entry in zip(done, won, strict=True):
-                item.in_ledger = True
-                if entry is not None and entry.outcome is not None:  # someone settled it first
-                    log.warning(
-                        "request %s was settled by another worker while this one sent it; "
-                        "publishing that outcome",
-                        item.request_id,
-                    )
-                    self._adopt(item, entry)
-                elif entry is None:
-                    item.publish = True
-            self._crash_point("after-ledger")
-        abandoned = [(i.request_id or "", token) for i in fresh if i.abandoned]
-        if abandoned:
-            self.metrics.abandoned.inc(len(abandoned))
-            try:
-                await self.ledger.release(abandoned)
-            except LedgerUnavailable as exc:
-                log.warning(
-                    "could not release %d claims (they will read as in doubt): %s", len(abandoned), exc
-                )
-
-    async def _deliver(self, chunk: list[_Item]) -> None:
-        """Send one chunk (single or batch endpoint) with retries; set each item's outcome."""
-        messages = [item.message for item in chunk if item.message is not None]
-        if len(messages) == 1:
-            operation = "single"
-
-            async def call() -> list[Any]:
-                return [await self.client.send(messages[0])]
-        else:
-            operation = "batch"
-
-            async def call() -> list[Any]:
-                return list(await self.client.send_batch(messages))
-
-        self.metrics.batch_messages.observe(len(messages))
-        results, attempts, note = await self._attempts(operation, call, tokens=len(messages))
-        if results is None:
-            for item in chunk:
-                item.abandoned = True
-            return
-        for item, result in zip(chunk, results, strict=True):
-            self._set(item, self._result_outcome(item, result, attempts, note))
-
-    async def _settle(self, item: _Item, entry: Entry) -> None:
-        """A claim without an outcome: wait while its owner is alive (this worker too: another of its rounds
-        may be sending it), else declare it in doubt. Left unfinished if the worker stops meanwhile."""
-        with contextlib.suppress(_Stopped):  # the rest of the round (sends made) still gets recorded
-            await self._settle_claim(item, entry)
-
-    async def _settle_claim(self, item: _Item, entry: Entry) -> None:
-        request_id = item.request_id or ""
-        deadline = time.monotonic() + self.config.claim_wait
-        self.metrics.redelivered.labels("claimed").inc()
-        while time.monotonic() < deadline:
-            owner = entry.owner or ""
-            if not await self._ledger(lambda: self.ledger.alive(owner)):  # noqa: B023 - awaited at once
-                break
-            if not await self._nap(0.1):
-                return  # stopping: leave it to whoever takes the partition next
-            (found,) = await self._ledger(lambda: self.ledger.get([request_id]))
-            if found is None:
-                return  # its owner released it without trying: read it again next round
-            if found.outcome is not None:
-                self._adopt(item, found)
-                return
-            entry = found
-        outcome = self._failed(
-            item,
-            "in_doubt",
-            "claimed by a worker that stopped before recording 8x8's answer; the SMS may have been sent, "
-            "so it is not sent again",
-        )
-        claim = entry.claim or ""
-        (won,) = await self._ledger(
-            lambda: self.ledger.record([(request_id, claim, encode_outcome(outcome), None)]), must=True
-        )
-        item.in_ledger = True
-        if won is not None and won.outcome is not None:
-            self._adopt(item, won)
-            return
-        self.metrics.in_doubt.inc()
-        log.warning(
-            "request %s was claimed by %s without an outcome: not resent, outcome failed/in_doubt",
-            request_id,
-            entry.owner,
-        )
-        self._set(item, outcome)
-        item.publish = True
-
-    # step 4: publish
-
-    async def _publish(self, items: list[_Item]) -> None:
-        out = [item for item in items if item.publish and item.outcome is not None and item.request_id]
-        if not out:
-            for item in items:
-                if item.outcome is not None and not item.publish:
-                    item.finished = True
-            return
-        acks: list[Awaitable[Any]] = []
-        try:
-            for item in out:
-                acks.append(
-                    await self.output.send(
-                        self.topics.outcomes, (item.request_id or "").encode(), item.outcome or b""
-                    )
-                )
-            await asyncio.gather(*acks)
-        except Exception as exc:
-            raise OutputFailed(f"publishing {len(out)} outcomes failed: {exc!r}") from exc
-        if any(item.in_ledger for item in out):
-            self._crash_point("after-outcomes")
-        for item in out:
-            self.metrics.outcomes.labels(item.status or _status_of(item.outcome)).inc()
-        published = [item.request_id or "" for item in out if item.in_ledger]
-        if published:
-            # Should this fail, the only cost is the same outcome published again on redelivery.
-            with contextlib.suppress(_Stopped):
-                await self._ledger(lambda: self.ledger.mark_published(published))
-        for item in items:
-            if item.outcome is not None:
-                item.finished = True
-
-    # feedback
-
-    async def _feedback(self, items: list[_Item]) -> None:
-        wanted: list[tuple[_Item, Literal["success", "failure"]]] = []
-        for item in items:
-            event = item.feedback
-            assert event is not None
-            if event.outcome == "completed_other":
-                self.metrics.feedback.labels("completed_other").inc()
-                item.finished = True
-            else:
-                wanted.append((item, "success" if event.outcome == "verified" else "failure"))
-        if not wanted:
-            return
-        claims = await self._ledger(
-            lambda: self.ledger.claim_feedback_many(
-                [(item.request_id or "", outcome) for item, outcome in wanted]
-            )
-        )
-        posts = []
-        for (item, outcome), claim in zip(wanted, claims, strict=True):
-            if claim.verdict == "post" and claim.umid:
-                posts.append(self._post_feedback(item, claim.umid, outcome))
-            else:
-                self.metrics.feedback.labels(claim.verdict).inc()
-                item.finished = True
-        await asyncio.gather(*posts)
-
-    async def _post_feedback(self, item: _Item, umid: str, outcome: Literal["success", "failure"]) -> None:
-        event = item.feedback
-        assert event is not None
-        try:
-            at: datetime | None = datetime.fromtimestamp(parse_timestamp(event.ts), UTC)
-        except ValueError:
-            at = None
-        results, _, _ = await self._attempts(
-            "feedback", lambda: self._one_feedback(umid, outcome, at), tokens=0
-        )
-        result = results[0] if results else None
-        if isinstance(result, FeedbackAccepted):
-            self.metrics.feedback.labels("posted").inc()
-            log.debug("feedback %s for request %s (umid %s) posted", outcome, item.request_id, umid)
-        else:
-            self.metrics.feedback.labels("failed").inc()
-            log.warning(
-                "feedback %s for request %s (umid %s) was not accepted: %s",
-                outcome,
-                item.request_id,
-                umid,
-                _describe(result),
-            )
-        item.finished = True
-
-    async def _one_feedback(
-        self, umid: str, outcome: Literal["success", "failure"], at: datetime | None
-    ) -> list[Any]:
-        return [await self.client.feedback(umid, outcome, at=at)]
-
-    # calling 8x8: rate limit, in-flight limit, retries
-
-    async def _attempts(
-        self, operation: str, call: Callable[[], Awaitable[list[Any]]], *, tokens: int
-    ) -> tuple[list[Any] | None, int, str | None]:
-        """(results of the last attempt, attempts made, why retrying stopped early); results None when the
-        worker stopped before the first attempt."""
-        started = time.monotonic()
-        attempts = 0
-        results: list[Any] | None = None
-        while True:
-            if tokens and not await self._admit(tokens):
-                return results, attempts, "gave up: the worker is stopping"
-            if not await self._until_stopping(self._slots.acquire()):
-                return results, attempts, "gave up: the worker is stopping"
-            began = time.perf_counter()
-            try:
-                results = await call()
-            finally:
-                self._slots.release()
-            attempts += 1
-            self.metrics.latency.labels(operation).observe(time.perf_counter() - began)
-            first = results[0]
-            self.metrics.requests.labels(operation, _result_label(first)).inc()
-            if not isinstance(first, RetryableFailure):
-                return results, attempts, None
-            ambiguous = _ambiguous(first)
-            if ambiguous and not self.config.retry_ambiguous:
-                return results, attempts, "not retried: 8x8 may have queued it"
-            if attempts >= self.policy.max_attempts:
-                return results, attempts, None
-            wait = self.policy.delay(attempts, first.retry_after, self._rng)
-            if time.monotonic() - started + wait > self.policy.max_elapsed:
-                return results, attempts, None
-            if first.reason == "rate_limited" and first.retry_after:
-                self._paused_until = max(self._paused_until, time.monotonic() + first.retry_after)
-            self.metrics.retries.labels(operation, first.reason, "yes" if ambiguous else "no").inc()
-            log.info(
-                "8x8 %s attempt %d failed (%s, HTTP %s, errorId %s): retrying in %.2fs",
-                operation,
-                attempts,
-                first.reason,
-                first.status,
-                first.error_id,
-                wait,
-            )
-            if not await self._nap(wait):
-                return results, attempts, "gave up: the worker is stopping"
-
-    async def _admit(self, tokens: int) -> bool:
-        """Wait for a 429's pause to end and for `tokens` from the bucket; False if the worker stops first."""
-        pause = self._paused_until - time.monotonic()
-        if pause > 0:
-            self.metrics.rate_limit_wait.labels("retry_after").observe(pause)
-            if not await self._nap(pause):
-                return False
-        left = float(tokens)
-        waited = 0.0
-        while left > 0:
-            take = min(left, self.limiter.burst)
-            got = await self._until_stopping(self.limiter.acquire(take))
-            if got is False:
-                return False
-            waited += float(got)
-            left -= take
-        if waited > 0:
-            self.metrics.rate_limit_wait.labels("bucket").observe(waited)
-        return True
-
-    async def _until_stopping(self, work: Awaitable[T]) -> T | Literal[False]:
-        """`work`'s result, or False if the worker starts stopping first (work is then cancelled)."""
-        if self.stopping.is_set():
-            if asyncio.iscoroutine(work):
-                work.close()
-            return False
-        task = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(self.stopping.wait())
-        try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if task.cancelled():
-            return False
-        return task.result()
-
-    async def _nap(self, seconds: float) -> bool:
-        """Sleep; False (at once) if the worker starts stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-        return not self.stopping.is_set()
-
-    async def _ledger(self, call: Callable[[], Awaitable[T]], *, must: bool = False) -> T:
-        """A ledger call, tried until Redis answers. When stopping: give up at once, or after 10 s if `must`
-        (an outcome of a message that went out: without it the message reads as in doubt)."""
-        delay = 0.05
-        while True:
-            try:
-                return await call()
-            except LedgerUnavailable as exc:
-                self.metrics.ledger_errors.inc()
-                error = exc
-            if self.stopping.is_set():
-                if self._stop_seen_at is None:
-                    self._stop_seen_at = time.monotonic()
-                if not must or time.monotonic() - self._stop_seen_at > 10.0:
-                    log.error(
-                        "stopping while the ledger does not answer: leaving the rest of the round (%s)", error
-                    )
-                    raise _Stopped from None
-                await asyncio.sleep(delay)
-            else:
-                log.warning("%s; trying again in %.1fs", error, delay)
-                await self._nap(delay)
-            delay = min(delay * 2, 2.0)
-
-    # outcomes
-
-    def _result_outcome(self, item: _Item, result: SendResult, attempts: int, note: str | None) -> OtpOutcome:
-        request_id = item.request_id or ""
-        if isinstance(result, Queued):
-            log.debug("sent %s (umid %s)", request_id, result.umid)
-            return OtpOutcome(
-                request_id=request_id, status="sent", ts=self._now(), umid=result.umid, attempts=attempts
-            )
-        if isinstance(result, Rejected):
-            log.info("8x8 rejected %s: %s %s", request_id, result.code, mask_phone(result.message))
-            return OtpOutcome(
-                request_id=request_id,
-                status="rejected",
-                ts=self._now(),
-                umid=result.umid,
-                code=result.code,
-                message=_clean(result.message),
-                attempts=attempts,
-            )
-        message = _clean(result.message)
-        if note:
-            message = f"{message} ({note})"
-        code = str(result.code) if result.code is not None else result.reason
-        level = (
-            logging.ERROR
-            if isinstance(result, PermanentFailure) and result.reason == "unauthorized"
-            else logging.WARNING
-        )
-        log.log(
-            level,
-            "sending %s failed after %d attempt(s): %s, HTTP %s, code %s, errorId %s",
-            request_id,
-            attempts,
-            result.reason,
-            result.status,
-            code,
-            result.error_id,
-        )
-        return OtpOutcome(
-            request_id=request_id,
-            status="failed",
-            ts=self._now(),
-            code=code,
-            message=message,
-            error=result.reason,
-            http_status=result.status,
-            error_id=result.error_id,
-            attempts=attempts,
-        )
-
-    def _failed(self, item: _Item, error: str, message: str) -> OtpOutcome:
-        return OtpOutcome(
-            request_id=item.request_id or "",
-            status="failed",
-            ts=self._now(),
-            code=error,
-            message=_clean(message),
-            error=error,
-        )
-
-    def _set(self, item: _Item, outcome: OtpOutcome) -> None:
-        item.outcome = encode_outcome(outcome)
-        item.status = outcome.status
-        item.umid = outcome.umid
-        if outcome.status == "failed":
-            self.metrics.failures.labels(outcome.error or "unknown").inc()
-
-    def _adopt(self, item: _Item, entry: Entry) -> None:
-        """Take the outcome the ledger holds; publish it unless Kafka already has it."""
-        item.outcome = entry.outcome
-        item.status = _status_of(entry.outcome)
-        item.umid = entry.umid
-        item.in_ledger = True
-        item.publish = not entry.published
-
-    def _now(self) -> str:
-        return format_timestamp(self._wall())
-
-    def _crash_point(self, point: CrashPoint) -> None:
-        if self.config.crash_at == point:
-            log.critical("DETECTOR_SEND_CRASH_AT=%s: exiting now, as asked", point)
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            sys.stderr.flush()
-            os._exit(CRASH_EXIT_STATUS)
-
-
-def _message_for(decision: Decision) -> tuple[SmsMessage | None, str | None]:
-    if not decision.phone:
-        return None, "the allow decision has no phone number"
-    text = decision.message.text if decision.message is not None else None
-    if not text:
-        return None, "the allow decision has no message text"
-    source = decision.message.source if decision.message is not None else None
-    return SmsMessage(
-        destination=decision.phone,
-        text=text,
-        client_message_id=decision.request_id,
-        client_ip=decision.client_ip,
-        source=source,
-        track_outcome=True,
-    ), None
-
-
-def _request_id_of(raw: bytes) -> str | None:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    request_id = obj.get("request_id") if isinstance(obj, dict) else None
-    return request_id if isinstance(request_id, str) and request_id else None
-
-
-def _status_of(outcome: bytes | None) -> Status:
-    try:
-        status = orjson.loads(outcome or b"{}").get("status")
-    except (orjson.JSONDecodeError, AttributeError):
-        status = None
-    return status if status in ("sent", "rejected", "skipped", "failed") else "failed"
-
-
-def _clean(text: str) -> str:
-    """8x8's reason as it may appear in an outcome: no phone numbers, bounded."""
-    return mask_phone(text)[:MAX_MESSAGE]
-
-
-# Failures after which 8x8 cannot have queued the message: it said so (429, 503), or no connection was made.
-_NOT_SENT_PREFIXES = ("ConnectError", "ConnectTimeout", "PoolTimeout")
-
-
-def _ambiguous(failure: RetryableFailure) -> bool:
-    if failure.reason == "rate_limited" or failure.status == 503:
-        return False
-    return not (
-        failure.reason in ("timeout", "connection") and failure.message.startswith(_NOT_SENT_PREFIXES)
-    )
-
-
-def _result_label(result: Any) -> str:
-    if isinstance(result, Queued | Rejected | FeedbackAccepted):
-        return "ok"
-    if isinstance(result, RetryableFailure | PermanentFailure):
-        return result.reason
-    return "other"
-
-
-def _describe(result: Any) -> str:
-    if isinstance(result, RetryableFailure | PermanentFailure):
-        return f"{result.reason}, HTTP {result.status}, code {result.code}, errorId {result.error_id}"
-    return "the worker stopped before it was posted" if result is None else type(result).__name__
-
-
-def _positions(items: Iterable[_Item]) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
-    commit: dict[tuple[str, int], int] = {}
-    rewind: dict[tuple[str, int], int] = {}
-    for item in sorted(items, key=lambda i: (i.record.topic, i.record.partition, i.record.offset)):
-        tp = (item.record.topic, item.record.partition)
-        if tp in rewind:
-            continue
-        if item.finished:
-            commit[tp] = item.record.offset + 1
-        else:
-            rewind[tp] = item.record.offset
-    return commit, rewind
-
-
-def new_owner_id() -> str:
-    host = socket.gethostname().replace("@", "_")[:40]
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-# --- the Kafka worker -------------------------------------------------------------------------------
-
-
-class KafkaOutput:
-    def __init__(self, producer: Any) -> None:
-        self.producer = producer
-
-    async def send(self, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
-        future: Awaitable[Any] = await self.producer.send(topic, value=value, key=key)
-        return future
+def open_client(vendor: EightByEightConfig) -> EightByEightClient:
+    return EightByEightClient(vendor, retry=NO_RETRIES)  # the pipeline retries, sharing the rate limit
 
 
 ROUNDS_IN_FLIGHT = 4  # rounds started before the oldest must finish: a slow retry does not stall the rest
@@ -933,7 +63,7 @@ ROUNDS_IN_FLIGHT = 4  # rounds started before the oldest must finish: a slow ret
 @dataclass(slots=True)
 class _Round:
     seq: int
-    task: asyncio.Task[tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]]
+    task: asyncio.Task[tuple[Positions, Positions]]
 
 
 class SendWorker:
@@ -951,8 +81,15 @@ class SendWorker:
         metrics: SendMetrics | None = None,
         *,
         owner: str | None = None,
+        open_ledger: Callable[[SendConfig], SendLedger] = open_ledger,
+        open_client: Callable[[EightByEightConfig], EightByEightClient] = open_client,
     ) -> None:
         self.config = config
+        self.open_ledger = open_ledger
+        self.open_client = open_client
+        self.consuming = False
+        self.credentials_checked = False
+        self.ledger_answered_at = -math.inf
         self.vendor = replace(vendor, max_connections=max(vendor.max_connections, config.max_in_flight))
         self.metrics = metrics or SendMetrics()
         self.owner = owner or new_owner_id()
@@ -980,7 +117,7 @@ class SendWorker:
 
     async def run(self) -> int:
         """Until `stop()`: 0 after a clean stop, EX_SOFTWARE if outcomes could not be published, 1 if Kafka
-        cannot be reached at start."""
+        cannot be reached at start, EX_CONFIG if 8x8 refuses the API key at start."""
         config = self.config
         topics = config.topics
         wanted = [topics.decisions, topics.outcomes] + ([topics.feedback] if config.consume_feedback else [])
@@ -989,15 +126,61 @@ class SendWorker:
         except (TopicError, OSError, KafkaError) as exc:
             log.error("cannot prepare the topics on %s: %s", config.brokers, exc)
             return 1
-        ledger = SendLedger.from_url(config.ledger_url, prefix=config.ledger_prefix, ttl=config.ledger_ttl)
-        client = EightByEightClient(self.vendor, retry=NO_RETRIES)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=config.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            client_id=f"send-worker-{self.owner}",
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            ledger = self.open_ledger(config)
+            stack.push_async_callback(ledger.close)
+            stack.push_async_callback(self._retire_owner, ledger)
+            client = self.open_client(self.vendor)
+            stack.push_async_callback(client.aclose)
+            if not await self._wait_for_ledger(ledger):
+                return 0
+            if not await self._check_credentials(client):
+                return EX_CONFIG
+            try:
+                output = await stack.enter_async_context(
+                    KafkaOutput(config.bootstrap, f"send-worker-{self.owner}")
+                )
+                consumer = await stack.enter_async_context(self._consumer_for(wanted[:1] + wanted[2:]))
+            except (OSError, KafkaError) as exc:
+                log.error("cannot reach Kafka on %s: %s", config.brokers, exc)
+                return 1
+            stack.push_async_callback(self._drain)
+            heartbeat = asyncio.ensure_future(self._heartbeat(ledger))
+            stack.callback(heartbeat.cancel)
+            pipeline = SendPipeline(
+                config, client, ledger, output, self.metrics, owner=self.owner, stopping=self.stopping
+            )
+            self._log_ready()
+            await self._loop(consumer, pipeline)
+        if self._failure is not None:
+            log.critical("%s: exited without committing it; it is delivered again", self._failure)
+            return EX_SOFTWARE
+        log.info("send worker %s stopped", self.owner)
+        return 0
+
+    async def _loop(self, consumer: AIOKafkaConsumer, pipeline: SendPipeline) -> None:
+        while not self.stopping.is_set():
+            await self._retire(block=False)
+            if self._revoking or len(self._rounds) >= ROUNDS_IN_FLIGHT:
+                waiting = {r.task for r in self._rounds}
+                if waiting:
+                    await asyncio.wait(waiting, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    await asyncio.sleep(0.01)
+                continue
+            records = await self._poll(consumer)
+            if records:
+                self._seq += 1
+                self._rounds.append(_Round(self._seq, asyncio.ensure_future(pipeline.handle(records))))
+        await self._retire(block=True)
+
+    @contextlib.asynccontextmanager
+    async def _consumer_for(self, topics: list[str]) -> AsyncIterator[AIOKafkaConsumer]:
+        config = self.config
+        # The longest a round can take: its retries, a live claimant's wait, and two searches of 8x8's log
+        # (one after an ambiguous failure, one for a dead claimant's requests).
+        lookup = config.lookup_delay + config.lookup_patience if config.lookup else 0.0
+        patience = config.retry_max_elapsed + config.claim_wait + 2 * lookup
         consumer = AIOKafkaConsumer(
             bootstrap_servers=config.bootstrap,
             group_id=config.group_id,
@@ -1006,80 +189,80 @@ class SendWorker:
             auto_offset_reset=config.offset_reset,
             session_timeout_ms=int(config.session_timeout * 1000),
             heartbeat_interval_ms=int(config.heartbeat_interval * 1000),
-            rebalance_timeout_ms=int((config.retry_max_elapsed + config.claim_wait + 30) * 1000),
-            max_poll_interval_ms=int(max(300.0, config.retry_max_elapsed + config.claim_wait + 60) * 1000),
+            rebalance_timeout_ms=int((patience + 30) * 1000),
+            max_poll_interval_ms=int(max(300.0, patience + 60) * 1000),
         )
         self._consumer = consumer
-        heartbeat: asyncio.Task[None] | None = None
+        consumer.subscribe(topics, listener=_Rebalance(self))
+        await consumer.start()
+        self.consuming = True
         try:
-            if not await self._wait_for_ledger(ledger):
-                return 0
-            try:
-                await producer.start()
-                consumer.subscribe(wanted[:1] + wanted[2:], listener=_Rebalance(self))
-                await consumer.start()
-            except (OSError, KafkaError) as exc:
-                log.error("cannot reach Kafka on %s: %s", config.brokers, exc)
-                return 1
-            pipeline = SendPipeline(
-                config,
-                client,
-                ledger,
-                KafkaOutput(producer),
-                self.metrics,
-                owner=self.owner,
-                stopping=self.stopping,
-            )
-            heartbeat = asyncio.ensure_future(self._heartbeat(ledger))
-            log.info(
-                "send worker %s ready: group %s, decisions %s, feedback %s, outcomes %s, 8x8 %s "
-                "(sub-account %s), %.0f msg/s, batches of up to %d, %d in flight",
-                self.owner,
-                config.group_id,
-                topics.decisions,
-                topics.feedback if config.consume_feedback else "off",
-                topics.outcomes,
-                self.vendor.base_url,
-                self.vendor.sub_account_id,
-                config.rate,
-                config.batch_size,
-                config.max_in_flight,
-            )
-            while not self.stopping.is_set():
-                await self._retire(block=False)
-                if self._revoking or len(self._rounds) >= ROUNDS_IN_FLIGHT:
-                    waiting = {r.task for r in self._rounds}
-                    if waiting:
-                        await asyncio.wait(waiting, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
-                    else:
-                        await asyncio.sleep(0.01)
-                    continue
-                records = await self._poll(consumer)
-                if records:
-                    self._seq += 1
-                    self._rounds.append(_Round(self._seq, asyncio.ensure_future(pipeline.handle(records))))
-            await self._retire(block=True)
+            yield consumer
         finally:
-            if self._rounds:  # only after a failure: let them finish, commit nothing more
-                await asyncio.gather(*(r.task for r in self._rounds), return_exceptions=True)
-            if heartbeat is not None:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
+            self.consuming = False
             with contextlib.suppress(Exception):
                 await consumer.stop()
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            await client.aclose()
-            if self._failure is None:
-                with contextlib.suppress(LedgerUnavailable):
-                    await ledger.retire(self.owner)
-            await ledger.close()
-        if self._failure is not None:
-            log.critical("%s: exited without committing it; it is delivered again", self._failure)
-            return EX_SOFTWARE
-        log.info("send worker %s stopped", self.owner)
-        return 0
+
+    async def _drain(self) -> None:
+        """Only after a failure are rounds left: let them finish, commit nothing more."""
+        if self._rounds:
+            await asyncio.gather(*(r.task for r in self._rounds), return_exceptions=True)
+
+    async def _retire_owner(self, ledger: SendLedger) -> None:
+        """A clean stop drops the liveness key at once, so nobody waits for this worker's claims."""
+        if self._failure is None:
+            with contextlib.suppress(LedgerUnavailable):
+                await ledger.retire(self.owner)
+
+    def _log_ready(self) -> None:
+        config, topics = self.config, self.config.topics
+        log.info(
+            "send worker %s ready: group %s, decisions %s, feedback %s, outcomes %s, 8x8 %s "
+            "(sub-account %s), %.0f msg/s, batches of up to %d, %d in flight",
+            self.owner,
+            config.group_id,
+            topics.decisions,
+            topics.feedback if config.consume_feedback else "off",
+            topics.outcomes,
+            self.vendor.base_url,
+            self.vendor.sub_account_id,
+            config.rate,
+            config.batch_size,
+            config.max_in_flight,
+        )
+
+    def readiness(self) -> dict[str, bool]:
+        """For /readyz: read on the health server's thread, so only flags and times."""
+        return {
+            "ledger reachable": time.monotonic() - self.ledger_answered_at < self.config.owner_ttl,
+            "8x8 credentials checked (or the check skipped)": self.credentials_checked,
+            "kafka consumer started": self.consuming,
+        }
+
+    async def _check_credentials(self, client: EightByEightClient) -> bool:
+        """The cheapest authenticated call (the account balance) before taking any decision: False if 8x8
+        refuses the key. Without EIGHTBYEIGHT_ACCOUNT_ID, or if 8x8 cannot answer now, the worker starts
+        anyway (a wrong key then shows as failed / unauthorized outcomes)."""
+        account = self.vendor.account_id
+        if account is None:
+            log.info("EIGHTBYEIGHT_ACCOUNT_ID is not set: the 8x8 API key is not checked at start")
+        else:
+            answer = await client.balance(account)
+            if isinstance(answer, PermanentFailure) and answer.reason == "unauthorized":
+                log.critical(
+                    "8x8 refused the API key (HTTP %s) for account %s: set EIGHTBYEIGHT_API_KEY or "
+                    "EIGHTBYEIGHT_API_KEY_FILE to a key of that account (and check EIGHTBYEIGHT_ACCOUNT_ID, "
+                    "EIGHTBYEIGHT_REGION / EIGHTBYEIGHT_BASE_URL); not starting",
+                    answer.status,
+                    account,
+                )
+                return False
+            if isinstance(answer, Balance) or (isinstance(answer, PermanentFailure) and answer.status == 403):
+                log.info("8x8 accepted the API key (the balance call; 403 is a postpaid account)")
+            else:
+                log.warning("8x8 did not answer the key check (%s); starting anyway", answer.reason)
+        self.credentials_checked = True
+        return True
 
     async def _retire(self, *, block: bool) -> None:
         """Commit finished rounds, oldest first; with `block`, wait for every round. A round that failed
@@ -1158,6 +341,7 @@ class SendWorker:
         while True:
             try:
                 await ledger.heartbeat(self.owner, self.config.owner_ttl)
+                self.ledger_answered_at = time.monotonic()
                 return True
             except LedgerUnavailable as exc:
                 log.warning("waiting for the send ledger: %s", exc)
@@ -1173,6 +357,7 @@ class SendWorker:
             await asyncio.sleep(every)
             try:
                 await ledger.heartbeat(self.owner, self.config.owner_ttl)
+                self.ledger_answered_at = time.monotonic()
             except LedgerUnavailable as exc:
                 log.warning("liveness key not refreshed: %s", exc)
 
@@ -1207,18 +392,18 @@ class _Rebalance(ConsumerRebalanceListener):
         self.worker.assigned_partitions(assigned)
 
 
-# --- running it -------------------------------------------------------------------------------------
-
-
 def run_send_worker(
-    config: SendConfig, vendor: EightByEightConfig, metrics: SendMetrics | None = None
+    config: SendConfig,
+    vendor: EightByEightConfig,
+    metrics: SendMetrics | None = None,
+    *,
+    open_ledger: Callable[[SendConfig], SendLedger] = open_ledger,
+    open_client: Callable[[EightByEightConfig], EightByEightClient] = open_client,
 ) -> int:
     """Run until SIGTERM/SIGINT; the exit status."""
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: only when debugging
-    worker = SendWorker(config, vendor, metrics)
-    # The detection worker's scrape endpoint; it reads nothing but `.registry` of the metrics it is given.
-    server = MetricsServer(cast(Any, worker.metrics), config.metrics_port, config.metrics_host)
+    worker = SendWorker(config, vendor, metrics, open_ledger=open_ledger, open_client=open_client)
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
@@ -1226,8 +411,6 @@ def run_send_worker(
             loop.add_signal_handler(sig, worker.stop)
         return await worker.run()
 
-    server.start()
-    try:
+    registry = worker.metrics.registry
+    with HealthServer(registry, config.metrics_port, config.metrics_host, worker.readiness):
         return asyncio.run(main())
-    finally:
-        server.stop()

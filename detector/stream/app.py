@@ -43,19 +43,17 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import orjson
 from aiokafka.errors import KafkaError
 
 from detector.engine import Engine, Result
-from detector.errors import UnavailableError
 from detector.events import (
     BadEvent,
     Decision,
@@ -66,9 +64,11 @@ from detector.events import (
     encode,
     parse_event,
 )
+from detector.kafka.exit import exit_without_commit
+from detector.kafka.output import KafkaOutput, Output, acknowledged
+from detector.kafka.topics import TopicNames
 from detector.stream.config import StreamConfig
 from detector.stream.metrics import Metrics
-from detector.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,6 @@ ATTEMPT_HEADER = "detector-attempt"
 DUE_HEADER = "detector-due"
 REASON_HEADER = "detector-reason"
 ORIGIN_HEADER = "detector-origin"
-EX_SOFTWARE = 70  # sysexits.h: the batch could not be finished; exit without committing it
-
-
-class DeliveryFailed(UnavailableError):
-    """Kafka did not take an output of a batch: the batch must not be committed."""
 
 
 @dataclass(slots=True)
@@ -96,14 +91,6 @@ class Incoming:
     value: bytes | None
     timestamp: float | None = None  # seconds since the epoch (the producer's or the broker's time)
     headers: dict[str, bytes] = field(default_factory=dict)
-
-
-class Output(Protocol):
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
-    ) -> Awaitable[Any]:
-        """Hand one message to the producer; the awaitable returned completes when Kafka acknowledged it."""
-        ...
 
 
 class Pipeline:
@@ -125,6 +112,7 @@ class Pipeline:
         self.topics: TopicNames = config.topics
         self.hurry = hurry  # true when the worker is stopping or rebalancing: cut waits short
         self.clock = clock
+        self.store_answered = True  # the last batch's decisions came from the store (readiness)
 
     async def handle(self, kind: Kind, batch: Sequence[Incoming]) -> None:
         """Process one batch; return once Kafka acknowledged everything it produced."""
@@ -136,7 +124,7 @@ class Pipeline:
         if kind == "feedback_retry":
             await self._wait_until_due(batch)
         events = [self._parse(message) for message in batch]
-        results = await self._process(events)
+        results = await self._process(events, [message.timestamp for message in batch])
 
         acks: list[Awaitable[Any]] = []
         decided: list[Incoming] = []
@@ -172,14 +160,13 @@ class Pipeline:
             metrics.feedback.labels(status).inc(count)
         if store_failed:
             metrics.store_errors.labels("decide").inc()
+        if any(isinstance(result, Decision) for result in results):
+            self.store_answered = not store_failed
         if unavailable:
             metrics.store_errors.labels("feedback").inc()
             acks.extend(await self._retry_unavailable(kind, unavailable))
 
-        try:
-            await asyncio.gather(*acks)
-        except Exception as exc:
-            raise DeliveryFailed(f"publishing the output of a {kind} batch failed: {exc!r}") from exc
+        await acknowledged(acks, f"the output of a {kind} batch")
         now = self.clock()
         for message in decided:
             if message.timestamp:
@@ -193,16 +180,19 @@ class Pipeline:
             return BadEvent(error="empty message (no value)")
         return parse_event(message.value)
 
-    async def _process(self, events: Sequence[Event | BadEvent]) -> list[Result]:
-        """The engine's answers; should it fail on a batch, each event alone, so one cannot stop the rest."""
+    async def _process(
+        self, events: Sequence[Event | BadEvent], references: Sequence[float | None]
+    ) -> list[Result]:
+        """The engine's answers, each event's time bounded by its record's broker timestamp (`references`);
+        should the engine fail on a batch, each event alone, so one cannot stop the rest."""
         try:
-            return await self.engine.process(events)
+            return await self.engine.process(events, references)
         except Exception:
             log.exception("the engine failed on a batch of %d events; trying them one at a time", len(events))
         results: list[Result] = []
-        for event in events:
+        for event, reference in zip(events, references, strict=True):
             try:
-                results.extend(await self.engine.process([event]))
+                results.extend(await self.engine.process([event], [reference]))
             except Exception as exc:
                 log.exception("the engine failed on one event; writing it as a dead letter")
                 results.append(BadEvent(error=f"internal error while processing: {exc!r}"[:500]))
@@ -231,7 +221,9 @@ class Pipeline:
             if self.hurry():
                 break
             delay = min(delay * 2, self.config.unavailable_backoff_max)
-            results = await self._process([event for _, event in waiting])
+            results = await self._process(
+                [event for _, event in waiting], [message.timestamp for message, _ in waiting]
+            )
             for result in results:
                 if isinstance(result, str):
                     self.metrics.feedback.labels(result).inc()
@@ -303,7 +295,9 @@ class Pipeline:
 
 
 def _store_unavailable(decision: Decision) -> bool:
-    return any(reason.code == "state_unavailable" for reason in decision.reasons)
+    """The shared store did not answer for this decision: decided by the policy's fail mode, or counted in
+    this process meanwhile (degraded)."""
+    return any(reason.code in ("state_unavailable", "state_degraded") for reason in decision.reasons)
 
 
 def _kind_of(topics: TopicNames, topic: str) -> str:
@@ -349,55 +343,12 @@ def incoming(message: Any) -> Incoming:
     )
 
 
-class KafkaOutput:
-    """An aiokafka producer of the worker's own (idempotent: a retried produce request adds no duplicate).
-
-    Faust's producer would do, but every batch waits for its own acknowledgements anyway, so nothing depends
-    on Faust flushing it; this one skips Faust's per-message wrapper and its 16 KiB batches.
-    """
-
-    def __init__(self, config: StreamConfig) -> None:
-        self.config = config
-        self._producer: Any = None
-        self._lock = asyncio.Lock()
-
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
-    ) -> Awaitable[Any]:
-        producer = self._producer or await self._start()
-        fut: Awaitable[Any] = await producer.send(topic, value, key=key, headers=headers)
-        return fut
-
-    async def _start(self) -> Any:
-        from aiokafka import AIOKafkaProducer
-
-        async with self._lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.config.bootstrap,
-                    client_id=f"{self.config.group_id}-output",
-                    acks="all",
-                    enable_idempotence=True,
-                    linger_ms=2,
-                    max_batch_size=512 * 1024,
-                    request_timeout_ms=int(self.config.producer_timeout * 1000),
-                )
-                await producer.start()
-                self._producer = producer
-        return self._producer
-
-    async def stop(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
-
-
 def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: str) -> Any:
     """The Faust app with its agents; `app.pipeline` is the shared `Pipeline`."""
     import faust
     from mode import CrashingSupervisor
 
-    output = KafkaOutput(config)
+    output = KafkaOutput(config.bootstrap, f"{config.group_id}-output", config.producer_timeout)
 
     class DetectorApp(faust.App):
         pipeline: Pipeline
@@ -449,11 +400,7 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: 
 
 def _die(kind: str, exc: BaseException) -> None:
     """Exit without letting Faust commit the batch in hand: it is delivered again after a restart."""
-    log.critical("cannot finish a %s batch, exiting without committing it: %r", kind, exc, exc_info=exc)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stderr.flush()
-    os._exit(EX_SOFTWARE)
+    exit_without_commit(f"cannot finish a {kind} batch, exiting without committing it: {exc!r}", exc=exc)
 
 
 def run_worker(
@@ -462,8 +409,8 @@ def run_worker(
     """Create missing topics, then run the Faust worker until a signal stops it; the exit status."""
     import faust
 
-    from detector.stream.metrics import MetricsServer
-    from detector.stream.topics import TopicError, ensure_topics
+    from detector.kafka.health import HealthServer
+    from detector.kafka.topics import TopicError, ensure_topics
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -489,9 +436,15 @@ def run_worker(
         # Faust wants a data directory even without tables: a temporary one unless configured.
         data_dir = config.data_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="detector-"))
         app = build_app(config, engine, metrics, data_dir)
-        server = MetricsServer(metrics, config.metrics_port, config.metrics_host)
-        server.start()
-        stack.callback(server.stop)
+
+        def ready() -> dict[str, bool]:
+            return {
+                "policy loaded": engine.policy is not None,
+                "kafka consumer started": _consumer_running(app),
+                "store answered the last batch": app.pipeline.store_answered,
+            }
+
+        stack.enter_context(HealthServer(metrics.registry, config.metrics_port, config.metrics_host, ready))
         log.info(
             "worker %s: group %s, store %s, mode %s, batches of up to %d within %.0f ms",
             os.getpid(),
@@ -512,6 +465,12 @@ def run_worker(
             log.exception("the worker crashed")
             return 1
     return 0
+
+
+def _consumer_running(app: Any) -> bool:
+    """Faust's consumer joined the group (a rebalance went through) and is not rebalancing now; only reads
+    attributes, as the health thread must."""
+    return bool(app.rebalancing_count) and not app.rebalancing
 
 
 def _redact(url: str) -> str:

@@ -1,42 +1,35 @@
 """Settings of the Kafka worker: one frozen object built from flags and DETECTOR_* environment variables.
 
 `detector worker --help` lists every flag with its variable (declared next to the flag, in
-`detector/cli/worker.py`).
+`detector/cli/worker.py`, or `detector/cli/kafka_options.py` for those both workers share).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-from detector.stream.topics import TopicNames
+from detector.kafka.brokers import broker_urls
+from detector.kafka.settings import KafkaSettings
+from detector.kafka.topics import TopicNames
 
-OffsetReset = Literal["earliest", "latest"]
-
-DEFAULT_BROKERS = "localhost:9092"
 DEFAULT_STORE = "redis://localhost:6379/0"
 DEFAULT_GROUP = "sms-pumping-detector"
 DEFAULT_METRICS_PORT = 9108
 
 
 @dataclass(frozen=True, slots=True)
-class StreamConfig:
+class StreamConfig(KafkaSettings):
     """Everything `detector worker` needs; the defaults are the production ones."""
 
-    brokers: str = DEFAULT_BROKERS
+    group_id: str = DEFAULT_GROUP
+    metrics_port: int = DEFAULT_METRICS_PORT
     store_url: str = DEFAULT_STORE
     policy_path: str | None = None
     shadow: bool = False
-    group_id: str = DEFAULT_GROUP
     topics: TopicNames = field(default_factory=TopicNames)
-    # Topics that do not exist yet are created with this many partitions (existing ones are left alone).
-    partitions: int = 12
-    # None: min(3, brokers in the cluster).
-    replication: int | None = None
     batch_size: int = 500
     batch_wait: float = 0.01
-    metrics_port: int = DEFAULT_METRICS_PORT
-    metrics_host: str = "0.0.0.0"
     # Feedback for a request the store does not know yet goes through the retry topic this many times,
     # this long apart, then is dropped (counted in detector_feedback_dropped_total).
     feedback_retry_delay: float = 5.0
@@ -45,9 +38,6 @@ class StreamConfig:
     # between tries, for at most `unavailable_patience` seconds, then handed to the retry topic.
     unavailable_backoff_max: float = 5.0
     unavailable_patience: float = 30.0
-    offset_reset: OffsetReset = "earliest"
-    session_timeout: float = 30.0
-    heartbeat_interval: float = 3.0
     rebalance_timeout: float = 60.0
     commit_interval: float = 2.8
     # A decision Kafka does not acknowledge within this time fails its batch (and the worker).
@@ -55,21 +45,13 @@ class StreamConfig:
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.kafka_problems()
         if self.batch_size < 1:
             problems.append("batch size must be at least 1")
         if not 0 < self.batch_wait <= 10:
             problems.append("batch wait must be between 0 and 10 seconds")
-        if self.partitions < 1:
-            problems.append("partitions must be at least 1")
-        if self.replication is not None and self.replication < 1:
-            problems.append("replication must be at least 1")
         if self.feedback_retries < 0 or self.feedback_retry_delay <= 0:
             problems.append("feedback retries must be >= 0 and the retry delay > 0")
-        if self.heartbeat_interval * 3 > self.session_timeout:
-            problems.append("the heartbeat interval must be at most a third of the session timeout")
-        if not 0 <= self.metrics_port <= 65535:
-            problems.append("metrics port must be 0 (off) to 65535")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -78,20 +60,8 @@ class StreamConfig:
 
     @property
     def broker_urls(self) -> list[str]:
-        """Faust's form, kafka://HOST:PORT, from a comma-separated list with or without the scheme."""
-        urls = []
-        for part in self.brokers.replace(";", ",").split(","):
-            part = part.strip()
-            if part:
-                urls.append(part if "://" in part else f"kafka://{part}")
-        if not urls:
-            raise ValueError("no Kafka brokers configured")
-        return urls
-
-    @property
-    def bootstrap(self) -> list[str]:
-        """aiokafka's form, HOST:PORT."""
-        return [url.split("://", 1)[1] for url in self.broker_urls]
+        """Faust's form, kafka://HOST:PORT."""
+        return broker_urls(self.brokers)
 
     def faust_settings(self, data_dir: str) -> dict[str, Any]:
         """Keyword arguments for `faust.App`: no web server, no leader topic, no tables, our timeouts."""

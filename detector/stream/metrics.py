@@ -19,88 +19,45 @@ Every name starts with ``detector_``:
 
 from __future__ import annotations
 
-import logging
-import threading
-from wsgiref.simple_server import WSGIServer
+from prometheus_client import CollectorRegistry
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
-
-log = logging.getLogger(__name__)
+from detector.kafka.metrics import MetricSet
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
-class Metrics:
+class Metrics(MetricSet):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.events_in = Counter(
-            "detector_events_in",
-            "Messages read, by input topic and event type",
-            ["topic", "type"],
-            registry=r,
+        super().__init__(registry)
+        self.events_in = self.counter(
+            "detector_events_in", "Messages read, by input topic and event type", ["topic", "type"]
         )
-        self.decisions = Counter(
-            "detector_decisions", "Decisions published", ["action", "verdict", "mode"], registry=r
+        self.decisions = self.counter(
+            "detector_decisions", "Decisions published", ["action", "verdict", "mode"]
         )
-        self.feedback = Counter(
-            "detector_feedback", "Feedback results from the store", ["status"], registry=r
+        self.feedback = self.counter("detector_feedback", "Feedback results from the store", ["status"])
+        self.feedback_retries = self.counter(
+            "detector_feedback_retries", "Feedback sent to the retry topic", ["reason"]
         )
-        self.feedback_retries = Counter(
-            "detector_feedback_retries", "Feedback sent to the retry topic", ["reason"], registry=r
+        self.feedback_dropped = self.counter(
+            "detector_feedback_dropped", "Feedback given up after its last retry", ["reason"]
         )
-        self.feedback_dropped = Counter(
-            "detector_feedback_dropped", "Feedback given up after its last retry", ["reason"], registry=r
+        self.dead_letters = self.counter(
+            "detector_dead_letters", "Bad input written to the dead-letter topic", ["topic"]
         )
-        self.dead_letters = Counter(
-            "detector_dead_letters", "Bad input written to the dead-letter topic", ["topic"], registry=r
+        self.store_errors = self.counter(
+            "detector_store_errors", "Batches the store did not answer", ["operation"]
         )
-        self.store_errors = Counter(
-            "detector_store_errors", "Batches the store did not answer", ["operation"], registry=r
-        )
-        self.batch_size = Histogram(
-            "detector_batch_size", "Events per batch", ["topic"], buckets=_SIZE_BUCKETS, registry=r
-        )
-        self.batch_seconds = Histogram(
+        self.batch_size = self.histogram("detector_batch_size", "Events per batch", _SIZE_BUCKETS, ["topic"])
+        self.batch_seconds = self.histogram(
             "detector_batch_seconds",
             "From taking a batch to all its output acknowledged by Kafka",
+            _LATENCY_BUCKETS,
             ["topic"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
-        self.decision_delay = Histogram(
+        self.decision_delay = self.histogram(
             "detector_decision_delay_seconds",
             "From the request's Kafka timestamp to its decision acknowledged",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            _LATENCY_BUCKETS,
         )
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-class MetricsServer:
-    """The scrape endpoint on its own thread (prometheus_client's WSGI server); port 0 means off."""
-
-    def __init__(self, metrics: Metrics, port: int, host: str = "0.0.0.0") -> None:
-        self.metrics = metrics
-        self.port = port
-        self.host = host
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self.port == 0 or self._server is not None:
-            return
-        self._server, self._thread = start_http_server(self.port, self.host, registry=self.metrics.registry)
-        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None

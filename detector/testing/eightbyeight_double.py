@@ -10,9 +10,13 @@ with ``{code, message, errorId, timestamp}``) and is recorded in ``double.violat
 assert there were none. A well-formed request with the wrong key gets 401 too, but that is a
 configuration error, not a contract violation.
 
-What it implements: send one (``Send-Sms-Single``), send a batch (``Send-Many-Sms``) and outcome
-feedback (``api-Sms-Feedback``). Other operations of the document pass the contract check and are
-answered 501.
+What it implements: send one (``Send-Sms-Single``), send a batch (``Send-Many-Sms``), outcome
+feedback (``api-Sms-Feedback``), the account balance (``get-account-balance``) and the message log
+export (``start-log-export-job``, then ``get-log-export-job-result``: ``running`` on the first poll,
+then ``succeeded`` with a link to a CSV of the columns the document lists, numbers and bodies redacted,
+or ``empty``). The CSV link is served under ``.../messages/download/{token}`` as the document's example
+shows; it is a file, not an operation of the document, so it is checked for the key only. Other
+operations pass the contract check and are answered 501.
 
 Usage from pytest::
 
@@ -26,6 +30,8 @@ Usage from pytest::
 Faults, applied after the contract check: ``double.inject(RateLimited("2"), ServerError())`` for the
 next requests in turn; ``double.add_rule(Slow(5), when=lambda r: r.operation == "Send-Many-Sms")``
 for every matching request; ``double.reject("+6591234567")`` answers ``REJECTED`` for one number.
+``Slow(5, after_accepting=True)`` and ``Drop(after_accepting=True)`` queue the messages first and then
+keep or lose the answer: the ambiguous failures after which 8x8 did send.
 
 Outside pytest's event loop: in a background thread (``with double.in_thread(): ...``), or as a
 process, which is the better choice for a benchmark (in a thread the double competes with the client
@@ -41,6 +47,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import os
 import re
@@ -49,7 +57,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -71,6 +79,16 @@ SMS_API = "sms-api.openapi.json"
 SEND = "Send-Sms-Single"
 BATCH = "Send-Many-Sms"
 FEEDBACK = "api-Sms-Feedback"
+EXPORT = "start-log-export-job"
+EXPORT_RESULT = "get-log-export-job-result"
+BALANCE = "get-account-balance"
+LOG_COLUMNS = [
+    *("umid", "subaccountid", "direction", "country", "operator", "mcc", "mnc", "status_value"),
+    *("status_details", "status_errorcode", "status_errormessage", "status_timestamp", "msisdn", "source"),
+    *("encoding", "createdat", "smscount", "price_currency", "price_persms", "price_total"),
+    *("clientmessageid", "clientbatchid", "batchid", "body"),
+]
+_DOWNLOAD = re.compile(r"/api/v1/subaccounts/[^/]+/messages/download/(?P<token>[A-Za-z0-9]+)")
 
 # Error codes: 1200, 1300 and 2000 appear in the document's examples; 1000 (the request breaks the
 # contract) is the double's own.
@@ -385,6 +403,8 @@ class SentSms:
     client_ip: str | None
     track: str | None
     batch_id: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,14 +430,18 @@ class ServerError:
 
 @dataclass(frozen=True, slots=True)
 class Slow:
-    """Answer normally, but only after `seconds` (or as soon as the double stops)."""
+    """Answer normally, but only after `seconds` (or as soon as the double stops); with `after_accepting`,
+    the messages are queued at once and only the answer waits (a client that times out never hears it)."""
 
     seconds: float
+    after_accepting: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Drop:
-    """Close the connection without answering."""
+    """Close the connection without answering; with `after_accepting`, after queueing the messages."""
+
+    after_accepting: bool = False
 
 
 Fault = RateLimited | ServerError | Slow | Drop
@@ -443,7 +467,11 @@ class EightByEightDouble:
         self.rejected: list[SentSms] = []
         self.feedback: list[FeedbackPost] = []
         self.batches: list[str] = []
-        self._queued_faults: list[Fault] = []
+        self.exports: list[dict[str, Any]] = []  # the bodies of log export requests
+        self.balance = 149309.7985931
+        self._jobs: dict[str, list[Any]] = {}  # jobId -> [polls so far, rows, download token]
+        self._downloads: dict[str, str] = {}  # token -> CSV
+        self._queued_faults: list[tuple[Fault, frozenset[str] | None]] = []
         self._rules: list[_Rule] = []
         self._rejections: dict[str, str] = {}
         self._queued_umids: set[str] = set()
@@ -452,9 +480,11 @@ class EightByEightDouble:
 
     # faults
 
-    def inject(self, *faults: Fault) -> None:
-        """The next requests that pass the contract check get these faults, one each, in order."""
-        self._queued_faults.extend(faults)
+    def inject(self, *faults: Fault, operations: Iterable[str] | None = None) -> None:
+        """The next requests that pass the contract check (of these operationIds, if given) get these
+        faults, one each, in order."""
+        only = frozenset(operations) if operations is not None else None
+        self._queued_faults.extend((fault, only) for fault in faults)
 
     def add_rule(self, fault: Fault, when: Callable[[Seen], bool] = lambda seen: True) -> None:
         """Every request for which `when` is true gets `fault` (after any injected ones run out)."""
@@ -536,6 +566,9 @@ class EightByEightDouble:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         path = request.rel_url.raw_path  # still percent-encoded: the contract decodes each parameter once
+        download = _DOWNLOAD.fullmatch(path)
+        if download and request.method == "GET":
+            return self._download(request, download["token"])
         checked = self.contract.check(request.method, path, request.headers, raw, request.content_type)
         seen = Seen(request.method, request.path, checked.operation, checked.body)
         self.requests.append(seen)
@@ -560,6 +593,12 @@ class EightByEightDouble:
         if isinstance(fault, ServerError):
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
             return _error(fault.status, *INTERNAL, headers=headers)
+        if isinstance(fault, Drop | Slow) and fault.after_accepting:
+            answer = self._operate(checked)
+            if isinstance(fault, Slow):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), fault.seconds)
+                return answer
         if isinstance(fault, Drop):
             if request.transport is not None:
                 request.transport.abort()
@@ -567,7 +606,9 @@ class EightByEightDouble:
         if isinstance(fault, Slow):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), fault.seconds)
+        return self._operate(checked)
 
+    def _operate(self, checked: CheckedRequest) -> web.Response:
         sub_account = checked.path_parameters.get("subAccountId", "")
         if checked.operation == SEND:
             return web.json_response(self._accept(sub_account, checked.body, batch_id=None))
@@ -575,11 +616,19 @@ class EightByEightDouble:
             return self._send_batch(sub_account, checked.body)
         if checked.operation == FEEDBACK:
             return self._feedback(sub_account, checked.path_parameters["umid"], checked.body)
+        if checked.operation == EXPORT:
+            return self._start_export(sub_account, checked.body or {})
+        if checked.operation == EXPORT_RESULT:
+            return self._export_result(sub_account, checked.path_parameters["jobId"])
+        if checked.operation == BALANCE:
+            return web.json_response({"balance": self.balance, "currency": "USD"})
         return _error(501, CONTRACT_CODE, f"the 8x8 double does not play {checked.operation}")
 
     def _fault_for(self, seen: Seen) -> Fault | None:
-        if self._queued_faults:
-            return self._queued_faults.pop(0)
+        for i, (fault, only) in enumerate(self._queued_faults):
+            if only is None or seen.operation in only:
+                del self._queued_faults[i]
+                return fault
         return next((rule.fault for rule in self._rules if rule.when(seen)), None)
 
     # the operations
@@ -610,6 +659,45 @@ class EightByEightDouble:
         self.feedback.append(FeedbackPost(umid, sub_account_id, body["outcome"], body.get("timestamp")))
         return web.Response(status=200)
 
+    def _start_export(self, sub_account_id: str, body: dict[str, Any]) -> web.Response:
+        self.exports.append(body)
+        since, until = _log_bound(body.get("from")), _log_bound(body.get("to"))
+        limit = body.get("limit") or 0
+        rows = [
+            sms
+            for sms in [*self.sent, *self.rejected]
+            if sms.sub_account_id == sub_account_id
+            and (since is None or sms.created_at >= since)
+            and (until is None or sms.created_at <= until)
+        ]
+        rows.sort(key=lambda sms: sms.created_at)
+        job = uuid.uuid4().hex
+        self._jobs[job] = [0, rows[:limit] if limit else rows, uuid.uuid4().hex]
+        return web.json_response({"jobId": job}, status=202)
+
+    def _export_result(self, sub_account_id: str, job_id: str) -> web.Response:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return _error(404, 4018, "Invalid jobId")
+        job[0] += 1
+        if job[0] == 1:
+            return web.json_response({"status": "running"})
+        if not job[1]:
+            return web.json_response({"status": "empty"})
+        token = job[2]
+        if token not in self._downloads:
+            self._downloads[token] = _log_csv(job[1], {sms.umid for sms in self.rejected})
+        link = f"{self.base_url}/api/v1/subaccounts/{sub_account_id}/messages/download/{token}"
+        expires = (datetime.now(UTC) + timedelta(days=30)).isoformat().replace("+00:00", "Z")
+        return web.json_response({"status": "succeeded", "data": [link], "expires": expires})
+
+    def _download(self, request: web.Request, token: str) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self._api_key}":
+            return _error(401, *UNAUTHENTICATED)
+        if token not in self._downloads:
+            return _error(404, NOT_FOUND_CODE, "No such file")
+        return web.Response(text=self._downloads[token], content_type="text/csv")
+
     def _accept(self, sub_account_id: str, message: dict[str, Any], batch_id: str | None) -> dict[str, Any]:
         """Queue (or reject) one SmsRequest; answer with its SmsResponse."""
         destination = message["destination"].lstrip("+")
@@ -622,6 +710,7 @@ class EightByEightDouble:
             client_ip=message.get("clientIp"),
             track=message.get("track"),
             batch_id=batch_id,
+            source=message.get("source"),
         )
         rejection = self._rejections.get(destination)
         if rejection:
@@ -640,6 +729,38 @@ class EightByEightDouble:
         if record.client_message_id is not None:
             answer["clientMessageId"] = record.client_message_id
         return answer
+
+
+def _log_bound(value: Any) -> datetime | None:
+    """A LogExportRequest bound: a date (midnight UTC) or a date-time with Z, an offset or neither (UTC)."""
+    if not isinstance(value, str) or not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _log_csv(rows: list[SentSms], rejected: set[str]) -> str:
+    """The export file: 8x8's columns, number and body redacted as 8x8 does by default."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, LOG_COLUMNS)
+    writer.writeheader()
+    for sms in rows:
+        writer.writerow(
+            {
+                "umid": sms.umid,
+                "subaccountid": sms.sub_account_id,
+                "direction": 1,
+                "status_value": "rejected" if sms.umid in rejected else "queued",
+                "msisdn": "*" * max(0, len(sms.destination) - 4) + sms.destination[-4:],
+                "source": sms.source or "",
+                "createdat": sms.created_at.isoformat().replace("+00:00", "Z"),
+                "smscount": 1,
+                "clientmessageid": sms.client_message_id or "",
+                "batchid": sms.batch_id or "",
+                "body": "[redacted]",
+            }
+        )
+    return out.getvalue()
 
 
 def _error(status: int, code: int, message: str, *, headers: Mapping[str, str] | None = None) -> web.Response:

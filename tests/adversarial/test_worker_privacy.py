@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from detector.stream.topics import ensure_topics
+from detector.kafka.topics import ensure_topics
 from tests.test_stream import (
     KAFKA,
     TopicReader,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -9,10 +10,11 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from detector.cli.sim import demo as demo_command
 from detector.cli.sim import evaluate as evaluate_command
 from detector.evaluation.evaluate import Evaluator, evaluate_file, format_table, outcome_of, read_meta
 from detector.evaluation.report import render_html
-from detector.evaluation.result import Detection, Evaluation, Target
+from detector.evaluation.result import Detection, Evaluation, Outcomes, Target
 from detector.evaluation.sim import price_for, simulate, write_events
 from detector.events import Action, Decision, Mode, Reason, format_timestamp
 from detector.replay import read_lines
@@ -178,7 +180,14 @@ def test_shadow_decisions_count_by_verdict(tmp_path: Path) -> None:
     enforce = evaluate_rows(tmp_path / "e")
     shadow = evaluate_rows(tmp_path / "s", mode="shadow")
     assert shadow.mode == "shadow" and shadow.basis == "verdict"
-    assert shadow.labels == enforce.labels and shadow.scenarios == enforce.scenarios
+
+    def first_decisions(groups: Mapping[str, Outcomes]) -> dict[str, Outcomes]:
+        return {name: msgspec.structs.replace(row, follow_through=None) for name, row in groups.items()}
+
+    assert first_decisions(shadow.labels) == first_decisions(enforce.labels)
+    assert first_decisions(shadow.scenarios) == first_decisions(enforce.scenarios)
+    assert all(row.follow_through is None for row in shadow.scenarios.values())  # nothing enforced
+    assert all(row.follow_through is not None for row in enforce.scenarios.values())
     shadow_decision = decision("x", "+12015550123", "US", "block", (), mode="shadow")
     assert shadow_decision.action == "allow" and outcome_of(shadow_decision) == "block"
 
@@ -252,13 +261,36 @@ def test_evaluate_command_writes_json_and_html(tmp_path: Path) -> None:
     events = tmp_path / "day.jsonl"
     write_events(simulate("mix", duration=2 * 3600, seed=77), events)
     out_json, out_html = tmp_path / "eval.json", tmp_path / "report" / "eval.html"
-    result = CliRunner().invoke(
-        evaluate_command, [str(events), "--json", str(out_json), "--html", str(out_html)]
-    )
+    options = ["--json", str(out_json), "--html", str(out_html), "--legit-pass-rate", "0.5"]
+    result = CliRunner().invoke(evaluate_command, [str(events), *options, "--legit-delay", "30s"])
     assert result.exit_code == 0, result.output
     assert "fixed_ip_burst" in result.output and "targets:" in result.output
+    assert "got code" in result.output and "captcha_farm" in result.output
     report = orjson.loads(out_json.read_bytes())
     assert report["labelled"] and set(report["scenarios"]) >= {"diurnal", "victim_bombing"}
+    loop = report["closed_loop"]
+    assert (loop["legit_pass_rate"], loop["legit_delay_s"]) == (0.5, 30.0)
+    assert report["labels"]["legit"]["follow_through"]["users"] > 0
     page = out_html.read_text()
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page
+    assert "users who<br>got a code" in page and "sent after a passed challenge" in page
     assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+    plain = CliRunner().invoke(evaluate_command, [str(events), "--no-follow", "--json", str(out_json)])
+    assert plain.exit_code == 0, plain.output
+    assert orjson.loads(out_json.read_bytes())["closed_loop"] is None
+    bad = CliRunner().invoke(evaluate_command, [str(events), "--legit-pass-rate", "2"])
+    assert bad.exit_code != 0 and "legit-pass-rate" in bad.output
+
+
+def test_demo_command_prints_what_actually_happened(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        demo_command, ["--out-dir", str(tmp_path), "--duration", "2h", "--legit-delay", "20s"]
+    )
+    assert result.exit_code == 0, result.output
+    for heading in ("stopped", "SMS sent", "got code", "+delay", "cost leaked", "captcha_farm"):
+        assert heading in result.output
+    assert "attack SMS sent" in result.output and "people got their code" in result.output
+    both = orjson.loads((tmp_path / "demo-evaluation.json").read_bytes())
+    assert both["enforce"]["closed_loop"]["legit_delay_s"] == 20.0
+    assert both["shadow"]["closed_loop"] is None

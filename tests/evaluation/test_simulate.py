@@ -226,10 +226,11 @@ def test_scenarios_are_documented_and_resolvable() -> None:
         "victim_bombing",
         "core_country_block",
         "partial_signals",
+        "captcha_farm",
     }
-    for name, (description, generate, label) in SCENARIOS.items():
-        assert description.endswith(".") and description.count(". ") == 0, name
-        assert callable(generate) and label in ("legit", "attack")
+    for name, scenario in SCENARIOS.items():
+        assert scenario.description.endswith(".") and scenario.description.count(". ") == 0, name
+        assert callable(scenario.generate) and scenario.label in ("legit", "attack")
     assert resolve("mix") == list(SCENARIOS)
     assert resolve("cgnat, fixed_ip_burst") == ["cgnat", "fixed_ip_burst"]
     with pytest.raises(ValueError, match="unknown scenario 'nope'"):

@@ -1,7 +1,9 @@
 """Traffic simulator: labelled OTP requests and feedback for trying and evaluating a policy.
 
 `simulate(["mix"], seed=7)` returns the events of a day in event-time order; every request carries `label`
-(`legit` or `attack`) and `scenario`, which the engine ignores. The same arguments give the same events,
+(`legit` or `attack`) and `scenario`, and the requests of a scenario whose clients solve challenges
+`challenge_pass_rate` and `challenge_delay_s` (how the evaluation's simulated client answers a challenge);
+the engine ignores them all. The same arguments give the same events,
 byte for byte once written with `write_events`.
 """
 
@@ -55,7 +57,13 @@ def simulate(
         scenario = SCENARIOS[name]
         index = list(SCENARIOS).index(name)
         ctx = Context(
-            name=name, label=scenario.label, index=index, rng=sub_rng(seed, "scenario", name), run=run
+            name=name,
+            label=scenario.label,
+            index=index,
+            rng=sub_rng(seed, "scenario", name),
+            run=run,
+            challenge_pass_rate=scenario.challenge_pass_rate,
+            challenge_delay_s=scenario.challenge_delay_s,
         )
         scenario.generate(ctx)
         if on_scenario is not None:

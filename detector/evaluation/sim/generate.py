@@ -435,6 +435,9 @@ class Context:
     index: int
     rng: random.Random
     run: Run
+    # How this scenario's clients answer a challenge, written on each request (see `Scenario`).
+    challenge_pass_rate: float | None = None
+    challenge_delay_s: float | None = None
     _seq: int = 0
 
     @property
@@ -492,6 +495,10 @@ class Context:
         }
         event["label"] = self.label
         event["scenario"] = self.name
+        if self.challenge_pass_rate is not None:
+            event["challenge_pass_rate"] = self.challenge_pass_rate
+        if self.challenge_delay_s is not None:
+            event["challenge_delay_s"] = self.challenge_delay_s
         self._emit(ts, event)
         return request_id
 

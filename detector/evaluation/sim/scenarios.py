@@ -36,6 +36,10 @@ class Scenario(NamedTuple):
     description: str
     generate: Generator
     label: Label
+    # How its clients answer a challenge, when not as their label's default (people pass at the
+    # evaluation's `legit_pass_rate`, bots never do): the share passed and the median seconds to answer.
+    challenge_pass_rate: float | None = None
+    challenge_delay_s: float | None = None
 
 
 # --- legitimate -----------------------------------------------------------------------------------------
@@ -401,6 +405,35 @@ def gen_partial_signals(ctx: Context) -> None:
         _attack_feedback(ctx, t, request_id, verified=0.005, failed=0.03)
 
 
+_FARM_COUNTRY = "IQ"
+_FARM_EXITS = "US"
+
+
+def gen_captcha_farm(ctx: Context) -> None:
+    """From 04:48 to 16:48 UTC on a day run, about 16 requests an hour to four Iraqi number blocks from
+    American residential proxy exits and a real browser: the default policy challenges each one (a foreign
+    number from a home-market address) and, at that pace, blocks none; a CAPTCHA-solving service passes
+    the challenges."""
+    rng = ctx.rng
+    numbers = ctx.run.numbers
+    blocks = [numbers.number_range(rng, _FARM_COUNTRY, 3) for _ in range(4)]
+    begin = ctx.at(0.20)
+    rate = 16 / 3600
+    for t in arrivals(rng, begin, min(begin + 12 * 3600.0, ctx.end), lambda _ts: rate, rate):
+        clean = {"bot": False, "anonymizer": False, "datacenter": False}  # solved by people, in a browser
+        bot = _bot(
+            ctx,
+            _FARM_COUNTRY,
+            numbers.in_range(rng, _FARM_COUNTRY, rng.choice(blocks), 3),
+            {"client_ip": ctx.run.addresses.residential(rng, _FARM_EXITS)},
+            _FARM_EXITS,
+            user_agent=web_user_agent(rng),
+            app=False,
+            signals=clean,
+        )
+        ctx.request(t, bot, "signup", ctx.new_id())
+
+
 SCENARIOS: dict[str, Scenario] = {
     "diurnal": Scenario(
         "People in the core markets and a little everywhere else, following each country's day.",
@@ -463,6 +496,14 @@ SCENARIOS: dict[str, Scenario] = {
         "is attached.",
         gen_partial_signals,
         "attack",
+    ),
+    "captcha_farm": Scenario(
+        "Four number blocks of an expensive country from home-market residential addresses, slowly enough "
+        "to be challenged rather than blocked; a CAPTCHA-solving service passes 90% of challenges fast.",
+        gen_captcha_farm,
+        "attack",
+        challenge_pass_rate=0.9,
+        challenge_delay_s=8.0,
     ),
 }
 

@@ -1,4 +1,4 @@
-"""Topic names, message keys, and creating the topics the worker uses.
+"""Topic names, message keys, and creating the topics the workers use.
 
 Keys. Requests and feedback are keyed by the *number*: all events of one phone number land on one partition,
 so one worker sees them in the order they were produced (which keeps a number's send-limit slots and retry
@@ -42,9 +42,7 @@ class TopicNames:
 
     def __post_init__(self) -> None:
         for item in fields(self):
-            name = getattr(self, item.name)
-            if not _LEGAL.match(name) or name in (".", ".."):
-                raise ValueError(f"topic name for {item.name} is not a legal Kafka topic name: {name!r}")
+            check_topic_name(item.name, getattr(self, item.name))
         inputs = {self.requests, self.feedback, self.feedback_retry}
         outputs = [self.decisions, self.dead_letters]
         if len(set(outputs)) != 2 or inputs & set(outputs):
@@ -54,6 +52,12 @@ class TopicNames:
 
     def all(self) -> list[str]:
         return list(dict.fromkeys(getattr(self, item.name) for item in fields(self)))
+
+
+def check_topic_name(role: str, name: str) -> None:
+    """ValueError unless `name` is a legal Kafka topic name (`role` says which setting it is)."""
+    if not _LEGAL.match(name) or name in (".", ".."):
+        raise ValueError(f"topic name for {role} is not a legal Kafka topic name: {name!r}")
 
 
 def partition_key(e164: str, secret: bytes) -> bytes:
