@@ -38,7 +38,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 PARTITION_SECRET = b"challenge-e2e-partitioning"
 HASH_KEY = "challenge-e2e-hash-key-5e1b9c47"
-NOW = time.time()
 # Anonymizer (20) + IP country ≠ phone country (20) = 40: a challenge; every other scored rule off.
 POLICY = """\
 version: challenge-e2e-1
@@ -63,7 +62,7 @@ async def double() -> AsyncIterator[EightByEightDouble]:
 
 def request(request_id: str, n: int) -> dict[str, Any]:
     return {
-        "type": "otp_request", "request_id": request_id, "ts": NOW + n, "phone": f"+4474002{n:05d}",
+        "type": "otp_request", "request_id": request_id, "ts": time.time() + n, "phone": f"+4474002{n:05d}",
         "client_ip": f"203.0.113.{n + 1}", "ip_country": "NL", "signals": {"anonymizer": True},
         "message": {"text": f"Your code is {300000 + n}", "source": "Acme"},
     }  # fmt: skip

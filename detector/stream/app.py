@@ -78,7 +78,7 @@ from detector.stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["requests", "feedback", "feedback_retry", "challenges"]
+Kind = Literal["requests", "feedback", "feedback_retry", "challenges"]  # challenges: the requests agent's
 
 ATTEMPT_HEADER = "detector-attempt"
 DUE_HEADER = "detector-due"
@@ -451,12 +451,11 @@ def build_app(
             consume
         )
 
-    add_agent("requests", [topics.requests])
-    if topics.feedback != topics.requests:
+    # Challenge results are decided like requests (each may end in a decision): one agent reads both.
+    add_agent("requests", list(dict.fromkeys([topics.requests, topics.challenges])))
+    if topics.feedback not in (topics.requests, topics.challenges):
         add_agent("feedback", [topics.feedback])
     add_agent("feedback_retry", [topics.feedback_retry])
-    if topics.challenges not in (topics.requests, topics.feedback):
-        add_agent("challenges", [topics.challenges])
     return app
 
 
