@@ -1,5 +1,5 @@
-"""The spend circuit breaker per destination country and hour, on both stores (`make_engine`: memory and a
-real redis-server give the same decisions)."""
+"""The spend circuit breaker per destination country and hour, on both stores (`make_engine` runs each test on
+memory and on a real redis-server)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import pytest
 
 from detector.events import Decision
 from detector.policy import Policy, PolicyError
+from tests.conftest import EngineFactory
 from tests.factories import T0, codes, feedback, quiet_policy, request
-from tests.test_quarantine import EngineFactory, decide, make_engine
-
-__all__ = ["make_engine"]  # the fixture, from the quarantine tests: memory and Redis
+from tests.test_quarantine import decide
 
 PUMP_START = T0 + 12 * 3600
 
