@@ -25,6 +25,7 @@ import asyncio
 import csv
 import io
 import logging
+import math
 import os
 import random
 import re
@@ -591,6 +592,11 @@ class EightByEightClient:
 _ALPHA2 = re.compile(r"[A-Za-z]{2}", re.ASCII)
 
 
+def _is_price(amount: Any) -> bool:
+    """A number a price can be: not a bool, finite (Python's JSON reader takes NaN), not negative."""
+    return isinstance(amount, int | float) and not isinstance(amount, bool) and 0 <= amount < math.inf
+
+
 def _price_list(payload: Any, sub_account_id: str) -> PriceList | PermanentFailure:
     """8x8's price list, read as its schema says (`outbound`: a list of `{countries}`) or as its example
     shows (`outbound`: one `{countries}`); every amount must be a number in one currency."""
@@ -616,11 +622,7 @@ def _price_list(payload: Any, sub_account_id: str) -> PriceList | PermanentFailu
                 price = operator.get("price") if isinstance(operator, dict) else None
                 amount = price.get("amount") if isinstance(price, dict) else None
                 currency = price.get("currency") if isinstance(price, dict) else None
-                if (
-                    isinstance(amount, int | float)
-                    and not isinstance(amount, bool)
-                    and isinstance(currency, str)
-                ):
+                if _is_price(amount) and isinstance(currency, str):
                     currencies.add(currency.upper())
                     countries[code.upper()] = max(countries.get(code.upper(), 0.0), float(amount))
     if not countries:

@@ -68,6 +68,17 @@ def test_another_currency_needs_a_rate(double: EightByEightDouble, tmp_path: Pat
     assert load_prices(str(out)).price_for("SG") == pytest.approx(0.015)
 
 
+def test_prices_that_are_not_prices_are_skipped(double: EightByEightDouble, tmp_path: Path) -> None:
+    double.prices = {"SG": [float("nan"), 0.01], "GB": [-1.0], "FR": [float("inf")]}
+    out = tmp_path / "8x8.csv"
+    assert _fetch(double, out).exit_code == 0
+    assert set(load_prices(str(out)).rows) == {"SG", DEFAULT_KEY} and load_prices(str(out)).default == 0.01
+    double.prices = {"GB": [float("nan")]}
+    nothing = _fetch(double, tmp_path / "none.csv")
+    assert nothing.exit_code == 1 and "no outbound prices" in nothing.output
+    assert not (tmp_path / "none.csv").exists()
+
+
 def test_missing_settings_are_named_together(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["prices", "fetch", "--out", str(tmp_path / "p.csv")], env={})
     assert result.exit_code == 2
