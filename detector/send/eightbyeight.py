@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -592,7 +592,7 @@ class EightByEightClient:
 _ALPHA2 = re.compile(r"[A-Za-z]{2}", re.ASCII)
 
 
-def _is_price(amount: Any) -> bool:
+def _is_price(amount: object) -> TypeGuard[int | float]:
     """A number a price can be: not a bool, finite (Python's JSON reader takes NaN), not negative."""
     return isinstance(amount, int | float) and not isinstance(amount, bool) and 0 <= amount < math.inf
 
