@@ -227,6 +227,34 @@ class QuarantineRule(Rule, frozen=True):
     forget_after: Duration = "24h"
 
 
+class SpendConfig(_Strict, frozen=True):
+    """Where SMS prices come from: a price file (`detector prices fetch` writes one), else the bundled one."""
+
+    prices_file: str | None = None
+
+
+class SpendRule(Rule, frozen=True):
+    """A circuit breaker per destination country: when the spend of `window` passes `k` × the busiest
+    verified hour's spend of the `baseline` (and `min_budget`), requests to that country from numbers with no
+    verified history are blocked. A country with no verified OTP in the baseline has no budget yet, and the
+    breaker does not fire for it.
+
+    The busiest hour is read from the peak verified bucket the store keeps for the `baseline` window of
+    phone_country (scaled to `window`). The default baseline is 24h, whose peak the adaptive unverified rule
+    already keeps: a daily cycle's busiest hour falls in any 24h, its 2h buckets (12 per window) resolve it
+    without new state, and it works the same in both stores. A 7d baseline would see weekly peaks, but with
+    12 buckets its 14h-wide bucket averages the busiest hour away (168 buckets would cost 14× the state)."""
+
+    k: float = 3.0
+    window: Duration = "1h"
+    baseline: Duration = "24h"
+    min_budget: float = 5.0  # USD per window: below this spend the breaker never fires
+    # What the window's spend counts: every request, or those not verified (pumped codes never are; a
+    # marketing spike's are, so it does not eat its own budget: on the simulated mix, counting requests
+    # blocks legitimate users of a morning ramp unless k is about 10).
+    count: Literal["requests", "unverified"] = "unverified"
+
+
 class Rules(_Strict, frozen=True):
     invalid_number: Rule = Rule()
     deny_lists: Rule = Rule()
@@ -241,6 +269,7 @@ class Rules(_Strict, frozen=True):
     segments: SegmentsRule = SegmentsRule()
     known_good: KnownGoodRule = KnownGoodRule()
     quarantine: QuarantineRule = QuarantineRule()
+    spend: SpendRule = SpendRule()
     impossible_client_ip: PointsRule = PointsRule()
     distinct_countries_per_ip: DistinctCountriesRule = DistinctCountriesRule()
     upstream: UpstreamRule = UpstreamRule()
@@ -259,6 +288,7 @@ class Policy(_Strict, frozen=True):
     time: TimeConfig = TimeConfig()
     challenge: ChallengeConfig = ChallengeConfig()
     home: HomeConfig = HomeConfig()
+    spend: SpendConfig = SpendConfig()
     rules: Rules = Rules()
 
 
@@ -308,6 +338,7 @@ def policy_from_data(data: dict[str, Any], source: str | Path | None = None) -> 
         raise PolicyError([*problems, str(exc)], source) from exc
     problems += _semantic_problems(policy)
     problems += _file_problems(policy.lists)
+    problems += _price_file_problems(policy.spend)
     if problems:
         raise PolicyError(problems, source)
     return policy
@@ -435,6 +466,16 @@ def _file_problems(lists: ListsConfig) -> Iterator[str]:
             yield f"{lists.geoip_database} is not a MaxMind database ({exc}) - at `$.lists.geoip_database`"
 
 
+def _price_file_problems(spend: SpendConfig) -> Iterator[str]:
+    if spend.prices_file is not None:
+        from detector.prices import PriceFileError, load_prices
+
+        try:
+            load_prices(spend.prices_file)
+        except PriceFileError as exc:
+            yield from (f"{line} - at `$.spend.prices_file`" for line in str(exc).splitlines())
+
+
 def _semantic_problems(policy: Policy) -> Iterator[str]:
     for index, cidr in enumerate(policy.trusted_proxies):
         yield from _cidr_problem(cidr, f"$.trusted_proxies[{index}]")
@@ -461,6 +502,10 @@ def _semantic_problems(policy: Policy) -> Iterator[str]:
         yield "must be between 0 and 8 - at `$.phone.prefix_digits`"
     if not 2 <= policy.counters.buckets <= 120:
         yield "must be between 2 and 120 - at `$.counters.buckets`"
+    if not policy.rules.spend.k > 0:
+        yield "must be more than 0 - at `$.rules.spend.k`"
+    if not policy.rules.spend.min_budget >= 0:
+        yield "must be at least 0 - at `$.rules.spend.min_budget`"
     if policy.rules.msisdn_rate_limit.limit < 1:
         yield "must be at least 1 - at `$.rules.msisdn_rate_limit.limit`"
     yield from _duration_problems(policy)
@@ -488,6 +533,8 @@ def _duration_problems(policy: Policy) -> Iterator[str]:
     yield from check(rules.segments.pending, "$.rules.segments.pending")
     yield from check(rules.known_good.window, "$.rules.known_good.window")
     yield from check(rules.quarantine.forget_after, "$.rules.quarantine.forget_after")
+    yield from check(rules.spend.window, "$.rules.spend.window")
+    yield from check(rules.spend.baseline, "$.rules.spend.baseline")
     if not rules.quarantine.ttls:
         yield "needs at least one duration - at `$.rules.quarantine.ttls`"
     for index, ttl in enumerate(rules.quarantine.ttls):

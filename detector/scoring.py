@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from detector.baseline import Baseline
 from detector.events import Action, Reason, UpstreamSignals, format_timestamp
 from detector.policy import Policy, RuleMode, seconds
+from detector.prices import load_prices
 from detector.signals.network import IpFacts
 from detector.signals.phone import PhoneFacts
 from detector.state.base import LIMIT_DIMENSION, CounterPlan, Counts
 from detector.windows import Window
 
 _SEVERITY = {"allow": 0, "challenge": 1, "block": 2}
+SPEND_DIMENSION = "phone_country"  # the spend circuit breaker's budget is per destination country
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,9 @@ def counter_plan(policy: Policy) -> CounterPlan:
             want(conversion.dimension, conversion.baseline)
     if rules.retry_delay.mode != "off":
         want(LIMIT_DIMENSION, rules.retry_delay.window)
+    if rules.spend.mode != "off":
+        want(SPEND_DIMENSION, rules.spend.window)
+        peaks.add((SPEND_DIMENSION, want(SPEND_DIMENSION, rules.spend.baseline)))
     for dim, secs in Baseline(policy).windows().items():
         wanted.setdefault(dim, set()).update(secs)
     passes: dict[str, set[int]] = {}
@@ -149,6 +154,9 @@ class Scorer:
             for name, rule in rules.conversion.items()
             if rule.mode != "off"
         ]
+        spend = rules.spend
+        self._prices = load_prices(policy.spend.prices_file) if spend.mode != "off" else None
+        self._spend_window, self._spend_baseline = seconds(spend.window), seconds(spend.baseline)
         self._retry_base = seconds(rules.retry_delay.base)
         self._retry_cap = seconds(rules.retry_delay.cap)
         self._retry_window = seconds(rules.retry_delay.window)
@@ -290,6 +298,7 @@ class Scorer:
                 )
 
         hits += self.pass_hits(counts.passes)
+        hits += self._spend_hits(subject, counts)
 
         quarantine = rules.quarantine
         active = sorted((dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts)
@@ -318,6 +327,33 @@ class Scorer:
                 )
             )
         return hits
+
+    def _spend_hits(self, subject: Subject, counts: Counts) -> list[Hit]:
+        """The spend circuit breaker: this hour's spend (on codes not verified, by default) to the number's
+        country over k × its busiest verified hour's; numbers with a verified history pass."""
+        rule, region = self.policy.rules.spend, subject.phone.region
+        if self._prices is None or region is None:
+            return []
+        requests, verified = counts.windows.get((SPEND_DIMENSION, self._spend_window), (0, 0))
+        sent = requests if rule.count == "requests" else max(requests - verified, 0)
+        peak = counts.peaks.get((SPEND_DIMENSION, self._spend_baseline), 0)
+        if not peak:
+            return []  # no verified hour yet: no budget to measure against
+        price = self._prices.price_for(region)
+        busiest = peak * self._spend_window / self._history_width[(SPEND_DIMENSION, self._spend_baseline)]
+        budget = max(rule.k * busiest * price, rule.min_budget)
+        spent = sent * price
+        if spent <= budget or self.baseline.known_good(counts):
+            return []
+        return [
+            Hit(
+                "spend_circuit_breaker",
+                rule.mode,
+                verdict="block",
+                value=round(spent, 4),
+                threshold=round(budget, 4),
+            )
+        ]
 
     def pass_hits(self, passes: dict[tuple[str, int], int]) -> list[Hit]:
         """Challenges passed per entity: a farm that solves CAPTCHAs still piles passes on its prefixes."""

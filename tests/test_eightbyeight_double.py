@@ -241,7 +241,7 @@ async def test_paths_and_methods_outside_the_document_are_violations(
 async def test_documented_operations_it_does_not_play_are_501_not_violations(
     double: EightByEightDouble, http: httpx.AsyncClient
 ) -> None:
-    response = await http.get("/api/v1/accounts/0123456789abcdef0123456789abcdef/prices")
+    response = await http.get("/api/v1/accounts/0123456789abcdef0123456789abcdef/webhooks")
 
     assert response.status_code == 501
     assert double.violations == []
@@ -516,3 +516,39 @@ async def test_injected_faults_can_wait_for_the_operation_they_are_for(
     assert (await http.post(SEND_PATH, json=GOOD)).status_code == 200
     assert (await http.post(BATCH_PATH, json={"messages": [GOOD]})).status_code == 502
     assert (await http.post(BATCH_PATH, json={"messages": [GOOD]})).status_code == 200
+
+
+ACCOUNT = "0c4b8f52-6a1e-4d3b-9f2a-5e7d1c3b2a10"
+
+
+async def test_the_price_list_answers_as_the_contract_describes(
+    double: EightByEightDouble, http: httpx.AsyncClient, contract: Contract
+) -> None:
+    double.prices = {"SG": [0.0099, 0.012], "GB": [0.04]}
+    listed = await http.get(f"/api/v1/accounts/{ACCOUNT}/prices", params={"direction": "outbound"})
+    assert listed.status_code == 200
+    assert_answer_matches_contract(contract, listed)
+    [account] = listed.json()["subAccounts"]
+    [outbound] = account["outbound"]
+    amounts = {c["alpha2Code"]: [o["price"]["amount"] for o in c["operators"]] for c in outbound["countries"]}
+    assert amounts == {"GB": [0.04], "SG": [0.0099, 0.012]}
+    one = await http.get(f"/api/v1/accounts/{ACCOUNT}/prices", params={"country": "GB"})
+    assert [c["alpha2Code"] for c in one.json()["subAccounts"][0]["outbound"][0]["countries"]] == ["GB"]
+    assert double.violations == []
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ({"direction": "sideways"}, "query parameter direction"),
+        ({"country": "GBR"}, "query parameter country"),
+        ({"mcc": "five"}, "query parameter mcc"),
+        ({"currency": "USD"}, "not a parameter of get-price-list"),
+    ],
+)
+async def test_price_list_query_parameters_are_held_to_the_contract(
+    double: EightByEightDouble, http: httpx.AsyncClient, query: dict[str, str], problem: str
+) -> None:
+    refused = await http.get(f"/api/v1/accounts/{ACCOUNT}/prices", params=query)
+    assert refused.status_code == 400 and problem in refused.json()["message"]
+    assert len(double.violations) == 1

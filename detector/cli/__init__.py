@@ -1,9 +1,10 @@
 """`detector`: the command line. Every option can also come from the environment (DETECTOR_*).
 
-One module per command group (`replay`, `policy`, `sim`, `worker`, `send_worker`, `serve`); options are
-declared with `options.option` (the ones both Kafka workers share: `kafka_options.kafka_options`), policies
-loaded with `common.policy_for`. Errors the detector raises on purpose (`DetectorError`) end the command
-here, once, with their message and no traceback.
+One module per command group (`replay`, `policy`, `sim`, `worker`, `send_worker`, `serve`, `quarantine`,
+`prices`); options are declared with `options.option` (the ones both Kafka workers share:
+`kafka_options.kafka_options`; the 8x8 account's: `vendor_options`), policies loaded with
+`common.policy_for`. Errors the detector raises on purpose (`DetectorError`) end the command here, once, with
+their message and no traceback.
 """
 
 from __future__ import annotations
@@ -57,13 +58,15 @@ def main(log_level: str, log_format: str) -> None:
 
 def _register() -> None:
     from detector.cli.policy import policy
+    from detector.cli.prices import prices
+    from detector.cli.quarantine import quarantine
     from detector.cli.replay import replay
     from detector.cli.send_worker import send_worker
     from detector.cli.serve import serve
     from detector.cli.sim import demo, evaluate, simulate
     from detector.cli.worker import worker
 
-    for command in (replay, policy, simulate, evaluate, demo, worker, send_worker, serve):
+    for command in (replay, policy, simulate, evaluate, demo, worker, send_worker, serve, quarantine, prices):
         main.add_command(command)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +9,7 @@ import click
 
 from detector.cli.kafka_options import kafka_options
 from detector.cli.options import CONTEXT, option
+from detector.cli.vendor_options import vendor_config, vendor_options
 from detector.send.config import (
     DEFAULT_GROUP,
     DEFAULT_LEDGER,
@@ -19,17 +19,9 @@ from detector.send.config import (
 )
 
 if TYPE_CHECKING:
-    from detector.send import EightByEightConfig
+    pass
 
 _TOPICS = SendTopics()
-# Flags of the 8x8 account, read by `EightByEightConfig.from_env` under 8x8's own variable names.
-VENDOR_ENV = {
-    "sub_account": "EIGHTBYEIGHT_SUBACCOUNT_ID",
-    "region": "EIGHTBYEIGHT_REGION",
-    "base_url": "EIGHTBYEIGHT_BASE_URL",
-    "timeout": "EIGHTBYEIGHT_TIMEOUT",
-    "account_id": "EIGHTBYEIGHT_ACCOUNT_ID",
-}
 
 
 @click.command("send-worker", context_settings=CONTEXT)
@@ -210,42 +202,10 @@ VENDOR_ENV = {
     type=click.FloatRange(0, 3600),
     help="Longest wait for a live worker's claim before declaring the request in doubt.",
 )
-@option(
-    "--sub-account",
-    "sub_account",
-    env="EIGHTBYEIGHT_SUBACCOUNT_ID",
-    default=None,
-    help="8x8 sub-account that sends the OTPs (required).",
-)
-@option(
-    "--region",
-    "region",
-    env="EIGHTBYEIGHT_REGION",
-    default="ap",
-    type=click.Choice(["ap", "us", "uk", "id"]),
-    help="8x8 region.",
-)
-@option(
-    "--base-url",
-    "base_url",
-    env="EIGHTBYEIGHT_BASE_URL",
-    default=None,
-    help="8x8 API base URL, instead of the region's.",
-)
-@option(
-    "--account-id",
-    "account_id",
-    env="EIGHTBYEIGHT_ACCOUNT_ID",
-    default=None,
-    help="8x8 account id (a GUID): the key is checked at start with the balance call; unset skips the check.",
-)
-@option(
-    "--timeout",
-    "timeout",
-    env="EIGHTBYEIGHT_TIMEOUT",
-    default=5.0,
-    type=click.FloatRange(0.01, 300),
-    help="Seconds for each of connect, write and read.",
+@vendor_options(
+    sub_account_help="8x8 sub-account that sends the OTPs (required).",
+    account_id_help="8x8 account id (a GUID): the key is checked at start with the balance call; unset skips "
+    "the check.",
 )
 def send_worker(**options: Any) -> None:
     """Send the allowed OTPs through 8x8 and publish one otp_outcome per decision.
@@ -265,15 +225,8 @@ def send_worker(**options: Any) -> None:
     from detector.send.config import SendConfig
     from detector.send.worker import run_send_worker
 
-    vendor_env = dict(os.environ)
-    for name, env in VENDOR_ENV.items():
-        value = options.pop(name)
-        if value is not None:
-            vendor_env[env] = str(value)
-        else:
-            vendor_env.pop(env, None)
     problems: list[str] = []
-    vendor = _vendor(vendor_env, problems)
+    vendor = vendor_config(options, problems, purpose="that sends OTPs")
     try:
         topics = SendTopics(**{name: options.pop(name) for name in ("decisions", "feedback", "outcomes")})
         config = SendConfig(topics=topics, **options)
@@ -283,26 +236,3 @@ def send_worker(**options: Any) -> None:
     if problems or vendor is None:
         raise click.UsageError("\n".join(problems))
     sys.exit(run_send_worker(config, vendor))
-
-
-def _vendor(env: dict[str, str], problems: list[str]) -> EightByEightConfig | None:
-    """The 8x8 account from `env`; every problem with it goes to `problems` (all of them, not the first)."""
-    from detector.send import EightByEightConfig, SecretError, load_api_key
-
-    missing = not env.get("EIGHTBYEIGHT_SUBACCOUNT_ID")
-    if missing:
-        problems.append(
-            "set EIGHTBYEIGHT_SUBACCOUNT_ID (or --sub-account) to the 8x8 sub-account that sends OTPs"
-        )
-    try:
-        load_api_key(env)
-    except SecretError as exc:
-        problems.append(str(exc))
-        missing = True
-    if missing:
-        return None
-    try:
-        return EightByEightConfig.from_env(env)
-    except ValueError as exc:
-        problems.append(f"8x8 settings: {exc}")
-        return None

@@ -637,7 +637,7 @@ def render_html(
     )
     every = f"{report.timeline.bucket_seconds / 60:g} minutes"
     blocked = report.blocked
-    prices = "<code>detector/evaluation/sim/prices.csv</code>"
+    prices = "<code>detector/prices.csv</code>"
     sections = [
         _kpis(report, shadow),
         _card(

@@ -25,6 +25,7 @@ import asyncio
 import csv
 import io
 import logging
+import math
 import os
 import random
 import re
@@ -33,8 +34,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import Any, Literal, TypeGuard
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -257,6 +258,14 @@ class Balance:
     currency: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class PriceList:
+    """The outbound SMS prices of a sub-account: per destination country, the dearest of its operators."""
+
+    currency: str
+    countries: dict[str, float]
+
+
 Failure = RetryableFailure | PermanentFailure
 SendResult = Queued | Rejected | Failure
 FeedbackResult = FeedbackAccepted | Failure
@@ -471,6 +480,14 @@ class EightByEightClient:
             currency if isinstance(currency, str) else None,
         )
 
+    async def prices(self, account_id: str) -> PriceList | Failure:
+        """GET /api/v1/accounts/{accountId}/prices (outbound, this sub-account): what one SMS costs."""
+        query = urlencode({"direction": "outbound", "subAccountId": self.config.sub_account_id})
+        reply = await self._get(f"/api/v1/accounts/{quote(account_id, safe='')}/prices?{query}")
+        if not isinstance(reply, _Reply):
+            return reply
+        return _price_list(reply.payload, self.config.sub_account_id)
+
     async def feedback(self, umid: str, outcome: Outcome, *, at: datetime | None = None) -> FeedbackResult:
         """POST .../messages/{umid}/feedback: was the OTP sent as `umid` used (success) or not (failure)."""
         if outcome not in ("success", "failure"):
@@ -570,6 +587,49 @@ class EightByEightClient:
                 outcome.error_id,
                 wait,
             )
+
+
+_ALPHA2 = re.compile(r"[A-Za-z]{2}", re.ASCII)
+
+
+def _is_price(amount: object) -> TypeGuard[int | float]:
+    """A number a price can be: not a bool, finite (Python's JSON reader takes NaN), not negative."""
+    return isinstance(amount, int | float) and not isinstance(amount, bool) and 0 <= amount < math.inf
+
+
+def _price_list(payload: Any, sub_account_id: str) -> PriceList | PermanentFailure:
+    """8x8's price list, read as its schema says (`outbound`: a list of `{countries}`) or as its example
+    shows (`outbound`: one `{countries}`); every amount must be a number in one currency."""
+    accounts = payload.get("subAccounts") if isinstance(payload, dict) else None
+    if not isinstance(accounts, list):
+        return PermanentFailure("bad_response", "8x8's price list has no subAccounts list")
+    ours = [a for a in accounts if isinstance(a, dict) and a.get("subAccountId") == sub_account_id]
+    chosen = ours or (accounts if len(accounts) == 1 else [])
+    if not chosen:
+        return PermanentFailure("bad_response", f"8x8's price list has no sub-account {sub_account_id}")
+    outbound = chosen[0].get("outbound") if isinstance(chosen[0], dict) else None
+    groups = outbound if isinstance(outbound, list) else [outbound]
+    countries: dict[str, float] = {}
+    currencies: set[str] = set()
+    for group in groups:
+        rows = group.get("countries") if isinstance(group, dict) else None
+        for country in rows if isinstance(rows, list) else []:
+            code = country.get("alpha2Code") if isinstance(country, dict) else None
+            operators = country.get("operators") if isinstance(country, dict) else None
+            if not isinstance(code, str) or not _ALPHA2.fullmatch(code) or not isinstance(operators, list):
+                continue
+            for operator in operators:
+                price = operator.get("price") if isinstance(operator, dict) else None
+                amount = price.get("amount") if isinstance(price, dict) else None
+                currency = price.get("currency") if isinstance(price, dict) else None
+                if _is_price(amount) and isinstance(currency, str):
+                    currencies.add(currency.upper())
+                    countries[code.upper()] = max(countries.get(code.upper(), 0.0), float(amount))
+    if not countries:
+        return PermanentFailure("bad_response", "8x8's price list has no outbound prices")
+    if len(currencies) > 1:
+        return PermanentFailure("bad_response", f"8x8's price list mixes currencies: {sorted(currencies)}")
+    return PriceList(currencies.pop(), countries)
 
 
 def _log_time(moment: datetime) -> str:

@@ -11,7 +11,8 @@ assert there were none. A well-formed request with the wrong key gets 401 too, b
 configuration error, not a contract violation.
 
 What it implements: send one (``Send-Sms-Single``), send a batch (``Send-Many-Sms``), outcome
-feedback (``api-Sms-Feedback``), the account balance (``get-account-balance``) and the message log
+feedback (``api-Sms-Feedback``), the account balance (``get-account-balance``), the price list
+(``get-price-list``: ``double.prices``, per country the price of each operator) and the message log
 export (``start-log-export-job``, then ``get-log-export-job-result``: ``running`` on the first poll,
 then ``succeeded`` with a link to a CSV of the columns the document lists, numbers and bodies redacted,
 or ``empty``). The CSV link is served under ``.../messages/download/{token}`` as the document's example
@@ -81,6 +82,7 @@ FEEDBACK = "api-Sms-Feedback"
 EXPORT = "start-log-export-job"
 EXPORT_RESULT = "get-log-export-job-result"
 BALANCE = "get-account-balance"
+PRICES = "get-price-list"
 LOG_COLUMNS = [
     *("umid", "subaccountid", "direction", "country", "operator", "mcc", "mnc", "status_value"),
     *("status_details", "status_errorcode", "status_errormessage", "status_timestamp", "msisdn", "source"),
@@ -125,6 +127,8 @@ class Operation:
     template: str  # e.g. /api/v1/subaccounts/{subAccountId}/messages
     path_regex: re.Pattern[str]
     path_parameters: dict[str, Validator]
+    # Query parameters: a validator and the schema's type (a query value arrives as text)
+    query_parameters: dict[str, tuple[Validator, str]]
     body: Validator | None  # for the application/json request body, if the operation takes one
     secured: bool
 
@@ -138,14 +142,15 @@ class CheckedRequest:
     operation: str | None = None  # operationId
     path_parameters: dict[str, str] = field(default_factory=dict)
     body: Any = None  # the parsed JSON body, None if absent or not JSON
+    query: Mapping[str, str] = field(default_factory=dict)
 
 
 class Contract:
     """8x8's SMS API document, compiled for checking requests fast enough to serve a benchmark.
 
     :meth:`check` holds a request to the path templates, path parameters, bearer security and the
-    JSON request body schema (OpenAPI 3.0 semantics: ``nullable``, formats) of the document. Query and
-    header parameters are not checked: none of the operations the project uses has any.
+    JSON request body schema (OpenAPI 3.0 semantics: ``nullable``, formats) of the document, and query
+    parameters (known names, their schemas). Header parameters are not checked.
 
     :meth:`reference_request_errors` and :meth:`response_errors` use openapi-core instead: slower,
     but an independent reading of the same document, which the double's own tests use to check the
@@ -168,7 +173,13 @@ class Contract:
         self._openapi: OpenAPI | None = None
 
     def check(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes, content_type: str
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        content_type: str,
+        query: Mapping[str, str] | None = None,
     ) -> CheckedRequest:
         matches = [(op, m) for op in self.operations if (m := op.path_regex.fullmatch(path))]
         if not matches:
@@ -195,9 +206,12 @@ class Contract:
             for name, validator in op.path_parameters.items()
             for e in validator.iter_errors(parameters[name])
         ]
+        errors += _query_errors(op, query or {})
         if op.body is not None:
             errors += _body_errors(op, body, content_type, parsed)
-        return CheckedRequest("invalid" if errors else "ok", errors, op.id, parameters, parsed)
+        return CheckedRequest(
+            "invalid" if errors else "ok", errors, op.id, parameters, parsed, dict(query or {})
+        )
 
     def path_parameter_pattern(self, template: str, name: str) -> str:
         """The documented `pattern` of a path parameter (for tests that pin the client to it)."""
@@ -269,6 +283,11 @@ class Contract:
                     for p, p_pointer in shared + own
                     if p["in"] == "path"
                 },
+                query_parameters={
+                    p["name"]: (self._validator(f"{p_pointer}/schema"), p.get("schema", {}).get("type", ""))
+                    for p, p_pointer in shared + own
+                    if p["in"] == "query"
+                },
                 body=body,
                 secured=bool(operation.get("security", self.document.get("security"))),
             )
@@ -313,6 +332,25 @@ class Contract:
 _DOCUMENT = "urn:8x8:sms-api"
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 _BEARER = re.compile(r"[Bb]earer [!-~]+")
+
+
+def _query_errors(op: Operation, query: Mapping[str, str]) -> list[str]:
+    errors = []
+    for name, text in query.items():
+        known = op.query_parameters.get(name)
+        if known is None:
+            errors.append(f"query parameter {name}: not a parameter of {op.id}")
+            continue
+        validator, kind = known
+        value: Any = text
+        if kind in ("integer", "number"):
+            try:
+                value = int(text) if kind == "integer" else float(text)
+            except ValueError:
+                errors.append(f"query parameter {name}: {text!r} is not of type {kind!r}")
+                continue
+        errors += [f"query parameter {name}: {e.message}" for e in validator.iter_errors(value)]
+    return errors
 
 
 def _body_errors(op: Operation, raw: bytes, content_type: str, parsed: Any) -> list[str]:
@@ -468,6 +506,9 @@ class EightByEightDouble(LoopbackServer):
         self.batches: list[str] = []
         self.exports: list[dict[str, Any]] = []  # the bodies of log export requests
         self.balance = 149309.7985931
+        # The price list: currency, and per country the price of each operator (per sub-account the same)
+        self.price_currency = "USD"
+        self.prices: dict[str, list[float]] = {"SG": [0.0099, 0.0105], "GB": [0.04], "US": [0.0083]}
         self._jobs: dict[str, list[Any]] = {}  # jobId -> [polls so far, rows, download token]
         self._downloads: dict[str, str] = {}  # token -> CSV
         self._queued_faults: list[tuple[Fault, frozenset[str] | None]] = []
@@ -515,7 +556,9 @@ class EightByEightDouble(LoopbackServer):
         download = _DOWNLOAD.fullmatch(path)
         if download and request.method == "GET":
             return self._download(request, download["token"])
-        checked = self.contract.check(request.method, path, request.headers, raw, request.content_type)
+        checked = self.contract.check(
+            request.method, path, request.headers, raw, request.content_type, request.rel_url.query
+        )
         seen = Seen(request.method, request.path, checked.operation, checked.body)
         self.requests.append(seen)
 
@@ -568,6 +611,8 @@ class EightByEightDouble(LoopbackServer):
             return self._export_result(sub_account, checked.path_parameters["jobId"])
         if checked.operation == BALANCE:
             return web.json_response({"balance": self.balance, "currency": "USD"})
+        if checked.operation == PRICES:
+            return self._price_list(checked.query)
         return _error(501, CONTRACT_CODE, f"the 8x8 double does not play {checked.operation}")
 
     def _fault_for(self, seen: Seen) -> Fault | None:
@@ -578,6 +623,31 @@ class EightByEightDouble(LoopbackServer):
         return next((rule.fault for rule in self._rules if rule.when(seen)), None)
 
     # the operations
+
+    def _price_list(self, query: Mapping[str, str]) -> web.Response:
+        """Outbound prices as the schema describes them (`outbound`: a list of `{countries}`)."""
+        wanted = query.get("country", "").upper()
+        countries = [
+            {
+                "alpha2Code": code,
+                "countryName": code,
+                "operators": [
+                    {
+                        "operatorName": f"{code} operator {i}",
+                        "operatorId": i,
+                        "hni": [],
+                        "price": {"amount": amount, "currency": self.price_currency},
+                    }
+                    for i, amount in enumerate(amounts, start=1)
+                ],
+            }
+            for code, amounts in sorted(self.prices.items())
+            if not wanted or code == wanted
+        ]
+        sub_account = query.get("subAccountId", "default")
+        return web.json_response(
+            {"subAccounts": [{"subAccountId": sub_account, "outbound": [{"countries": countries}]}]}
+        )
 
     def _send_batch(self, sub_account_id: str, body: dict[str, Any]) -> web.Response:
         batch_id = str(uuid.uuid4())

@@ -1,46 +1,21 @@
-"""What one OTP SMS costs, by destination country: the price table in `prices.csv`.
-
-Every row of the table is an assumption (the order of magnitude of 2025 A2P list prices), written beside
-the row in its `basis` column; replace the numbers with your own rates to compare policies in dollars.
-"""
+"""What one OTP SMS costs in the simulator and `detector evaluate`: the bundled table (`detector.prices`)."""
 
 from __future__ import annotations
 
-import csv
-import functools
-from dataclasses import dataclass
-from importlib import resources
+from detector.prices import DEFAULT_KEY, Price, load_prices
 
-DEFAULT_KEY = "DEFAULT"
+__all__ = ["DEFAULT_KEY", "Price", "default_price", "price_for", "price_table"]
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
-    country: str
-    usd_per_sms: float
-    basis: str
-
-
-@functools.cache
 def price_table() -> dict[str, Price]:
-    """Country code (and DEFAULT) → price, read once from the packaged CSV."""
-    text = resources.files("detector.evaluation.sim").joinpath("prices.csv").read_text()
-    rows = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    table: dict[str, Price] = {}
-    for row in csv.DictReader(rows):
-        country = row["country"].strip().upper()
-        table[country] = Price(country, float(row["usd_per_sms"]), row["basis"].strip())
-    if DEFAULT_KEY not in table:
-        raise ValueError("prices.csv needs a DEFAULT row for destinations it does not list")
-    return table
+    """Country code (and DEFAULT) → price, from the bundled `detector/prices.csv`."""
+    return dict(load_prices().rows)
 
 
 def default_price() -> float:
-    return price_table()[DEFAULT_KEY].usd_per_sms
+    return load_prices().default
 
 
 def price_for(country: str | None) -> float:
     """USD for one SMS to a number in `country`; the DEFAULT row's price when unlisted or unknown."""
-    table = price_table()
-    entry = table.get(country.upper()) if country else None
-    return (entry or table[DEFAULT_KEY]).usd_per_sms
+    return load_prices().price_for(country)
