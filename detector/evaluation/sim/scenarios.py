@@ -14,12 +14,16 @@ from detector.evaluation.sim.generate import (
     CORE_MARKETS,
     COUNTRIES,
     DAY,
+    HOURLY,
+    Audience,
     Context,
     Flow,
     Label,
+    Market,
     User,
     app_user_agent,
     arrivals,
+    curve_peak,
     diurnal,
     diurnal_sessions,
     is_valid_mobile,
@@ -54,22 +58,20 @@ def _returning_or_new(ctx: Context, known: list[User], region: str, share: float
 
 
 def gen_diurnal(ctx: Context) -> None:
-    for country in COUNTRIES.values():
-        if country.daily <= 0:
-            continue
+    for entry in ctx.run.market.audience:
         known: list[User] = []
-        for t in diurnal_sessions(ctx, country.code, country.daily):
-            user = _returning_or_new(ctx, known, country.code)
+        for t in diurnal_sessions(ctx, entry.country, entry.daily, utc_offset=entry.utc_offset):
+            user = _returning_or_new(ctx, known, entry.country)
             legit_session(ctx, t, user, pick_flow(ctx.rng))
-
-
-_CGNAT = (("IN", 520), ("BR", 320), ("US", 220))  # (country, people a day behind one address)
 
 
 def gen_cgnat(ctx: Context) -> None:
     rng = ctx.rng
-    for index, (region, daily) in enumerate(_CGNAT):
-        address = ctx.run.addresses.carrier_nat(index)
+    market = ctx.run.market
+    for index, (region, daily) in enumerate(market.cgnat):
+        addresses = ctx.run.addresses
+        in_country = market.carrier_nat_in_country
+        address = addresses.mobile_nat(rng, region) if in_country else addresses.carrier_nat(index)
         known: list[User] = []
         for t in diurnal_sessions(ctx, region, daily):
             if known and rng.random() < 0.08:
@@ -100,10 +102,18 @@ _VISITED = ("ES", "IT", "FR", "US", "GB", "TH", "MX", "AE", "TR", "PT", "JP", "S
 
 def gen_travellers(ctx: Context) -> None:
     rng = ctx.rng
-    homes, weights = zip(*_HOMES, strict=True)
-    for t in arrivals(rng, ctx.start, ctx.end, lambda ts: 1000 / DAY * diurnal(ts, 1.0), 1000 / DAY * 1.8):
+    market = ctx.run.market
+    homes, weights = zip(*market.traveller_homes, strict=True)
+    scale = market.travellers_daily / DAY
+    # the mix keeps its historical bound (just under its curve's peak), so that its draws do not move
+    peak = 1.8 if market is MIX_MARKET else curve_peak(market.curve)
+
+    def rate(ts: float) -> float:
+        return scale * diurnal(ts, market.travellers_offset, market.curve)
+
+    for t in arrivals(rng, ctx.start, ctx.end, rate, scale * peak):
         home = rng.choices(homes, weights)[0]
-        visited = rng.choice([v for v in _VISITED if v != home])
+        visited = rng.choice([v for v in market.visited if v != home])
         addresses = ctx.run.addresses
         roll = rng.random()
         if roll < 0.5:
@@ -122,23 +132,71 @@ def gen_marketing_spike(ctx: Context) -> None:
     rng = ctx.rng
     begin = ctx.at(0.70)
     finish = min(begin + 2 * 3600.0, ctx.end)
-    for code in CORE_MARKETS:
-        for t in diurnal_sessions(ctx, code, 2 * COUNTRIES[code].daily, start=begin, end=finish):
-            legit_session(ctx, t, legit_user(ctx, code), pick_flow(rng, 0.7))
+    for code in ctx.run.market.homes:
+        for entry in ctx.run.market.daily_of(code):
+            times = diurnal_sessions(
+                ctx, code, 2 * entry.daily, start=begin, end=finish, utc_offset=entry.utc_offset
+            )
+            for t in times:
+                legit_session(ctx, t, legit_user(ctx, code), pick_flow(rng, 0.7))
 
 
 def gen_new_country_launch(ctx: Context) -> None:
-    """The service opens in Mexico at 13:55 UTC (07:55 local) on a day run: press traffic, then a plateau."""
+    """The service opens in a new country (the mix: Mexico) at 13:55 UTC on a day run: press traffic,
+    then a plateau."""
     rng = ctx.rng
     launch = ctx.at(0.58)
+    country, daily = ctx.run.market.launch
 
     def boost(ts: float) -> float:
         return 1.0 + 0.8 * max(0.0, 1.0 - (ts - launch) / (6 * 3600.0))
 
     known: list[User] = []
-    for t in diurnal_sessions(ctx, "MX", 2000, start=launch, boost=boost, boost_max=1.8):
-        user = _returning_or_new(ctx, known, "MX", share=0.03)
+    for t in diurnal_sessions(ctx, country, daily, start=launch, boost=boost, boost_max=1.8):
+        user = _returning_or_new(ctx, known, country, share=0.03)
         legit_session(ctx, t, user, pick_flow(rng, 0.65))
+
+
+_OFFICE_HOURS = (0.02, 0.02, 0.02, 0.02, 0.02, 0.05, 0.2, 0.6, 1.2, 1.5, 1.5, 1.4,
+                 1.1, 1.4, 1.5, 1.4, 1.2, 0.8, 0.4, 0.2, 0.1, 0.05, 0.02, 0.02)  # fmt: skip
+
+
+_OFFICE_SESSIONS = 25  # a day, behind one office's egress address
+
+
+def gen_office(ctx: Context) -> None:
+    """People at work in the home countries, about 25 a day behind each office's egress address, busy
+    in office hours; the peer is the office's, the forwarded header names the desktop inside."""
+    rng = ctx.rng
+    market = ctx.run.market
+    total = sum(entry.daily for entry in market.audience if entry.country in market.homes)
+    for code in market.homes:
+        for entry in market.daily_of(code):
+            daily = market.office_daily * entry.daily / max(total, 1)
+            offices = [
+                ctx.run.addresses.office(rng, code, anywhere=True)
+                for _ in range(max(1, round(daily / _OFFICE_SESSIONS)))
+            ]
+            times = diurnal_sessions(ctx, code, daily, utc_offset=entry.utc_offset, curve=_OFFICE_HOURS)
+            for t in times:
+                inside = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+                client = {"remote_addr": rng.choice(offices), "forwarded_for": inside}
+                legit_session(ctx, t, legit_user(ctx, code, client=client), pick_flow(rng, 0.1))
+
+
+def gen_vpn_users(ctx: Context) -> None:
+    """People on a consumer VPN: the web edge flags the address as an anonymizer, it is a VPN exit in
+    another country than the phone's, and they verify like everyone else."""
+    rng = ctx.rng
+    market = ctx.run.market
+    homes = market.homes
+    weights = [sum(entry.daily for entry in market.daily_of(code)) for code in homes]
+    for t in diurnal_sessions(ctx, homes[0], market.vpn_daily):
+        home = rng.choices(homes, weights)[0]
+        address, exit_country = ctx.run.addresses.hosting(rng, rng.choice(("vpn-nl", "vpn-us")))
+        user = legit_user(ctx, home, ip_country=exit_country, client={"client_ip": address}, platform="web")
+        user.signals = {"bot": False, "anonymizer": True, "datacenter": False}
+        legit_session(ctx, t, user, pick_flow(rng))
 
 
 # --- attacks -----------------------------------------------------------------------------------------------
@@ -287,17 +345,19 @@ _SLOW_EXITS = ("US", "GB", "DE", "FR", "BR", "IN", "RU", "TR", "ID", "VN", "PH",
 
 
 def gen_low_and_slow(ctx: Context) -> None:
-    """All day, one request every ~100 s to 18 high-cost countries from a pool of 140 proxy exits."""
+    """All day, one request every ~100 s to the high-cost countries (of 18) that are not the business's
+    home, from a pool of 140 proxy exits."""
     rng = ctx.rng
     numbers = ctx.run.numbers
-    ranges = {region: [numbers.number_range(rng, region, 4) for _ in range(2)] for region in _SLOW_TARGETS}
+    targets = [region for region in _SLOW_TARGETS if region not in ctx.run.market.homes]
+    ranges = {region: [numbers.number_range(rng, region, 4) for _ in range(2)] for region in targets}
     pool = []
     for _ in range(140):
         exit_country = rng.choice(_SLOW_EXITS)
         pool.append((ctx.run.addresses.residential(rng, exit_country), exit_country))
     flows: tuple[Flow, ...] = ("signup", "signup", "login", "reset")
     for t in arrivals(rng, ctx.start, ctx.end, lambda _ts: 1 / 100, 1 / 100):
-        region = rng.choice(_SLOW_TARGETS)
+        region = rng.choice(targets)
         address, exit_country = rng.choice(pool)
         bot = _bot(
             ctx,
@@ -311,17 +371,19 @@ def gen_low_and_slow(ctx: Context) -> None:
 
 
 def gen_victim_bombing(ctx: Context) -> None:
-    """An SMS bomber aimed at one Indian number for 25 minutes from 15:50 UTC, through a public proxy list."""
+    """An SMS bomber aimed at one number of a home country (the mix: India) for 25 minutes from 15:50 UTC,
+    through a public proxy list."""
     rng = ctx.rng
     addresses = ctx.run.addresses
-    victim = ctx.run.numbers.random_mobile(rng, "IN")
+    market = ctx.run.market
+    victim = ctx.run.numbers.random_mobile(rng, market.victim)
     proxies: list[tuple[str, str, bool]] = []
     for _ in range(80):
         if rng.random() < 0.4:
             address, country = addresses.hosting(rng, rng.choice(("hosting-a", "hosting-b")))
             proxies.append((address, country, True))
         else:
-            country = rng.choice(("IN", "IN", "BD", "PK", "ID", "VN"))
+            country = rng.choice(market.victim_proxies)
             proxies.append((addresses.residential(rng, country), country, False))
     flows: tuple[Flow, ...] = ("signup", "login", "reset")
     begin = ctx.at(0.66)
@@ -336,7 +398,7 @@ def gen_victim_bombing(ctx: Context) -> None:
         }
         bot = _bot(
             ctx,
-            "IN",
+            market.victim,
             victim,
             {"client_ip": address},
             country,
@@ -350,23 +412,25 @@ def gen_victim_bombing(ctx: Context) -> None:
 
 
 def gen_core_country_block(ctx: Context) -> None:
-    """Two adjacent blocks of 1000 British mobile numbers from British proxy exits, 10:05 to 15:05 UTC."""
+    """Two adjacent blocks of 1000 mobile numbers of a home country (the mix: Britain) from proxy exits
+    there, 10:05 to 15:05 UTC."""
     rng = ctx.rng
     numbers = ctx.run.numbers
-    stem = numbers.number_range(rng, "GB", 4)
+    home = ctx.run.market.home_block
+    stem = numbers.number_range(rng, home, 4)
     first = rng.randrange(0, 9)
     blocks = (f"{stem}{first}", f"{stem}{first + 1}")
     begin = ctx.at(0.42)
     for t in arrivals(rng, begin, min(begin + 5 * 3600.0, ctx.end), lambda _ts: 1 / 25, 1 / 25):
         addresses = ctx.run.addresses
-        ip = addresses.mobile_nat(rng, "GB") if rng.random() < 0.1 else addresses.residential(rng, "GB")
+        ip = addresses.mobile_nat(rng, home) if rng.random() < 0.1 else addresses.residential(rng, home)
         clean = {"bot": False, "anonymizer": False, "datacenter": False}  # a real browser the edge trusts
         bot = _bot(
             ctx,
-            "GB",
-            numbers.in_range(rng, "GB", rng.choice(blocks), 3),
+            home,
+            numbers.in_range(rng, home, rng.choice(blocks), 3),
             {"client_ip": ip},
-            "GB",
+            home,
             user_agent=web_user_agent(rng),
             app=False,
             signals=clean,
@@ -406,7 +470,6 @@ def gen_partial_signals(ctx: Context) -> None:
 
 
 _FARM_COUNTRY = "IQ"
-_FARM_EXITS = "US"
 
 
 def gen_captcha_farm(ctx: Context) -> None:
@@ -416,6 +479,7 @@ def gen_captcha_farm(ctx: Context) -> None:
     the challenges."""
     rng = ctx.rng
     numbers = ctx.run.numbers
+    exits = ctx.run.market.farm_exits
     blocks = [numbers.number_range(rng, _FARM_COUNTRY, 3) for _ in range(4)]
     begin = ctx.at(0.20)
     rate = 16 / 3600
@@ -425,11 +489,68 @@ def gen_captcha_farm(ctx: Context) -> None:
             ctx,
             _FARM_COUNTRY,
             numbers.in_range(rng, _FARM_COUNTRY, rng.choice(blocks), 3),
-            {"client_ip": ctx.run.addresses.residential(rng, _FARM_EXITS)},
-            _FARM_EXITS,
+            {"client_ip": ctx.run.addresses.residential(rng, exits)},
+            exits,
             user_agent=web_user_agent(rng),
             app=False,
             signals=clean,
+        )
+        ctx.request(t, bot, "signup", ctx.new_id())
+
+
+_PREMIUM_ABROAD = ("GB", "LV", "LT", "EE", "AT")
+
+
+def gen_premium_numbers(ctx: Context) -> None:
+    """From 05:46 to 09:46 UTC, premium-rate numbers (of the home countries that have them, and a few
+    abroad) from residential proxy exits: each SMS to one earns the attacker a share of its price."""
+    rng = ctx.rng
+    numbers = ctx.run.numbers
+    regions = [r for r in (*ctx.run.market.homes, *_PREMIUM_ABROAD) if numbers.has(r, "premium_rate")]
+    begin = ctx.at(0.24)
+    for t in arrivals(rng, begin, min(begin + 4 * 3600.0, ctx.end), lambda _ts: 1 / 40, 1 / 40):
+        region = rng.choice(regions)
+        exit_country = rng.choice(_SLOW_EXITS)
+        bot = _bot(
+            ctx,
+            region,
+            numbers.random_mobile(rng, region, "premium_rate"),
+            {"client_ip": ctx.run.addresses.residential(rng, exit_country)},
+            exit_country,
+            user_agent=app_user_agent(rng),
+        )
+        ctx.request(t, bot, "signup", ctx.new_id())
+
+
+def _invalid_number(ctx: Context, region: str) -> str:
+    """A home country's mobile number one digit too long or too short: what an enumerating script sends."""
+    rng = ctx.rng
+    for _ in range(50):
+        valid = ctx.run.numbers.random_mobile(rng, region)
+        candidate = valid + str(rng.randrange(10)) if rng.random() < 0.5 else valid[:-1]
+        if not is_valid_mobile(candidate, region):
+            return candidate
+    raise RuntimeError(f"no invalid number found for {region}")
+
+
+def gen_invalid_numbers(ctx: Context) -> None:
+    """A script walking malformed numbers with the home countries' codes from a few servers, one request
+    every ~6 s from 12:00 to 13:00 UTC on a day run."""
+    rng = ctx.rng
+    homes = ctx.run.market.homes
+    servers = [ctx.run.addresses.hosting(rng, "hosting-a") for _ in range(3)]
+    begin = ctx.at(0.5)
+    for t in arrivals(rng, begin, min(begin + 3600.0, ctx.end), lambda _ts: 1 / 6, 1 / 6):
+        region = rng.choice(homes[:3])
+        address, country = rng.choice(servers)
+        bot = _bot(
+            ctx,
+            region,
+            _invalid_number(ctx, region),
+            {"client_ip": address},
+            country,
+            user_agent=rng.choice(_SCRIPT_UAS),
+            app=False,
         )
         ctx.request(t, bot, "signup", ctx.new_id())
 
@@ -505,26 +626,83 @@ SCENARIOS: dict[str, Scenario] = {
         challenge_pass_rate=0.9,
         challenge_delay_s=8.0,
     ),
+    # not in the mix: the business profiles' (`businesses.py`), which run every scenario
+    "office": Scenario(
+        "People at work behind a few office egress addresses in the home countries, verifying normally.",
+        gen_office,
+        "legit",
+    ),
+    "vpn_users": Scenario(
+        "People on a consumer VPN: anonymizer-flagged, an exit abroad, verifying normally.",
+        gen_vpn_users,
+        "legit",
+    ),
+    "premium_numbers": Scenario(
+        "Premium-rate numbers (home countries' and a few abroad) from residential proxy exits.",
+        gen_premium_numbers,
+        "attack",
+    ),
+    "invalid_numbers": Scenario(
+        "A script sending malformed numbers with the home countries' codes from three servers.",
+        gen_invalid_numbers,
+        "attack",
+    ),
 }
 
 MIX = "mix"
+ALL = "all"
+MIX_SCENARIOS = (
+    "diurnal",
+    "cgnat",
+    "travellers",
+    "marketing_spike",
+    "new_country_launch",
+    "fixed_ip_burst",
+    "rotating_proxies",
+    "low_and_slow",
+    "victim_bombing",
+    "core_country_block",
+    "partial_signals",
+    "captcha_farm",
+)
+
+# The demo's single business: Western core markets, a little traffic everywhere else.
+MIX_MARKET = Market(
+    audience=tuple(Audience(c.code, c.daily) for c in COUNTRIES.values() if c.daily > 0),
+    homes=CORE_MARKETS,
+    curve=HOURLY,
+    cgnat=(("IN", 520), ("BR", 320), ("US", 220)),
+    traveller_homes=_HOMES,
+    visited=_VISITED,
+    travellers_daily=1000,
+    travellers_offset=1.0,
+    launch=("MX", 2000),
+    office_daily=1500,
+    vpn_daily=800,
+    home_block="GB",
+    victim="IN",
+    victim_proxies=("IN", "IN", "BD", "PK", "ID", "VN"),
+    farm_exits="US",
+    carrier_nat_in_country=False,
+)
 
 
 def resolve(names: str | list[str]) -> list[str]:
-    """Scenario names from 'mix' or a comma-separated list; raises ValueError naming an unknown one."""
+    """Scenario names from 'mix' (the demo's twelve), 'all' or a comma-separated list; raises ValueError
+    naming an unknown one."""
     items = names.split(",") if isinstance(names, str) else names
     chosen: list[str] = []
     for raw in items:
         name = raw.strip()
         if not name:
             continue
-        if name == MIX:
-            chosen.extend(n for n in SCENARIOS if n not in chosen)
+        if name in (MIX, ALL):
+            chosen.extend(n for n in (MIX_SCENARIOS if name == MIX else SCENARIOS) if n not in chosen)
         elif name in SCENARIOS:
             if name not in chosen:
                 chosen.append(name)
         else:
-            raise ValueError(f"unknown scenario {name!r}; known: {MIX}, {', '.join(SCENARIOS)}")
+            raise ValueError(f"unknown scenario {name!r}; known: {MIX}, {ALL}, {', '.join(SCENARIOS)}")
     if not chosen:
         raise ValueError("no scenario given")
     return chosen
