@@ -38,6 +38,7 @@ __all__ = [
     "SCENARIOS",
     "Scenario",
     "price_for",
+    "profile",
     "resolve",
     "simulate",
     "write_events",
