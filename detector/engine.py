@@ -148,7 +148,11 @@ class Engine:
             elif isinstance(event, OtpChallenge):
                 if event.result is None:
                     results[index] = "unverified"  # a token: its adapter verifies it first
-                elif not hmac.compare_digest(event.challenge_id, self.challenge_id(event.request_id)):
+                elif not hmac.compare_digest(
+                    # bytes: compare_digest refuses str with non-ASCII characters (a client's choice)
+                    event.challenge_id.encode(),
+                    self.challenge_id(event.request_id).encode(),
+                ):
                     results[index] = "mismatch"
                 else:
                     ts = self._clock.count_at(parse_timestamp(event.ts), reference)

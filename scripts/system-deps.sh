@@ -10,6 +10,8 @@ command -v podman >/dev/null 2>&1 || need+=(podman)
 { command -v runc || [ -x /usr/sbin/runc ]; } >/dev/null 2>&1 || need+=(runc)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# bench/serve.py drives `detector serve` with wrk.
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -90,6 +90,7 @@ def unique_topics(stem: str) -> TopicNames:
         requests=f"{stem}-{tag}.requests", feedback=f"{stem}-{tag}.feedback",
         decisions=f"{stem}-{tag}.decisions",
         dead_letters=f"{stem}-{tag}.dead-letters", feedback_retry=f"{stem}-{tag}.feedback-retry",
+        challenges=f"{stem}-{tag}.challenges",
     )  # fmt: skip
 
 
@@ -115,6 +116,7 @@ def worker_env(bootstrap: str, store: str, topics: TopicNames, group: str, **ext
         "DETECTOR_TOPIC_DECISIONS": topics.decisions,
         "DETECTOR_TOPIC_DEAD_LETTERS": topics.dead_letters,
         "DETECTOR_TOPIC_FEEDBACK_RETRY": topics.feedback_retry,
+        "DETECTOR_TOPIC_CHALLENGES": topics.challenges,
         "DETECTOR_METRICS_HOST": "127.0.0.1",
         "PYTHONUNBUFFERED": "1",
     })  # fmt: skip
@@ -982,3 +984,64 @@ def test_topic_names_and_settings_are_checked() -> None:
         "otp.dead-letters",
         "otp.feedback-retry",
     ]
+
+
+async def _challenged(pipeline: Any, output: RecordingOutput) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A request the default policy challenges (anonymizer + IP country ≠ phone country), and its decision."""
+    asked = request_event("ch-1", "+447400123456", ip_country="NL", signals={"anonymizer": True})
+    await pipeline.handle("requests", [incoming(pipeline.topics.requests, as_json(asked))])
+    [(_, _, value, _)] = output.to(pipeline.topics.decisions)
+    decision = orjson.loads(value)
+    assert decision["action"] == "challenge", decision
+    output.sent.clear()
+    return asked, decision
+
+
+def _report(asked: dict[str, Any], decision: dict[str, Any], **fields: Any) -> bytes:
+    event = {"type": "otp_challenge", "request_id": asked["request_id"], "ts": time.time(),
+             "challenge_id": decision["challenge_id"], "phone": asked["phone"],
+             "client_ip": asked["client_ip"], **fields}  # fmt: skip
+    return as_json(event)
+
+
+async def test_a_captcha_token_on_kafka_is_verified_then_ends_the_challenge() -> None:
+    from detector.challenges.siteverify import SiteVerifier, SiteVerifyConfig
+    from detector.send.secrets import Secret
+    from detector.testing.siteverify_double import SiteVerifyDouble
+
+    output = RecordingOutput()
+    pipeline, _ = make_pipeline(output)
+    async with SiteVerifyDouble("captcha-secret-0123456789") as provider:
+        pipeline.verifier = SiteVerifier(SiteVerifyConfig(provider.url, Secret("captcha-secret-0123456789")))
+        try:
+            asked, decision = await _challenged(pipeline, output)
+            report = incoming(pipeline.topics.challenges, _report(asked, decision, token=provider.issue()))
+            await pipeline.handle("challenges", [report])
+            [(_, _, value, _)] = output.to(pipeline.topics.decisions)
+            ended = orjson.loads(value)
+            assert (ended["action"], ended["supersedes"]) == ("allow", "challenge")
+            output.sent.clear()
+            await pipeline.handle("challenges", [report])
+            assert output.to(pipeline.topics.decisions) == []  # a spent token, an ended challenge: nothing
+        finally:
+            await pipeline.verifier.close()
+    assert counted(pipeline, "detector_worker_siteverify_total", result="passed") == 1
+
+
+async def test_challenge_results_that_end_nothing_never_stop_the_worker() -> None:
+    """Garbage ids, unknown requests, tokens with no verifier: counted, never a crash or a decision."""
+    output = RecordingOutput()
+    pipeline, _ = make_pipeline(output)
+    asked, decision = await _challenged(pipeline, output)
+    reports = [
+        _report(asked, {"challenge_id": "é" * 40}, result="passed"),
+        _report({**asked, "request_id": "nobody"}, decision, result="passed"),
+        _report(asked, decision, token="a-token-nobody-can-verify"),
+    ]
+    topic = pipeline.topics.challenges
+    await pipeline.handle(
+        "challenges", [incoming(topic, report, offset=i) for i, report in enumerate(reports)]
+    )
+    assert output.to(pipeline.topics.decisions) == []
+    for status in ("mismatch", "unverified"):
+        assert counted(pipeline, "detector_challenge_results_total", status=status) >= 1

@@ -1,9 +1,9 @@
 """`detector`: the command line. Every option can also come from the environment (DETECTOR_*).
 
-One module per command group (`replay`, `policy`, `sim`, `worker`, `send_worker`); options are declared
-with `options.option` (the ones both Kafka workers share: `kafka_options.kafka_options`), policies loaded
-with `common.policy_for`. Errors the detector raises on purpose
-(`DetectorError`) end the command here, once, with their message and no traceback.
+One module per command group (`replay`, `policy`, `sim`, `worker`, `send_worker`, `serve`); options are
+declared with `options.option` (the ones both Kafka workers share: `kafka_options.kafka_options`), policies
+loaded with `common.policy_for`. Errors the detector raises on purpose (`DetectorError`) end the command
+here, once, with their message and no traceback.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main(log_level: str, log_format: str) -> None:
     Try it:        detector simulate --out day.jsonl && detector replay day.jsonl
     Tune a policy: detector policy check my-policy.yaml && detector evaluate day.jsonl --policy my-policy.yaml
     Run it:        detector worker (Kafka + Redis) and detector send-worker (the only caller of 8x8)
+    Ask over HTTP: detector serve (the same engine and store, synchronous answers)
     """
     logs.configure(log_level, log_format)
 
@@ -58,10 +59,11 @@ def _register() -> None:
     from detector.cli.policy import policy
     from detector.cli.replay import replay
     from detector.cli.send_worker import send_worker
+    from detector.cli.serve import serve
     from detector.cli.sim import demo, evaluate, simulate
     from detector.cli.worker import worker
 
-    for command in (replay, policy, simulate, evaluate, demo, worker, send_worker):
+    for command in (replay, policy, simulate, evaluate, demo, worker, send_worker, serve):
         main.add_command(command)
 
 

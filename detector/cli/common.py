@@ -24,8 +24,12 @@ def policy_for(path: str | None, *, shadow: bool = False) -> Policy:
     return msgspec.structs.replace(policy, mode="shadow") if shadow else policy
 
 
-def engine_for(policy_path: str | None, store_url: str, *, shadow: bool = False) -> tuple[Policy, Engine]:
-    """The policy and an engine on `store_url`; the problems with either and the hash key, all at once."""
+def engine_for(
+    policy_path: str | None, store_url: str, *, shadow: bool = False, service: bool = False
+) -> tuple[Policy, Engine]:
+    """The policy and an engine on `store_url`; the problems with either and the hash key, all at once.
+
+    `service`: the engine answers real clients, so it needs the secret hash key whatever the store."""
     problems: list[str] = []
     policy: Policy | None = None
     engine: Engine | None = None
@@ -34,14 +38,14 @@ def engine_for(policy_path: str | None, store_url: str, *, shadow: bool = False)
     except PolicyError as exc:
         problems.append(str(exc))
     try:
-        load_hash_key(required=not store_url.startswith("memory:"))
+        load_hash_key(required=service or not store_url.startswith("memory:"))
     except MissingHashKey as exc:
         problems.append(str(exc))
     if policy is not None:
         from detector.wiring import build_engine
 
         try:
-            engine = build_engine(policy, store_url)
+            engine = build_engine(policy, store_url, service=service)
         except ConfigurationError as exc:
             if str(exc) not in problems:
                 problems.append(str(exc))

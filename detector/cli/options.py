@@ -43,10 +43,27 @@ def store_option(
 
 def environment_variables(command: click.Command) -> set[str]:
     """Every variable `command` and its subcommands read: their options', and the secrets (never flags)."""
+    from detector.challenges import siteverify
     from detector.hashing import HASH_KEY_ENV, HASH_KEY_FILE_ENV
     from detector.send.secrets import API_KEY_ENV, API_KEY_FILE_ENV
+    from detector.serve.auth import API_TOKENS_ENV, API_TOKENS_FILE_ENV
 
-    return _option_variables(command) | {HASH_KEY_ENV, HASH_KEY_FILE_ENV, API_KEY_ENV, API_KEY_FILE_ENV}
+    captcha = {
+        siteverify.PROVIDER_ENV,
+        siteverify.VERIFY_URL_ENV,
+        siteverify.SECRET_ENV,
+        siteverify.SECRET_FILE_ENV,
+        siteverify.TIMEOUT_ENV,
+    }
+    secrets = {
+        HASH_KEY_ENV,
+        HASH_KEY_FILE_ENV,
+        API_KEY_ENV,
+        API_KEY_FILE_ENV,
+        API_TOKENS_ENV,
+        API_TOKENS_FILE_ENV,
+    }
+    return _option_variables(command) | secrets | captcha
 
 
 def _option_variables(command: click.Command) -> set[str]:

@@ -73,6 +73,14 @@ _TOPICS = TopicNames()
     help="Delay queue for feedback the store could not apply yet.",
 )
 @option(
+    "--topic-challenges",
+    "challenges",
+    env="DETECTOR_TOPIC_CHALLENGES",
+    default=_TOPICS.challenges,
+    help="otp_challenge input: what became of each challenge (a result, or a CAPTCHA token to verify, with "
+    "DETECTOR_CAPTCHA_PROVIDER and DETECTOR_CAPTCHA_SECRET(_FILE)).",
+)
+@option(
     "--batch-size",
     "batch_size",
     env="DETECTOR_BATCH_SIZE",
@@ -152,6 +160,7 @@ def worker(**options: Any) -> None:
     requests topic has partitions; they share counters through the Redis store, so every worker needs the
     same DETECTOR_HASH_KEY. SIGTERM stops a worker cleanly.
     """
+    from detector.challenges.siteverify import SiteVerifier, SiteVerifyConfig
     from detector.stream.app import run_worker
     from detector.stream.config import StreamConfig
 
@@ -159,14 +168,23 @@ def worker(**options: Any) -> None:
         topics = TopicNames(
             **{
                 name: options.pop(name)
-                for name in ("requests", "feedback", "decisions", "dead_letters", "feedback_retry")
+                for name in (
+                    "requests",
+                    "feedback",
+                    "decisions",
+                    "dead_letters",
+                    "feedback_retry",
+                    "challenges",
+                )
             }
         )
         config = StreamConfig(topics=topics, **options)
         config.broker_urls  # noqa: B018 - validates the broker list
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    _, engine = engine_for(config.policy_path, config.store_url, shadow=config.shadow)
+    _, engine = engine_for(config.policy_path, config.store_url, shadow=config.shadow, service=True)
+    settings = SiteVerifyConfig.from_env()
     if config.store_url.startswith("memory:"):
         click.echo("warning: memory:// keeps counters in this process: workers will not share them", err=True)
-    sys.exit(run_worker(config, lambda: engine))
+    verifier = SiteVerifier(settings) if settings is not None else None
+    sys.exit(run_worker(config, lambda: engine, verifier=verifier))

@@ -11,7 +11,8 @@ answers (the backend knows it: it sent the code there). Use one partitioner for 
 client's default, murmur2, which Faust, aiokafka and kafka-python also use (librdkafka clients such as kcat
 need `-X topic.partitioner=murmur2_random` to agree).
 
-Decisions are keyed by `request_id`; dead letters and retried feedback keep the key of the input message.
+Challenge results (`otp_challenge`) are keyed like their request. Decisions are keyed by `request_id`; dead
+letters and retried events keep the key of the input message.
 """
 
 from __future__ import annotations
@@ -39,15 +40,16 @@ class TopicNames:
     decisions: str = "otp.decisions"
     dead_letters: str = "otp.dead-letters"
     feedback_retry: str = "otp.feedback-retry"
+    challenges: str = "otp.challenges"
 
     def __post_init__(self) -> None:
         for item in fields(self):
             check_topic_name(item.name, getattr(self, item.name))
-        inputs = {self.requests, self.feedback, self.feedback_retry}
+        inputs = {self.requests, self.feedback, self.feedback_retry, self.challenges}
         outputs = [self.decisions, self.dead_letters]
         if len(set(outputs)) != 2 or inputs & set(outputs):
             raise ValueError("the decisions and dead-letter topics must differ from each other and inputs")
-        if self.feedback_retry in (self.requests, self.feedback):
+        if self.feedback_retry in (self.requests, self.feedback, self.challenges):
             raise ValueError("the feedback retry topic must be a topic of its own")
 
     def all(self) -> list[str]:

@@ -252,18 +252,21 @@ class SendPipeline:
         are covered by their first occurrence."""
         sends: list[_Item] = []
         feedback: list[_Item] = []
-        seen: set[str] = set()
+        # A decision that supersedes a challenge is a second decision for its request, not a repeat of the
+        # first: both are handled, in order (the challenge's is skipped, the new one may be sent).
+        seen: set[tuple[str, str | None]] = set()
         for item in items:
             if item.feedback is not None:
                 feedback.append(item)
                 continue
             if item.request_id is None or item.finished:
                 continue
-            if item.request_id in seen:
+            version = (item.request_id, item.decision.supersedes if item.decision is not None else None)
+            if version in seen:
                 self.metrics.redelivered.labels("same_round").inc()
                 item.finished = True
                 continue
-            seen.add(item.request_id)
+            seen.add(version)
             decision = item.decision
             if decision is not None and decision.action != "allow":
                 self._set(

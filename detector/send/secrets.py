@@ -91,6 +91,7 @@ def load_api_key(
     *,
     name: str = API_KEY_ENV,
     file_name: str | None = None,
+    what: str = "8x8 API key",
 ) -> ApiKey:
     """The API key from ``$name`` or from the file at ``$name_FILE``.
 
@@ -115,7 +116,7 @@ def load_api_key(
             text = text[:-1].removesuffix("\r")
         return _checked(text, f"the file at ${file_name} ({path})")
     raise SecretError(
-        f"no 8x8 API key: set {name} to the key, or {file_name} to the path of a file that holds it "
+        f"no {what}: set {name} to the key, or {file_name} to the path of a file that holds it "
         "(for example a mounted Kubernetes secret)"
     )
 

@@ -48,16 +48,20 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+import msgspec
 import orjson
 from aiokafka.errors import KafkaError
 
+from detector.challenges.siteverify import SiteVerifier, SiteVerifyError
 from detector.engine import Engine, Result
 from detector.events import (
     BadEvent,
+    ChallengeResult,
     Decision,
     Event,
+    OtpChallenge,
     OtpFeedback,
     OtpRequest,
     describe_bad_input,
@@ -72,7 +76,7 @@ from detector.stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["requests", "feedback", "feedback_retry"]
+Kind = Literal["requests", "feedback", "feedback_retry", "challenges"]
 
 ATTEMPT_HEADER = "detector-attempt"
 DUE_HEADER = "detector-due"
@@ -104,8 +108,10 @@ class Pipeline:
         config: StreamConfig,
         hurry: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
+        verifier: SiteVerifier | None = None,
     ) -> None:
         self.engine = engine
+        self.verifier = verifier  # turns CAPTCHA tokens of otp_challenge events into results
         self.output = output
         self.metrics = metrics
         self.config = config
@@ -124,6 +130,7 @@ class Pipeline:
         if kind == "feedback_retry":
             await self._wait_until_due(batch)
         events = [self._parse(message) for message in batch]
+        events, unverified = await self._verify_tokens(events)
         results = await self._process(events, [message.timestamp for message in batch])
 
         acks: list[Awaitable[Any]] = []
@@ -136,7 +143,8 @@ class Pipeline:
         send, decisions_topic = self.output.send, self.topics.decisions
         for message, event, result in zip(batch, events, results, strict=True):
             if isinstance(result, Decision):
-                seen["otp_request" if isinstance(event, OtpRequest) else "bad"] += 1
+                kind_of_event = "otp_challenge" if isinstance(event, OtpChallenge) else "otp_request"
+                seen[kind_of_event if isinstance(event, OtpRequest | OtpChallenge) else "bad"] += 1
                 acks.append(await send(decisions_topic, result.request_id.encode(), encode(result)))
                 actions[(result.action, result.verdict, result.mode)] += 1
                 decided.append(message)
@@ -144,6 +152,12 @@ class Pipeline:
             elif isinstance(result, BadEvent):
                 seen["bad"] += 1
                 acks.append(await self._dead_letter(message, result))
+            elif isinstance(event, OtpChallenge):
+                seen["otp_challenge"] += 1
+                if isinstance(result, str):
+                    metrics.challenges.labels(result).inc()
+                if result == "unavailable" or id(event) in unverified:
+                    acks.extend(await self._requeue([message], "unavailable"))
             else:
                 seen["otp_feedback"] += 1
                 statuses[result] += 1
@@ -174,6 +188,34 @@ class Pipeline:
         metrics.batch_seconds.labels(kind).observe(time.perf_counter() - started)
 
     # ------------------------------------------------------------------ steps
+
+    async def _verify_tokens(self, events: list[Event | BadEvent]) -> tuple[list[Event | BadEvent], set[int]]:
+        """Challenge results that hand over a CAPTCHA token get the provider's verdict as their `result`.
+        Without a verifier the engine answers them "unverified"; when the provider gives no verdict, they
+        are tried again later through the retry topic (the ids of those events are returned)."""
+        tokens = [i for i, e in enumerate(events) if isinstance(e, OtpChallenge) and e.token is not None]
+        if not tokens or self.verifier is None:
+            return events, set()
+        verifier = self.verifier
+
+        async def verdict(event: OtpChallenge) -> ChallengeResult | None:
+            try:
+                return (await verifier.verify(event.token or "", event.remote_ip)).result
+            except SiteVerifyError:
+                return None
+
+        verdicts = await asyncio.gather(*(verdict(cast(OtpChallenge, events[i])) for i in tokens))
+        resolved = list(events)
+        waiting: set[int] = set()
+        for i, result in zip(tokens, verdicts, strict=True):
+            challenge = cast(OtpChallenge, events[i])
+            if result is None:
+                waiting.add(id(challenge))  # the engine answers "unverified"; the retry topic tries again
+                self.metrics.siteverify.labels("error").inc()
+            else:
+                resolved[i] = msgspec.structs.replace(challenge, result=result, token=None)
+                self.metrics.siteverify.labels(result).inc()
+        return resolved, waiting
 
     def _parse(self, message: Incoming) -> Event | BadEvent:
         if message.value is None:
@@ -305,6 +347,8 @@ def _kind_of(topics: TopicNames, topic: str) -> str:
         return "requests"
     if topic == topics.feedback:
         return "feedback"
+    if topic == topics.challenges:
+        return "challenges"
     if topic == topics.feedback_retry:
         return "feedback_retry"
     return "other"
@@ -343,7 +387,13 @@ def incoming(message: Any) -> Incoming:
     )
 
 
-def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: str) -> Any:
+def build_app(
+    config: StreamConfig,
+    engine: Engine,
+    metrics: Metrics,
+    data_dir: str,
+    verifier: SiteVerifier | None = None,
+) -> Any:
     """The Faust app with its agents; `app.pipeline` is the shared `Pipeline`."""
     import faust
     from mode import CrashingSupervisor
@@ -356,7 +406,10 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: 
         async def on_shutdown(self) -> None:
             """After the agents, the consumer and Faust's producer have stopped: our producer, the store."""
             await super().on_shutdown()
-            for what, close in (("producer", output.stop), ("store", engine.store.close)):
+            closing = [("producer", output.stop), ("store", engine.store.close)]
+            if verifier is not None:
+                closing.append(("CAPTCHA verifier", verifier.close))
+            for what, close in closing:
                 try:
                     await close()
                 except Exception:
@@ -364,7 +417,12 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: 
 
     app = DetectorApp(config.group_id, autodiscover=False, **config.faust_settings(data_dir))
     pipeline = Pipeline(
-        engine, output, metrics, config, hurry=lambda: bool(app.should_stop or app.rebalancing)
+        engine,
+        output,
+        metrics,
+        config,
+        hurry=lambda: bool(app.should_stop or app.rebalancing),
+        verifier=verifier,
     )
     app.pipeline = pipeline
     topics = config.topics
@@ -395,6 +453,8 @@ def build_app(config: StreamConfig, engine: Engine, metrics: Metrics, data_dir: 
     if topics.feedback != topics.requests:
         add_agent("feedback", [topics.feedback])
     add_agent("feedback_retry", [topics.feedback_retry])
+    if topics.challenges not in (topics.requests, topics.feedback):
+        add_agent("challenges", [topics.challenges])
     return app
 
 
@@ -404,7 +464,10 @@ def _die(kind: str, exc: BaseException) -> None:
 
 
 def run_worker(
-    config: StreamConfig, make_engine: Callable[[], Engine], metrics: Metrics | None = None
+    config: StreamConfig,
+    make_engine: Callable[[], Engine],
+    metrics: Metrics | None = None,
+    verifier: SiteVerifier | None = None,
 ) -> int:
     """Create missing topics, then run the Faust worker until a signal stops it; the exit status."""
     import faust
@@ -435,7 +498,7 @@ def run_worker(
     with contextlib.ExitStack() as stack:
         # Faust wants a data directory even without tables: a temporary one unless configured.
         data_dir = config.data_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="detector-"))
-        app = build_app(config, engine, metrics, data_dir)
+        app = build_app(config, engine, metrics, data_dir, verifier)
 
         def ready() -> dict[str, bool]:
             return {

@@ -7,6 +7,8 @@ Every name starts with ``detector_``:
 * ``decisions_total{action, verdict, mode}``: decisions published (the events out);
 * ``feedback_total{status}``: feedback results from the store (applied, duplicate, failed, unknown,
   unavailable — each attempt counts);
+* ``challenge_results_total{status}``: challenge results that ended in no decision (unknown, mismatch,
+  duplicate, unverified, unavailable); ``worker_siteverify_total{result}``: tokens checked with the provider;
 * ``feedback_retries_total{reason}`` / ``feedback_dropped_total{reason}``: feedback sent to the retry topic,
   and given up on after the last retry;
 * ``dead_letters_total{topic}``: bad input written to the dead-letter topic;
@@ -37,6 +39,14 @@ class Metrics(MetricSet):
             "detector_decisions", "Decisions published", ["action", "verdict", "mode"]
         )
         self.feedback = self.counter("detector_feedback", "Feedback results from the store", ["status"])
+        self.challenges = self.counter(
+            "detector_challenge_results",
+            "Challenge results without a new decision, by status (unknown, mismatch, duplicate, ...)",
+            ["status"],
+        )
+        self.siteverify = self.counter(
+            "detector_worker_siteverify", "CAPTCHA tokens verified with the provider", ["result"]
+        )
         self.feedback_retries = self.counter(
             "detector_feedback_retries", "Feedback sent to the retry topic", ["reason"]
         )

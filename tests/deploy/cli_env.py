@@ -20,16 +20,6 @@ import click
 REPO = Path(__file__).resolve().parents[2]
 ENV_NAME = re.compile(r"^(DETECTOR|EIGHTBYEIGHT)_[A-Z0-9_]*[A-Z0-9]$")
 
-# Variables of `detector serve`, the HTTP decision service that issue 11 adds. Allowed only while the CLI
-# has no `serve` command: once it has, its variables come from its options like every other command's, and
-# a name here that the real command does not read fails the checks.
-SERVE_PENDING_ISSUE_11 = frozenset({
-    "DETECTOR_SERVE_HOST",
-    "DETECTOR_SERVE_PORT",
-    "DETECTOR_API_TOKENS",
-    "DETECTOR_API_TOKENS_FILE",
-})  # fmt: skip
-
 # Documented in the README as the secret and account variables: each must still be read somewhere.
 SECRET_AND_ACCOUNT = frozenset({
     "DETECTOR_HASH_KEY",
@@ -106,8 +96,5 @@ def source_envvars() -> set[str]:
 
 
 def read_by_detector() -> set[str]:
-    """Every variable a deployment may set: what the CLI and the code read (and `serve`'s, until it lands)."""
-    names = click_envvars() | source_envvars()
-    if "serve" not in cli_command_names():
-        names |= SERVE_PENDING_ISSUE_11
-    return names
+    """Every variable a deployment may set: what the CLI and the code read."""
+    return click_envvars() | source_envvars()

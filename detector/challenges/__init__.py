@@ -1,0 +1,1 @@
+"""Challenge plumbing shared by the HTTP service and the Kafka worker: verifying CAPTCHA response tokens."""
