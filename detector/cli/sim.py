@@ -128,9 +128,7 @@ def simulate(
         first = parse_timestamp(start)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    events = run_simulation(
-        names, duration=_duration(duration), seed=seed, start=first, business=business
-    )
+    events = run_simulation(names, duration=_duration(duration), seed=seed, start=first, business=business)
     if out_path == "-":
         out = sys.stdout.buffer
         for event in events:

@@ -233,7 +233,12 @@ def test_scenarios_are_documented_and_resolvable() -> None:
         assert callable(scenario.generate) and scenario.label in ("legit", "attack")
     assert resolve("all") == list(SCENARIOS)
     assert resolve("mix") == [name for name in SCENARIOS if name in resolve("mix")]
-    assert set(SCENARIOS) - set(resolve("mix")) == {"office", "vpn_users", "premium_numbers", "invalid_numbers"}
+    assert set(SCENARIOS) - set(resolve("mix")) == {
+        "office",
+        "vpn_users",
+        "premium_numbers",
+        "invalid_numbers",
+    }
     assert resolve("cgnat, fixed_ip_burst") == ["cgnat", "fixed_ip_burst"]
     with pytest.raises(ValueError, match="unknown scenario 'nope'"):
         resolve("nope")

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from detector.evaluation.sim.businesses import BUSINESSES, profile
 from detector.evaluation.sim.generate import (
     DAY,
     DEFAULT_START,
@@ -25,7 +26,6 @@ from detector.evaluation.sim.generate import (
     Run,
     sub_rng,
 )
-from detector.evaluation.sim.businesses import BUSINESSES, profile
 from detector.evaluation.sim.prices import price_for
 from detector.evaluation.sim.scenarios import ALL, MIX, MIX_MARKET, SCENARIOS, Scenario, resolve
 

@@ -22,9 +22,7 @@ class Business(NamedTuple):
 def _shares(audience: tuple[Audience, ...], homes: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
     """Each home country's share of the home audience: where the travellers come from."""
     total = sum(entry.daily for entry in audience if entry.country in homes)
-    return tuple(
-        (code, sum(e.daily for e in audience if e.country == code) / total) for code in homes
-    )
+    return tuple((code, sum(e.daily for e in audience if e.country == code) / total) for code in homes)
 
 
 # Late evenings are the busiest hours, and the night is not quiet.
