@@ -562,9 +562,8 @@ SCENARIOS: dict[str, Scenario] = {
         "legit",
     ),
     "cgnat": Scenario(
-        "Hundreds of real people a day behind one mobile carrier's NAT address (India, Brazil, US), "
-        "verifying "
-        "normally.",
+        "Hundreds of real people a day behind one mobile carrier's NAT address (the mix: India, Brazil, "
+        "US), verifying normally.",
         gen_cgnat,
         "legit",
     ),
@@ -575,14 +574,13 @@ SCENARIOS: dict[str, Scenario] = {
         "legit",
     ),
     "marketing_spike": Scenario(
-        "A campaign: three times normal traffic in the core markets for two hours, mostly sign-ups, "
-        "verifying "
-        "normally.",
+        "A campaign: three times normal traffic in the home markets for two hours, mostly sign-ups, "
+        "verifying normally.",
         gen_marketing_spike,
         "legit",
     ),
     "new_country_launch": Scenario(
-        "A launch in Mexico (not a core country) with a press-day surge, verifying normally.",
+        "A launch in a new country (the mix: Mexico) with a press-day surge, verifying normally.",
         gen_new_country_launch,
         "legit",
     ),
@@ -606,9 +604,8 @@ SCENARIOS: dict[str, Scenario] = {
         "An SMS bomber sending one victim's number from many proxy addresses.", gen_victim_bombing, "attack"
     ),
     "core_country_block": Scenario(
-        "An attack inside a core country (GB) on a narrow block of 2000 numbers, from local proxy exits "
-        "and a "
-        "browser the edge does not flag.",
+        "An attack inside a home country (the mix: GB) on a narrow block of 2000 numbers, from local "
+        "proxy exits and a browser the edge does not flag.",
         gen_core_country_block,
         "attack",
     ),
