@@ -174,6 +174,7 @@ class Service:
     engine: Engine
     tokens: ApiTokens | None  # None: --insecure-local, no authentication
     verifier: SiteVerifier | None = None
+    store_answered: bool = False  # since start: once it has, an outage degrades rather than unreadies
     metrics: ServeMetrics = field(default_factory=ServeMetrics)
     max_batch: int = 256
     max_in_flight: int = 1
@@ -204,6 +205,7 @@ class Service:
         self.batcher.start()
         try:
             await asyncio.wait_for(self.engine.store.ping(), self.ping_timeout)
+            self.store_answered = True
         except Exception as exc:
             log.warning("the store does not answer yet (%s); /readyz says so until it does", exc)
 
@@ -314,7 +316,12 @@ def create_app(service: Service) -> ASGIApp:
         try:
             await asyncio.wait_for(service.engine.store.ping(), service.ping_timeout)
         except Exception as exc:
-            return Response(Health("unavailable", version, f"store: {exc}"[:300]), status_code=503)
+            error = f"store: {exc}"[:300]
+            if service.store_answered and service.engine.policy.state.on_error == "degrade":
+                # Still deciding, with limits per process: out of the Service, every check would fail.
+                return Response(Health("degraded", version, error))
+            return Response(Health("unavailable", version, error), status_code=503)
+        service.store_answered = True
         return Response(Health("ready", version))
 
     @get("/metrics", include_in_schema=False, media_type="text/plain; version=0.0.4; charset=utf-8")

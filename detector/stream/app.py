@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -56,6 +57,7 @@ from aiokafka.errors import KafkaError
 
 from detector.challenges.siteverify import SiteVerifier, SiteVerifyError
 from detector.engine import Engine, Result
+from detector.errors import UnavailableError
 from detector.events import (
     BadEvent,
     ChallengeResult,
@@ -458,6 +460,38 @@ def build_app(
     return app
 
 
+async def _wait_for_store(engine: Engine, url: str) -> bool:
+    """Until the store first answers (True), saying what to fix while it does not; False on SIGTERM/SIGINT.
+
+    The worker takes no partition before then: a store URL that points nowhere must not become a worker
+    that decides everything with its fail mode."""
+    from detector.wiring import redact
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    delay = 0.5
+    try:
+        while not stop.is_set():
+            try:
+                await engine.store.ping()
+                return True
+            except UnavailableError as exc:
+                log.error(
+                    "the store %s does not answer (%s): start it, or point --store / DETECTOR_STORE at one "
+                    "that does; trying again in %.0f s",
+                    redact(url), exc, delay,
+                )  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)
+        return False
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
 def _die(kind: str, exc: BaseException) -> None:
     """Exit without letting Faust commit the batch in hand: it is delivered again after a restart."""
     exit_without_commit(f"cannot finish a {kind} batch, exiting without committing it: {exc!r}", exc=exc)
@@ -495,17 +529,26 @@ def run_worker(
         )
     metrics = metrics or Metrics()
     engine = make_engine()
+    if not loop.run_until_complete(_wait_for_store(engine, config.store_url)):
+        loop.run_until_complete(engine.store.close())
+        loop.close()
+        return 0
     with contextlib.ExitStack() as stack:
         # Faust wants a data directory even without tables: a temporary one unless configured.
         data_dir = config.data_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="detector-"))
         app = build_app(config, engine, metrics, data_dir, verifier)
 
+        degrade = engine.policy.state.on_error == "degrade"
+
         def ready() -> dict[str, bool]:
-            return {
+            checks = {
                 "policy loaded": engine.policy is not None,
                 "kafka consumer started": _consumer_running(app),
-                "store answered the last batch": app.pipeline.store_answered,
             }
+            # Degraded, the worker still decides (with limits per process): taking it out would be worse.
+            if not degrade:
+                checks["store answered the last batch"] = app.pipeline.store_answered
+            return checks
 
         stack.enter_context(HealthServer(metrics.registry, config.metrics_port, config.metrics_host, ready))
         log.info(

@@ -101,8 +101,10 @@ def server(
     redis_url: str, tokens_file: Path, siteverify: SiteVerifyDouble, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
     """One service on the session's Redis: default policy, tokens from a file, CAPTCHA on the double."""
+    # A namespace of its own: what the engine learns (home countries, segments) must not carry over from
+    # other tests on the session's Redis.
     env = serve_env(
-        redis_url,
+        f"{redis_url}?namespace=serve-{uuid.uuid4().hex[:8]}:",
         DETECTOR_API_TOKENS_FILE=str(tokens_file),
         DETECTOR_CAPTCHA_VERIFY_URL=siteverify.url,
         DETECTOR_CAPTCHA_SECRET=CAPTCHA_SECRET,

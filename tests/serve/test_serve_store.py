@@ -23,7 +23,7 @@ def check(phone: str, ip: str = "203.0.113.61") -> dict[str, object]:
     return {"request_id": unique_id(), "phone": phone, "client_ip": ip, "flow": "login"}
 
 
-async def test_ready_follows_the_store_and_checks_degrade_without_hanging(
+async def test_an_outage_degrades_checks_and_readiness_without_hanging(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     env = serve_env(redis_server.url, DETECTOR_API_TOKENS=TOKEN)
@@ -32,9 +32,10 @@ async def test_ready_follows_the_store_and_checks_degrade_without_hanging(
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=15) as http:
             assert (await http.get("/readyz")).status_code == 200
             redis_server.stop()
-            not_ready = await http.get("/readyz")
-            assert not_ready.status_code == 503
-            assert not_ready.json()["status"] == "unavailable"
+            # Degraded, not out: the service still decides (limits per process), so it stays in the Service.
+            degraded = await http.get("/readyz")
+            assert degraded.status_code == 200
+            assert degraded.json()["status"] == "degraded" and "store" in degraded.json()["error"]
             assert (await http.get("/healthz")).status_code == 200
 
             started = time.monotonic()
@@ -50,7 +51,7 @@ async def test_ready_follows_the_store_and_checks_degrade_without_hanging(
 
             redis_server.start()
             deadline = time.monotonic() + 15
-            while (await http.get("/readyz")).status_code != 200:
+            while (await http.get("/readyz")).json()["status"] != "ready":
                 assert time.monotonic() < deadline, "not ready again after the store came back"
                 await asyncio.sleep(0.2)
             metrics = (await http.get("/metrics")).text
@@ -129,3 +130,27 @@ async def test_the_limit_holds_when_http_and_worker_race_for_the_last_slots(
         assert server.stop() == 0, server.output()
     assert actions.count("allow") == 10, actions
     assert actions.count("block") == 20
+
+
+async def test_not_ready_until_the_store_first_answers(redis_server: RedisServer, tmp_path: Path) -> None:
+    """A store URL that points nowhere never makes a ready service (it would decide everything degraded)."""
+    redis_server.stop()
+    env = serve_env(redis_server.url, DETECTOR_API_TOKENS=TOKEN)
+    server = ServeProcess(tmp_path, env)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=15) as http:
+            deadline = time.monotonic() + 30
+            while True:  # wait for the process to answer at all
+                try:
+                    not_ready = await http.get("/readyz")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, server.output()
+                    await asyncio.sleep(0.2)
+            assert (not_ready.status_code, not_ready.json()["status"]) == (503, "unavailable")
+            redis_server.start()
+            while (await http.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, "not ready once the store answered"
+                await asyncio.sleep(0.2)
+    finally:
+        assert server.stop() == 0, server.output()
