@@ -122,6 +122,20 @@ def test_the_attacks_aim_at_the_profile(name: str, days: dict[str, list[dict[str
         assert not phonenumbers.is_valid_number(number)
         assert phonenumbers.region_code_for_country_code(number.country_code) in market.homes
     assert len(requests_of(events, "premium_numbers")) > 100
+    pumped = {
+        scenario: {phonenumbers.region_code_for_number(parsed(r)) for r in requests_of(events, scenario)}
+        for scenario in ("fixed_ip_burst", "rotating_proxies", "partial_signals")
+    }
+    assert pumped == {
+        "fixed_ip_burst": set(market.pumped.burst),
+        "rotating_proxies": {market.pumped.rotating},
+        "partial_signals": {market.pumped.partial},
+    }
+
+
+def test_the_profiles_pump_different_countries() -> None:
+    pumped = [profile.market.pumped for profile in BUSINESSES.values()]
+    assert len({(p.rotating, p.partial) for p in pumped}) == len(pumped)
 
 
 def _busiest_local_hour(requests: list[dict[str, Any]], utc_offset: float) -> int:

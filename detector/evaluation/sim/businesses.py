@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from detector.evaluation.sim.generate import HOURLY, Audience, Market
+from detector.evaluation.sim.generate import HOURLY, Audience, Market, Pumped
 
 
 class Business(NamedTuple):
@@ -100,6 +100,7 @@ BUSINESSES: dict[str, Business] = {
             victim="AE",
             victim_proxies=("AE", "AE", "SA", "EG", "PK", "IN"),
             farm_exits="SA",
+            pumped=Pumped(burst=("TJ", "AM"), rotating="UZ", partial="GE"),
             arabic_digits=0.25,
         ),
     ),
@@ -122,6 +123,7 @@ BUSINESSES: dict[str, Business] = {
             victim="US",
             victim_proxies=("US", "US", "CA", "MX", "BR", "IN"),
             farm_exits="US",
+            pumped=Pumped(burst=("KG", "BY"), rotating="AZ", partial="UZ"),
         ),
     ),
     "south_east_asia": Business(
@@ -143,6 +145,7 @@ BUSINESSES: dict[str, Business] = {
             victim="PH",
             victim_proxies=("PH", "PH", "ID", "VN", "IN", "BD"),
             farm_exits="IN",
+            pumped=Pumped(burst=("MM", "TJ"), rotating="KH", partial="KG"),
         ),
     ),
 }

@@ -477,6 +477,15 @@ class Audience:
 
 
 @dataclass(frozen=True, slots=True)
+class Pumped:
+    """The high-cost countries the pumping attacks send to (each must have address blocks in the table)."""
+
+    burst: tuple[str, str]  # the fixed-IP burst's two waves
+    rotating: str  # the rotating proxies'
+    partial: str  # the partial-signals bot's
+
+
+@dataclass(frozen=True, slots=True)
 class Market:
     """Who one business's users are, where and when: what its legitimate scenarios draw from, and what
     the attacks on it aim at. The mix's is `scenarios.MIX_MARKET`; the profiles' are in `businesses.py`."""
@@ -496,6 +505,7 @@ class Market:
     victim: str  # the bombed number's country
     victim_proxies: tuple[str, ...]  # countries of the bomber's residential proxies
     farm_exits: str  # the captcha farm's proxy exits: an address from the home market
+    pumped: Pumped
     arabic_digits: float = 0.0  # share of people whose phone spelling uses Arabic-Indic digits
     # A carrier NAT address is one of its country's mobile NAT addresses; the mix's share 192.0.2.0/24.
     carrier_nat_in_country: bool = True

@@ -20,6 +20,7 @@ from detector.evaluation.sim.generate import (
     Flow,
     Label,
     Market,
+    Pumped,
     User,
     app_user_agent,
     arrivals,
@@ -284,23 +285,27 @@ def _sequential_burst(
 
 
 def gen_fixed_ip_burst(ctx: Context) -> None:
-    """Two waves, each one server address walking a number block: Uzbekistan at 02:53, Tajikistan at 13:12."""
-    _sequential_burst(ctx, "UZ", "hosting-a", ctx.at(0.12), 35, (1.5, 4.0), _SCRIPT_UAS[0])
-    _sequential_burst(ctx, "TJ", "hosting-b", ctx.at(0.55), 25, (2.0, 5.0), _SCRIPT_UAS[1])
+    """Two waves, each one server address walking a number block of a high-cost country, at 02:53 and
+    13:12 UTC on a day run (the mix: Uzbekistan, then Tajikistan)."""
+    pumped = ctx.run.market.pumped
+    _sequential_burst(ctx, pumped.burst[0], "hosting-a", ctx.at(0.12), 35, (1.5, 4.0), _SCRIPT_UAS[0])
+    _sequential_burst(ctx, pumped.burst[1], "hosting-b", ctx.at(0.55), 25, (2.0, 5.0), _SCRIPT_UAS[1])
 
 
 def gen_rotating_proxies(ctx: Context) -> None:
-    """Kyrgyz number ranges from a new residential proxy exit per request, 07:12 to 11:12 UTC on a day run."""
+    """Number ranges of a high-cost country (the mix: Kyrgyzstan) from a new residential proxy exit per
+    request, 07:12 to 11:12 UTC on a day run."""
     rng = ctx.rng
+    target = ctx.run.market.pumped.rotating
     numbers = ctx.run.numbers
     ranges = [
-        (numbers.number_range(rng, "KG", 3), 3),
-        (numbers.number_range(rng, "KG", 3), 3),
-        (numbers.number_range(rng, "KG", 4), 4),
+        (numbers.number_range(rng, target, 3), 3),
+        (numbers.number_range(rng, target, 3), 3),
+        (numbers.number_range(rng, target, 4), 4),
     ]
     begin = ctx.at(0.30)
     span = min(4 * 3600.0, ctx.end - begin)
-    exits = ("KG", "KG", "KG", "KG", "RU", "KZ", "UZ", "TR")
+    exits = (target, target, target, target, "RU", "KZ", "UZ", "TR")
 
     def rate(ts: float) -> float:  # ramps from one request per 12 s to one per 6 s
         return (1 / 12) + (1 / 12) * min(1.0, (ts - begin) / max(span, 1.0))
@@ -311,8 +316,8 @@ def gen_rotating_proxies(ctx: Context) -> None:
         client = {"client_ip": ctx.run.addresses.residential(rng, exit_country)}
         bot = _bot(
             ctx,
-            "KG",
-            numbers.in_range(rng, "KG", stem, digits),
+            target,
+            numbers.in_range(rng, target, stem, digits),
             client,
             exit_country,
             user_agent=app_user_agent(rng),
@@ -440,11 +445,13 @@ def gen_core_country_block(ctx: Context) -> None:
 
 
 def gen_partial_signals(ctx: Context) -> None:
-    """Azerbaijani ranges, 19:12 to 21:42 UTC: the web edge flags the bot; two thirds come via the app."""
+    """Number ranges of a high-cost country (the mix: Azerbaijan), 19:12 to 21:42 UTC: the web edge flags
+    the bot; two thirds come via the app."""
     rng = ctx.rng
+    target = ctx.run.market.pumped.partial
     numbers = ctx.run.numbers
     addresses = ctx.run.addresses
-    ranges = [numbers.number_range(rng, "AZ", 3) for _ in range(3)]
+    ranges = [numbers.number_range(rng, target, 3) for _ in range(3)]
     servers = [addresses.hosting(rng, rng.choice(("hosting-a", "hosting-b"))) for _ in range(40)]
     begin = ctx.at(0.80)
     for t in arrivals(rng, begin, min(begin + 2.5 * 3600.0, ctx.end), lambda _ts: 1 / 12, 1 / 12):
@@ -452,7 +459,7 @@ def gen_partial_signals(ctx: Context) -> None:
         if hosted:
             address, country = rng.choice(servers)
         else:
-            country = rng.choice(("AZ", "AZ", "RU", "TR"))
+            country = rng.choice((target, target, "RU", "TR"))
             address = addresses.residential(rng, country)
         web = rng.random() < 0.35
         signals: dict[str, Any] | None = None
@@ -460,10 +467,17 @@ def gen_partial_signals(ctx: Context) -> None:
             signals = {"bot": rng.random() < 0.8, "datacenter": hosted}
             if rng.random() < 0.3:
                 signals["session_velocity"] = "high"
-        phone = numbers.in_range(rng, "AZ", rng.choice(ranges), 3)
+        phone = numbers.in_range(rng, target, rng.choice(ranges), 3)
         agent = web_user_agent(rng) if web else app_user_agent(rng)
         bot = _bot(
-            ctx, "AZ", phone, {"client_ip": address}, country, user_agent=agent, app=not web, signals=signals
+            ctx,
+            target,
+            phone,
+            {"client_ip": address},
+            country,
+            user_agent=agent,
+            app=not web,
+            signals=signals,
         )
         request_id = ctx.request(t, bot, "signup", ctx.new_id())
         _attack_feedback(ctx, t, request_id, verified=0.005, failed=0.03)
@@ -680,6 +694,7 @@ MIX_MARKET = Market(
     victim="IN",
     victim_proxies=("IN", "IN", "BD", "PK", "ID", "VN"),
     farm_exits="US",
+    pumped=Pumped(burst=("UZ", "TJ"), rotating="KG", partial="AZ"),
     carrier_nat_in_country=False,
 )
 
