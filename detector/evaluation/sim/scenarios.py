@@ -3,6 +3,11 @@
 Legitimate scenarios verify as people do (see `generate.legit_session`). Attack requests almost never
 verify: nobody reads a code sent to a pumped number. Times are fractions of the run, so a shorter run still
 holds every scenario; at the default 24 h the mix is about 50,000 requests and 90,000 events.
+
+Who, where and when come from the run's `Market` (`MIX_MARKET` for the mix, a business profile's
+otherwise): its audience and daily curve, carrier NAT, travellers, launch, and the countries its attacks
+aim at. The mix is the first twelve scenarios; `office`, `vpn_users`, `premium_numbers` and
+`invalid_numbers` run with `all` (every business profile's default).
 """
 
 from __future__ import annotations
