@@ -10,12 +10,17 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from detector.testing.services import KafkaBroker, RedisServer, create_topic
+
+if TYPE_CHECKING:
+    from detector.engine import Engine
+    from detector.policy import Policy
 
 TopicFactory = Callable[..., Awaitable[str]]
 
@@ -73,3 +78,38 @@ def kafka_topic_factory(kafka_bootstrap: str, request: pytest.FixtureRequest) ->
 async def kafka_topic(kafka_topic_factory: TopicFactory) -> str:
     """Name of a new topic with 4 partitions, unique to this test."""
     return await kafka_topic_factory(partitions=4)
+
+
+EngineFactory = Callable[..., "Engine"]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_engine(request: pytest.FixtureRequest) -> AsyncIterator[EngineFactory]:
+    """`make_engine(policy=None) -> Engine`, once on the memory store and once on the session's Redis (a
+    namespace of its own per engine): a test written with it proves both stores answer alike. The default
+    policy is the shipped one without the retry delay."""
+    from detector.engine import Engine
+    from detector.hashing import KeyedHasher
+    from detector.scoring import counter_plan
+    from detector.state.memory import MemoryStore
+    from detector.state.redis import RedisStore
+    from tests.factories import policy as make_policy
+
+    engines: list[Engine] = []
+
+    def make(pol: Policy | None = None) -> Engine:
+        pol = pol or make_policy(rules={"retry_delay": {"mode": "off"}})
+        plan = counter_plan(pol)
+        store: MemoryStore | RedisStore
+        if request.param == "memory":
+            store = MemoryStore(plan)
+        else:
+            url = request.getfixturevalue("redis_url")
+            store = RedisStore.from_url(url, plan, namespace=f"e{uuid.uuid4().hex[:8]}:", timeout=2.0)
+        engine = Engine(pol, store, KeyedHasher(b"both-stores-tests-key-5d1e8a"))
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.store.close()

@@ -5,8 +5,6 @@ Every test runs on the memory store and on a real redis-server, through the engi
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -14,39 +12,11 @@ import pytest
 
 from detector.engine import Engine, Result
 from detector.events import Decision, parse_event
-from detector.hashing import KeyedHasher
-from detector.policy import Policy
-from detector.scoring import counter_plan
-from detector.state.memory import MemoryStore
-from detector.state.redis import RedisStore
+from tests.conftest import EngineFactory
 from tests.factories import T0, codes, policy, request
 
-KEY = KeyedHasher(b"challenge-tests-key-5d1e8a")
 # Anonymizer (20) + IP country ≠ phone country (20) = 40: a challenge, nothing else firing.
 SUSPECT = {"signals": {"anonymizer": True}, "ip_country": "NL"}
-
-EngineFactory = Callable[..., Engine]
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def make_engine(request: pytest.FixtureRequest) -> AsyncIterator[EngineFactory]:
-    engines: list[Engine] = []
-
-    def make(pol: Policy | None = None) -> Engine:
-        pol = pol or policy(rules={"retry_delay": {"mode": "off"}})
-        plan = counter_plan(pol)
-        if request.param == "memory":
-            store: Any = MemoryStore(plan)
-        else:
-            url = request.getfixturevalue("redis_url")
-            store = RedisStore.from_url(url, plan, namespace=f"c{uuid.uuid4().hex[:8]}:", timeout=2.0)
-        engine = Engine(pol, store, KEY)
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        await engine.store.close()
 
 
 async def run(engine: Engine, *events: dict[str, Any], at: float | None = None) -> list[Result]:

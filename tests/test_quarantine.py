@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -11,38 +9,10 @@ import pytest
 
 from detector.engine import Engine
 from detector.events import Decision, parse_event
-from detector.hashing import KeyedHasher
-from detector.policy import Policy
-from detector.scoring import counter_plan
-from detector.state.memory import MemoryStore
-from detector.state.redis import RedisStore
-from tests.factories import T0, codes, feedback, policy, request
+from tests.conftest import EngineFactory
+from tests.factories import T0, codes, feedback, request
 
-KEY = KeyedHasher(b"quarantine-tests-key-7c2e9d")
 BURST_IP = "198.51.100.66"
-
-EngineFactory = Callable[..., Engine]
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def make_engine(request: pytest.FixtureRequest) -> AsyncIterator[EngineFactory]:
-    engines: list[Engine] = []
-
-    def make(pol: Policy | None = None) -> Engine:
-        pol = pol or policy(rules={"retry_delay": {"mode": "off"}})
-        plan = counter_plan(pol)
-        if request.param == "memory":
-            store: Any = MemoryStore(plan)
-        else:
-            url = request.getfixturevalue("redis_url")
-            store = RedisStore.from_url(url, plan, namespace=f"q{uuid.uuid4().hex[:8]}:", timeout=2.0)
-        engine = Engine(pol, store, KEY)
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        await engine.store.close()
 
 
 async def decide(engine: Engine, *events: dict[str, Any]) -> list[Decision]:

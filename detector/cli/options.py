@@ -35,6 +35,18 @@ def policy_option(**kwargs: Any) -> Callable[[F], F]:
     )
 
 
+def shadow_option() -> Callable[[F], F]:
+    """The service-wide shadow switch of the long-running commands (worker, serve)."""
+    return option(
+        "--shadow",
+        "shadow",
+        env="DETECTOR_SHADOW",
+        is_flag=True,
+        default=False,
+        help="Shadow mode: decide and count, but every action is allow.",
+    )
+
+
 def store_option(
     default: str = DEFAULT_STORE, help: str = "Where counters live: memory:// or redis://HOST:PORT/DB."
 ) -> Callable[[F], F]:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from detector.cli.common import engine_for
-from detector.cli.options import CONTEXT, option, policy_option, store_option
+from detector.cli.options import CONTEXT, option, policy_option, shadow_option, store_option
 from detector.errors import ConfigurationError
 from detector.stream.config import DEFAULT_STORE
 from detector.wiring import tune_gc
@@ -32,14 +32,7 @@ LOOPBACK = "127.0.0.1"
     help="Counters shared with the Kafka workers: redis://HOST:PORT/DB (memory:// only for one process).",
 )
 @policy_option()
-@option(
-    "--shadow",
-    "shadow",
-    env="DETECTOR_SHADOW",
-    is_flag=True,
-    default=False,
-    help="Shadow mode: decide and count, but every action is allow.",
-)
+@shadow_option()
 @option(
     "--batch-size",
     "batch_size",

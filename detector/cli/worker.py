@@ -9,7 +9,7 @@ import click
 
 from detector.cli.common import engine_for
 from detector.cli.kafka_options import kafka_options
-from detector.cli.options import CONTEXT, option, policy_option, store_option
+from detector.cli.options import CONTEXT, option, policy_option, shadow_option, store_option
 from detector.kafka.topics import TopicNames
 from detector.stream.config import DEFAULT_GROUP, DEFAULT_METRICS_PORT, DEFAULT_STORE
 
@@ -29,14 +29,7 @@ _TOPICS = TopicNames()
     help="Counters shared by every worker: redis://HOST:PORT/DB (memory:// only for one worker).",
 )
 @policy_option()
-@option(
-    "--shadow",
-    "shadow",
-    env="DETECTOR_SHADOW",
-    is_flag=True,
-    default=False,
-    help="Shadow mode: decide and count, but every action is allow.",
-)
+@shadow_option()
 @option(
     "--topic-requests",
     "requests",

@@ -52,8 +52,6 @@ import io
 import json
 import os
 import re
-import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +70,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
 from detector.send.secrets import Secret
+from detector.testing.loopback import LoopbackServer
 
 SPECS_ENV = "DETECTOR_8X8_SPECS"
 SMS_API = "sms-api.openapi.json"
@@ -456,11 +455,11 @@ class _Rule:
 # --- the server -------------------------------------------------------------------------------------
 
 
-class EightByEightDouble:
+class EightByEightDouble(LoopbackServer):
     def __init__(self, api_key: str | Secret, *, contract: Contract | None = None, port: int = 0) -> None:
         self._api_key = api_key.reveal() if isinstance(api_key, Secret) else api_key
         self.contract = contract or Contract()
-        self.port = port
+        super().__init__(port)
         self.requests: list[Seen] = []
         self.violations: list[Violation] = []
         self.sent: list[SentSms] = []
@@ -475,8 +474,6 @@ class EightByEightDouble:
         self._rules: list[_Rule] = []
         self._rejections: dict[str, str] = {}
         self._queued_umids: set[str] = set()
-        self._runner: web.AppRunner | None = None
-        self._stopping = asyncio.Event()
 
     # faults
 
@@ -505,61 +502,10 @@ class EightByEightDouble:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)  # a batch of 10,000 is several MB
+    max_body = 64 * 1024 * 1024  # a batch of 10,000 is several MB
+
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{path:.*}", self._handle)
-        self._stopping = asyncio.Event()
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> EightByEightDouble:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @contextlib.contextmanager
-    def in_thread(self) -> Iterator[EightByEightDouble]:
-        """Serve from an event loop in a background thread (for benchmarks and synchronous code)."""
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:  # reported to the caller below
-                failure.append(exc)
-                return
-            finally:
-                ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self.stop())
-            loop.close()
-
-        thread = threading.Thread(target=serve, name="8x8-double", daemon=True)
-        thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
-        try:
-            yield self
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
 
     # every request: contract, key, faults, then the operation
 

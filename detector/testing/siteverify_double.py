@@ -27,15 +27,14 @@ import argparse
 import asyncio
 import contextlib
 import secrets
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aiohttp import web
+
+from detector.testing.loopback import LoopbackServer
 
 Provider = Literal["turnstile", "hcaptcha", "recaptcha"]
 TOKEN_TTL = 300.0
@@ -48,7 +47,7 @@ class SeenVerify:
     had_secret: bool
 
 
-class SiteVerifyDouble:
+class SiteVerifyDouble(LoopbackServer):
     def __init__(
         self,
         secret: str,
@@ -62,15 +61,13 @@ class SiteVerifyDouble:
         self.provider = provider
         self.hostname = hostname
         self.token_ttl = token_ttl
-        self.port = port
+        super().__init__(port)
         self.slow = 0.0
         self.fail_with: int | None = None
         self.internal_error = False
         self.seen: list[SeenVerify] = []
         self._issued: dict[str, float] = {}
         self._spent: set[str] = set()
-        self._runner: web.AppRunner | None = None
-        self._stopping = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"SiteVerifyDouble(provider={self.provider!r}, port={self.port})"
@@ -85,54 +82,8 @@ class SiteVerifyDouble:
         self._issued[token] = time.time() if issued_at is None else issued_at
         return token
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/siteverify", self._handle)
-        self._stopping = asyncio.Event()
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> SiteVerifyDouble:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @contextlib.contextmanager
-    def in_thread(self) -> Iterator[SiteVerifyDouble]:
-        """Serve from an event loop in a background thread (for a server in another process to call)."""
-        loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(self.start())
-            started.set()
-            loop.run_forever()
-            loop.run_until_complete(self.stop())
-            loop.close()
-
-        thread = threading.Thread(target=run, name="siteverify-double", daemon=True)
-        thread.start()
-        if not started.wait(10):
-            raise RuntimeError("the siteverify double did not start")
-        try:
-            yield self
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
 
     async def _handle(self, request: web.Request) -> web.Response:
         if self.slow:
