@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["replay", "replay_rss", "redis_store", "pipeline", "send", "serve"]
+BENCHMARKS = ["replay", "replay_rss", "redis_store", "pipeline", "send", "serve", "businesses"]
 
 
 def main() -> None:

@@ -52,21 +52,29 @@ def _client(legit_pass_rate: float, legit_delay: str) -> ClientModel:
 
 
 def _scenario_help() -> str:
-    from detector.evaluation.sim import SCENARIOS
+    from detector.evaluation.sim import BUSINESSES, SCENARIOS
 
-    return "\n".join(
+    scenarios = [
         f"  {name:<20} {scenario.label:<6} {scenario.description}" for name, scenario in SCENARIOS.items()
-    )
+    ]
+    businesses = [f"  {name:<20} {profile.description}" for name, profile in BUSINESSES.items()]
+    return "\n".join(["scenarios:", *scenarios, "businesses (--business):", *businesses])
 
 
 @click.command()
 @click.option(
     "--scenario",
     "scenario",
-    default="mix",
-    show_default=True,
+    default=None,
     metavar="NAME[,NAME...]",
-    help="`mix` (all of them at their usual volumes) or scenario names; see --list.",
+    help="`mix` (the demo's twelve at their usual volumes; the default), `all`, or scenario names; "
+    "see --list. With --business, `all` is the default.",
+)
+@click.option(
+    "--business",
+    default=None,
+    metavar="NAME",
+    help="A business profile (home countries, volumes, daily curve) instead of the mix's; see --list.",
 )
 @click.option("--duration", default="24h", show_default=True, help="How much traffic: 30m, 6h, 24h, 2d.")
 @click.option(
@@ -90,7 +98,13 @@ def _scenario_help() -> str:
 )
 @click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
 def simulate(
-    scenario: str, duration: str, seed: int, start: str, out_path: str | None, list_only: bool
+    scenario: str | None,
+    business: str | None,
+    duration: str,
+    seed: int,
+    start: str,
+    out_path: str | None,
+    list_only: bool,
 ) -> None:
     """Write simulated OTP traffic: otp_request and otp_feedback events in event-time order.
 
@@ -98,7 +112,7 @@ def simulate(
     `detector evaluate` scores the policy against them. Phone numbers are valid numbers of their country
     (phonenumbers' metadata); client addresses come from documentation and benchmarking ranges.
     """
-    from detector.evaluation.sim import resolve, write_events
+    from detector.evaluation.sim import ALL, MIX, profile, resolve, write_events
     from detector.evaluation.sim import simulate as run_simulation
     from detector.events import parse_timestamp
 
@@ -108,11 +122,13 @@ def simulate(
     if out_path is None:
         raise click.UsageError("--out FILE is required (or --list)")
     try:
-        names = resolve(scenario)
+        if business is not None:
+            profile(business)
+        names = resolve(scenario or (ALL if business is not None else MIX))
         first = parse_timestamp(start)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    events = run_simulation(names, duration=_duration(duration), seed=seed, start=first)
+    events = run_simulation(names, duration=_duration(duration), seed=seed, start=first, business=business)
     if out_path == "-":
         out = sys.stdout.buffer
         for event in events:
@@ -124,7 +140,7 @@ def simulate(
     attacks = sum(1 for e in requests if e.get("label") == "attack")
     click.echo(
         f"{len(events):,} events ({len(requests):,} requests, {attacks:,} of them attacks; "
-        f"scenarios: {', '.join(names)}) -> {out_path}",
+        f"{'business: ' + business + '; ' if business else ''}scenarios: {', '.join(names)}) -> {out_path}",
         err=True,
     )
 

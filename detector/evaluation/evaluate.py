@@ -42,6 +42,7 @@ from detector.evaluation.result import (
     Outcomes,
     Ranked,
     ScenarioOutcomes,
+    Scorecard,
     Scores,
     Target,
     Timeline,
@@ -65,6 +66,26 @@ TARGETS: dict[str, tuple[str, float]] = {
     "legit_blocked_pct": ("<=", 0.5),
     "legit_challenged_pct": ("<=", 2.0),
 }
+
+# The targets of issue 12, on each business profile with the default policy unchanged.
+BUSINESS_TARGETS: dict[str, tuple[str, float]] = {
+    "attack_stopped_pct": (">=", 97.0),
+    "attack_blocked_pct": (">=", 95.0),
+    "attack_cost_stopped_pct": (">=", 99.0),
+    "legit_blocked_pct": ("<=", 0.1),
+    "legit_challenged_pct": ("<=", 1.0),
+    "worst_attack_stopped_pct": (">=", 90.0),
+    "allowed_before_first_stop": ("<=", 10),
+}
+
+
+def _judge(values: Mapping[str, float], bounds: Mapping[str, tuple[str, float]]) -> dict[str, Target]:
+    result: dict[str, Target] = {}
+    for name, (op, bound) in bounds.items():
+        value = values[name]
+        met = value >= bound if op == ">=" else value <= bound
+        result[name] = Target(value, f"{op} {bound:g}", met)
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +146,8 @@ class Tally:
     first_block_ts: float | None = None
     before_first_block: int = 0
     allowed_before_first_block: int = 0
+    stopped_ever: bool = False
+    allowed_before_first_stop: int = 0
     reasons: Counter[str] = field(default_factory=Counter)  # every reason that fired
     stopping_reasons: Counter[str] = field(default_factory=Counter)  # reasons on blocked / challenged
     # the follow-through (enforced decisions): SMS sent at once or after a challenge, and to whom
@@ -154,6 +177,10 @@ class Tally:
                 self.before_first_block += 1
                 if outcome == "allow":
                     self.allowed_before_first_block += 1
+        if outcome != "allow":
+            self.stopped_ever = True
+        elif not self.stopped_ever:
+            self.allowed_before_first_stop += 1
         for code in codes:
             self.reasons[code] += 1
             if outcome != "allow":
@@ -205,6 +232,8 @@ class Tally:
                 if self.first_block_ts is not None and self.first_ts is not None
                 else None
             ),
+            stopped_ever=self.stopped_ever,
+            allowed_before_first_stop=self.allowed_before_first_stop,
         )
         return Outcomes(
             requests=self.requests,
@@ -391,6 +420,7 @@ class Evaluator:
             },
             scenarios=scenarios,
             targets=self.targets() if self.labelled else None,
+            scorecard=self.scorecard() if self.labelled else None,
             blocked={name: breakdown.top() for name, breakdown in self.blocked.items()},
             verdicts=Verdicts(
                 **msgspec.structs.asdict(self.verdicts.summary()),
@@ -428,12 +458,46 @@ class Evaluator:
             "legit_blocked_pct": legit.blocked_pct,
             "legit_challenged_pct": legit.challenged_pct,
         }
-        result: dict[str, Target] = {}
-        for name, (op, bound) in TARGETS.items():
-            value = values[name]
-            met = value >= bound if op == ">=" else value <= bound
-            result[name] = Target(value, f"{op} {bound:g}", met)
-        return result
+        return _judge(values, TARGETS)
+
+    def scorecard(self) -> Scorecard:
+        """The figures of issue 12, from each request's first decision, judged against its targets."""
+        attack = self.by_label.get("attack", Tally()).summary()
+        legit = self.by_label.get("legit", Tally()).summary()
+        attacks = {
+            name: tally.summary()
+            for name, tally in self.by_scenario.items()
+            if self.scenario_label.get(name) == "attack"
+        }
+        worst = min(attacks, key=lambda name: (attacks[name].stopped_pct, name), default=None)
+        latest = max(
+            attacks,
+            key=lambda name: (attacks[name].time_to_detect.allowed_before_first_stop, name),
+            default=None,
+        )
+        values = {
+            "attack_stopped_pct": attack.stopped_pct,
+            "attack_blocked_pct": attack.blocked_pct,
+            "attack_cost_stopped_pct": attack.cost_stopped_pct,
+            "legit_blocked_pct": legit.blocked_pct,
+            "legit_challenged_pct": legit.challenged_pct,
+            "worst_attack_stopped_pct": attacks[worst].stopped_pct if worst is not None else 100.0,
+            "allowed_before_first_stop": (
+                attacks[latest].time_to_detect.allowed_before_first_stop if latest is not None else 0
+            ),
+        }
+        return Scorecard(
+            attack_stopped_pct=values["attack_stopped_pct"],
+            attack_blocked_pct=values["attack_blocked_pct"],
+            attack_cost_stopped_pct=values["attack_cost_stopped_pct"],
+            legit_blocked_pct=values["legit_blocked_pct"],
+            legit_challenged_pct=values["legit_challenged_pct"],
+            worst_attack_scenario=worst,
+            worst_attack_stopped_pct=values["worst_attack_stopped_pct"],
+            allowed_before_first_stop=int(values["allowed_before_first_stop"]),
+            allowed_before_first_stop_scenario=latest,
+            targets=_judge(values, BUSINESS_TARGETS),
+        )
 
 
 def _scenario_order(name: str, evaluator: Evaluator) -> tuple[int, int, str]:
@@ -548,6 +612,32 @@ def evaluate_file(
 
 
 # --- the human table --------------------------------------------------------------------------------------
+
+
+def format_scorecard(card: Scorecard) -> str:
+    """One line per figure of issue 12: the value, the target, and whether it was met."""
+    notes = {
+        "worst_attack_stopped_pct": card.worst_attack_scenario,
+        "allowed_before_first_stop": card.allowed_before_first_stop_scenario,
+    }
+    lines = []
+    for name, target in card.targets.items():
+        value = f"{target.value:,.0f}" if name == "allowed_before_first_stop" else f"{target.value:.2f}%"
+        note = f"  ({notes[name]})" if notes.get(name) else ""
+        verdict = "ok" if target.met else "MISSED"
+        lines.append(f"  {_FIGURE_NAMES[name]:<44} {value:>9}  {target.target:>7}  {verdict:<6}{note}")
+    return "\n".join(lines)
+
+
+_FIGURE_NAMES = {
+    "attack_stopped_pct": "attack requests stopped",
+    "attack_blocked_pct": "attack requests blocked",
+    "attack_cost_stopped_pct": "attack cost stopped",
+    "legit_blocked_pct": "legitimate requests blocked",
+    "legit_challenged_pct": "legitimate requests challenged",
+    "worst_attack_stopped_pct": "worst attack scenario stopped",
+    "allowed_before_first_stop": "attack requests let through before first stop",
+}
 
 
 def format_table(report: Evaluation) -> str:

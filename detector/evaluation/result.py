@@ -9,12 +9,14 @@ import msgspec
 
 
 class Detection(msgspec.Struct, kw_only=True):
-    """How long an attack ran before its first block."""
+    """How long an attack ran before its first block, and before its first stop (a block or a challenge)."""
 
     blocked_ever: bool
     requests_before_first_block: int
     allowed_before_first_block: int
     seconds_to_first_block: float | None
+    stopped_ever: bool = False
+    allowed_before_first_stop: int = 0  # every request allowed when none was ever stopped
 
 
 class FollowThrough(msgspec.Struct, kw_only=True):
@@ -93,6 +95,22 @@ class Target(msgspec.Struct):
     met: bool
 
 
+class Scorecard(msgspec.Struct, kw_only=True):
+    """The figures a default policy must reach on a business it was never tuned on (issue 12), with
+    `targets` saying which it met. "Stopped" is a first decision that blocks or challenges."""
+
+    attack_stopped_pct: float
+    attack_blocked_pct: float
+    attack_cost_stopped_pct: float
+    legit_blocked_pct: float
+    legit_challenged_pct: float
+    worst_attack_scenario: str | None  # the attack scenario with the smallest stopped share
+    worst_attack_stopped_pct: float
+    allowed_before_first_stop: int  # the most attack requests any attack scenario got through first
+    allowed_before_first_stop_scenario: str | None
+    targets: dict[str, Target]
+
+
 class Timeline(msgspec.Struct):
     bucket_seconds: float
     buckets: int
@@ -140,6 +158,7 @@ class Evaluation(msgspec.Struct, kw_only=True):
     challenge_at: float | None = None
     block_at: float | None = None
     closed_loop: ClosedLoopSettings | None = None  # None: challenges were not followed (shadow mode)
+    scorecard: Scorecard | None = None  # None: no labels
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)

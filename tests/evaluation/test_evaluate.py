@@ -12,7 +12,16 @@ from click.testing import CliRunner
 
 from detector.cli.sim import demo as demo_command
 from detector.cli.sim import evaluate as evaluate_command
-from detector.evaluation.evaluate import Evaluator, evaluate_file, format_table, outcome_of, read_meta
+from detector.evaluation.evaluate import (
+    BUSINESS_TARGETS,
+    Evaluator,
+    Tally,
+    evaluate_file,
+    format_scorecard,
+    format_table,
+    outcome_of,
+    read_meta,
+)
 from detector.evaluation.report import render_html
 from detector.evaluation.result import Detection, Evaluation, Outcomes, Target
 from detector.evaluation.sim import price_for, simulate, write_events
@@ -155,10 +164,38 @@ def test_time_to_detect(tmp_path: Path) -> None:
         requests_before_first_block=3,
         allowed_before_first_block=2,
         seconds_to_first_block=50.0,
+        stopped_ever=True,
+        allowed_before_first_stop=2,  # a1, a2; a3 is challenged
     )
     slow = report.scenarios["slow"].time_to_detect
     assert slow.blocked_ever is False and slow.allowed_before_first_block == 1
     assert slow.seconds_to_first_block is None
+    assert slow.stopped_ever is True and slow.allowed_before_first_stop == 1
+
+
+def test_a_scenario_never_stopped_let_every_request_through_before_its_first_stop() -> None:
+    tally = Tally()
+    for index in range(3):
+        tally.add("allow", 0.1, T0 + index, ())
+    detect = tally.summary().time_to_detect
+    assert detect.stopped_ever is False and detect.allowed_before_first_stop == 3
+
+
+def test_the_business_scorecard(tmp_path: Path) -> None:
+    card = evaluate_rows(tmp_path).scorecard
+    assert card is not None
+    uz, ng = price_for("UZ"), price_for("NG")
+    assert card.attack_stopped_pct == 50.0  # a3, a4, a6, s2 of 8
+    assert card.attack_blocked_pct == 25.0  # a4, a6
+    assert card.attack_cost_stopped_pct == pytest.approx(100 * (3 * uz + ng) / (6 * uz + 2 * ng), abs=1e-3)
+    assert (card.legit_blocked_pct, card.legit_challenged_pct) == (25.0, 25.0)
+    # burst and slow both stop half their requests: the tie goes to the first name
+    assert (card.worst_attack_scenario, card.worst_attack_stopped_pct) == ("burst", 50.0)
+    assert (card.allowed_before_first_stop_scenario, card.allowed_before_first_stop) == ("burst", 2)
+    assert card.targets["attack_blocked_pct"] == Target(value=25.0, target=">= 95", met=False)
+    assert card.targets["allowed_before_first_stop"] == Target(value=2, target="<= 10", met=True)
+    assert set(card.targets) == set(BUSINESS_TARGETS)
+    assert "attack requests blocked" in format_scorecard(card)
 
 
 def test_targets_are_judged(tmp_path: Path) -> None:

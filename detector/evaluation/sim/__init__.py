@@ -4,7 +4,8 @@
 (`legit` or `attack`) and `scenario`, and the requests of a scenario whose clients solve challenges
 `challenge_pass_rate` and `challenge_delay_s` (how the evaluation's simulated client answers a challenge);
 the engine ignores them all. The same arguments give the same events,
-byte for byte once written with `write_events`.
+byte for byte once written with `write_events`. `simulate(business="gulf", seed=7)` is a day of one of
+the business profiles (`businesses.BUSINESSES`): every scenario, aimed at and drawn from its market.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from detector.evaluation.sim.businesses import BUSINESSES, profile
 from detector.evaluation.sim.generate import (
     DAY,
     DEFAULT_START,
@@ -25,15 +27,18 @@ from detector.evaluation.sim.generate import (
     sub_rng,
 )
 from detector.evaluation.sim.prices import price_for
-from detector.evaluation.sim.scenarios import MIX, SCENARIOS, Scenario, resolve
+from detector.evaluation.sim.scenarios import ALL, MIX, MIX_MARKET, SCENARIOS, Scenario, resolve
 
 __all__ = [
+    "ALL",
+    "BUSINESSES",
     "DAY",
     "DEFAULT_START",
     "MIX",
     "SCENARIOS",
     "Scenario",
     "price_for",
+    "profile",
     "resolve",
     "simulate",
     "write_events",
@@ -41,18 +46,34 @@ __all__ = [
 
 
 def simulate(
-    scenarios: str | Sequence[str] = MIX,
+    scenarios: str | Sequence[str] | None = None,
     *,
     duration: float = DAY,
     seed: int = 1,
     start: float = DEFAULT_START,
+    business: str | None = None,
     on_scenario: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """The events of `scenarios` over `duration` seconds from `start`, sorted by event time."""
+    """The events of `scenarios` over `duration` seconds from `start`, sorted by event time.
+
+    Without `business`, the mix's market and by default the mix's scenarios; with it, that profile's
+    market and by default every scenario.
+    """
+    market = MIX_MARKET if business is None else profile(business).market
+    busy = market.homes if business is not None else ()  # the mix's books stay as they always were
+    if scenarios is None:
+        scenarios = MIX if business is None else ALL
     names = resolve(scenarios if isinstance(scenarios, str) else list(scenarios))
     if duration <= 0:
         raise ValueError("duration must be positive")
-    run = Run(seed=seed, start=start, duration=duration, numbers=NumberBook(seed), addresses=AddressBook())
+    run = Run(
+        seed=seed,
+        start=start,
+        duration=duration,
+        market=market,
+        numbers=NumberBook(seed, busy=busy),
+        addresses=AddressBook(busy=busy),
+    )
     for name in names:
         scenario = SCENARIOS[name]
         index = list(SCENARIOS).index(name)

@@ -22,7 +22,7 @@ import ipaddress
 import math
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -129,17 +129,31 @@ COUNTRIES: dict[str, Country] = {
         Country("TZ", 3.0, 2, 0.64, 2),
         Country("UG", 3.0, 2, 0.64, 2),
         Country("ZW", 2.0, 2, 0.64, 2),
+        # home markets of the business profiles only (`businesses.py`): no traffic in the mix
+        Country("KW", 3.0, 0, 0.78, 6),
+        Country("QA", 3.0, 0, 0.78, 4),
+        Country("BH", 3.0, 0, 0.78, 3),
+        Country("OM", 4.0, 0, 0.76, 4),
+        Country("MY", 8.0, 0, 0.76, 8),
     )
 }
 
+# More residential /24 blocks for countries that are a business profile's home market, allocated after
+# the table's so that the mix's addresses stay where they were.
+_EXTRA_BLOCKS = {"AE": 14, "SA": 16, "ID": 10, "PH": 8, "TH": 6, "VN": 6}
+
 # Share of OTP requests by local hour (a consumer app: quiet at night, busiest in the evening).
-_HOURLY = (0.30, 0.18, 0.12, 0.10, 0.10, 0.14, 0.30, 0.55, 0.85, 1.00, 1.08, 1.15,
+HOURLY = (0.30, 0.18, 0.12, 0.10, 0.10, 0.14, 0.30, 0.55, 0.85, 1.00, 1.08, 1.15,
            1.20, 1.15, 1.10, 1.10, 1.15, 1.25, 1.40, 1.50, 1.45, 1.25, 0.95, 0.60)  # fmt: skip
-_HOURLY_MEAN = sum(_HOURLY) / 24
-HOURLY_PEAK = max(_HOURLY) / _HOURLY_MEAN
+Curve = tuple[float, ...]  # relative traffic by local hour, 24 values
 
 
-def diurnal(ts: float, utc_offset: float) -> float:
+def curve_peak(curve: Curve) -> float:
+    """The highest value `diurnal` takes on `curve`: the busiest hour over the mean."""
+    return max(curve) / (sum(curve) / 24)
+
+
+def diurnal(ts: float, utc_offset: float, curve: Curve = HOURLY) -> float:
     """Relative traffic (mean 1 over a day) at epoch `ts` in a country `utc_offset` hours from UTC."""
     hour = ((ts / 3600.0) + utc_offset) % 24.0
     low = int(hour)
@@ -150,7 +164,7 @@ def diurnal(ts: float, utc_offset: float) -> float:
         a, b, frac = low, (low + 1) % 24, frac - 0.5
     else:
         frac += 0.5
-    return (_HOURLY[a] * (1 - frac) + _HOURLY[b] * frac) / _HOURLY_MEAN
+    return (curve[a] * (1 - frac) + curve[b] * frac) / (sum(curve) / 24)
 
 
 def arrivals(
@@ -175,8 +189,9 @@ def lognormal(rng: random.Random, median: float, sigma: float) -> float:
 # --- phone numbers ------------------------------------------------------------------------------------
 
 
-def is_valid_mobile(e164: str, region: str) -> bool:
-    """True when phonenumbers' metadata says `e164` is a valid mobile (or fixed/mobile) number of `region`."""
+def is_valid_mobile(e164: str, region: str, types: tuple[int, ...] = _MOBILE_TYPES) -> bool:
+    """True when phonenumbers' metadata says `e164` is a valid number of `region` of one of `types`
+    (mobile or fixed/mobile unless told)."""
     code = _country_code(region)
     nsn = e164[1 + len(code) :]
     if not e164.startswith("+" + code) or not nsn.isdigit() or nsn.startswith("0"):
@@ -187,7 +202,7 @@ def is_valid_mobile(e164: str, region: str) -> bool:
     else:  # the same number without parsing text: twice as fast
         number = phonenumbers.PhoneNumber(country_code=int(code), national_number=int(nsn))
     return phonenumbers.is_valid_number_for_region(number, region) and (
-        phonenumbers.number_type(number) in _MOBILE_TYPES
+        phonenumbers.number_type(number) in types
     )
 
 
@@ -196,36 +211,54 @@ def _country_code(region: str) -> str:
     return str(phonenumbers.country_code_for_region(region))
 
 
+NumberKind = Literal["mobile", "premium_rate"]
+NUMBER_TYPES: dict[NumberKind, tuple[int, ...]] = {
+    "mobile": _MOBILE_TYPES,
+    "premium_rate": (PhoneNumberType.PREMIUM_RATE,),
+}
+
+
 class NumberBook:
-    """Valid mobile numbers per country, spread over many number blocks as real subscribers are."""
+    """Valid mobile numbers per country, spread over many number blocks as real subscribers are.
+
+    A country with many users (`daily` of 500 or more in the table, or one of `busy`) gets five times
+    as many blocks as the others. Premium-rate numbers (`kind="premium_rate"`) come the same way.
+    """
 
     STEM_DIGITS = 4  # a stem is a valid number minus its last 4 digits
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, busy: Collection[str] = ()) -> None:
         self._seed = seed
-        self._stems: dict[str, list[str]] = {}
+        self._busy = frozenset(busy)
+        self._stems: dict[tuple[str, NumberKind], list[str]] = {}
 
-    def stems(self, region: str) -> list[str]:
-        stems = self._stems.get(region)
+    def stems(self, region: str, kind: NumberKind = "mobile") -> list[str]:
+        stems = self._stems.get((region, kind))
         if stems is None:
-            stems = self._stems[region] = self._find_stems(region)
+            stems = self._stems[region, kind] = self._find_stems(region, kind)
         return stems
 
-    def _find_stems(self, region: str) -> list[str]:
-        example = phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
+    def has(self, region: str, kind: NumberKind) -> bool:
+        """Whether phonenumbers knows numbers of `kind` in `region` (many countries list no premium rate)."""
+        return phonenumbers.example_number_for_type(region, NUMBER_TYPES[kind][0]) is not None
+
+    def _find_stems(self, region: str, kind: NumberKind) -> list[str]:
+        types = NUMBER_TYPES[kind]
+        example = phonenumbers.example_number_for_type(region, types[0])
         if example is None:
-            raise ValueError(f"phonenumbers has no example mobile number for {region}")
+            raise ValueError(f"phonenumbers has no example {kind} number for {region}")
         code = str(example.country_code)
         nsn = phonenumbers.national_significant_number(example)
         country = COUNTRIES.get(region)
-        wanted = 240 if country is not None and country.daily >= 500 else 48
-        rng = sub_rng(self._seed, "stems", region)
+        busy = region in self._busy or (country is not None and country.daily >= 500)
+        wanted = 240 if busy and kind == "mobile" else 48
+        rng = sub_rng(self._seed, "stems", region, *([] if kind == "mobile" else [kind]))
         found: dict[str, None] = {}
         for attempt in range(wanted * 30):
             keep = 1 if attempt % 3 else 2  # vary the operator digits too, not only the subscriber digits
             digits = nsn[:keep] + "".join(rng.choice("0123456789") for _ in range(len(nsn) - keep))
             e164 = f"+{code}{digits}"
-            if is_valid_mobile(e164, region):
+            if is_valid_mobile(e164, region, types):
                 found[e164[: -self.STEM_DIGITS]] = None
                 if len(found) >= wanted:
                     break
@@ -233,14 +266,14 @@ class NumberBook:
             found[phonenumbers.format_number(example, PhoneNumberFormat.E164)[: -self.STEM_DIGITS]] = None
         return list(found)
 
-    def random_mobile(self, rng: random.Random, region: str) -> str:
-        stems = self.stems(region)
+    def random_mobile(self, rng: random.Random, region: str, kind: NumberKind = "mobile") -> str:
+        stems = self.stems(region, kind)
         for _ in range(200):
             stem = rng.choice(stems)
             e164 = stem + "".join(rng.choice("0123456789") for _ in range(self.STEM_DIGITS))
-            if is_valid_mobile(e164, region):
+            if is_valid_mobile(e164, region, NUMBER_TYPES[kind]):
                 return e164
-        raise RuntimeError(f"could not draw a valid mobile number for {region}")
+        raise RuntimeError(f"could not draw a valid {kind} number for {region}")
 
     def number_range(self, rng: random.Random, region: str, digits: int) -> str:
         """The leading digits of a range of 10**digits numbers (digits=3: a block of 1000) in `region`."""
@@ -259,10 +292,16 @@ class NumberBook:
         raise RuntimeError(f"no valid number found in the range {stem}…")
 
 
+_ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
 def display_phone(e164: str, region: str, style: str) -> tuple[str, str | None]:
-    """The phone as a client sends it: E.164, international with spaces, or national with `phone_country`."""
+    """The phone as a client sends it: E.164, E.164 in Arabic-Indic digits, international with spaces, or
+    national with `phone_country`."""
     if style == "e164":
         return e164, None
+    if style == "arabic":
+        return e164.translate(_ARABIC_INDIC), None
     number = phonenumbers.parse(e164, None)
     if style == "international":
         return phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL), None
@@ -276,16 +315,22 @@ _SHARED_V4 = ipaddress.IPv4Network("192.0.2.0/24")
 _HOSTING = {
     "hosting-a": (ipaddress.IPv4Network("198.51.100.0/24"), "NL"),
     "hosting-b": (ipaddress.IPv4Network("203.0.113.0/24"), "US"),
+    # consumer VPN exits (the `vpn_users` scenario), in the upper half of 192.0.2.0/24
+    "vpn-nl": (ipaddress.IPv4Network("192.0.2.128/26"), "NL"),
+    "vpn-us": (ipaddress.IPv4Network("192.0.2.192/26"), "US"),
 }
 
 
-def _allocate_blocks() -> dict[str, tuple[int, int]]:
-    """Country → (first /24 index, count) inside 198.18.0.0/15, in table order."""
-    allocation: dict[str, tuple[int, int]] = {}
+def _allocate_blocks() -> dict[str, list[int]]:
+    """Country → its /24 block indices inside 198.18.0.0/15: the table's in table order, then the extra."""
+    allocation: dict[str, list[int]] = {}
     next_block = 0
     for country in COUNTRIES.values():
-        allocation[country.code] = (next_block, country.blocks)
+        allocation[country.code] = list(range(next_block, next_block + country.blocks))
         next_block += country.blocks
+    for code, extra in _EXTRA_BLOCKS.items():
+        allocation[code] += range(next_block, next_block + extra)
+        next_block += extra
     if next_block > 512:
         raise AssertionError(f"{next_block} /24 blocks allocated; 198.18.0.0/15 has 512")
     return allocation
@@ -301,27 +346,35 @@ class AddressBook:
 
     In each /24 block of a country, hosts 1-4 are mobile carrier NAT addresses (shared by many
     subscribers over a day) and 5-239 home broadband; the first block's hosts 240-249 are hotel and airport
-    Wi-Fi and 250-254 offices.
+    Wi-Fi and 250-254 offices. The `busy` countries (a business profile's homes) also use their extra
+    blocks; the others only the table's, so that the mix's addresses do not move.
     """
 
+    def __init__(self, busy: Collection[str] = ()) -> None:
+        self._blocks = {
+            code: blocks if code in busy else blocks[: COUNTRIES[code].blocks]
+            for code, blocks in _BLOCKS.items()
+        }
+
     def _host(self, country: str, block: int, host: int) -> str:
-        first, _ = _BLOCKS[country]
-        return str(_BENCHMARK_V4.network_address + (first + block) * 256 + host)
+        return str(_BENCHMARK_V4.network_address + self._blocks[country][block] * 256 + host)
 
     def residential(self, rng: random.Random, country: str) -> str:
-        _, count = _BLOCKS[country]
+        count = len(self._blocks[country])
         return self._host(country, rng.randrange(count), rng.randrange(_NAT_HOSTS + 1, 240))
 
     def mobile_nat(self, rng: random.Random, country: str) -> str:
         """An address of a mobile carrier's NAT pool: shared by many subscribers over a day."""
-        _, count = _BLOCKS[country]
+        count = len(self._blocks[country])
         return self._host(country, rng.randrange(count), rng.randrange(1, _NAT_HOSTS + 1))
 
     def hotel(self, rng: random.Random, country: str) -> str:
         return self._host(country, 0, rng.randrange(240, 250))
 
-    def office(self, rng: random.Random, country: str) -> str:
-        return self._host(country, 0, rng.randrange(250, 255))
+    def office(self, rng: random.Random, country: str, *, anywhere: bool = False) -> str:
+        """An office's egress address: in the country's first block, or `anywhere` in its blocks."""
+        block = rng.randrange(len(self._blocks[country])) if anywhere else 0
+        return self._host(country, block, rng.randrange(250, 255))
 
     def mobile_v6(self, rng: random.Random, country: str) -> str:
         """A phone on an IPv6 mobile network: its own /64 inside its carrier's /48."""
@@ -332,7 +385,7 @@ class AddressBook:
     def hosting(self, rng: random.Random, provider: str) -> tuple[str, str]:
         """(address, country) of a virtual server at one of two hosting providers."""
         network, country = _HOSTING[provider]
-        return str(network.network_address + rng.randrange(2, 254)), country
+        return str(network.network_address + rng.randrange(2, network.num_addresses - 2)), country
 
     def carrier_nat(self, index: int) -> str:
         """One large carrier-grade NAT address (the `cgnat` scenario), in 192.0.2.0/24."""
@@ -410,13 +463,66 @@ class User:
     signals: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """People in `country` asking for `daily` codes a day, on its clock or on `utc_offset` (a time zone)."""
+
+    country: str
+    daily: int
+    utc_offset: float | None = None
+
+    @property
+    def offset(self) -> float:
+        return COUNTRIES[self.country].utc_offset if self.utc_offset is None else self.utc_offset
+
+
+@dataclass(frozen=True, slots=True)
+class Pumped:
+    """The high-cost countries the pumping attacks send to (each must have address blocks in the table)."""
+
+    burst: tuple[str, str]  # the fixed-IP burst's two waves
+    rotating: str  # the rotating proxies'
+    partial: str  # the partial-signals bot's
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """Who one business's users are, where and when: what its legitimate scenarios draw from, and what
+    the attacks on it aim at. The mix's is `scenarios.MIX_MARKET`; the profiles' are in `businesses.py`."""
+
+    audience: tuple[Audience, ...]  # the `diurnal` scenario: home markets and a little elsewhere
+    homes: tuple[str, ...]  # its home countries, biggest first: marketing spikes, office, VPN users
+    curve: Curve  # relative traffic by local hour
+    cgnat: tuple[tuple[str, int], ...]  # (country, people a day behind one carrier NAT address)
+    traveller_homes: tuple[tuple[str, float], ...]  # (country, weight)
+    visited: tuple[str, ...]
+    travellers_daily: int
+    travellers_offset: float  # the clock the travellers' day follows
+    launch: tuple[str, int]  # (country opened during the day, sessions a day once open)
+    office_daily: int
+    vpn_daily: int
+    home_block: str  # the country of the attack on a number block inside a home market
+    victim: str  # the bombed number's country
+    victim_proxies: tuple[str, ...]  # countries of the bomber's residential proxies
+    farm_exits: str  # the captcha farm's proxy exits: an address from the home market
+    pumped: Pumped
+    arabic_digits: float = 0.0  # share of people whose phone spelling uses Arabic-Indic digits
+    # A carrier NAT address is one of its country's mobile NAT addresses; the mix's share 192.0.2.0/24.
+    carrier_nat_in_country: bool = True
+
+    def daily_of(self, country: str) -> list[Audience]:
+        return [entry for entry in self.audience if entry.country == country]
+
+
 @dataclass(slots=True)
 class Run:
-    """Shared by every scenario of one simulation: seed, time span, number and address books, the events."""
+    """Shared by every scenario of one simulation: seed, time span, market, number and address books,
+    the events."""
 
     seed: int
     start: float
     duration: float
+    market: Market
     numbers: NumberBook
     addresses: AddressBook
     events: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
@@ -554,6 +660,9 @@ def legit_user(
             signals["session_velocity"] = "medium"
     style_roll = rng.random()
     style = "e164" if style_roll < 0.85 else "international" if style_roll < 0.95 else "national"
+    arabic = ctx.run.market.arabic_digits
+    if arabic > 0 and style == "e164" and rng.random() < arabic:
+        style = "arabic"
     device = ctx.new_id() if platform == "app" or rng.random() < 0.9 else None
     resend = (30.0, True) if platform == "app" else (60.0, False)
     return User(
@@ -631,18 +740,22 @@ def diurnal_sessions(
     end: float | None = None,
     boost: Callable[[float], float] | None = None,
     boost_max: float = 1.0,
+    utc_offset: float | None = None,
+    curve: Curve | None = None,
 ) -> Iterator[float]:
-    """Session start times for `daily` sessions a day in `region` following its local day, times `boost`."""
-    country = COUNTRIES[region]
+    """Session start times for `daily` sessions a day in `region` following its local day (the market's
+    curve on the country's clock unless told), times `boost`."""
+    offset = COUNTRIES[region].utc_offset if utc_offset is None else utc_offset
+    shape = ctx.run.market.curve if curve is None else curve
     scale = daily / DAY
 
     def rate(ts: float) -> float:
-        return scale * diurnal(ts, country.utc_offset) * (boost(ts) if boost is not None else 1.0)
+        return scale * diurnal(ts, offset, shape) * (boost(ts) if boost is not None else 1.0)
 
     yield from arrivals(
         ctx.rng,
         ctx.start if start is None else start,
         ctx.end if end is None else end,
         rate,
-        HOURLY_PEAK * scale * boost_max,
+        curve_peak(shape) * scale * boost_max,
     )
