@@ -7,9 +7,10 @@ things are read from counts the store already keeps:
   `home.baseline` (and `home.min_verified` of them) is home. `phone.core_countries`, when set, names home
   countries outright. With fewer than `home.warmup_verified` verified OTPs in all, there is no history yet and
   no country is foreign (unless configured): a new deployment does not challenge its own users;
-* **segments**: requests with an upstream flag (anonymizer, datacenter, bot) to one phone country, and
-  requests from one IP country to another phone country, are judged by their own conversion against the
-  business's. Requests of the last `pending` are left out (their codes may still be verified);
+* **segments**: requests with an upstream flag (anonymizer, datacenter, bot) to one phone country, requests
+  from one IP country to another phone country, and requests to a foreign destination, are judged by their
+  own conversion against the business's. Requests of the last `pending` are left out (their codes may
+  still be verified);
 * **known-good numbers**: a number verified within `rules.known_good.window`.
 """
 
@@ -64,7 +65,7 @@ class Baseline:
             "phone_country": {self._home_window},
         }
         if self._segments.mode != "off":
-            for dim in ("all", "segment", "route"):
+            for dim in ("all", "segment", "route", "phone_country"):
                 wanted.setdefault(dim, set()).update({self._segment_window, self._pending_window})
         if self._known_window is not None:
             wanted["msisdn"] = {self._known_window}

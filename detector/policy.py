@@ -207,6 +207,9 @@ class SegmentsRule(Rule, frozen=True):
     healthy_ratio: float = 0.7  # rate ≥ this × the overall rate: the segment's points are waived
     collapse_ratio: float = 0.3  # rate < this × the overall rate: its points are multiplied by `boost`
     boost: float = 1.5
+    # A foreign destination whose own conversion collapsed (low-and-slow pumping to costly countries)
+    # multiplies its non-home points by this, to the block line. A healthy one keeps its points.
+    foreign_boost: float = 3.0
 
 
 class KnownGoodRule(Rule, frozen=True):

@@ -403,7 +403,11 @@ class Scorer:
                 code = "non_core_destination" if home.basis == "configured" else "non_home_destination"
                 share = round(home.share, 4) if home.basis == "learned" else region
                 threshold = self.policy.home.min_share if home.basis == "learned" else None
-                hits.append(Hit(code, foreign.mode, points=foreign.points, value=share, threshold=threshold))
+                # Only a collapse counts here: a destination that verifies well may still be one an attack
+                # hides among (its users' verifications would otherwise waive the attack's points).
+                collapsed = self._health(hits, "phone_country", counts, label="destination") > 1.0
+                weighted = foreign.points * (rules.segments.foreign_boost if collapsed else 1.0)
+                hits.append(Hit(code, foreign.mode, points=weighted, value=share, threshold=threshold))
         impossible = rules.impossible_client_ip
         if impossible.mode != "off" and subject.ip is not None and subject.ip.impossible:
             hits.append(
@@ -457,7 +461,7 @@ class Scorer:
                 )
         return hits
 
-    def _health(self, hits: list[Hit], dimension: str, counts: Counts | None) -> float:
+    def _health(self, hits: list[Hit], dimension: str, counts: Counts | None, label: str = "") -> float:
         """The factor of a segment's signals, with a reason saying how the segment converts."""
         rule = self.policy.rules.segments
         health = (
@@ -467,11 +471,18 @@ class Scorer:
             return 1.0
         if health.factor == 0.0:
             threshold = round(rule.healthy_ratio * health.overall, 3)
-            hits.append(Hit(f"{dimension}_verifies", rule.mode, value=health.rate, threshold=threshold))
+            hits.append(
+                Hit(f"{label or dimension}_verifies", rule.mode, value=health.rate, threshold=threshold)
+            )
         elif health.factor > 1.0:
             threshold = round(rule.collapse_ratio * health.overall, 3)
             hits.append(
-                Hit(f"{dimension}_conversion_collapse", rule.mode, value=health.rate, threshold=threshold)
+                Hit(
+                    f"{label or dimension}_conversion_collapse",
+                    rule.mode,
+                    value=health.rate,
+                    threshold=threshold,
+                )
             )
         return health.factor if rule.mode == "enforce" else 1.0
 

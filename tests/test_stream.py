@@ -104,6 +104,10 @@ def worker_command() -> list[str]:
 
 
 def worker_env(bootstrap: str, store: str, topics: TopicNames, group: str, **extra: str) -> dict[str, str]:
+    """The environment of `detector worker` processes; every worker of one call shares a Redis namespace of
+    its own, so counters other tests left on the session's Redis (what the engine learned) cannot decide."""
+    if store.startswith("redis") and "namespace=" not in store:
+        store += ("&" if "?" in store else "?") + f"namespace=w{uuid.uuid4().hex[:8]}:"
     env = {key: value for key, value in os.environ.items() if not key.startswith("DETECTOR_")}
     env.update(TEST_SETTINGS)
     env.update({

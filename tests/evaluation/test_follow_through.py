@@ -423,12 +423,21 @@ def test_captcha_farm_numbers_addresses_and_answers() -> None:
     assert price_for("IQ") >= 0.2  # an expensive destination
 
 
-def test_the_default_policy_challenges_the_farm_rather_than_blocking_it(tmp_path: Path) -> None:
-    """Before any challenge is followed (so before passes are counted), the farm's pace draws challenges."""
+def test_the_farm_draws_challenges_until_its_destination_collapses(tmp_path: Path) -> None:
+    """Before any challenge is followed (so before passes are counted), the farm's pace draws challenges, not
+    blocks; what blocks it is its destination's collapsing conversion (and, followed, its passes)."""
     events = tmp_path / "farm.jsonl"
     write_events(simulate("diurnal,captcha_farm", duration=12 * 3600, seed=13), events)
-    farm = evaluate_file(events, follow=False).scenarios["captcha_farm"]
+    blind = load_policy(None)
+    blind = msgspec.structs.replace(
+        blind, rules=msgspec.structs.replace(
+            blind.rules, segments=msgspec.structs.replace(blind.rules.segments, foreign_boost=1.0)
+        ),
+    )  # fmt: skip
+    farm = evaluate_file(events, blind, follow=False).scenarios["captcha_farm"]
     assert farm.challenged_pct >= 95.0 and farm.blocked_pct <= 5.0, farm
+    seen = evaluate_file(events, follow=False).scenarios["captcha_farm"]
+    assert seen.blocked_pct > 50.0, seen
 
 
 def test_the_same_seed_gives_a_byte_identical_evaluation(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -65,11 +66,14 @@ async def test_a_numbers_limit_holds_across_http_and_kafka_workers(
     redis_url: str, quiet_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """10 sends per number per 30 minutes: 6 decided by a worker's engine, 6 over HTTP, 10 allowed in all."""
+    # A namespace of its own: counters the session's other tests left (learned home countries, segments)
+    # must not decide these requests.
+    store_url = f"{redis_url}?namespace=limit-{uuid.uuid4().hex[:8]}:"
     server = ServeProcess(
-        tmp_path, serve_env(redis_url, quiet_policy, DETECTOR_API_TOKENS=TOKEN)
+        tmp_path, serve_env(store_url, quiet_policy, DETECTOR_API_TOKENS=TOKEN)
     ).wait_ready()
     monkeypatch.setenv("DETECTOR_HASH_KEY", HASH_KEY)
-    worker_engine = build_engine(str(quiet_policy), redis_url)  # what `detector worker` builds
+    worker_engine = build_engine(str(quiet_policy), store_url)  # what `detector worker` builds
     phone = unique_phone()
     actions: list[tuple[str, str]] = []
     try:
@@ -101,11 +105,14 @@ async def test_the_limit_holds_when_http_and_worker_race_for_the_last_slots(
     redis_url: str, quiet_policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """15 checks over HTTP and 15 worker decisions, all at once, for one number: exactly 10 allowed."""
+    # A namespace of its own: counters the session's other tests left (learned home countries, segments)
+    # must not decide these requests.
+    store_url = f"{redis_url}?namespace=limit-{uuid.uuid4().hex[:8]}:"
     server = ServeProcess(
-        tmp_path, serve_env(redis_url, quiet_policy, DETECTOR_API_TOKENS=TOKEN)
+        tmp_path, serve_env(store_url, quiet_policy, DETECTOR_API_TOKENS=TOKEN)
     ).wait_ready()
     monkeypatch.setenv("DETECTOR_HASH_KEY", HASH_KEY)
-    worker_engine = build_engine(str(quiet_policy), redis_url)
+    worker_engine = build_engine(str(quiet_policy), store_url)
     phone = unique_phone()
 
     async def over_http(http: httpx.AsyncClient) -> str:
