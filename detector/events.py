@@ -96,12 +96,8 @@ class OtpRequest(msgspec.Struct, frozen=True, tag="otp_request", tag_field="type
             raise ValueError("`request_id` must not be empty - at `$.request_id`")
         if not self.phone:
             raise ValueError("`phone` must not be empty - at `$.phone`")
-        if self.phone_country is not None and not _is_country_code(self.phone_country):
-            raise ValueError(
-                "`phone_country` must be an ISO 3166 alpha-2 code like 'GB' - at `$.phone_country`"
-            )
-        if self.ip_country is not None and not _is_country_code(self.ip_country):
-            raise ValueError("`ip_country` must be an ISO 3166 alpha-2 code like 'GB' - at `$.ip_country`")
+        _check_country(self.phone_country, "phone_country")
+        _check_country(self.ip_country, "ip_country")
         if self.client_ip is None and self.remote_addr is None:
             raise ValueError("a request needs `client_ip`, or `remote_addr` (with optional `forwarded_for`)")
 
@@ -142,6 +138,10 @@ class OtpChallenge(msgspec.Struct, frozen=True, tag="otp_challenge", tag_field="
             raise ValueError("`challenge_id` must not be empty - at `$.challenge_id`")
         if (self.result is None) == (self.token is None):
             raise ValueError("a challenge result needs exactly one of `result` (passed/failed) or `token`")
+        # What it repeats of the request is checked as the request's was (the engine rebuilds the request).
+        if self.phone is not None and not self.phone:
+            raise ValueError("`phone` must not be empty - at `$.phone`")
+        _check_country(self.phone_country, "phone_country")
         if self.phone is not None and self.client_ip is None and self.remote_addr is None:
             raise ValueError("with `phone`, a challenge result repeats `client_ip` or `remote_addr` too")
 
@@ -192,6 +192,11 @@ class Decision(msgspec.Struct, frozen=True, tag="otp_decision", tag_field="type"
     # A decision that replaces an earlier one for the same request_id (a challenge that was passed, failed
     # or expired): the earlier action.
     supersedes: Action | None = None
+
+
+def _check_country(value: str | None, field: str) -> None:
+    if value is not None and not _is_country_code(value):
+        raise ValueError(f"`{field}` must be an ISO 3166 alpha-2 code like 'GB' - at `$.{field}`")
 
 
 def _is_country_code(value: str) -> bool:

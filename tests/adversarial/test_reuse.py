@@ -41,3 +41,15 @@ def test_feedback_for_a_reused_id_credits_the_original_request_only() -> None:
     assert "request_id_reused" in codes(results[1])
     assert results[2].action == "allow"  # the original's redelivery still gets its own stored answer
     assert "request_id_reused" not in codes(results[2])
+
+
+def test_a_challenge_result_with_a_malformed_country_is_a_bad_event_not_an_engine_failure() -> None:
+    """The result repeats the request; each repeated field is checked as the request's was."""
+    import orjson
+
+    from detector.events import BadEvent, parse_event
+
+    raw = {"type": "otp_challenge", "request_id": "r", "challenge_id": "x", "ts": T0, "result": "passed",
+           "phone": "+447400123456", "client_ip": "203.0.113.5", "phone_country": "gb"}  # fmt: skip
+    parsed = parse_event(orjson.dumps(raw))
+    assert isinstance(parsed, BadEvent) and "phone_country" in parsed.error
