@@ -16,7 +16,6 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal, cast
 
 import msgspec
@@ -61,8 +60,7 @@ from detector.state.base import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Network:
+class _Network(msgspec.Struct, frozen=True):
     facts: IpFacts | None
     problem: str | None
     ip_key: str | None

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
+
+L = TypeVar("L", bound=Hashable)  # what names a window in the dicts a `WindowSet` fills
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,7 @@ _NEVER = -(1 << 62)  # the head of a window nothing has reached
 _HEADER = 3  # head, requests, verified; then (requests, verified) per ring cell
 
 
-class WindowSet:
+class WindowSet(Generic[L]):
     """The windows of one kind of entity, every one of them counted in one record per entity.
 
     `labels` name the windows in the dicts `add` and `read` fill; `positions` say which of the caller's
@@ -59,9 +61,9 @@ class WindowSet:
     def __init__(
         self,
         windows: Sequence[Window],
-        labels: Sequence[Hashable],
+        labels: Sequence[L],
         positions: Sequence[int],
-        peaks: Collection[Hashable] = (),
+        peaks: Collection[L] = (),
     ) -> None:
         self.windows = tuple(windows)
         self.labels = tuple(labels)
@@ -86,8 +88,8 @@ class WindowSet:
         buckets: Sequence[int],
         requests: int,
         verified: int,
-        counts: dict[Any, tuple[int, int]] | None = None,
-        peaks: dict[Any, int] | None = None,
+        counts: dict[L, tuple[int, int]] | None = None,
+        peaks: dict[L, int] | None = None,
     ) -> None:
         """Add to each window's bucket (its oldest kept one if the bucket has left the window); put the
         counts after it, and the peaks asked for, in `counts` and `peaks`."""
@@ -111,7 +113,7 @@ class WindowSet:
                     peaks[label] = max(record[base + _HEADER + 1 : base + _HEADER + 2 * cells : 2])
 
     def read(
-        self, record: list[int], buckets: Sequence[int], counts: dict[Any, tuple[int, int]] | None = None
+        self, record: list[int], buckets: Sequence[int], counts: dict[L, tuple[int, int]] | None = None
     ) -> None:
         """Move each window to its bucket (dropping what left it), putting its counts in `counts`."""
         for base, _, cells, position, label, _ in self._layout:
@@ -154,16 +156,16 @@ class BucketCounter:
     __slots__ = ("_record", "_set")
 
     def __init__(self, window: Window) -> None:
-        self._set = WindowSet((window,), (window,), (0,))
+        self._set: WindowSet[Window] = WindowSet((window,), (window,), (0,))
         self._record = self._set.new()
 
     def add(self, ts: float, window: Window, requests: int = 0, verified: int = 0) -> tuple[int, int]:
-        counts: dict[Any, tuple[int, int]] = {}
+        counts: dict[Window, tuple[int, int]] = {}
         self._set.add(self._record, (window.bucket(ts),), requests, verified, counts)
         return counts[window]
 
     def read(self, ts: float, window: Window) -> tuple[int, int]:
-        counts: dict[Any, tuple[int, int]] = {}
+        counts: dict[Window, tuple[int, int]] = {}
         self._set.read(self._record, (window.bucket(ts),), counts)
         return counts[window]
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -90,8 +91,7 @@ class NetworkSet:
         return self.size > 0
 
 
-@dataclass(frozen=True, slots=True)
-class ClientAddress:
+class ClientAddress(msgspec.Struct, frozen=True):
     ip: IPAddress | None
     problem: str | None = None
 
@@ -143,8 +143,7 @@ def subnet_of(address: IPAddress) -> str:
     return str(network)
 
 
-@dataclass(frozen=True, slots=True)
-class IpFacts:
+class IpFacts(msgspec.Struct, frozen=True):
     ip: str
     subnet: str
     allowed: bool

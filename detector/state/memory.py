@@ -56,7 +56,7 @@ class MemoryStore(StoreLifecycle):
         widths = sorted({window.width for windows in every for window in windows})
         self._widths = widths
 
-        def sets(windows: Mapping[str, tuple[Window, ...]]) -> dict[str, WindowSet]:
+        def sets(windows: Mapping[str, tuple[Window, ...]]) -> dict[str, WindowSet[tuple[str, int]]]:
             return {
                 dim: WindowSet(
                     ws, [(dim, w.seconds) for w in ws], [widths.index(w.width) for w in ws], plan.peaks
@@ -66,7 +66,7 @@ class MemoryStore(StoreLifecycle):
 
         self._by_dim = sets(plan.windows)
         self._pass_dims = sets(plan.pass_windows)
-        self._limit = WindowSet((plan.limit_window,), (None,), (0,))
+        self._limit: WindowSet[None] = WindowSet((plan.limit_window,), (None,), (0,))
         self._record_dims = plan.record_dimensions
         self._since_sweep = 0
 
