@@ -45,7 +45,8 @@ class Window:
 
 
 _NEVER = -(1 << 62)  # the head of a window nothing has reached
-_HEADER = 3  # head, requests, verified; then (requests, verified) per ring cell
+_UNKNOWN = -1  # a peak to find again: a bucket holding verified counts left the window
+_HEADER = 4  # head, requests, verified, peak verified; then (requests, verified) per ring cell
 
 
 class WindowSet(Generic[L]):
@@ -56,7 +57,7 @@ class WindowSet(Generic[L]):
     verified bucket is wanted too.
     """
 
-    __slots__ = ("_layout", "_size", "labels", "windows")
+    __slots__ = ("_layout", "_template", "labels", "windows")
 
     def __init__(
         self,
@@ -68,19 +69,16 @@ class WindowSet(Generic[L]):
         self.windows = tuple(windows)
         self.labels = tuple(labels)
         layout = []
-        base = 0
+        template: list[int] = []
         for window, label, position in zip(self.windows, labels, positions, strict=True):
-            cells = window.buckets + 1
+            base, cells = len(template), window.buckets + 1
             layout.append((base, window.buckets, cells, position, label, label in peaks))
-            base += _HEADER + 2 * cells
+            template += [_NEVER, 0, 0, 0] + [0] * (2 * cells)
         self._layout = tuple(layout)
-        self._size = base
+        self._template = template
 
     def new(self) -> list[int]:
-        record = [0] * self._size
-        for base, *_ in self._layout:
-            record[base] = _NEVER
-        return record
+        return self._template.copy()
 
     def add(
         self,
@@ -107,10 +105,12 @@ class WindowSet(Generic[L]):
             if verified:
                 record[cell + 1] += verified
                 record[base + 2] += verified
+                if record[cell + 1] > record[base + 3] >= 0:
+                    record[base + 3] = record[cell + 1]
             if counts is not None:
                 counts[label] = (record[base + 1], record[base + 2])
                 if wants_peak and peaks is not None:
-                    peaks[label] = max(record[base + _HEADER + 1 : base + _HEADER + 2 * cells : 2])
+                    peaks[label] = _peak(record, base, cells)
 
     def read(
         self, record: list[int], buckets: Sequence[int], counts: dict[L, tuple[int, int]] | None = None
@@ -127,10 +127,17 @@ class WindowSet(Generic[L]):
     def peak(self, record: list[int], window: int = 0) -> int:
         """The busiest bucket's verified count of one window."""
         base, _, cells, *_ = self._layout[window]
-        return max(record[base + _HEADER + 1 : base + _HEADER + 2 * cells : 2])
+        return _peak(record, base, cells)
 
     def is_empty(self, record: list[int]) -> bool:
         return not any(record[base + 1] or record[base + 2] for base, *_ in self._layout)
+
+
+def _peak(record: list[int], base: int, cells: int) -> int:
+    peak = record[base + 3]
+    if peak == _UNKNOWN:
+        peak = record[base + 3] = max(record[base + _HEADER + 1 : base + _HEADER + 2 * cells : 2])
+    return peak
 
 
 def _advance(record: list[int], base: int, cells: int, head: int, bucket: int) -> None:
@@ -148,6 +155,8 @@ def _advance(record: list[int], base: int, cells: int, head: int, bucket: int) -
             record[base + 1] -= requests
             record[base + 2] -= verified
             record[cell] = record[cell + 1] = 0
+            if verified:
+                record[base + 3] = _UNKNOWN
 
 
 class BucketCounter:

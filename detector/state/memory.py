@@ -43,14 +43,14 @@ class _Record:
 class MemoryStore(StoreLifecycle):
     def __init__(self, plan: CounterPlan) -> None:
         self.plan = plan
-        # One record per entity holds every window of its dimension (`WindowSet`).
-        self._counters: dict[tuple[str, str], list[int]] = {}
+        # Per dimension, per entity key: one record holding every window of the dimension (`WindowSet`).
+        self._counters: dict[str, dict[str, list[int]]] = {dim: {} for dim in plan.windows}
         self._limits: dict[str, list[int]] = {}
         self._last_seen: dict[str, float] = {}
         self._distinct: dict[str, dict[str, float]] = {}
         self._records: dict[str, _Record] = {}
         self._expiry: list[tuple[float, str]] = []  # a heap: records do not arrive in expiry order
-        self._passes: dict[tuple[str, str], list[int]] = {}
+        self._passes: dict[str, dict[str, list[int]]] = {dim: {} for dim in plan.pass_windows}
         self._quarantines: dict[tuple[str, str], Quarantine] = {}
         every = [*plan.windows.values(), *plan.pass_windows.values()]
         widths = sorted({window.width for windows in every for window in windows})
@@ -66,6 +66,7 @@ class MemoryStore(StoreLifecycle):
 
         self._by_dim = sets(plan.windows)
         self._pass_dims = sets(plan.pass_windows)
+        self._counted = [(dim, self._counters[dim], window_set) for dim, window_set in self._by_dim.items()]
         self._limit: WindowSet[None] = WindowSet((plan.limit_window,), (None,), (0,))
         self._record_dims = plan.record_dimensions
         self._since_sweep = 0
@@ -119,7 +120,7 @@ class MemoryStore(StoreLifecycle):
         counts = Counts()
         keys = item.keys
         if known is None:
-            counted = tuple(keys.get(dim) for dim in self._record_dims)
+            counted = tuple(map(keys.get, self._record_dims))
             self._records[item.request_id] = _Record(ts, counted, item.fingerprint)
             heapq.heappush(self._expiry, (ts + self.plan.record_ttl, item.request_id))
         elif _same_request(known.fingerprint, item.fingerprint):
@@ -128,23 +129,22 @@ class MemoryStore(StoreLifecycle):
         else:
             counts.reused = True
 
-        counters = self._counters
         buckets = [int(ts / width) for width in self._widths]
         windows, peaks = counts.windows, counts.peaks
-        for dim, window_set in self._by_dim.items():
+        for dim, counters, window_set in self._counted:
             key = keys.get(dim)
             if key is None:
                 continue
-            record = counters.get((dim, key))
+            record = counters.get(key)
             if record is None:
-                record = counters[(dim, key)] = window_set.new()
+                record = counters[key] = window_set.new()
             window_set.add(record, buckets, 1, 0, windows, peaks)
 
         for dim, window_set in self._pass_dims.items():
             key = keys.get(dim)
             if key is None:
                 continue
-            passes = self._passes.get((dim, key))
+            passes = self._passes[dim].get(key)
             if passes is None:
                 for label in window_set.labels:
                     counts.passes[label] = 0
@@ -202,14 +202,14 @@ class MemoryStore(StoreLifecycle):
             return "duplicate"
         record.resolved = True
         buckets = [int(record.ts / width) for width in self._widths]
-        counters = self._counters
         for dim, key in zip(self._record_dims, record.keys, strict=True):
             window_set = self._by_dim.get(dim)
             if key is None or window_set is None:
                 continue
-            entity = counters.get((dim, key))
+            counters = self._counters[dim]
+            entity = counters.get(key)
             if entity is None:
-                entity = counters[(dim, key)] = window_set.new()
+                entity = counters[key] = window_set.new()
             window_set.add(entity, buckets, 0, 1)
         return "applied"
 
@@ -232,9 +232,10 @@ class MemoryStore(StoreLifecycle):
             window_set = self._pass_dims.get(dim)
             if key is None or window_set is None:
                 continue
-            entity = self._passes.get((dim, key))
+            passes = self._passes[dim]
+            entity = passes.get(key)
             if entity is None:
-                entity = self._passes[(dim, key)] = window_set.new()
+                entity = passes[key] = window_set.new()
             added: dict[tuple[str, int], tuple[int, int]] = {}
             window_set.add(entity, buckets, 1, 0, added)
             for label, (passed, _) in added.items():
@@ -253,12 +254,13 @@ class MemoryStore(StoreLifecycle):
         """Forget counters whose every bucket has left their window, so memory stays bounded."""
         self._since_sweep = 0
         buckets = [int(now / width) for width in self._widths]
-        for counters, sets in ((self._counters, self._by_dim), (self._passes, self._pass_dims)):
-            for slot, record in list(counters.items()):
-                window_set = sets[slot[0]]
-                window_set.read(record, buckets)
-                if window_set.is_empty(record):
-                    del counters[slot]
+        for by_dim, sets in ((self._counters, self._by_dim), (self._passes, self._pass_dims)):
+            for dim, counters in by_dim.items():
+                window_set = sets[dim]
+                for key, record in list(counters.items()):
+                    window_set.read(record, buckets)
+                    if window_set.is_empty(record):
+                        del counters[key]
         limit_bucket = (self.plan.limit_window.bucket(now),)
         for number, limit in list(self._limits.items()):
             self._limit.read(limit, limit_bucket)
