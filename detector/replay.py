@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import orjson
 
 from detector.engine import Engine
@@ -37,8 +38,7 @@ from detector.events import (
 REORDER_EVENTS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(msgspec.Struct, frozen=True):
     number: int
     event: Event | BadEvent
     ts: float

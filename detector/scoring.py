@@ -298,7 +298,11 @@ class Scorer:
         hits += self._spend_hits(subject, counts)
 
         quarantine = rules.quarantine
-        active = sorted((dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts)
+        active = (
+            sorted((dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts)
+            if counts.quarantines
+            else []
+        )
         if quarantine.mode != "off" and active and not self.baseline.known_good(counts):
             for dim, until in active:
                 hits.append(
