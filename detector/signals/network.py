@@ -139,8 +139,12 @@ class ClientResolver:
 
 
 def subnet_of(address: IPAddress) -> str:
-    network = ipaddress.ip_network(f"{address}/{SUBNET_PREFIX[address.version]}", strict=False)
-    return str(network)
+    """The address's /24 or /64, spelled as `ipaddress` spells the network (integer masks, no objects)."""
+    prefix = SUBNET_PREFIX[address.version]
+    if address.version == 4:
+        value = int(address) >> (32 - prefix) << (32 - prefix)
+        return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}/{prefix}"
+    return f"{ipaddress.IPv6Address(int(address) >> (128 - prefix) << (128 - prefix))}/{prefix}"
 
 
 class IpFacts(msgspec.Struct, frozen=True):
