@@ -339,7 +339,7 @@ class Engine:
             verdict=conclusion.verdict,
             mode=self.policy.mode,
             score=conclusion.score,
-            reasons=tuple(hit.reason() for hit in conclusion.hits),
+            reasons=tuple([hit.reason() for hit in conclusion.hits]),
             policy_version=self.policy.version,
             client_ip=subject.ip.ip if subject.ip else None,
             phone=subject.phone.e164,
@@ -382,7 +382,8 @@ class Engine:
         if not updates:
             return []
         try:
-            return await asyncio.wait_for(self.store.apply(updates), self._timeout)
+            async with asyncio.timeout(self._timeout):  # no task of its own, unlike wait_for
+                return await self.store.apply(updates)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("state store unavailable, applying on_error=%s: %s", self.policy.state.on_error, exc)
             return [None] * len(updates)
@@ -417,7 +418,8 @@ class Engine:
 
     async def _remember(self, fresh: list[Remembered], offences: list[Offence]) -> None:
         try:
-            await asyncio.wait_for(self.store.remember(fresh, offences), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self.store.remember(fresh, offences)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("could not record %d decisions for redelivery: %s", len(fresh), exc)
 
