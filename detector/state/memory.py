@@ -115,7 +115,8 @@ class MemoryStore(StoreLifecycle):
 
     def _observe(self, item: Observation) -> Counts:
         ts = item.ts
-        self._expire(ts)
+        if self._expiry and self._expiry[0][0] <= ts:
+            self._expire(ts)
         known = self._records.get(item.request_id)
         counts = Counts()
         keys = item.keys
@@ -183,8 +184,9 @@ class MemoryStore(StoreLifecycle):
             members = self._distinct.setdefault(address, {})
             members[item.distinct_member] = max(ts, members.get(item.distinct_member, ts))
             horizon = ts - self.plan.distinct_window
-            for member in [m for m, seen in members.items() if seen <= horizon]:
-                del members[member]
+            if min(members.values()) <= horizon:
+                for member in [m for m, seen in members.items() if seen <= horizon]:
+                    del members[member]
             counts.distinct = len(members)
 
         self._since_sweep += 1
