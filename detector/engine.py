@@ -329,7 +329,8 @@ class Engine:
             hits = (
                 static + self.scorer.counted_hits(subject, counts) + self.scorer.context_hits(subject, counts)
             )
-            conclusion = self.scorer.conclude(hits + problems)
+            waited = None if counts.previous_ts is None else subject.ts - counts.previous_ts
+            conclusion = self.scorer.conclude(hits + problems, waited)
         return self._decision(request, subject, conclusion), conclusion
 
     def _decision(self, request: OtpRequest, subject: Subject, conclusion: Conclusion) -> Decision:
