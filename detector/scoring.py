@@ -307,7 +307,10 @@ class Scorer:
 
         quarantine = rules.quarantine
         active = sorted((dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts)
-        if quarantine.mode != "off" and active and not self.baseline.known_good(counts):
+        if quarantine.mode != "off" and active and self.baseline.known_good(counts):
+            exempt = ",".join(dim for dim, _ in active)
+            hits.append(Hit("quarantine_exempt", quarantine.mode, value=exempt))
+        elif quarantine.mode != "off" and active:
             for dim, until in active:
                 hits.append(
                     Hit(
