@@ -247,7 +247,7 @@ def test_breakdowns_reasons_scores_and_timeline(tmp_path: Path) -> None:
     assert sum(scores["legit"]) == 4
     timeline = report.timeline
     assert timeline.buckets == 1
-    assert timeline.series["burst"] == {"allow": [3], "challenge": [1], "block": [2]}
+    assert timeline.series["burst"] == {"allow": [3], "delay": [0], "challenge": [1], "block": [2]}
     reasons = {e.key: e.requests for e in report.verdicts.would_block_by_reason}
     assert reasons == {"ip_10m_velocity": 1, "prefix_1h_velocity": 2, "retry_too_soon": 1}
 
