@@ -10,7 +10,10 @@ and it expires. Requests without a label (real traffic) get no simulated answer.
 A delayed request (`delay`, enforced) is retried by the client's backend once `retry_after` has passed:
 the retry is a new request (the original id with `~retry` and its number), counted by the engine like any
 other, for people and bots alike; its decision is the request's fate. The file's feedback on the original
-follows the retry, as late as the delay made the code. A chain of more than `MAX_RETRIES` is abandoned.
+follows the retry, as late as the delay made the code; when the retry's code is verified, the backend also
+reports `completed_other` for the delayed request(s) it stood for (their flow ended through the retry), so a
+delay is not left counting as an unverified code against the number and its country. A bot never verifies,
+so its delays stay unverified. A chain of more than `MAX_RETRIES` is abandoned.
 
 Every draw comes from a generator seeded by (seed, request id), so the answers do not depend on batch
 boundaries or on what else is in the file: the same file and seed give the same evaluation.
@@ -127,6 +130,7 @@ class ClosedLoop:
     _shift: dict[str, float] = field(default_factory=dict)  # sent after a challenge: seconds later
     _unsent: set[str] = field(default_factory=set)  # challenges that ended without an SMS
     retries: int = 0
+    delays_completed: int = 0  # completed_other reported for delayed requests whose retry was verified
     retry_of: dict[str, str] = field(default_factory=dict)  # a retry's id -> the delayed request's id
     _retried: dict[str, tuple[str, float]] = field(default_factory=dict)  # delayed id -> (retry id, shift)
 
@@ -283,6 +287,14 @@ class ClosedLoop:
 
     def _push(self, line: Line) -> None:
         heapq.heappush(self._pending, (line.ts, next(self._seq), line))
+        event = line.event
+        if isinstance(event, OtpFeedback) and event.outcome == "verified":
+            delayed = self.retry_of.get(event.request_id)
+            while delayed is not None:  # the delayed requests this retry stood for: completed through it
+                done = OtpFeedback(request_id=delayed, ts=event.ts, outcome="completed_other")
+                heapq.heappush(self._pending, (line.ts, next(self._seq), Line(0, done, line.ts)))
+                self.delays_completed += 1
+                delayed = self.retry_of.get(delayed)
 
 
 def _millis(ts: float) -> float:

@@ -663,6 +663,8 @@ def evaluate_file(
             feedback_delayed=loop.feedback_delayed,
             feedback_dropped=loop.dropped,
             not_acted_on=dict(sorted(summary.challenge_status.items())),
+            retries=loop.retries,
+            delays_completed=loop.delays_completed,
         )
     return msgspec.structs.replace(
         report,

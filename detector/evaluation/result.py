@@ -168,6 +168,8 @@ class ClosedLoopSettings(msgspec.Struct, kw_only=True):
     feedback_delayed: int  # the file's feedback on challenges that ended in an SMS, moved that much later
     feedback_dropped: int  # on challenges that did not: nobody enters a code never sent
     not_acted_on: dict[str, int]  # the engine's status for answers that gave no new decision
+    retries: int = 0  # delayed requests asked again after retry_after (new requests)
+    delays_completed: int = 0  # delayed requests reported completed_other once their retry was verified
 
 
 class Evaluation(msgspec.Struct, kw_only=True):

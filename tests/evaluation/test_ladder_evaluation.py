@@ -73,7 +73,11 @@ def test_a_delayed_person_retries_after_the_wait_and_gets_the_code(
     done = legit.follow_through
     assert done is not None and (done.sms_sent, done.users_served) == (1, 1)
     assert done.delay_median_s == pytest.approx(30.0, abs=0.01)
-    assert report.feedback == 1  # the code was entered: the file's feedback followed the retry
+    # the code was entered: the file's feedback followed the retry, and the backend reported the delayed
+    # request completed through it (so it does not count as an unverified code)
+    assert report.feedback == 2
+    assert report.closed_loop is not None
+    assert (report.closed_loop.retries, report.closed_loop.delays_completed) == (1, 1)
 
 
 def test_without_the_closed_loop_a_delay_is_stopped_not_blocked(tmp_path: Path, ladder_policy: Path) -> None:
