@@ -73,7 +73,7 @@ class ScoreConfig(_Strict, frozen=True):
     challenge_at: float = 40.0
     block_at: float = 70.0
     velocity_cap: float = 3.0
-    delay_at: float | None = 35.0
+    delay_at: float | None = None
     delay_for: Duration = "30s"
 
 

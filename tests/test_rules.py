@@ -81,7 +81,7 @@ def test_velocity_scales_with_count_over_threshold_and_is_capped() -> None:
     results = _only(events, rules=rules, score={"challenge_at": 40, "block_at": 59, "velocity_cap": 3})
     scores = [d.score for d in results]
     assert scores[3] == 0 and scores[4] == 20 and scores[9] == 40 and scores[30] == 60
-    assert [d.action for d in results][7:10] == ["allow", "delay", "challenge"]  # 32, 36, 40
+    assert [d.action for d in results][8:10] == ["allow", "challenge"]
     assert results[-1].action == "block"
 
 
