@@ -1,4 +1,4 @@
-"""The delay rung over real HTTP: `detector serve` answers `delay` with `retry_after`, as the contract says."""
+"""The delay rung over real HTTP: `detector serve` answers `delay` with `retry_after`, per the contract."""
 
 from __future__ import annotations
 
