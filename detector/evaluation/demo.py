@@ -188,7 +188,7 @@ def demo_table(result: DemoResult) -> str:
             f"after {loop.legit_delay_s:.0f} s (median), bots never, a CAPTCHA farm mostly; "
             f"{loop.answers:,} answers replayed"
         )
-    if "attack" in labels:
+    if "attack" in labels and report.overall.delayed:  # the delay rung is on (it is off by default)
         attack, legit = labels["attack"], labels.get("legit", NO_OUTCOMES)
         lines.append(
             f"  delayed first (then counted by the retry's decision): {legit.delayed_pct:.2f}% of legitimate "
