@@ -760,6 +760,12 @@ def format_table(report: Evaluation) -> str:
                 "sent = SMS sent, at once or after a passed challenge (for attacks, sent $ is the cost "
                 "leaked); got code = people (sessions) who got one; +delay = median added by a challenge"
             )
+    overall = report.overall
+    if overall.delayed:
+        lines.append(
+            f"delayed first: {overall.delayed:,} requests ({overall.delayed_pct:.2f}%), counted by their "
+            f"retry's decision; {overall.delayed_unsent:,} never ended in a send (counted as stopped)"
+        )
     loop = report.closed_loop
     if loop is not None and loop.not_acted_on:
         statuses = ", ".join(f"{status} {count:,}" for status, count in loop.not_acted_on.items())

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from detector.evaluation.containment import containment_text
-from detector.evaluation.evaluate import evaluate_file
+from detector.evaluation.evaluate import evaluate_file, format_table
 from detector.evaluation.report import render_html
 from detector.events import Decision
 from tests.factories import T0, feedback, request
@@ -86,6 +86,8 @@ def test_without_the_closed_loop_a_delay_is_stopped_not_blocked(tmp_path: Path, 
     legit = report.labels["legit"]
     assert (legit.delayed, legit.delayed_unsent, legit.blocked, legit.allowed) == (1, 1, 0, 0)
     assert legit.stopped_pct == 100.0
+    assert "delayed first: 1 requests (100.00%)" in format_table(report)
+    assert "1 never ended in a send" in format_table(report)
 
 
 def test_a_bots_retries_count_again(tmp_path: Path, ladder_policy: Path) -> None:
