@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from detector.state.base import (
     DISTINCT_DIMENSION,
@@ -29,8 +30,7 @@ from detector.windows import Window, WindowSet
 _SWEEP_EVERY = 200_000
 
 
-@dataclass(slots=True)
-class _Record:
+class _Record(msgspec.Struct, gc=False):  # no cycles: the collector need not walk a record per request
     ts: float
     keys: tuple[str | None, ...]  # the entity key of each of the plan's record dimensions, in order
     fingerprint: str = ""
