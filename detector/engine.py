@@ -16,7 +16,6 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal, cast
 
 import msgspec
@@ -61,8 +60,7 @@ from detector.state.base import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Network:
+class _Network(msgspec.Struct, frozen=True):
     facts: IpFacts | None
     problem: str | None
     ip_key: str | None
@@ -343,7 +341,7 @@ class Engine:
             verdict=conclusion.verdict,
             mode=self.policy.mode,
             score=conclusion.score,
-            reasons=tuple(hit.reason() for hit in conclusion.hits),
+            reasons=tuple([hit.reason() for hit in conclusion.hits]),
             policy_version=self.policy.version,
             client_ip=subject.ip.ip if subject.ip else None,
             phone=subject.phone.e164,
@@ -386,7 +384,8 @@ class Engine:
         if not updates:
             return []
         try:
-            return await asyncio.wait_for(self.store.apply(updates), self._timeout)
+            async with asyncio.timeout(self._timeout):  # no task of its own, unlike wait_for
+                return await self.store.apply(updates)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("state store unavailable, applying on_error=%s: %s", self.policy.state.on_error, exc)
             return [None] * len(updates)
@@ -421,7 +420,8 @@ class Engine:
 
     async def _remember(self, fresh: list[Remembered], offences: list[Offence]) -> None:
         try:
-            await asyncio.wait_for(self.store.remember(fresh, offences), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self.store.remember(fresh, offences)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("could not record %d decisions for redelivery: %s", len(fresh), exc)
 

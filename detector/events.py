@@ -219,8 +219,20 @@ def parse_timestamp(value: float | str) -> float:
 
 def format_timestamp(epoch: float) -> str:
     """RFC 3339 in UTC with milliseconds: one spelling for every event time we write."""
-    text = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
+    moment = datetime.fromtimestamp(epoch, UTC)
+    second = int(epoch)
+    if moment.second != second % 60 or epoch < 0:  # rounded up to the next second, or before 1970
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # Events arrive in time order: the spelling of their second is usually the previous event's.
+    whole = _SECONDS.get(second)
+    if whole is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        whole = _SECONDS[second] = moment.isoformat(timespec="seconds")[:-6]
+    return f"{whole}.{moment.microsecond // 1000:03d}Z"
+
+
+_SECONDS: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS"
 
 
 _convert_type: Any = Event

@@ -7,7 +7,7 @@ rules in enforce mode, and is always allow when the policy is in shadow mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 from detector.baseline import Baseline
 from detector.events import Action, Reason, UpstreamSignals, format_timestamp
@@ -22,8 +22,7 @@ _SEVERITY = {"allow": 0, "delay": 1, "challenge": 2, "block": 3}
 SPEND_DIMENSION = "phone_country"  # the spend circuit breaker's budget is per destination country
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(msgspec.Struct, frozen=True):
     code: str
     mode: RuleMode
     points: float = 0.0
@@ -43,8 +42,7 @@ class Hit:
         )
 
 
-@dataclass(slots=True)
-class Subject:
+class Subject(msgspec.Struct):
     """What is known about one request before anything is counted."""
 
     ts: float
@@ -52,13 +50,12 @@ class Subject:
     ip: IpFacts | None
     ip_country: str | None
     signals: UpstreamSignals | None
-    keys: dict[str, str] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
+    keys: dict[str, str] = msgspec.field(default_factory=dict)
+    problems: list[str] = msgspec.field(default_factory=list)
     clamped_by: float | None = None  # seconds the request's own ts was off its counting time
 
 
-@dataclass(frozen=True, slots=True)
-class Conclusion:
+class Conclusion(msgspec.Struct, frozen=True):
     verdict: Action
     action: Action
     score: float
@@ -306,7 +303,11 @@ class Scorer:
         hits += self._spend_hits(subject, counts)
 
         quarantine = rules.quarantine
-        active = sorted((dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts)
+        active = (
+            sorted((dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts)
+            if counts.quarantines
+            else []
+        )
         if quarantine.mode != "off" and active and self.baseline.known_good(counts):
             exempt = ",".join(dim for dim, _ in active)
             hits.append(Hit("quarantine_exempt", quarantine.mode, value=exempt))
