@@ -243,15 +243,15 @@ def faust_passthrough(bootstrap: str, source: str, target: str, group: str, batc
 
     from detector.kafka.output import KafkaOutput
     from detector.stream.config import StreamConfig
+    from detector.stream.lean import LeanApp, new_event_loop
 
     config = StreamConfig(
         brokers=bootstrap, group_id=group, batch_size=batch_size, session_timeout=10, heartbeat_interval=1
     )
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    loop = new_event_loop()
     output = KafkaOutput(config.bootstrap, f"{group}-output")
     with tempfile.TemporaryDirectory(prefix="bench-faust-") as data_dir:
-        app = faust.App(group, autodiscover=False, **config.faust_settings(data_dir))
+        app = LeanApp(group, autodiscover=False, **config.faust_settings(data_dir))
         topic = app.topic(
             source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )

@@ -397,12 +397,13 @@ def build_app(
     verifier: SiteVerifier | None = None,
 ) -> Any:
     """The Faust app with its agents; `app.pipeline` is the shared `Pipeline`."""
-    import faust
     from mode import CrashingSupervisor
+
+    from detector.stream.lean import LeanApp
 
     output = KafkaOutput(config.bootstrap, f"{config.group_id}-output", config.producer_timeout)
 
-    class DetectorApp(faust.App):
+    class DetectorApp(LeanApp):
         pipeline: Pipeline
 
         async def on_shutdown(self) -> None:
@@ -507,9 +508,9 @@ def run_worker(
 
     from detector.kafka.health import HealthServer
     from detector.kafka.topics import TopicError, ensure_topics
+    from detector.stream.lean import new_event_loop
 
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    loop = new_event_loop()
     names = config.topics.all()
     try:
         counts = loop.run_until_complete(
