@@ -136,18 +136,18 @@ class Pipeline:
         results = await self._process(events, [message.timestamp for message in batch])
 
         acks: list[Awaitable[Any]] = []
+        decisions: list[tuple[bytes, bytes]] = []
         decided: list[Incoming] = []
         unavailable: list[tuple[Incoming, OtpFeedback]] = []
         seen: Counter[str] = Counter()
         actions: Counter[tuple[str, str, str]] = Counter()
         statuses: Counter[str] = Counter()
         store_failed = False
-        send, decisions_topic = self.output.send, self.topics.decisions
         for message, event, result in zip(batch, events, results, strict=True):
             if isinstance(result, Decision):
                 kind_of_event = "otp_challenge" if isinstance(event, OtpChallenge) else "otp_request"
                 seen[kind_of_event if isinstance(event, OtpRequest | OtpChallenge) else "bad"] += 1
-                acks.append(await send(decisions_topic, result.request_id.encode(), encode(result)))
+                decisions.append((result.request_id.encode(), encode(result)))
                 actions[(result.action, result.verdict, result.mode)] += 1
                 decided.append(message)
                 store_failed = store_failed or _store_unavailable(result)
@@ -168,6 +168,7 @@ class Pipeline:
                     unavailable.append((message, event))
                 elif result == "unknown":
                     acks.extend(await self._requeue([message], "unknown"))
+        acks.extend(await self.output.send_many(self.topics.decisions, decisions))
         for event_type, count in seen.items():
             metrics.events_in.labels(kind, event_type).inc(count)
         for labels, count in actions.items():

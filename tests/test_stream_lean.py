@@ -1,0 +1,74 @@
+"""`detector.stream.lean`: when Faust's consumer may hand a message to the conductor without racing the
+delivery against a rebalance. A real Faust app with the worker's settings (no broker needed: the conductor
+is driven by assigning partitions by hand)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from detector.stream.config import StreamConfig
+from detector.stream.lean import LeanApp, LeanConsumer, QuietMonitor, new_event_loop
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = new_event_loop()
+    yield loop
+    loop.close()
+    asyncio.set_event_loop_policy(None)
+
+
+def _app(tmp_path: Path, loop: asyncio.AbstractEventLoop, buffer: int) -> tuple[Any, Any, TP]:
+    config = StreamConfig(brokers="127.0.0.1:9", group_id="lean-test")
+    settings = config.faust_settings(str(tmp_path)) | {"stream_buffer_maxsize": buffer}
+    app = LeanApp("lean-test", autodiscover=False, loop=loop, **settings)
+    topic = app.topic("lean.requests", key_type=bytes, value_type=bytes, value_serializer="raw")
+    app.topics.add(topic)
+    tp = TP("lean.requests", 0)
+    loop.run_until_complete(app.topics.on_partitions_assigned({tp}))
+    app.flow_control.resume()
+    return app, topic, tp
+
+
+def test_the_worker_app_runs_the_lean_consumer_and_the_quiet_monitor(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    app, _, _ = _app(tmp_path, loop, 8)
+    assert isinstance(app.consumer, LeanConsumer)
+    assert isinstance(app.monitor, QuietMonitor)
+    assert type(loop).__module__.startswith("uvloop")
+
+
+def test_a_delivery_is_immediate_only_while_nothing_can_make_it_wait(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    app, topic, tp = _app(tmp_path, loop, 2)
+    consumer = app.consumer
+    assert consumer._can_deliver_now(tp)
+
+    while not topic.queue.full():  # the agent is behind: the subscriber's queue has no room
+        topic.queue.put_nowait(object())
+    assert not consumer._can_deliver_now(tp)
+    while not topic.queue.empty():
+        topic.queue.get_nowait()
+    assert consumer._can_deliver_now(tp)
+
+    app.flow_control.suspend()  # a rebalance starts: Faust suspends the flow into the queues
+    assert not consumer._can_deliver_now(tp)
+    app.flow_control.resume()
+    consumer.suspend_flow.set()
+    assert not consumer._can_deliver_now(tp)
+    consumer.suspend_flow.clear()
+    lock = app.topics._tp_to_callback_lock  # another delivery is waiting inside the conductor
+    loop.run_until_complete(lock.acquire())
+    assert not consumer._can_deliver_now(tp)
+    lock.release()
+    assert consumer._can_deliver_now(tp)
+
+    assert not consumer._can_deliver_now(TP("lean.requests", 1))  # not assigned: no handler
