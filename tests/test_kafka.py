@@ -96,3 +96,16 @@ async def test_send_many_puts_each_key_where_send_would_in_order_and_acknowledge
     assert keyed == {p: [m for m in ms if m[0] is not None] for p, ms in expected.items()}
     assert sorted(m for ms in got.values() for m in ms if m[0] is not None) == sorted(messages[:-1])
     assert [m for ms in got.values() for m in ms if m[0] is None] == [(None, b"no key")]
+
+
+def test_the_partition_hash_is_aiokafkas_murmur2() -> None:
+    """`send_many` places keys by its own murmur2; it must agree with the clients' on every length."""
+    import random
+
+    from aiokafka.partitioner import murmur2
+
+    from detector.kafka.output import kafka_hash
+
+    rng = random.Random(14)
+    keys = [rng.randbytes(rng.randrange(0, 64)) for _ in range(3000)] + [b"", b"\xff" * 7]
+    assert [kafka_hash(key) for key in keys] == [murmur2(key) & 0x7FFFFFFF for key in keys]

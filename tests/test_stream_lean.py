@@ -72,3 +72,25 @@ def test_a_delivery_is_immediate_only_while_nothing_can_make_it_wait(
     assert consumer._can_deliver_now(tp)
 
     assert not consumer._can_deliver_now(TP("lean.requests", 1))  # not assigned: no handler
+
+
+def test_a_consumer_that_found_the_queue_full_waits_until_it_is_half_empty(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    app, topic, tp = _app(tmp_path, loop, 8)
+    queue = topic.queue
+    while not queue.full():
+        queue.put_nowait(object())
+
+    async def drain_to_half() -> bool:
+        waiting = asyncio.ensure_future(app.consumer._room(tp))
+        for _ in range(queue.maxsize - queue.maxsize // 2 - 1):
+            queue.get_nowait()
+            await asyncio.sleep(0.005)  # the agent takes one event at a time
+            if waiting.done():
+                return False
+        queue.get_nowait()  # now half empty
+        await asyncio.wait_for(waiting, 5)
+        return True
+
+    assert loop.run_until_complete(drain_to_half()), "waited until the queue was half empty, not less"

@@ -9,11 +9,11 @@ not be committed. Tests pass a fake `Output`.
 from __future__ import annotations
 
 import asyncio
+import random
+import struct
 from collections.abc import Awaitable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol
-
-from aiokafka.partitioner import DefaultPartitioner
 
 from detector.errors import UnavailableError
 
@@ -56,7 +56,6 @@ class KafkaOutput:
         self.request_timeout = request_timeout
         self._producer: Any = None
         self._lock = asyncio.Lock()
-        self._partitioner = DefaultPartitioner()
 
     async def __aenter__(self) -> KafkaOutput:
         await self.start()
@@ -84,7 +83,8 @@ class KafkaOutput:
         available = list(producer.client.cluster.available_partitions_for_topic(topic) or every)
         by_partition: dict[int, list[Keyed]] = {}
         for key, value in messages:
-            by_partition.setdefault(self._partitioner(key, every, available), []).append((key, value))
+            partition = random.choice(available) if key is None else every[kafka_hash(key) % len(every)]
+            by_partition.setdefault(partition, []).append((key, value))
         acks: list[Awaitable[Any]] = []
         for partition, keyed in by_partition.items():
             batch = producer.create_batch()
@@ -118,3 +118,30 @@ class KafkaOutput:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def kafka_hash(key: bytes) -> int:
+    """The partition hash of Kafka's default partitioner (murmur2 of the key, sign bit cleared), as the
+    Java client and aiokafka compute it, a word at a time rather than a byte at a time."""
+    length = len(key)
+    h = 0x9747B28C ^ length
+    for k in struct.unpack_from(f"<{length >> 2}I", key):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    tail = length & 3
+    if tail:
+        rest = key[length - tail :]
+        if tail == 3:
+            h ^= rest[2] << 16
+        if tail >= 2:
+            h ^= rest[1] << 8
+        h = ((h ^ rest[0]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h & 0x7FFFFFFF

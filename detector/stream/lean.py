@@ -6,7 +6,9 @@ Faust passthrough of `bench.pipeline`, so that the bench's ceiling is the same F
   ``asyncio.wait`` per message, so that a rebalance can cut short a delivery that blocks. A delivery that
   cannot block — flow not suspended, no rebalance under way, Faust's producer buffer not over its limit,
   room in every subscribed queue — completes without yielding to the event loop, so nothing can happen
-  while it runs: `LeanConsumer` awaits it directly and keeps the race for the others.
+  while it runs: `LeanConsumer` awaits it directly and keeps the race for the others. When the agent is
+  behind and its queue full, it waits until the queue is half empty (racing a rebalance once), rather than
+  racing each message into the one free place.
 * `QuietMonitor`: Faust's default sensor keeps per-message timings and counts for its web views, which the
   worker disables; the worker's own Prometheus metrics count per batch.
 * `new_event_loop`: uvloop, whose futures, tasks and sockets cost a fraction of asyncio's.
@@ -94,6 +96,11 @@ class LeanConsumer(faust_aiokafka.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
+                            if not can_deliver_now(tp):
+                                # The agent is behind: wait (a rebalance cuts it short) until the queues
+                                # are half empty, so that the next messages go at once again rather
+                                # than each in a race of its own.
+                                await self.wait_first(self._room(tp), self.suspend_flow.wait())
                             if can_deliver_now(tp):
                                 await callback(message)
                             else:
@@ -116,6 +123,16 @@ class LeanConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(flag_consumer_fetching)
 
+    async def _room(self, tp: Any) -> None:
+        """Until no queue subscribed to `tp` is more than half full."""
+        while any(channel.queue.qsize() > channel.queue.maxsize // 2 for channel in self._channels(tp)):
+            await asyncio.sleep(0.002)
+
+    def _channels(self, tp: Any) -> Any:
+        """The channels (topics) subscribed to `tp`, as the conductor's handler knows them; () if none."""
+        handler = self.app.topics._tp_to_callback.get(tp)  # type: ignore[attr-defined]
+        return getattr(handler, "channels", ())
+
     def _can_deliver_now(self, tp: Any) -> bool:
         """The conductor's delivery of a message of `tp` completes without waiting: flow not suspended,
         no rebalance, no other delivery holding the conductor's lock, Faust's producer buffer within its
@@ -129,11 +146,8 @@ class LeanConsumer(faust_aiokafka.Consumer):
         conductor: Any = app.topics  # faust's Conductor; its ConductorT type lacks the callback map
         if conductor._tp_to_callback_lock.locked():
             return False
-        handler = conductor._tp_to_callback.get(tp)
-        channels = getattr(handler, "channels", None)
-        if channels is None:
-            return False
-        return not any(channel.queue.full() for channel in channels)
+        channels = self._channels(tp)
+        return bool(channels) and not any(channel.queue.full() for channel in channels)
 
 
 class LeanTransport(faust_aiokafka.Transport):
