@@ -124,8 +124,14 @@ class Pipeline:
 
     async def handle(self, kind: Kind, batch: Sequence[Incoming]) -> None:
         """Process one batch; return once Kafka acknowledged everything it produced."""
+        await (await self.submit(kind, batch))
+
+    async def submit(self, kind: Kind, batch: Sequence[Incoming]) -> Awaitable[None]:
+        """Process one batch and hand its output to the producer; what is returned completes once Kafka
+        acknowledged all of it (raising `DeliveryFailed` if it did not), so the next batch can be processed
+        meanwhile."""
         if not batch:
-            return
+            return _done()
         started = time.perf_counter()
         metrics = self.metrics
         metrics.batch_size.labels(kind).observe(len(batch))
@@ -183,12 +189,15 @@ class Pipeline:
             metrics.store_errors.labels("feedback").inc()
             acks.extend(await self._retry_unavailable(kind, unavailable))
 
-        await acknowledged(acks, f"the output of a {kind} batch")
-        now = self.clock()
-        for message in decided:
-            if message.timestamp:
-                metrics.decision_delay.observe(max(0.0, now - message.timestamp))
-        metrics.batch_seconds.labels(kind).observe(time.perf_counter() - started)
+        async def settled() -> None:
+            await acknowledged(acks, f"the output of a {kind} batch")
+            now = self.clock()
+            for message in decided:
+                if message.timestamp:
+                    metrics.decision_delay.observe(max(0.0, now - message.timestamp))
+            metrics.batch_seconds.labels(kind).observe(time.perf_counter() - started)
+
+        return settled()
 
     # ------------------------------------------------------------------ steps
 
@@ -339,6 +348,10 @@ class Pipeline:
             await asyncio.sleep(min(left, 0.05))
 
 
+async def _done() -> None:
+    pass
+
+
 def _store_unavailable(decision: Decision) -> bool:
     """The shared store did not answer for this decision: decided by the policy's fail mode, or counted in
     this process meanwhile (degraded)."""
@@ -442,11 +455,30 @@ def build_app(
         )
 
         async def consume(stream: Any) -> None:
-            async for events in stream.take_events(config.batch_size, within=config.batch_wait):
+            # One batch's output is acknowledged while the next is processed; its events are acked (so
+            # that Faust may commit them) only then. Faust commits an offset only when every message
+            # below it is acked, whatever order the acks come in.
+            async def settle(output: Awaitable[None], events: Sequence[Any]) -> None:
                 try:
-                    await pipeline.handle(kind, [incoming(event.message) for event in events])
+                    await output
                 except Exception as exc:
                     _die(kind, exc)
+                for event in events:
+                    await stream.ack(event)
+
+            in_flight: asyncio.Future[None] | None = None
+            try:
+                async for events in stream.noack_take(config.batch_size, within=config.batch_wait):
+                    try:
+                        output = await pipeline.submit(kind, [incoming(event.message) for event in events])
+                    except Exception as exc:
+                        _die(kind, exc)
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.ensure_future(settle(output, events))
+            finally:
+                if in_flight is not None:
+                    await in_flight
 
         consume.__name__ = consume.__qualname__ = kind
         app.agent(topic, name=f"detector.{kind}", concurrency=1, supervisor_strategy=CrashingSupervisor)(
