@@ -15,11 +15,10 @@ original is found by partition and offset, and matched by the digest keyed with 
 request whose `request_id` can be read gets an ``invalid_request`` decision instead. Any event type is
 accepted on any input topic.
 
-Delivery is at least once. An agent acks a batch's events to Faust — which marks their offsets as
-processed, to be committed by its commit timer — only after Kafka acknowledged every decision, dead letter
-and retry of the batch. Meanwhile it processes the next batch, while Faust takes the one after (batches are
-processed one at a time, in order). A request delivered twice is recognised by the store (its request
-record) and gets the decision stored the first time, without being counted again. If an output
+Delivery is at least once. An agent returns to Faust for the next batch — which is when Faust marks the
+batch's offsets as processed, to be committed by its commit timer — only after Kafka acknowledged every
+decision, dead letter and retry of the batch. A request delivered twice is recognised by the store (its
+request record) and gets the decision stored the first time, without being counted again. If an output
 cannot be published at all, the process exits at once with status 70, without committing, so the batch is
 delivered again to whichever worker takes over.
 
@@ -456,13 +455,9 @@ def build_app(
         )
 
         async def consume(stream: Any) -> None:
-            # Three batches overlap: Faust fills the next while this one is processed (so that a worker
-            # that is behind takes bigger batches), and the previous one's output is acknowledged
-            # meanwhile. Batches are processed one after another, in order. A batch's events are acked (so
-            # that Faust may commit them) only once Kafka took its output; Faust commits an offset only
-            # when every message below it is acked, whatever order the acks come in.
-            taken: asyncio.Queue[Sequence[Any] | None] = asyncio.Queue(maxsize=1)
-
+            # One batch's output is acknowledged while the next is processed; its events are acked (so
+            # that Faust may commit them) only then. Faust commits an offset only when every message
+            # below it is acked, whatever order the acks come in.
             async def settle(output: Awaitable[None], events: Sequence[Any]) -> None:
                 try:
                     await output
@@ -471,29 +466,19 @@ def build_app(
                 for event in events:
                     await stream.ack(event)
 
-            async def process() -> None:
-                in_flight: asyncio.Future[None] | None = None
-                try:
-                    while (events := await taken.get()) is not None:
-                        try:
-                            batch = [incoming(event.message) for event in events]
-                            output = await pipeline.submit(kind, batch)
-                        except Exception as exc:
-                            _die(kind, exc)
-                        if in_flight is not None:
-                            await in_flight
-                        in_flight = asyncio.ensure_future(settle(output, events))
-                finally:
-                    if in_flight is not None:
-                        await in_flight
-
-            processing = asyncio.ensure_future(process())
+            in_flight: asyncio.Future[None] | None = None
             try:
                 async for events in stream.noack_take(config.batch_size, within=config.batch_wait):
-                    await taken.put(events)
-            finally:  # stopping: the batches taken are processed and acknowledged first
-                await taken.put(None)
-                await processing
+                    try:
+                        output = await pipeline.submit(kind, [incoming(event.message) for event in events])
+                    except Exception as exc:
+                        _die(kind, exc)
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.ensure_future(settle(output, events))
+            finally:
+                if in_flight is not None:
+                    await in_flight
 
         consume.__name__ = consume.__qualname__ = kind
         app.agent(topic, name=f"detector.{kind}", concurrency=1, supervisor_strategy=CrashingSupervisor)(
