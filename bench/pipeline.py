@@ -2,7 +2,8 @@
 on the same broker that consume a batch, publish every message and wait for the acks, deciding nothing:
 
 * aiokafka: the bare client, ``getmany`` → ``send`` → commit — the ceiling for any Python consumer here;
-* faust only: the worker's own Faust app settings, ``take_events`` and output producer — what Faust costs.
+* faust only: the worker's own Faust app (`detector.stream.lean`) and settings, ``take_events`` and output
+  producer (`send_many`) — what Faust costs.
 
     python -m bench.pipeline [--requests 50000] [--rates 2000,1000,500] [--seconds 15] [--json out.json]
 
@@ -258,8 +259,8 @@ def faust_passthrough(bootstrap: str, source: str, target: str, group: str, batc
 
         async def forward(stream: Any) -> None:
             async for events in stream.take_events(config.batch_size, within=config.batch_wait):
-                acks = [await output.send(target, event.message.key, event.message.value) for event in events]
-                await asyncio.gather(*acks)
+                messages = [(event.message.key, event.message.value) for event in events]
+                await asyncio.gather(*await output.send_many(target, messages))
 
         app.agent(topic, name="bench.forward")(forward)
         worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
