@@ -15,10 +15,11 @@ original is found by partition and offset, and matched by the digest keyed with 
 request whose `request_id` can be read gets an ``invalid_request`` decision instead. Any event type is
 accepted on any input topic.
 
-Delivery is at least once. An agent returns to Faust for the next batch — which is when Faust marks the
-batch's offsets as processed, to be committed by its commit timer — only after Kafka acknowledged every
-decision, dead letter and retry of the batch. A request delivered twice is recognised by the store (its
-request record) and gets the decision stored the first time, without being counted again. If an output
+Delivery is at least once. An agent acks a batch's events to Faust — which marks their offsets as
+processed, to be committed by its commit timer — only after Kafka acknowledged every decision, dead letter
+and retry of the batch; it processes the next batch meanwhile (one batch in flight). A request delivered
+twice is recognised by the store (its request record) and gets the decision stored the first time, without
+being counted again. If an output
 cannot be published at all, the process exits at once with status 70, without committing, so the batch is
 delivered again to whichever worker takes over.
 
