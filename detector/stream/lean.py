@@ -124,8 +124,8 @@ class LeanConsumer(faust_aiokafka.Consumer):
             unset_flag(flag_consumer_fetching)
 
     async def _room(self, tp: Any) -> None:
-        """Until no queue subscribed to `tp` is more than half full."""
-        while any(channel.queue.qsize() > channel.queue.maxsize // 2 for channel in self._channels(tp)):
+        """Until no queue subscribed to `tp` is more than half full (unbounded ones never are)."""
+        while any(0 < q.maxsize // 2 < q.qsize() for q in (c.queue for c in self._channels(tp))):
             await asyncio.sleep(0.002)
 
     def _channels(self, tp: Any) -> Any:
