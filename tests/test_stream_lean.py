@@ -94,3 +94,52 @@ def test_a_consumer_that_found_the_queue_full_waits_until_it_is_half_empty(
         return True
 
     assert loop.run_until_complete(drain_to_half()), "waited until the queue was half empty, not less"
+
+
+def _message(tp: TP, offset: int) -> Any:
+    from faust.types.tuples import Message
+
+    return Message(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=tp)
+
+
+def test_faust_s_per_message_race_is_skipped_only_when_the_delivery_cannot_block(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Faust's drain loop calls `callback(message)` and `wait_first(delivery, suspend_flow.wait())`: the
+    delivery goes at once, on no task of its own, while there is room; otherwise Faust's race decides."""
+    app, topic, tp = _app(tmp_path, loop, 2)
+    consumer = app.consumer
+    tasks: list[object] = []
+    default_factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        tasks.append(coro)
+        if default_factory is not None:
+            return default_factory(loop, coro, **kwargs)  # type: ignore[no-any-return]
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+
+    async def deliver(offset: int) -> Any:
+        tasks.clear()  # run_until_complete's own task
+        delivery = consumer.callback(_message(tp, offset))
+        return await consumer.wait_first(delivery, consumer.suspend_flow.wait())
+
+    result = loop.run_until_complete(deliver(1))
+    assert not result.stopped and topic.queue.qsize() == 1
+    assert tasks == [], "a delivery with room in the queue needs no task"
+
+    app.flow_control.suspend()  # a rebalance: Faust's own race (tasks), and the flow suspended wins
+    consumer.suspend_flow.set()
+    loop.run_until_complete(deliver(2))
+    assert tasks, "while the flow is suspended the delivery is raced as Faust does it"
+    consumer.suspend_flow.clear()
+    app.flow_control.resume()
+
+    # Other waits of the consumer are Faust's, untouched.
+    async def other_wait() -> None:
+        tasks.clear()
+        await consumer.wait_first(asyncio.sleep(0))
+
+    loop.run_until_complete(other_wait())
+    assert tasks

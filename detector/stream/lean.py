@@ -17,12 +17,14 @@ Faust passthrough of `bench.pipeline`, so that the bench's ceiling is the same F
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
 from faust.sensors import Monitor
-from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.services import WaitResults
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -55,73 +57,42 @@ class QuietMonitor(Monitor):
 
 
 class LeanConsumer(faust_aiokafka.Consumer):
-    """Delivers without the per-message race when the delivery cannot block (see the module's docstring)."""
+    """Delivers without the per-message race when the delivery cannot block (see the module's docstring).
 
-    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - the loop of a live worker
-        """Faust 0.15's loop (`faust.transport.consumer.Consumer._drain_messages`), delivering a message at
-        once when `_can_deliver_now` says the delivery cannot block, and racing it with `suspend_flow`
-        as Faust does otherwise."""
-        callback = self.callback
-        getmany = self.getmany
-        consumer_should_stop = self._stopped.is_set
-        fetcher_should_stop = fetcher._stopped.is_set
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
-        flag_consumer_fetching = faust_consumer.CONSUMER_FETCHING
-        set_flag = self.diag.set_flag
-        unset_flag = self.diag.unset_flag
-        commit_every = self._commit_every
-        acks_enabled_for = self.app.topics.acks_enabled_for
-        can_deliver_now = self._can_deliver_now
-        yield_every = 100
-        num_since_yield = 0
-        sleep = asyncio.sleep
-        try:
-            while not (consumer_should_stop() or fetcher_should_stop()):
-                set_flag(flag_consumer_fetching)
-                ait = getmany(timeout=1.0)
-                await self.sleep(0)
-                if not self.should_stop:
-                    async for tp, message in ait:
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await sleep(0)
-                            num_since_yield = 0
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                                await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                            if not can_deliver_now(tp):
-                                # The agent is behind: wait (a rebalance cuts it short) until the queues
-                                # are half empty, so that the next messages go at once again rather
-                                # than each in a race of its own.
-                                await self.wait_first(self._room(tp), self.suspend_flow.wait())
-                            if can_deliver_now(tp):
-                                await callback(message)
-                            else:
-                                await self.wait_first(callback(message), self.suspend_flow.wait())
-                            set_read_offset(tp, offset)
-                    unset_flag(flag_consumer_fetching)
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                self.log.info("Broker stopped consumer, shutting down...")
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                self.log.info("Consumer shutting down for user cancel.")
-                return
-            raise
-        except Exception as exc:
-            self.log.exception("Drain messages raised: %r", exc)
-            raise
-        finally:
-            unset_flag(flag_consumer_fetching)
+    Faust's drain loop stays as it is; the consumer intercepts the two calls it makes per message:
+    ``callback(message)`` (to learn the message's partition) and
+    ``wait_first(delivery, suspend_flow.wait())``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        deliver = self.callback
+        self._delivery: tuple[Awaitable[Any], Any] | None = None
+
+        def delivering(message: Any) -> Awaitable[Any]:
+            delivery = deliver(message)
+            self._delivery = (delivery, message.tp)
+            return delivery
+
+        self.callback = delivering
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+        pending, self._delivery = self._delivery, None
+        if pending is None or not coros or coros[0] is not pending[0]:
+            return await super().wait_first(*coros, timeout=timeout)
+        delivery, tp = pending
+        rest = coros[1:]
+        if not self._can_deliver_now(tp):
+            # The agent is behind: wait (a rebalance cuts it short) until the queues are half empty, so
+            # that the next messages go at once again rather than each in a race of its own.
+            await super().wait_first(self._room(tp), *rest)
+            rest = (self.suspend_flow.wait(),)
+        if not self._can_deliver_now(tp):
+            return await super().wait_first(delivery, *rest)
+        for other in rest:
+            if inspect.iscoroutine(other):
+                other.close()  # never started: nothing to cancel
+        return WaitResults([delivery], [await delivery], False)
 
     async def _room(self, tp: Any) -> None:
         """Until no queue subscribed to `tp` is more than half full (unbounded ones never are)."""
