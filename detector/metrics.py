@@ -21,15 +21,15 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter
 
 from detector.events import Decision
-from detector.prices import PriceTable
+from detector.prices import PriceTable, load_prices
 
 MAX_REASONS = 200
 STOPPING = frozenset({"block", "challenge", "delay"})
 
 
 class DecisionMetrics:
-    def __init__(self, registry: CollectorRegistry, prices: PriceTable) -> None:
-        self.prices = prices
+    def __init__(self, registry: CollectorRegistry, prices: PriceTable | None = None) -> None:
+        self.prices = prices or load_prices()  # the owner sets the policy's table once it has the policy
         self.decisions = Counter(
             "detector_decisions", "Decisions made", ["action", "verdict", "mode"], registry=registry
         )

@@ -232,7 +232,7 @@ def build() -> dashboard.Dashboard:
                 "currencyUSD",
                 query(f"sum(rate(detector_cost_stopped_total[{rate}])) * 3600", "per hour"),
                 width=9,
-                description="Estimated SMS cost of the requests blocked or challenged.",
+                description="Estimated SMS cost (price file) of requests blocked, challenged or delayed.",
             )
         )
     )

@@ -40,6 +40,7 @@ from detector.events import (
     Phone,
     parse_timestamp,
 )
+from detector.prices import load_prices
 from detector.serve.auth import ApiTokens, BearerGate
 from detector.serve.batcher import BatcherStopped, MicroBatcher
 from detector.serve.metrics import HttpMetrics, ServeMetrics
@@ -181,6 +182,7 @@ class Service:
     batcher: MicroBatcher = field(init=False)
 
     def __post_init__(self) -> None:
+        self.metrics.decided.prices = load_prices(self.engine.policy.spend.prices_file)
         self.batcher = MicroBatcher(
             self.engine, self.max_batch, self.max_in_flight, on_batch=self.metrics.batch
         )

@@ -1,13 +1,12 @@
 """Prometheus metrics of `detector serve`, in a registry of its own, served on its `/metrics`.
 
-Names shared with the Kafka worker mean the same thing, so one dashboard reads both:
-``detector_decisions_total{action, verdict, mode}``, ``detector_feedback_total{status}``,
+Names shared with the Kafka worker mean the same thing, so one dashboard reads both: what decisions say
+(`detector.metrics`: decisions, reasons, degraded decisions, quarantines, cost stopped),
+``detector_feedback_total{status}``,
 ``detector_store_errors_total{operation}``, ``detector_batch_size{topic="http"}``. The service's own:
 
 * ``detector_http_requests_total{route, method, status}`` and ``detector_http_request_seconds{route}``
   (route = the path template, so request ids do not become labels);
-* ``detector_degraded_decisions_total``: decisions made on the process's own counters while the shared
-  store was away (reason ``state_degraded``);
 * ``detector_challenge_results_total{status}``: what became of challenge results (``decided`` or the
   engine's status), and ``detector_siteverify_total{result}`` (passed, failed, error).
 """
@@ -15,7 +14,6 @@ Names shared with the Kafka worker mean the same thing, so one dashboard reads b
 from __future__ import annotations
 
 import time
-from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from detector.engine import Result
 from detector.events import Decision, Event, OtpChallenge, OtpFeedback
+from detector.metrics import DecisionMetrics
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
@@ -44,12 +43,7 @@ class ServeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.decisions = Counter(
-            "detector_decisions", "Decisions made", ["action", "verdict", "mode"], registry=r
-        )
-        self.degraded = Counter(
-            "detector_degraded_decisions", "Decisions on local counters while the store was away", registry=r
-        )
+        self.decided = DecisionMetrics(r)
         self.feedback = Counter(
             "detector_feedback", "Feedback results from the store", ["status"], registry=r
         )
@@ -72,15 +66,12 @@ class ServeMetrics:
     def batch(self, events: Sequence[Event], outcomes: Sequence[Result | BaseException]) -> None:
         """Count one engine call's answers."""
         self.batch_size.labels("http").observe(len(events))
-        decisions: Tally[tuple[str, str, str]] = Tally()
-        degraded = 0
+        decisions: list[Decision] = []
         unavailable: set[str] = set()
         for event, outcome in zip(events, outcomes, strict=True):
             if isinstance(outcome, Decision):
-                decisions[(outcome.action, outcome.verdict, outcome.mode)] += 1
-                codes = {reason.code for reason in outcome.reasons}
-                degraded += "state_degraded" in codes
-                if "state_unavailable" in codes:
+                decisions.append(outcome)
+                if any(reason.code == "state_unavailable" for reason in outcome.reasons):
                     unavailable.add("decide")
                 if isinstance(event, OtpChallenge):
                     self.challenges.labels("decided").inc()
@@ -93,10 +84,7 @@ class ServeMetrics:
                     self.challenges.labels(outcome).inc()
                     if outcome == "unavailable":
                         unavailable.add("challenge")
-        for labels, count in decisions.items():
-            self.decisions.labels(*labels).inc(count)
-        if degraded:
-            self.degraded.inc(degraded)
+        self.decided.observe(decisions)
         for operation in unavailable:
             self.store_errors.labels(operation).inc()
 

@@ -74,6 +74,7 @@ from detector.events import (
 from detector.kafka.exit import exit_without_commit
 from detector.kafka.output import KafkaOutput, Output, acknowledged
 from detector.kafka.topics import TopicNames
+from detector.prices import load_prices
 from detector.stream.config import StreamConfig
 from detector.stream.metrics import Metrics
 
@@ -122,6 +123,7 @@ class Pipeline:
         self.hurry = hurry  # true when the worker is stopping or rebalancing: cut waits short
         self.clock = clock
         self.store_answered = True  # the last batch's decisions came from the store (readiness)
+        metrics.decided.prices = load_prices(engine.policy.spend.prices_file)
 
     async def handle(self, kind: Kind, batch: Sequence[Incoming]) -> None:
         """Process one batch; return once Kafka acknowledged everything it produced."""
@@ -144,10 +146,10 @@ class Pipeline:
 
         acks: list[Awaitable[Any]] = []
         decisions: list[tuple[bytes, bytes]] = []
+        made: list[Decision] = []
         decided: list[Incoming] = []
         unavailable: list[tuple[Incoming, OtpFeedback]] = []
         seen: Counter[str] = Counter()
-        actions: Counter[tuple[str, str, str]] = Counter()
         statuses: Counter[str] = Counter()
         store_failed = False
         for message, event, result in zip(batch, events, results, strict=True):
@@ -155,7 +157,7 @@ class Pipeline:
                 kind_of_event = "otp_challenge" if isinstance(event, OtpChallenge) else "otp_request"
                 seen[kind_of_event if isinstance(event, OtpRequest | OtpChallenge) else "bad"] += 1
                 decisions.append((result.request_id.encode(), encode(result)))
-                actions[(result.action, result.verdict, result.mode)] += 1
+                made.append(result)
                 decided.append(message)
                 store_failed = store_failed or _store_unavailable(result)
             elif isinstance(result, BadEvent):
@@ -178,8 +180,7 @@ class Pipeline:
         acks.extend(await self.output.send_many(self.topics.decisions, decisions))
         for event_type, count in seen.items():
             metrics.events_in.labels(kind, event_type).inc(count)
-        for labels, count in actions.items():
-            metrics.decisions.labels(*labels).inc(count)
+        metrics.decided.observe(made)
         for status, count in statuses.items():
             metrics.feedback.labels(status).inc(count)
         if store_failed:

@@ -4,7 +4,9 @@ Every name starts with ``detector_``:
 
 * ``events_in_total{topic, type}``: messages read, by input topic kind (requests, feedback, feedback_retry)
   and what they turned out to be (otp_request, otp_feedback, bad);
-* ``decisions_total{action, verdict, mode}``: decisions published (the events out);
+* what decisions say (``decisions_total{action, verdict, mode}``, ``decision_reasons_total{reason}``,
+  ``degraded_decisions_total``, ``quarantines_total{kind}``, ``cost_stopped_total``): `detector.metrics`,
+  shared with `detector serve`;
 * ``feedback_total{status}``: feedback results from the store (applied, duplicate, failed, unknown,
   unavailable — each attempt counts);
 * ``challenge_results_total{status}``: challenge results that ended in no decision (unknown, mismatch,
@@ -24,6 +26,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from detector.kafka.metrics import MetricSet
+from detector.metrics import DecisionMetrics
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -35,9 +38,7 @@ class Metrics(MetricSet):
         self.events_in = self.counter(
             "detector_events_in", "Messages read, by input topic and event type", ["topic", "type"]
         )
-        self.decisions = self.counter(
-            "detector_decisions", "Decisions published", ["action", "verdict", "mode"]
-        )
+        self.decided = DecisionMetrics(self.registry)
         self.feedback = self.counter("detector_feedback", "Feedback results from the store", ["status"])
         self.challenges = self.counter(
             "detector_challenge_results",
