@@ -11,9 +11,11 @@ store on the same batches (the machine may be shared: the ratio compares runs a 
 Columns: events/s and the p50/p99 latency of one `apply(batch)`; RT/event, the store's round trips (waits
 for an answer the next write depends on: two per batch) per event; writes/event, every write on the wire
 (redis-py's `Connection.send_packed_command`, counted independently of the store: a flight writes once per
-chunk and once more); client CPU (this process) and server CPU (EVALSHA and SCRIPT LOAD usec, INFO
-commandstats) per event. Memory: ``MEMORY USAGE`` of every key the whole-engine run left, grouped by kind,
-and ``used_memory`` before/after.
+chunk and once more); client CPU (this process) and server CPU per event, the latter twice: the
+server's own CPU time (``used_cpu_user`` + ``used_cpu_sys`` deltas of INFO cpu, everything it did, the socket
+work included) and the scripts' time alone (EVALSHA and SCRIPT LOAD usec, INFO commandstats); the memory
+store's events/s on the same batches is the ceiling. Memory: ``MEMORY USAGE`` of every key the
+whole-engine run left, grouped by kind, and ``used_memory`` before/after.
 """
 
 from __future__ import annotations
@@ -86,6 +88,12 @@ def updates(requests: int) -> list[Update]:
     return out
 
 
+async def _server_cpu(client: Redis) -> float:
+    """The server's CPU seconds so far (user + system, all its threads), from INFO cpu."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
@@ -150,7 +158,7 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
     before = (await client.info("memory"))["used_memory"]
     print(
         f"  {'batch':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RT/event':>9} {'writes/event':>12} "
-        f"{'client CPU':>10} {'server CPU':>10} {'memory ev/s':>11} {'ratio':>6}"
+        f"{'client CPU':>10} {'server CPU':>10} {'scripts':>10} {'memory ev/s':>11} {'ratio':>6}"
     )
     for size in sizes:
         seconds, _ = await drive(MemoryStore(plan), stream, size)
@@ -163,12 +171,14 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
         rest = stream[1:]
         store.round_trips = 0
         await client.config_resetstat()
+        server_cpu = await _server_cpu(client)
         cpu = time.process_time()
         with WireCounter() as wire:
             seconds, latencies = await drive(store, rest, size)
         cpu = time.process_time() - cpu
+        server_cpu = await _server_cpu(client) - server_cpu
         stats = await client.info("commandstats")
-        server = sum(
+        scripts = sum(
             stats.get(name, {}).get("usec", 0) for name in ("cmdstat_evalsha", "cmdstat_script|load")
         )
         await store.close()
@@ -177,7 +187,8 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
             f"  {size:>5} {rate:>9,.0f} {_percentile(latencies, 0.5) * 1e3:>7.2f} "
             f"{_percentile(latencies, 0.99) * 1e3:>7.2f} {store.round_trips / len(rest):>9.4f} "
             f"{wire.sends / len(rest):>12.4f} {cpu / len(rest) * 1e6:>7.1f} us "
-            f"{server / len(rest):>7.1f} us {memory_rate:>11,.0f} {rate / memory_rate:>6.3f}"
+            f"{server_cpu / len(rest) * 1e6:>7.1f} us {scripts / len(rest):>7.1f} us "
+            f"{memory_rate:>11,.0f} {rate / memory_rate:>6.3f}"
         )
     after = (await client.info("memory"))["used_memory"]
     await client.aclose()
@@ -191,6 +202,8 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
     namespace = f"engine-{os.getpid()}:"
     rates = {}
     trips = 0.0
+    engine_client = Redis.from_url(url)
+    engine_server = 0.0
     # A generous store deadline, so the figure is throughput: with the default 250 ms a slow batch fails open.
     policy = policy_from_data(merge(default_policy_data(), {"state": {"timeout_ms": 30_000}}))
     for name in ("memory", "redis"):
@@ -201,16 +214,20 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
         )  # fmt: skip
         engine = Engine(policy, engine_store, KeyedHasher(b"bench-key-" * 4))
         events = [parse_event(line) for line in lines]
+        engine_server = await _server_cpu(engine_client)
         started = time.perf_counter()
         for start in range(0, len(events), 500):
             await engine.process(events[start : start + 500])
         rates[name] = len(events) / (time.perf_counter() - started)
         if isinstance(engine_store, RedisStore):
             trips = engine_store.round_trips / len(events)
+            engine_server = (await _server_cpu(engine_client) - engine_server) / len(events)
         await engine_store.close()
+    await engine_client.aclose()
     print(
         f"  whole engine at batch 500 (parse excluded, decisions remembered): "
-        f"redis {rates['redis']:,.0f} events/s ({trips:.4f} RT/event), "
+        f"redis {rates['redis']:,.0f} events/s ({trips:.4f} RT/event, "
+        f"server CPU {engine_server * 1e6:.1f} us/event), "
         f"memory {rates['memory']:,.0f} events/s, "
         f"ratio {rates['redis'] / rates['memory']:.3f}"
     )
