@@ -510,9 +510,35 @@ async def test_no_number_or_address_anywhere_and_every_key_expires(
 
 
 async def test_every_script_call_stays_in_one_cluster_slot(store_factory: Callable[..., RedisStore]) -> None:
+    """The calls a cluster gets (one pipeline per round trip, split by node) each touch one hash slot."""
     rng = random.Random(3)
     plan = small_plan()
     store = store_factory(plan, shards=64)
+    store._pool = None  # the cluster's path, on the one server this test has
+    store._per_shard = 1
+    calls: list[tuple[Any, ...]] = []
+    execute = store._execute
+
+    async def spy(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        calls.extend(commands)
+        return await execute(commands)
+
+    store._execute = spy  # type: ignore[method-assign]
+    stream = random_stream(rng, 400)
+    await run_both(store, MemoryStore(plan), batches(stream, rng, [100]))
+    assert len(calls) > 64
+    for command in calls:
+        assert command[0] == "EVALSHA"
+        keys = command[3 : 3 + command[2]]
+        assert keys, command[:4]
+        assert len({key_slot(key) for key in keys}) == 1, keys
+
+
+async def test_one_server_gets_one_call_per_chunk_and_kind(store_factory: Callable[..., RedisStore]) -> None:
+    """On one server a chunk's claims go in one call and its counts in another, whatever their shards."""
+    rng = random.Random(3)
+    plan = small_plan()
+    store = store_factory(plan, shards=64, chunk_size=50)
     calls: list[tuple[Any, ...]] = []
     send = store._send
 
@@ -523,12 +549,11 @@ async def test_every_script_call_stays_in_one_cluster_slot(store_factory: Callab
     store._send = spy  # type: ignore[method-assign]
     stream = random_stream(rng, 400)
     await run_both(store, MemoryStore(plan), batches(stream, rng, [100]))
-    assert len(calls) > 64
-    for command in calls:
-        assert command[0] == "EVALSHA"
-        keys = command[3 : 3 + command[2]]
-        assert keys, command[:4]
-        assert len({key_slot(key) for key in keys}) == 1, keys
+    chunks = -(-len(stream) // 50)
+    kinds = [command[3 + command[2]] for command in calls]
+    assert kinds.count("Q") == chunks
+    assert 0 < kinds.count("E") <= chunks + kinds.count("R")  # remember: one call of each, quarantines
+    assert max(len({key_slot(key) for key in command[3 : 3 + command[2]]}) for command in calls) > 1
 
 
 # --------------------------------------------------------------------------- Redis Cluster

@@ -104,7 +104,9 @@ class _Dimension:
         quarantinable = name in plan.quarantine_dimensions
         if quarantinable:  # a quarantine, and the memory of its offences, outlive the counts
             lifetime = max(lifetime, float(max(plan.quarantine_ttls) + plan.quarantine_forget))
-        config: list[int] = [_ms(lifetime), len(windows), int(quarantinable)]
+        # The TTL is set again once 1% of it has passed since it last was: a key outlives its last write by
+        # at least 99% of its lifetime, longer than its longest window by most of a bucket.
+        config: list[int] = [_ms(lifetime), _ms(lifetime / 100), len(windows), int(quarantinable)]
         for window, peak in zip(windows, peaks, strict=True):
             config += [window.seconds, window.buckets, int(peak)]
         for window in passes:
@@ -214,6 +216,9 @@ class RedisStore(StoreLifecycle):
         # One Redis server: batches go out as one pipelined flight on a connection of this pool. A cluster
         # (None): as two pipelines that redis-py's cluster client splits by node.
         self._pool = client.connection_pool if isinstance(client, Redis) else None
+        # A cluster needs a call per hash tag (1: calls grouped by shard); one server takes one call per
+        # chunk and kind whatever the tags of its keys (0: every shard in group 0), which costs it less.
+        self._per_shard = 0 if self._pool is not None else 1
 
     @classmethod
     def from_url(
@@ -284,6 +289,7 @@ class RedisStore(StoreLifecycle):
         shards: dict[int, _Shard] = {}
         for entry in decisions:
             number, name = self.record_key(entry.request_id)
+            number *= self._per_shard
             shard = shards.get(number)
             if shard is None:
                 shard = shards[number] = _Shard()
@@ -443,10 +449,12 @@ class RedisStore(StoreLifecycle):
     def _claims(self, items: Sequence[Update]) -> tuple[list[_Shard], list[_Shard]]:
         """The ``Q`` calls of `items` (one per shard) and the shard of each item."""
         record_key = self.record_key
+        per_shard = self._per_shard
         shards: dict[int, _Shard] = {}
         places: list[_Shard] = []
         for item in items:
             number, name = record_key(item.request_id)
+            number *= per_shard
             shard = shards.get(number)
             if shard is None:
                 shard = shards[number] = _Shard()
@@ -568,9 +576,9 @@ class RedisStore(StoreLifecycle):
         """(shard, key index) of an entity new to this batch (the caller looked in `entities` first)."""
         name = f"{dimension.name}:{key}".encode()
         number = zlib.crc32(name) % self.shards
-        shard = shards.get(number)
+        shard = shards.get(number * self._per_shard)
         if shard is None:
-            shard = shards[number] = _Shard()
+            shard = shards[number * self._per_shard] = _Shard()
         shard.keys.append(self._prefixes[number] + name)
         shard.dims.append(dimension.index)
         found = entities[(dimension.name, key)] = (shard, len(shard.keys))

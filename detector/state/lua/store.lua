@@ -153,8 +153,8 @@ if op ~= 'E' then return redis.error_reply('unknown op ' .. tostring(op)) end
 
 -- entities. ARGV: 'E', the dimension index of each key (msgpack), operations (msgpack, flat, batch order),
 -- configuration (msgpack): {limit, limit seconds, limit buckets, distinct window, then per dimension
--- {ttl (ms), n, quarantinable (1/0), seconds, buckets, peak (1/0) of each of its n windows, then seconds,
--- buckets of each of its windows of challenges passed}, and last {forget after, ttl of the 1st offence,
+-- {ttl (ms), refresh (ms), n, quarantinable (1/0), seconds, buckets, peak (1/0) of each of its n windows,
+-- then seconds, buckets of each of its windows of challenges passed}, and last {forget after, ttl of the 1st offence,
 -- of the 2nd, ...} of quarantines}.
 -- operation: key index, code, event time ts, then for code 5 the member, for code 7 the label:
 --   1  count a request in every window; answer requests, verified (and the peak) of each, then the
@@ -206,14 +206,14 @@ local function add(w, b, dr, dv)
   if b < w[2] - w[1] then b = w[2] - w[1] end  -- too late for its own bucket: the oldest kept one
   w[3] = w[3] + dr
   w[4] = w[4] + dv
-  for c = 5, #w, 3 do
+  local n = #w
+  for c = n - 2, 5, -3 do  -- newest first: nearly every event lands in the newest bucket
     if w[c] == b then
       w[c + 1] = w[c + 1] + dr
       w[c + 2] = w[c + 2] + dv
       return
     end
   end
-  local n = #w
   w[n + 1], w[n + 2], w[n + 3] = b, dr, dv
 end
 
@@ -248,8 +248,8 @@ while p <= total do
   end
   if code == 1 or code == 2 then
     local c = cfg[4 + dims[k]]
-    local last = 3 + 3 * c[2]
-    for w = 4, last, 3 do
+    local last = 4 + 3 * c[3]
+    for w = 5, last, 3 do
       local seconds, buckets = c[w], c[w + 1]
       local b = floor(ts / (seconds / buckets))
       local s = state[seconds]
@@ -281,7 +281,7 @@ while p <= total do
           out[o] = 0
         end
       end
-      if c[3] == 1 then
+      if c[4] == 1 then
         local q = state.Q
         out[o + 1], out[o + 2] = q and q[1] or 0, q and q[2] or 0
         o = o + 2
@@ -291,7 +291,7 @@ while p <= total do
     local c = cfg[4 + dims[k]]
     local passes = state.P or {}
     state.P = passes
-    for w = 4 + 3 * c[2], #c, 2 do
+    for w = 5 + 3 * c[3], #c, 2 do
       local seconds, buckets = c[w], c[w + 1]
       local b = floor(ts / (seconds / buckets))
       local s = passes[seconds]
@@ -365,8 +365,19 @@ while p <= total do
     return redis.error_reply('unknown entity operation ' .. tostring(code))
   end
 end
+-- The TTL is set (PX) when a key is created and again once `refresh` ms of wall-clock time have passed since
+-- it last was (kept in the state as e); every other write keeps it (KEEPTTL), which costs Redis half as much.
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + floor(clock[2] / 1000)
 for j = 1, #touched do
   local k = touched[j]
-  redis.call('SET', KEYS[k], cmsgpack.pack(states[k]), 'PX', cfg[4 + dims[k]][1])
+  local state, c = states[k], cfg[4 + dims[k]]
+  local e = state.e
+  if e and now - e < c[2] and now >= e then
+    redis.call('SET', KEYS[k], cmsgpack.pack(state), 'KEEPTTL')
+  else
+    state.e = now
+    redis.call('SET', KEYS[k], cmsgpack.pack(state), 'PX', c[1])
+  end
 end
 return cmsgpack.pack(out)
