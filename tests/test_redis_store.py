@@ -47,7 +47,7 @@ from detector.state.base import (
     Update,
 )
 from detector.state.memory import MemoryStore
-from detector.state.redis import RedisStore, _hiredis_packing, unpack_decision
+from detector.state.redis import SCRIPT_SHA, RedisStore, _hiredis_packing, unpack_decision
 from detector.testing.services import RedisServer, free_port, redis_ping
 from detector.windows import Window
 
@@ -299,6 +299,24 @@ async def test_a_flushed_script_cache_is_reloaded(
     assert_same(got, want, stream)
 
 
+async def test_a_script_flushed_before_remember_is_reloaded(
+    store_factory: Callable[..., RedisStore], redis_url: str
+) -> None:
+    plan = small_plan()
+    store = store_factory(plan)
+    admin = Redis.from_url(redis_url)
+    try:
+        await store.apply([Observation("a", T0, {"msisdn": "n", "ip": "i"})])
+        await admin.script_flush()
+        await store.remember([Remembered("a", T0, b"kept")], [Offence("ip", "i", T0, "an address")])
+        assert await admin.script_exists(SCRIPT_SHA) == [True]
+    finally:
+        await admin.aclose()
+    [again] = await store.apply([Observation("a", T0 + 1, {"msisdn": "n", "ip": "i"})])
+    assert again == Counts(duplicate=True, stored_decision=b"kept")
+    assert [q.key for q in await store.quarantines(T0 + 1)] == ["i"]
+
+
 async def test_decisions_are_shared_between_stores_byte_for_byte(
     store_factory: Callable[..., RedisStore],
 ) -> None:
@@ -535,15 +553,18 @@ async def test_every_script_call_stays_in_one_cluster_slot(store_factory: Callab
 
 
 async def test_one_server_gets_one_call_per_chunk_and_kind(store_factory: Callable[..., RedisStore]) -> None:
-    """On one server a chunk's claims go in one call and its counts in another, whatever their shards."""
+    """On one server a chunk's claims go in one call and its counts in another, whatever their shards; the
+    script is sent once per connection, not with every flight."""
     rng = random.Random(3)
     plan = small_plan()
     store = store_factory(plan, shards=64, chunk_size=50)
     calls: list[tuple[Any, ...]] = []
+    loads: list[tuple[Any, ...]] = []
     send = store._send
 
     async def spy(connection: Any, commands: list[tuple[Any, ...]]) -> None:
         calls.extend(command for command in commands if command[0] != b"SCRIPT")
+        loads.extend(command for command in commands if command[0] == b"SCRIPT")
         await send(connection, commands)
 
     store._send = spy  # type: ignore[method-assign]
@@ -554,6 +575,7 @@ async def test_one_server_gets_one_call_per_chunk_and_kind(store_factory: Callab
     assert kinds.count("Q") == chunks
     assert 0 < kinds.count("E") <= chunks + kinds.count("R")  # remember: one call of each, quarantines
     assert max(len({key_slot(key) for key in command[3 : 3 + command[2]]}) for command in calls) > 1
+    assert len(loads) == 1, loads
 
 
 # --------------------------------------------------------------------------- Redis Cluster

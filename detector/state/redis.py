@@ -106,7 +106,8 @@ class _Dimension:
             lifetime = max(lifetime, float(max(plan.quarantine_ttls) + plan.quarantine_forget))
         # The TTL is set again once 1% of it has passed since it last was: a key outlives its last write by
         # at least 99% of its lifetime, longer than its longest window by most of a bucket.
-        config: list[int] = [_ms(lifetime), _ms(lifetime / 100), len(windows), int(quarantinable)]
+        refresh = max(1, math.ceil(lifetime / 100))
+        config: list[int] = [_ms(lifetime), refresh, len(windows), int(quarantinable)]
         for window, peak in zip(windows, peaks, strict=True):
             config += [window.seconds, window.buckets, int(peak)]
         for window in passes:
@@ -144,6 +145,13 @@ def _hiredis_packing(base: type[AbstractConnection]) -> type[AbstractConnection]
     """
 
     class HiredisPacking(base):  # type: ignore[valid-type, misc]
+        # Whether this session (socket) has loaded the store's script: a flight then sends it only when not.
+        script_loaded = False
+
+        async def on_connect_check_health(self, check_health: bool = True) -> None:
+            self.script_loaded = False
+            await super().on_connect_check_health(check_health=check_health)
+
         def pack_command(self, *args: Any) -> list[bytes]:
             first = args[0]
             if isinstance(first, str | bytes) and (" " in first if isinstance(first, str) else b" " in first):
@@ -374,10 +382,20 @@ class RedisStore(StoreLifecycle):
         """One Redis server: the batch in chunks, pipelined on one connection (see the module docstring)."""
         size = self.chunk_size
         chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
+        async with self._connection() as connection:
+            try:
+                return await self._fly(connection, chunks, load=not _script_loaded(connection))
+            except _ScriptMissing:  # nothing of the flight ran: load the script and fly it again
+                return await self._fly(connection, chunks, load=True)
+
+    async def _fly(
+        self, connection: AbstractConnection, chunks: list[Sequence[Update]], *, load: bool
+    ) -> list[Answer]:
         claimed: list[tuple[list[_Shard], list[_Shard]]] = []
         counting: list[list[_Shard]] = []
         results: list[Answer] = []
-        pending: deque[tuple[int, int, int]] = deque([(_LOAD, 0, 1)])  # answers expected: kind, chunk, calls
+        # answers expected: kind, chunk, calls
+        pending: deque[tuple[int, int, int]] = deque([(_LOAD, 0, 1)] if load else [])
 
         def claim(chunk: int) -> list[tuple[Any, ...]]:
             claims, places = self._claims(chunks[chunk])
@@ -385,41 +403,63 @@ class RedisStore(StoreLifecycle):
             pending.append((_CLAIM, chunk, len(claims)))
             return [self._claim_call(shard) for shard in claims]
 
-        async with self._connection() as connection:
-            # Answers come back in the order sent: the load, Q0, Q1, then E0, Q2, E1, Q3, ... E(n-1).
-            commands: list[tuple[Any, ...]] = [(b"SCRIPT", b"LOAD", SCRIPT), *claim(0)]
-            if len(chunks) > 1:
-                commands += claim(1)
-            await self._send(connection, commands)
-            self.round_trips += 2
-            while pending:
-                kind, chunk, calls = pending.popleft()
+        # Answers come back in the order sent: [the load,] Q0, Q1, then E0, Q2, E1, Q3, ... E(n-1).
+        commands: list[tuple[Any, ...]] = [(b"SCRIPT", b"LOAD", SCRIPT)] if load else []
+        commands += claim(0)
+        if len(chunks) > 1:
+            commands += claim(1)
+        await self._send(connection, commands)
+        self.round_trips += 2
+        first = not load  # the first answers may refuse the script: then nothing else may have run
+        while pending:
+            kind, chunk, calls = pending.popleft()
+            if first:
+                replies = await _first_replies(connection, calls, sum(calls for _, _, calls in pending))
+                first = False
+            else:
                 replies = [await connection.read_response() for _ in range(calls)]
-                if kind == _LOAD:
-                    _check_load(replies[0])
-                elif kind == _CLAIM:
-                    claims, places = claimed[chunk]
-                    shards = self._count(chunks[chunk], places, claims, replies, results)
-                    counting.append(shards)
-                    commands = [self._count_call(shard) for shard in shards]
-                    if shards:
-                        pending.append((_COUNT, chunk, len(shards)))
-                    if chunk + 2 < len(chunks):
-                        commands += claim(chunk + 2)
-                    if commands:
-                        await self._send(connection, commands)
-                else:
-                    for shard, reply in zip(counting[chunk], replies, strict=True):
-                        _deliver(shard.sinks, _decode(reply))
+            if kind == _LOAD:
+                _check_load(replies[0])
+            elif kind == _CLAIM:
+                claims, places = claimed[chunk]
+                shards = self._count(chunks[chunk], places, claims, replies, results)
+                counting.append(shards)
+                commands = [self._count_call(shard) for shard in shards]
+                if shards:
+                    pending.append((_COUNT, chunk, len(shards)))
+                if chunk + 2 < len(chunks):
+                    commands += claim(chunk + 2)
+                if commands:
+                    await self._send(connection, commands)
+            else:
+                for shard, reply in zip(counting[chunk], replies, strict=True):
+                    _deliver(shard.sinks, _decode(reply))
+        _mark_loaded(connection)
         return results
 
     async def _remember_in_flight(self, commands: list[tuple[Any, ...]]) -> None:
         async with self._connection() as connection:
-            await self._send(connection, [(b"SCRIPT", b"LOAD", SCRIPT), *commands])
+            load = not _script_loaded(connection)
+            await self._send(connection, [(b"SCRIPT", b"LOAD", SCRIPT), *commands] if load else commands)
             self.round_trips += 1
-            _check_load(await connection.read_response())
-            for _ in commands:
-                await connection.read_response()
+            if load:
+                _check_load(await connection.read_response())
+            refused = []
+            for command in commands:
+                try:
+                    await connection.read_response()
+                except NoScriptError:
+                    if load:
+                        raise
+                    refused.append(command)
+            if refused:
+                # A refused call did nothing, and no two calls of a flight share a key: load, send them again.
+                await self._send(connection, [(b"SCRIPT", b"LOAD", SCRIPT), *refused])
+                self.round_trips += 1
+                _check_load(await connection.read_response())
+                for _ in refused:
+                    await connection.read_response()
+            _mark_loaded(connection)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AbstractConnection]:
@@ -621,6 +661,45 @@ class RedisStore(StoreLifecycle):
             if isinstance(answer, Exception):
                 raise StoreUnavailable(f"redis refused a call: {answer}") from answer
         return answers
+
+
+class _ScriptMissing(Exception):
+    """The server refused every call of a flight's first write for want of the script: nothing ran."""
+
+
+def _script_loaded(connection: AbstractConnection) -> bool:
+    """Whether this connection's session has loaded the script (see `_hiredis_packing`)."""
+    return bool(getattr(connection, "script_loaded", False))
+
+
+def _mark_loaded(connection: AbstractConnection) -> None:
+    if hasattr(connection, "script_loaded"):
+        connection.script_loaded = True
+
+
+async def _first_replies(connection: AbstractConnection, calls: int, rest: int) -> list[Any]:
+    """The answers to the first `calls` calls of a flight sent without loading the script.
+
+    Should the first be NOSCRIPT (a restart, a failover or SCRIPT FLUSH since this connection loaded it), the
+    other `rest` calls of the flight's first write are read too: all refused, nothing ran (`_ScriptMissing`:
+    the flight can be sent again with the script); some answered, calls ran out of order (`StoreUnavailable`).
+    """
+    try:
+        first = await connection.read_response()
+    except NoScriptError:
+        ran = 0
+        for _ in range(calls - 1 + rest):
+            try:
+                await connection.read_response()
+                ran += 1
+            except NoScriptError:
+                continue
+        if hasattr(connection, "script_loaded"):
+            connection.script_loaded = False
+        if ran:
+            raise StoreUnavailable("the script was flushed in the middle of a flight") from None
+        raise _ScriptMissing from None
+    return [first, *[await connection.read_response() for _ in range(calls - 1)]]
 
 
 def _check_load(answer: Any) -> None:

@@ -153,7 +153,7 @@ if op ~= 'E' then return redis.error_reply('unknown op ' .. tostring(op)) end
 
 -- entities. ARGV: 'E', the dimension index of each key (msgpack), operations (msgpack, flat, batch order),
 -- configuration (msgpack): {limit, limit seconds, limit buckets, distinct window, then per dimension
--- {ttl (ms), refresh (ms), n, quarantinable (1/0), seconds, buckets, peak (1/0) of each of its n windows,
+-- {ttl (ms), refresh (s), n, quarantinable (1/0), seconds, buckets, peak (1/0) of each of its n windows,
 -- then seconds, buckets of each of its windows of challenges passed}, and last {forget after, ttl of the 1st offence,
 -- of the 2nd, ...} of quarantines}.
 -- operation: key index, code, event time ts, then for code 5 the member, for code 7 the label:
@@ -365,10 +365,10 @@ while p <= total do
     return redis.error_reply('unknown entity operation ' .. tostring(code))
   end
 end
--- The TTL is set (PX) when a key is created and again once `refresh` ms of wall-clock time have passed since
--- it last was (kept in the state as e); every other write keeps it (KEEPTTL), which costs Redis half as much.
-local clock = redis.call('TIME')
-local now = clock[1] * 1000 + floor(clock[2] / 1000)
+-- The TTL is set (PX) when a key is created and again once `refresh` seconds of wall-clock time have passed
+-- since it last was (kept in the state as e); every other write keeps it (KEEPTTL), which costs Redis half as
+-- much.
+local now = tonumber(redis.call('TIME')[1])
 for j = 1, #touched do
   local k = touched[j]
   local state, c = states[k], cfg[4 + dims[k]]
