@@ -219,6 +219,58 @@ async def test_counts_match_the_memory_store(
     assert any(isinstance(a, Counts) and a.distinct >= 3 for a in want)
 
 
+@pytest.mark.parametrize(("seed", "sizes", "chunk_size"), [(21, [1, 5], 128), (22, [60, 7], 16)])
+async def test_remembering_with_the_next_flight_gives_the_same_answers(
+    store_factory: Callable[..., RedisStore], seed: int, sizes: list[int], chunk_size: int
+) -> None:
+    """`remember_wait`: decisions and quarantines ride at the head of the next batch's flight, which sees
+    them exactly as it would have seen them written in a round trip of their own."""
+    rng = random.Random(seed)
+    plan = small_plan()
+    stream = random_stream(rng, 400)
+    store = store_factory(plan, chunk_size=chunk_size, remember_wait=60.0)
+    sent: list[tuple[Any, ...]] = []
+    send, remember = store._send, store.remember
+
+    async def spy(connection: Any, commands: list[tuple[Any, ...]]) -> None:
+        sent.extend(commands)
+        await send(connection, commands)
+
+    async def remembering(decisions: Sequence[Remembered], offences: Sequence[Offence] = ()) -> None:
+        before = len(sent)
+        await remember(decisions, offences)
+        assert len(sent) == before  # nothing sent of its own
+
+    store._send = spy  # type: ignore[method-assign]
+    store.remember = remembering  # type: ignore[method-assign]
+    got, want = await run_both(store, MemoryStore(plan), batches(stream, rng, sizes))
+    assert_same(got, want, stream)
+    assert any(isinstance(a, Counts) and a.duplicate and a.stored_decision for a in want)
+    assert any(command[3 + command[2]] == "R" for command in sent if command[0] == "EVALSHA")
+
+
+async def test_remembered_decisions_go_on_their_own_when_no_flight_comes(
+    store_factory: Callable[..., RedisStore],
+) -> None:
+    plan = small_plan()
+    waiting = store_factory(plan, remember_wait=0.01)
+    closing = store_factory(plan, namespace=waiting.namespace, remember_wait=60.0)
+    reader = store_factory(plan, namespace=waiting.namespace)
+    await waiting.apply([Observation("a", T0, {"msisdn": "n"})])
+    await closing.apply([Observation("b", T0, {"msisdn": "n"})])
+    await waiting.remember([Remembered("a", T0, b"kept a")])
+    await closing.remember([Remembered("b", T0, b"kept b")])
+    await closing.close()  # sends what waits
+    deadline = time.monotonic() + 5
+    while True:
+        [a, b] = await reader.apply([Observation("a", T0 + 1, {"msisdn": "n"}), Observation("b", T0 + 1, {})])
+        assert b == Counts(duplicate=True, stored_decision=b"kept b")
+        if a == Counts(duplicate=True, stored_decision=b"kept a") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.005)
+    assert a == Counts(duplicate=True, stored_decision=b"kept a")
+
+
 async def test_counts_match_with_the_default_policy_plan(store_factory: Callable[..., RedisStore]) -> None:
     rng = random.Random(11)
     plan = counter_plan(load_policy())

@@ -68,7 +68,8 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 _OBSERVE, _VERIFY, _PREVIOUS, _PREVIOUS_AND_SLOT, _DISTINCT, _PASS, _OFFENCE = 1, 2, 3, 4, 5, 6, 7
 _PASSES = "passes"  # the answers of a _PASS operation, for a `ChallengeAnswer`
 _CLAIM, _RESOLVE, _CHALLENGE = 1, 2, 3
-_LOAD, _COUNT = 0, 2  # answer groups of a flight: the script load, Q calls (_CLAIM), E calls
+# answer groups of a flight: the script load, Q calls (_CLAIM), E calls, remembered decisions that waited
+_LOAD, _COUNT, _REMEMBERED = 0, 2, 3
 _FINGERPRINT = "#fp"  # a request's fingerprint, kept with the entity keys of its record (no dimension's name)
 _encode = msgspec.msgpack.encode
 _decode = msgspec.msgpack.decode
@@ -187,8 +188,13 @@ class RedisStore(StoreLifecycle):
         namespace: str = DEFAULT_NAMESPACE,
         shards: int = DEFAULT_SHARDS,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        remember_wait: float | None = None,
     ) -> None:
-        """`chunk_size`: batch items per chunk of a flight (one Redis server; see the module docstring)."""
+        """`chunk_size`: batch items per chunk of a flight (one Redis server; see the module docstring).
+
+        `remember_wait` (one Redis server): `remember` returns at once, and its calls go at the head of the
+        next batch's flight, or on their own after this many seconds if none comes; None: `remember` is its
+        own round trip, over when it returns (the Kafka worker acknowledges a batch after it)."""
         if "{" in namespace or "}" in namespace:
             raise ValueError(
                 "the key namespace must not contain '{' or '}' (they make Redis Cluster hash tags)"
@@ -221,6 +227,10 @@ class RedisStore(StoreLifecycle):
         self._prefixes = [f"{namespace}{{{shard}}}:".encode() for shard in range(shards)]
         self._unreadable = 0
         self.chunk_size = chunk_size
+        self.remember_wait = remember_wait
+        self._deferred: list[tuple[Any, ...]] = []  # remember calls waiting for the next flight
+        self._deferred_timer: asyncio.TimerHandle | None = None
+        self._deferred_tasks: set[asyncio.Task[None]] = set()
         # One Redis server: batches go out as one pipelined flight on a connection of this pool. A cluster
         # (None): as two pipelines that redis-py's cluster client splits by node.
         self._pool = client.connection_pool if isinstance(client, Redis) else None
@@ -240,6 +250,7 @@ class RedisStore(StoreLifecycle):
         cluster: bool | None = None,
         max_connections: int = 64,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        remember_wait: float | None = None,
     ) -> RedisStore:
         """``redis://HOST:PORT/DB[?namespace=det:&shards=64&cluster=1]`` (also ``rediss://``, ``unix://``).
 
@@ -266,6 +277,7 @@ class RedisStore(StoreLifecycle):
             client, plan, timeout=timeout,
             namespace=namespace or options.get("namespace") or DEFAULT_NAMESPACE,
             shards=shards or int(options.get("shards") or DEFAULT_SHARDS), chunk_size=chunk_size,
+            remember_wait=remember_wait,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ keys
@@ -313,7 +325,37 @@ class RedisStore(StoreLifecycle):
             for shard in shards.values()
         ]
         commands += self._offence_calls(offences)
-        await self._guard(self._run(commands) if self._pool is None else self._remember_in_flight(commands))
+        if self._pool is None:
+            await self._guard(self._run(commands))
+        elif self.remember_wait is None:
+            await self._guard(self._remember_in_flight(commands))
+        else:
+            self._deferred += commands
+            if self._deferred_timer is None:
+                loop = asyncio.get_running_loop()
+                self._deferred_timer = loop.call_later(self.remember_wait, self._flush_deferred)
+
+    def _take_deferred(self) -> list[tuple[Any, ...]]:
+        commands, self._deferred = self._deferred, []
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        return commands
+
+    def _flush_deferred(self) -> None:
+        """No flight came within `remember_wait`: the waiting remember calls go on their own."""
+        self._deferred_timer = None
+        task = asyncio.create_task(self._send_deferred(self._take_deferred()))
+        self._deferred_tasks.add(task)
+        task.add_done_callback(self._deferred_tasks.discard)
+
+    async def _send_deferred(self, commands: list[tuple[Any, ...]]) -> None:
+        if not commands:
+            return
+        try:
+            await self._guard(self._remember_in_flight(commands))
+        except StoreUnavailable as exc:
+            log.warning("could not record decisions for redelivery (%d calls): %s", len(commands), exc)
 
     def _offence_calls(self, offences: Sequence[Offence]) -> list[tuple[Any, ...]]:
         """``E`` calls quarantining the entities of `offences` (one per shard, in the remember flight)."""
@@ -350,6 +392,9 @@ class RedisStore(StoreLifecycle):
         return bool(lifted[0]) if isinstance(lifted, list) else bool(lifted)
 
     async def close(self) -> None:
+        await self._send_deferred(self._take_deferred())
+        if self._deferred_tasks:
+            await asyncio.gather(*self._deferred_tasks, return_exceptions=True)
         await self._client.aclose()
 
     async def ping(self) -> None:
@@ -382,20 +427,33 @@ class RedisStore(StoreLifecycle):
         """One Redis server: the batch in chunks, pipelined on one connection (see the module docstring)."""
         size = self.chunk_size
         chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
-        async with self._connection() as connection:
-            try:
-                return await self._fly(connection, chunks, load=not _script_loaded(connection))
-            except _ScriptMissing:  # nothing of the flight ran: load the script and fly it again
-                return await self._fly(connection, chunks, load=True)
+        deferred = self._take_deferred()
+        try:
+            async with self._connection() as connection:
+                try:
+                    return await self._fly(connection, chunks, deferred, load=not _script_loaded(connection))
+                except _ScriptMissing:  # nothing of the flight ran: load the script and fly it again
+                    return await self._fly(connection, chunks, deferred, load=True)
+        except BaseException:
+            if deferred:
+                log.warning("could not record decisions for redelivery (%d calls): no flight", len(deferred))
+            raise
 
     async def _fly(
-        self, connection: AbstractConnection, chunks: list[Sequence[Update]], *, load: bool
+        self,
+        connection: AbstractConnection,
+        chunks: list[Sequence[Update]],
+        deferred: list[tuple[Any, ...]],
+        *,
+        load: bool,
     ) -> list[Answer]:
         claimed: list[tuple[list[_Shard], list[_Shard]]] = []
         counting: list[list[_Shard]] = []
         results: list[Answer] = []
         # answers expected: kind, chunk, calls
         pending: deque[tuple[int, int, int]] = deque([(_LOAD, 0, 1)] if load else [])
+        if deferred:
+            pending.append((_REMEMBERED, 0, len(deferred)))
 
         def claim(chunk: int) -> list[tuple[Any, ...]]:
             claims, places = self._claims(chunks[chunk])
@@ -403,8 +461,9 @@ class RedisStore(StoreLifecycle):
             pending.append((_CLAIM, chunk, len(claims)))
             return [self._claim_call(shard) for shard in claims]
 
-        # Answers come back in the order sent: [the load,] Q0, Q1, then E0, Q2, E1, Q3, ... E(n-1).
+        # Answers come back in the order sent: [the load,] [remembered,] Q0, Q1, then E0, Q2, E1, ... E(n-1).
         commands: list[tuple[Any, ...]] = [(b"SCRIPT", b"LOAD", SCRIPT)] if load else []
+        commands += deferred
         commands += claim(0)
         if len(chunks) > 1:
             commands += claim(1)
@@ -420,6 +479,8 @@ class RedisStore(StoreLifecycle):
                 replies = [await connection.read_response() for _ in range(calls)]
             if kind == _LOAD:
                 _check_load(replies[0])
+            elif kind == _REMEMBERED:
+                continue
             elif kind == _CLAIM:
                 claims, places = claimed[chunk]
                 shards = self._count(chunks[chunk], places, claims, replies, results)
