@@ -1,9 +1,10 @@
 """The Redis store: counters shared by every worker, with the same answers as `MemoryStore`.
 
 One script (`lua/store.lua`, run with EVALSHA) does the work on the server; this module groups a batch's
-operations by shard (a Redis Cluster hash tag), pipelines them, and reads the answers back. A batch costs two
-round trips: ``Q`` claims and resolves request records, then ``E`` counts and reads every entity; `remember`
-is one more. Keys are keyed hashes or country codes, never a number or an address; every key has a TTL.
+operations by shard (a Redis Cluster hash tag; one server takes every shard in one call), pipelines them, and
+reads the answers back. A batch costs two round trips: ``Q`` claims and resolves request records, then ``E``
+counts and reads every entity; `remember` is one more, or rides with the next batch (`remember_wait`).
+Keys are keyed hashes or country codes, never a number or an address; every key has a TTL.
 docs/redis-store.md has the key layout, why two round trips and not one, the flight of chunks on one
 server, Redis Cluster, TTLs and memory per entity, and how this store differs from the memory store.
 """
