@@ -15,7 +15,8 @@ chunk and once more); client CPU (this process) and server CPU per event, the la
 server's own CPU time (``used_cpu_user`` + ``used_cpu_sys`` deltas of INFO cpu, everything it did, the socket
 work included) and the scripts' time alone (EVALSHA and SCRIPT LOAD usec, INFO commandstats); the memory
 store's events/s on the same batches is the ceiling. Memory: ``MEMORY USAGE`` of every key the
-whole-engine run left, grouped by kind, and ``used_memory`` before/after.
+whole-engine run left, grouped by kind, and ``used_memory`` before/after. Last, the whole engine in batches of
+1 and 8 as `detector serve` runs it (its decisions remembered with the next flight), next to the memory store.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from bench.streams import mixed_stream
 from detector.engine import Engine
 from detector.events import OtpFeedback, OtpRequest, parse_event, parse_timestamp
 from detector.hashing import KeyedHasher
-from detector.policy import default_policy_data, load_policy, merge, policy_from_data
+from detector.policy import Policy, default_policy_data, load_policy, merge, policy_from_data
 from detector.scoring import counter_plan
 from detector.state.base import CounterPlan, FeedbackUpdate, Observation, Store
 from detector.state.memory import MemoryStore
@@ -233,6 +234,48 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
     )
     print(f"  keys left by the engine run ({namespace}, request records hold compressed decisions):")
     await memory_report(url, namespace, {dim: len(keys) for dim, keys in active.items()})
+    await small_batches(url, policy, plan, lines[: max(2, requests // 10)], shards, chunk_size)
+
+
+async def small_batches(
+    url: str, policy: Policy, plan: CounterPlan, lines: Sequence[bytes], shards: int, chunk_size: int
+) -> None:
+    """The whole engine in the small batches of `detector serve` (its store waits 5 ms to remember with
+    the next flight, as the service's does), next to the memory store on the same batches."""
+    client = Redis.from_url(url)
+    events = [parse_event(line) for line in lines]
+    print("  whole engine in small batches, as `detector serve` runs it (remember_wait 5 ms):")
+    print(f"    {'batch':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'client CPU':>10} "
+          f"{'server CPU':>10} {'memory ev/s':>11}")  # fmt: skip
+    for size in (1, 8):
+        rates: dict[str, float] = {}
+        for name in ("memory", "redis"):
+            store: Store = (
+                MemoryStore(plan) if name == "memory"
+                else RedisStore.from_url(url, plan, timeout=30.0, namespace=f"small{size}-{os.getpid()}:",
+                                         shards=shards, chunk_size=chunk_size, remember_wait=0.005)
+            )  # fmt: skip
+            engine = Engine(policy, store, KeyedHasher(b"bench-key-" * 4))
+            await engine.process(events[:1])  # connect and load the script outside the measurement
+            rest = events[1:]
+            latencies = []
+            server = await _server_cpu(client)
+            cpu = time.process_time()
+            started = time.perf_counter()
+            for start in range(0, len(rest), size):
+                began = time.perf_counter()
+                await engine.process(rest[start : start + size])
+                latencies.append(time.perf_counter() - began)
+            rates[name] = len(rest) / (time.perf_counter() - started)
+            cpu = (time.process_time() - cpu) / len(rest)
+            server = (await _server_cpu(client) - server) / len(rest)
+            await store.close()
+        print(
+            f"    {size:>5} {rates['redis']:>9,.0f} {_percentile(latencies, 0.5) * 1e3:>7.2f} "
+            f"{_percentile(latencies, 0.99) * 1e3:>7.2f} {cpu * 1e6:>7.0f} us {server * 1e6:>7.0f} us "
+            f"{rates['memory']:>11,.0f}"
+        )
+    await client.aclose()
 
 
 def main() -> None:
