@@ -585,7 +585,7 @@ async def test_every_script_call_stays_in_one_cluster_slot(store_factory: Callab
     plan = small_plan()
     store = store_factory(plan, shards=64)
     store._pool = None  # the cluster's path, on the one server this test has
-    store._per_shard = 1
+    store._by_shard = 1
     calls: list[tuple[Any, ...]] = []
     execute = store._execute
 

@@ -237,7 +237,7 @@ class RedisStore(StoreLifecycle):
         self._pool = client.connection_pool if isinstance(client, Redis) else None
         # A cluster needs a call per hash tag (1: calls grouped by shard); one server takes one call per
         # chunk and kind whatever the tags of its keys (0: every shard in group 0), which costs it less.
-        self._per_shard = 0 if self._pool is not None else 1
+        self._by_shard = 0 if self._pool is not None else 1
 
     @classmethod
     def from_url(
@@ -310,7 +310,7 @@ class RedisStore(StoreLifecycle):
         shards: dict[int, _Shard] = {}
         for entry in decisions:
             number, name = self.record_key(entry.request_id)
-            number *= self._per_shard
+            number *= self._by_shard
             shard = shards.get(number)
             if shard is None:
                 shard = shards[number] = _Shard()
@@ -551,12 +551,12 @@ class RedisStore(StoreLifecycle):
     def _claims(self, items: Sequence[Update]) -> tuple[list[_Shard], list[_Shard]]:
         """The ``Q`` calls of `items` (one per shard) and the shard of each item."""
         record_key = self.record_key
-        per_shard = self._per_shard
+        by_shard = self._by_shard
         shards: dict[int, _Shard] = {}
         places: list[_Shard] = []
         for item in items:
             number, name = record_key(item.request_id)
-            number *= per_shard
+            number *= by_shard
             shard = shards.get(number)
             if shard is None:
                 shard = shards[number] = _Shard()
@@ -678,9 +678,9 @@ class RedisStore(StoreLifecycle):
         """(shard, key index) of an entity new to this batch (the caller looked in `entities` first)."""
         name = f"{dimension.name}:{key}".encode()
         number = zlib.crc32(name) % self.shards
-        shard = shards.get(number * self._per_shard)
+        shard = shards.get(number * self._by_shard)
         if shard is None:
-            shard = shards[number * self._per_shard] = _Shard()
+            shard = shards[number * self._by_shard] = _Shard()
         shard.keys.append(self._prefixes[number] + name)
         shard.dims.append(dimension.index)
         found = entities[(dimension.name, key)] = (shard, len(shard.keys))
