@@ -154,8 +154,8 @@ if op ~= 'E' then return redis.error_reply('unknown op ' .. tostring(op)) end
 -- entities. ARGV: 'E', the dimension index of each key (msgpack), operations (msgpack, flat, batch order),
 -- configuration (msgpack): {limit, limit seconds, limit buckets, distinct window, then per dimension
 -- {ttl (ms), refresh (s), n, quarantinable (1/0), seconds, buckets, peak (1/0) of each of its n windows,
--- then seconds, buckets of each of its windows of challenges passed}, and last {forget after, ttl of the 1st offence,
--- of the 2nd, ...} of quarantines}.
+-- then seconds, buckets of each of its windows of challenges passed}, and last {forget after, ttl of the 1st
+-- offence, of the 2nd, ...} of quarantines}.
 -- operation: key index, code, event time ts, then for code 5 the member, for code 7 the label:
 --   1  count a request in every window; answer requests, verified (and the peak) of each, then the
 --      challenges passed in each pass window, then (quarantinable) the end and the offences of its last
@@ -170,7 +170,7 @@ if op ~= 'E' then return redis.error_reply('unknown op ' .. tostring(op)) end
 -- A bucket is floor(ts / (seconds / buckets)), the same IEEE double operations as `Window.bucket`.
 -- state: {[seconds] = window, L = send-limit window, p = previous time, d = {member, ts, member, ts, ...},
 --         P = {[seconds] = window of challenges passed (counted as requests)},
---         Q = {until, offences, since, label} of its quarantine}
+--         Q = {until, offences, since, label} of its quarantine, e = server time (s) its TTL was last set}
 -- window: {buckets B, head, requests, verified, then bucket, requests, verified of every kept bucket};
 -- buckets older than head - B are dropped, as in detector.windows.BucketCounter.
 -- Each key is read (MGET) and decoded once, and encoded and written (SET) once, per call.
