@@ -271,6 +271,38 @@ async def test_remembered_decisions_go_on_their_own_when_no_flight_comes(
     assert a == Counts(duplicate=True, stored_decision=b"kept a")
 
 
+@pytest.mark.parametrize(
+    ("seed", "sizes", "chunk_size", "wait"),
+    [(31, [1, 4], 128, None), (32, [80, 9], 16, None), (33, [300], 64, 60.0), (34, [2, 30], 5, 60.0)],
+)
+async def test_requests_alone_take_one_round_trip_and_the_same_answers(
+    store_factory: Callable[..., RedisStore], seed: int, sizes: list[int], chunk_size: int, wait: float | None
+) -> None:
+    """A batch of requests only is one fused call per chunk: redeliveries (in earlier batches and the same
+    one), reused ids and requests without a send slot answer exactly as with claims and counts apart."""
+    rng = random.Random(seed)
+    plan = small_plan()
+    stream = [item for item in random_stream(rng, 1200) if isinstance(item, Observation)]
+    store = store_factory(plan, chunk_size=chunk_size, remember_wait=wait)
+    kinds: list[str] = []
+    send = store._send
+
+    async def spy(connection: Any, commands: list[tuple[Any, ...]]) -> None:
+        kinds.extend(command[3 + command[2]] for command in commands if command[0] == "EVALSHA")
+        await send(connection, commands)
+
+    store._send = spy  # type: ignore[method-assign]
+    chunks = batches(stream, rng, sizes)
+    got, want = await run_both(store, MemoryStore(plan), chunks)
+    assert_same(got, want, stream)
+    assert "Q" not in kinds and kinds.count("F") == sum(-(-len(chunk) // chunk_size) for chunk in chunks)
+    assert any(isinstance(a, Counts) and a.duplicate and a.stored_decision for a in want)
+    assert any(isinstance(a, Counts) and a.reused for a in want)
+    assert any(isinstance(a, Counts) and not a.slot_taken for a in want)
+    if max(sizes) >= 30:  # a request id twice in one batch: the second has no stored decision yet
+        assert any(isinstance(a, Counts) and a.duplicate and a.stored_decision is None for a in want)
+
+
 async def test_counts_match_with_the_default_policy_plan(store_factory: Callable[..., RedisStore]) -> None:
     rng = random.Random(11)
     plan = counter_plan(load_policy())

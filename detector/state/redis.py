@@ -429,12 +429,15 @@ class RedisStore(StoreLifecycle):
         size = self.chunk_size
         chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
         deferred = self._take_deferred()
+        # Requests only (the service's usual batch): their entity operations do not depend on what the
+        # claims find, beyond being skipped or taking no slot: one fused call per chunk, one round trip.
+        fly = self._fly_fused if all(item.__class__ is Observation for item in batch) else self._fly
         try:
             async with self._connection() as connection:
                 try:
-                    return await self._fly(connection, chunks, deferred, load=not _script_loaded(connection))
+                    return await fly(connection, chunks, deferred, load=not _script_loaded(connection))
                 except _ScriptMissing:  # nothing of the flight ran: load the script and fly it again
-                    return await self._fly(connection, chunks, deferred, load=True)
+                    return await fly(connection, chunks, deferred, load=True)
         except BaseException:
             if deferred:
                 log.warning("could not record decisions for redelivery (%d calls): no flight", len(deferred))
@@ -497,6 +500,90 @@ class RedisStore(StoreLifecycle):
                 for shard, reply in zip(counting[chunk], replies, strict=True):
                     _deliver(shard.sinks, _decode(reply))
         _mark_loaded(connection)
+        return results
+
+    async def _fly_fused(
+        self,
+        connection: AbstractConnection,
+        chunks: list[Sequence[Update]],
+        deferred: list[tuple[Any, ...]],
+        *,
+        load: bool,
+    ) -> list[Answer]:
+        """A batch of requests only: one ``F`` call per chunk (claims, then the counts of what counts), all
+        in one write: one round trip. Each request's operations are built as if it were new; the claims'
+        answers say which were redeliveries (their operations skipped by the script too) or reused ids."""
+        commands: list[tuple[Any, ...]] = [(b"SCRIPT", b"LOAD", SCRIPT)] if load else []
+        commands += deferred
+        planned: list[tuple[Sequence[Update], list[Answer], _Shard | None]] = []
+        for chunk in chunks:
+            claims, places = self._claims(chunk)
+            results: list[Answer] = []
+            counting = self._count(chunk, places, claims, [[0] * len(chunk)], results)
+            entity = counting[0] if counting else None
+            planned.append((chunk, results, entity))
+            commands.append(self._fused_call(claims[0], entity, results))
+        await self._send(connection, commands)
+        self.round_trips += 1
+        replies = (
+            await _first_replies(connection, len(commands), 0)
+            if not load
+            else [await connection.read_response() for _ in commands]
+        )
+        if load:
+            _check_load(replies[0])
+        answers: list[Answer] = []
+        fused = replies[len(commands) - len(chunks) :]
+        for (chunk, results, entity), reply in zip(planned, fused, strict=True):
+            answers += self._fused_answers(chunk, results, entity, reply)
+        _mark_loaded(connection)
+        return answers
+
+    def _fused_call(self, claims: _Shard, entity: _Shard | None, results: list[Answer]) -> tuple[Any, ...]:
+        owner = {id(counts): position for position, counts in enumerate(results, start=1)}
+        keys, dims, ops, owners = claims.keys, [], [], []
+        if entity is not None:
+            keys = keys + entity.keys
+            dims, ops = entity.dims, entity.ops
+            owners = [owner[id(counts)] for counts in entity.sinks[1::2]]
+        return ("EVALSHA", SCRIPT_SHA, len(keys), *keys, "F", _encode(claims.ops), *self._record_args,
+                len(claims.keys), _encode(dims), _encode(ops), _encode(owners), self._config)  # fmt: skip
+
+    def _fused_answers(
+        self, chunk: Sequence[Update], results: list[Answer], entity: _Shard | None, reply: list[Any]
+    ) -> list[Answer]:
+        """A fused call's answers: the claims', as ``Q`` answers, then the counts of what counted."""
+        verdicts: dict[int, int] = {}  # id(Counts) -> 1 a redelivery, 2 a reused id
+        position = 0
+        for index, item in enumerate(chunk):
+            counts = results[index]
+            assert isinstance(item, Observation) and isinstance(counts, Counts)
+            if reply[position] != 1:
+                position += 1
+                continue
+            recorded = orjson.loads(reply[position + 2])
+            fingerprint = recorded.get(_FINGERPRINT, "") if isinstance(recorded, dict) else ""
+            if not fingerprint or fingerprint == item.fingerprint:
+                stored = reply[position + 1]
+                results[index] = Counts(duplicate=True, stored_decision=stored and self._open(stored))
+                verdicts[id(counts)] = 1
+            else:
+                counts.reused = True  # counted like a new request, without a record or a slot
+                verdicts[id(counts)] = 2
+            position += 3
+        if position != len(reply) - 1:
+            raise StoreUnavailable(f"redis answered {len(reply) - 1} claim values, {position} expected")
+        if entity is not None:
+            sinks = entity.sinks
+            if verdicts:
+                kept: list[Any] = []
+                for kind, counts in zip(sinks[::2], sinks[1::2], strict=True):
+                    verdict = verdicts.get(id(counts), 0)
+                    if verdict == 1:
+                        continue
+                    kept += (_PREVIOUS if verdict == 2 and kind == _PREVIOUS_AND_SLOT else kind, counts)
+                sinks = kept
+            _deliver(sinks, _decode(reply[-1]))
         return results
 
     async def _remember_in_flight(self, commands: list[tuple[Any, ...]]) -> None:
