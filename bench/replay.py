@@ -44,16 +44,18 @@ async def throughput(engine: Engine, lines: list[bytes], batch_size: int) -> tup
     return len(lines) / (time.process_time() - started), len(lines) / (time.perf_counter() - wall)
 
 
-async def latencies(engine: Engine, lines: list[bytes]) -> list[float]:
-    """Per-event time, one event per call: parse, count, score, encode."""
-    samples = []
+async def latencies(engine: Engine, lines: list[bytes]) -> tuple[list[float], list[float]]:
+    """Per-event time, one event per call: parse, count, score, encode. Wall clock, and this thread's CPU
+    time (what the event cost, whatever else the machine runs)."""
+    wall, cpu = [], []
     for raw in lines:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         for result in await engine.process([parse_event(raw)]):
             if isinstance(result, Decision):
                 encode(result)
-        samples.append(time.perf_counter() - started)
-    return samples
+        cpu.append(time.thread_time() - started_cpu)
+        wall.append(time.perf_counter() - started)
+    return wall, cpu
 
 
 def main() -> None:
@@ -65,7 +67,7 @@ def main() -> None:
     print(f"replay benchmark: {len(lines):,} events ({args.requests:,} requests, mostly unique numbers)")
     floor = baseline(lines)
     rate, wall_rate = asyncio.run(throughput(build_engine(), lines, batch_size=1000))
-    samples = asyncio.run(latencies(build_engine(), lines[: min(len(lines), 50_000)]))
+    samples, cpu = asyncio.run(latencies(build_engine(), lines[: min(len(lines), 50_000)]))
     print(f"  bare parse+encode baseline : {floor:>10,.0f} events/s   (events per CPU second)")
     print(
         f"  engine replay (batch 1000) : {rate:>10,.0f} events/s   ratio to baseline {rate / floor:.3f}"
@@ -74,8 +76,13 @@ def main() -> None:
     print(
         f"  per-event latency (batch 1): p50 {_percentile(samples, 0.5) * 1e6:,.1f} us   "
         f"p99 {_percentile(samples, 0.99) * 1e6:,.1f} us   mean {statistics.fmean(samples) * 1e6:,.1f} us"
+        "   (wall clock)"
     )
-    print("  target: 50,000 events/s on one core")
+    print(
+        f"  per-event CPU (batch 1)    : p50 {_percentile(cpu, 0.5) * 1e6:,.1f} us   "
+        f"p99 {_percentile(cpu, 0.99) * 1e6:,.1f} us   mean {statistics.fmean(cpu) * 1e6:,.1f} us"
+    )
+    print("  target: 50,000 events/s on one core, ratio >= 0.05, p99 <= 100 us at batch 1 (issue 14)")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ things are read from counts the store already keeps:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from detector.policy import Policy, seconds
 from detector.state.base import Counts
@@ -26,15 +27,13 @@ ALL = "*"  # the one key of the `all` dimension: every request of the business
 HomeBasis = Literal["configured", "learned", "warmup"]
 
 
-@dataclass(frozen=True, slots=True)
-class Home:
+class Home(msgspec.Struct, frozen=True):
     home: bool
     basis: HomeBasis
     share: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Health:
+class Health(msgspec.Struct, frozen=True):
     """A segment's conversion next to the business's: `factor` multiplies the points of its signals."""
 
     factor: float

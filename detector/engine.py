@@ -16,7 +16,6 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal, cast
 
 import msgspec
@@ -61,8 +60,7 @@ from detector.state.base import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Network:
+class _Network(msgspec.Struct, frozen=True):
     facts: IpFacts | None
     problem: str | None
     ip_key: str | None
@@ -196,8 +194,9 @@ class Engine:
                 decision, _ = self._decide(request, subject, [*static, reused], False, counts)
             else:
                 decision, conclusion = self._decide(request, subject, static, allow_listed, counts)
-                if counts is not None:
-                    offences += self._offences(subject, conclusion, counts, begun)
+                if counts is not None and (found := self._offences(subject, conclusion, counts, begun)):
+                    offences += found
+                    decision = _quarantines_started(decision, found, begun)
                 expires = subject.ts + self._challenge_ttl if decision.action == "challenge" else None
                 fresh.append(
                     Remembered(
@@ -329,7 +328,8 @@ class Engine:
             hits = (
                 static + self.scorer.counted_hits(subject, counts) + self.scorer.context_hits(subject, counts)
             )
-            conclusion = self.scorer.conclude(hits + problems)
+            waited = None if counts.previous_ts is None else subject.ts - counts.previous_ts
+            conclusion = self.scorer.conclude(hits + problems, waited)
         return self._decision(request, subject, conclusion), conclusion
 
     def _decision(self, request: OtpRequest, subject: Subject, conclusion: Conclusion) -> Decision:
@@ -341,7 +341,7 @@ class Engine:
             verdict=conclusion.verdict,
             mode=self.policy.mode,
             score=conclusion.score,
-            reasons=tuple(hit.reason() for hit in conclusion.hits),
+            reasons=tuple([hit.reason() for hit in conclusion.hits]),
             policy_version=self.policy.version,
             client_ip=subject.ip.ip if subject.ip else None,
             phone=subject.phone.e164,
@@ -384,7 +384,8 @@ class Engine:
         if not updates:
             return []
         try:
-            return await asyncio.wait_for(self.store.apply(updates), self._timeout)
+            async with asyncio.timeout(self._timeout):  # no task of its own, unlike wait_for
+                return await self.store.apply(updates)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("state store unavailable, applying on_error=%s: %s", self.policy.state.on_error, exc)
             return [None] * len(updates)
@@ -419,7 +420,8 @@ class Engine:
 
     async def _remember(self, fresh: list[Remembered], offences: list[Offence]) -> None:
         try:
-            await asyncio.wait_for(self.store.remember(fresh, offences), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self.store.remember(fresh, offences)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("could not record %d decisions for redelivery: %s", len(fresh), exc)
 
@@ -515,3 +517,15 @@ def _without_personal_data(decision: Decision) -> Decision:
     A redelivered request carries those again, and they are put back from it.
     """
     return msgspec.structs.replace(decision, phone=None, client_ip=None, message=None)
+
+
+def _quarantines_started(
+    decision: Decision, offences: list[Offence], begun: dict[tuple[str, str], tuple[float, int]]
+) -> Decision:
+    """A decision that quarantines says so: which kind, at which level of the ladder, until when."""
+    started = []
+    for offence in offences:
+        until, level = begun[(offence.dimension, offence.key)]
+        value = f"{offence.dimension} level {level} until {format_timestamp(until)}"
+        started.append(Reason(code="quarantine_started", value=value))
+    return msgspec.structs.replace(decision, reasons=(*decision.reasons, *started))

@@ -53,7 +53,8 @@ CaptchaToken = Annotated[str, msgspec.Meta(max_length=4096)]  # Turnstile's toke
 Flow = Literal["signup", "login", "reset", "other"]
 Level = Literal["low", "medium", "high"]
 Outcome = Literal["verified", "failed", "completed_other"]
-Action = Literal["allow", "challenge", "block"]
+# The response ladder, by severity: delay asks the client to retry after `retry_after` (nothing is sent now).
+Action = Literal["allow", "delay", "challenge", "block"]
 ChallengeResult = Literal["passed", "failed"]
 Mode = Literal["enforce", "shadow"]
 
@@ -218,8 +219,20 @@ def parse_timestamp(value: float | str) -> float:
 
 def format_timestamp(epoch: float) -> str:
     """RFC 3339 in UTC with milliseconds: one spelling for every event time we write."""
-    text = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
+    moment = datetime.fromtimestamp(epoch, UTC)
+    second = int(epoch)
+    if moment.second != second % 60 or epoch < 0:  # rounded up to the next second, or before 1970
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # Events arrive in time order: the spelling of their second is usually the previous event's.
+    whole = _SECONDS.get(second)
+    if whole is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        whole = _SECONDS[second] = moment.isoformat(timespec="seconds")[:-6]
+    return f"{whole}.{moment.microsecond // 1000:03d}Z"
+
+
+_SECONDS: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS"
 
 
 _convert_type: Any = Event
@@ -410,5 +423,5 @@ class OtpOutcome(msgspec.Struct, frozen=True, tag="otp_outcome", tag_field="type
     http_status: int | None = None
     error_id: str | None = None  # 8x8's errorId, for a support ticket
     attempts: int | None = None
-    action: Literal["challenge", "block"] | None = None
+    action: Literal["delay", "challenge", "block"] | None = None
     reasons: tuple[str, ...] | None = None

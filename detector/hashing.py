@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from detector.errors import ConfigurationError
 
@@ -23,18 +24,27 @@ class MissingHashKey(ConfigurationError):
 class KeyedHasher:
     """BLAKE2b in keyed mode (a MAC): without the key, a stored hash cannot be tested against a guess."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_keyed")
 
     def __init__(self, key: bytes) -> None:
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"the hash key must be at least {MIN_KEY_BYTES} bytes")
         self._key = key[:64]
+        # A keyed state per (kind, size), copied per digest: keying costs a compression of its own.
+        self._keyed: dict[tuple[str, int], Any] = {}
 
     def __call__(self, kind: str, value: str) -> str:
         return self.digest(kind, value.encode())
 
     def digest(self, kind: str, data: bytes, size: int = 12) -> str:
-        return hashlib.blake2b(data, key=self._key, digest_size=size, person=kind.encode()[:16]).hexdigest()
+        keyed = self._keyed.get((kind, size))
+        if keyed is None:
+            keyed = self._keyed[(kind, size)] = hashlib.blake2b(
+                key=self._key, digest_size=size, person=kind.encode()[:16]
+            )
+        state = keyed.copy()
+        state.update(data)
+        return str(state.hexdigest())
 
     def __repr__(self) -> str:
         return "KeyedHasher(key=****)"

@@ -21,10 +21,11 @@ DEFAULT_BUDGET = 64 * 1024 * 1024
 
 def key_size(key: object) -> int:
     """The variable part of a key's size: the length of its strings (a tuple's, summed)."""
-    if isinstance(key, str | bytes):
+    # isinstance with a tuple of types, not a union: this runs for every event
+    if isinstance(key, (str, bytes)):
         return len(key)
     if isinstance(key, tuple):
-        return sum(len(part) for part in key if isinstance(part, str | bytes))
+        return sum([len(part) for part in key if isinstance(part, (str, bytes))])
     return 0
 
 

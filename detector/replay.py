@@ -14,12 +14,13 @@ import heapq
 import itertools
 import signal
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import orjson
 
 from detector.engine import Engine
@@ -37,8 +38,7 @@ from detector.events import (
 REORDER_EVENTS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(msgspec.Struct, frozen=True):
     number: int
     event: Event | BadEvent
     ts: float
@@ -55,19 +55,28 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
 def parse_lines(lines: Iterable[tuple[int, bytes]], reorder: int = REORDER_EVENTS) -> Iterator[Line]:
     """Parsed events in event-time order, `reorder` events at a time; a bad line keeps its place (the time of
     the good line before it)."""
-    buffer: list[tuple[float, int, Line]] = []
+    # The buffer is a priority queue on (ts, line number): lines that arrive in order queue in `run` at O(1)
+    # (most files are in order), the others in the heap `late`; the earliest of both heads leaves first.
+    run: deque[tuple[float, int, Line]] = deque()
+    late: list[tuple[float, int, Line]] = []
+
+    def earliest() -> Line:
+        return (heapq.heappop(late) if late and (not run or late[0] < run[0]) else run.popleft())[2]
+
     last_ts = 0.0
     for number, raw in lines:
         event = parse_event(raw)
         if not isinstance(event, BadEvent):
             last_ts = parse_timestamp(event.ts)
-        line = Line(number, event, last_ts)
-        if len(buffer) < reorder:
-            heapq.heappush(buffer, (line.ts, number, line))
+        entry = (last_ts, number, Line(number, event, last_ts))
+        if not run or entry > run[-1]:  # line numbers differ: a Line is never compared
+            run.append(entry)
         else:
-            yield heapq.heappushpop(buffer, (line.ts, number, line))[2]
-    while buffer:
-        yield heapq.heappop(buffer)[2]
+            heapq.heappush(late, entry)
+        if len(run) + len(late) > reorder:
+            yield earliest()
+    while run or late:
+        yield earliest()
 
 
 @dataclass
@@ -170,6 +179,8 @@ async def _run_batches(
         return engine._hash.digest("dead_letter", raw, 16)
 
     for chunk in chunks:
+        # Turn the event loop once per batch so a SIGTERM handler runs: an in-process store never suspends.
+        await asyncio.sleep(0)
         if stop.is_set():
             summary.interrupted = True
             return

@@ -1,4 +1,6 @@
 import json
+import random
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
@@ -12,6 +14,7 @@ from detector.events import (
     OtpFeedback,
     OtpRequest,
     encode,
+    format_timestamp,
     parse_event,
     parse_timestamp,
 )
@@ -182,3 +185,16 @@ def test_the_schemas_state_the_parser_length_limits() -> None:
         assert node["maxLength"] == limit, field
     feedback = json.loads((SCHEMAS / "otp_feedback.schema.json").read_text())
     assert feedback["properties"]["request_id"]["maxLength"] == FIELD_LIMITS["request_id"]
+
+
+def test_timestamps_are_spelled_as_isoformat_would_across_second_boundaries() -> None:
+    """The cached spelling of each second never differs from datetime's, also where microseconds round up."""
+    rng = random.Random(7)
+    whole = [float(second) for second in range(1_795_420_800, 1_795_420_900)]
+    near_next = [second + 0.9999996 for second in whole] + [second + 0.9995 for second in whole]
+    spread = [rng.uniform(0, 4e9) for _ in range(5000)]
+    for epoch in [*whole, *near_next, *spread]:
+        expected = (
+            datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        )
+        assert format_timestamp(epoch) == expected, epoch

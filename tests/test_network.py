@@ -1,4 +1,5 @@
 import ipaddress
+import random
 
 import pytest
 from hypothesis import given
@@ -6,6 +7,7 @@ from hypothesis import strategies as st
 
 from detector.signals.network import (
     MAX_FORWARDED_HOPS,
+    SUBNET_PREFIX,
     ClientResolver,
     NetworkSet,
     impossible_client,
@@ -112,6 +114,16 @@ def test_bad_peer_and_bad_client_ip_are_reasons() -> None:
 def test_subnets() -> None:
     assert subnet_of(ipaddress.ip_address("198.51.100.7")) == "198.51.100.0/24"
     assert subnet_of(ipaddress.ip_address("2001:db8:1:2:3::9")) == "2001:db8:1:2::/64"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_subnets_are_spelled_as_ipaddress_spells_the_network(seed: int) -> None:
+    rng = random.Random(seed)
+    addresses = [ipaddress.IPv4Address(rng.getrandbits(32)) for _ in range(2000)]
+    addresses += [ipaddress.IPv6Address(rng.getrandbits(rng.choice([128, 80, 64, 16]))) for _ in range(2000)]
+    for address in addresses:
+        network = ipaddress.ip_network(f"{address}/{SUBNET_PREFIX[address.version]}", strict=False)
+        assert subnet_of(address) == str(network)
 
 
 ipv4 = st.ip_addresses(v=4)

@@ -1,3 +1,4 @@
+import heapq
 import random
 from pathlib import Path
 
@@ -5,6 +6,7 @@ import orjson
 from click.testing import CliRunner
 
 from detector.cli import main
+from detector.replay import parse_lines
 from tests.factories import T0, feedback, request
 
 
@@ -146,3 +148,26 @@ def test_sigterm_stops_after_the_current_batch_with_everything_written(tmp_path:
     assert 0 < summary["requests"] < 60_000
     assert len(written) == summary["requests"]
     assert all(orjson.loads(line)["type"] == "otp_decision" for line in written)
+
+
+def _one_at_a_time(times: list[float], reorder: int) -> list[int]:
+    """The reorder buffer's definition: hold `reorder` lines, let the earliest (time, line) go per arrival."""
+    held: list[tuple[float, int]] = []
+    out = []
+    for number, ts in enumerate(times, start=1):
+        heapq.heappush(held, (ts, number))
+        if len(held) > reorder:
+            out.append(heapq.heappop(held)[1])
+    return out + [heapq.heappop(held)[1] for _ in range(len(held))]
+
+
+def test_the_reorder_buffer_lets_the_earliest_line_go_whatever_the_disorder() -> None:
+    rng = random.Random(3)
+    for reorder in (1, 5, 50):
+        times = [
+            round(T0 + index + rng.choice([0, 0, 0, -1, -7, -60, 3]) * rng.random(), 1)
+            for index in range(600)
+        ]
+        times += times[:40]  # ties on time: the line number decides
+        lines = [(number, orjson.dumps(request(ts=ts))) for number, ts in enumerate(times, start=1)]
+        assert [line.number for line in parse_lines(lines, reorder)] == _one_at_a_time(times, reorder)

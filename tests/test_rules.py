@@ -1,11 +1,20 @@
 """One test per rule, each with the rule alone (quiet_policy) so that it is the rule that decides."""
 
+import asyncio
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from detector.events import Decision
+from detector.engine import Engine
+from detector.events import Decision, parse_event
+from detector.hashing import KeyedHasher
+from detector.scoring import counter_plan
+from detector.state.base import Answer, Update
+from detector.state.memory import MemoryStore
 from tests.factories import T0, codes, decisions, feedback, policy, quiet_policy, request
 
 
@@ -291,3 +300,21 @@ def test_a_bad_list_file_names_the_line(tmp_path: Path) -> None:
     bad.write_text("198.51.100.0/24\nnot-an-ip\n")
     with pytest.raises(ValueError, match=r"dc.txt:2"):
         _only([request()], lists={"datacenter_ip_files": [str(bad)]})
+
+
+def test_a_store_that_hangs_is_cut_short_and_on_error_applies() -> None:
+    """The engine's own deadline (2 x state.timeout_ms) ends a store call that never returns."""
+
+    class HangingStore(MemoryStore):
+        async def apply(self, batch: Sequence[Update]) -> list[Answer]:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    hanging = policy(state={"timeout_ms": 50, "on_error": "challenge"})
+    engine = Engine(hanging, HangingStore(counter_plan(hanging)), KeyedHasher(b"a-hanging-store-key-7d1e"))
+    started = time.monotonic()
+    results = asyncio.run(engine.process([parse_event(orjson.dumps(request()))]))
+    assert time.monotonic() - started < 5
+    decision = results[0]
+    assert isinstance(decision, Decision)
+    assert "state_unavailable" in codes(decision) and decision.action == "challenge"

@@ -808,6 +808,11 @@ class RecordingOutput:
             ack.set_result(None)
         return ack
 
+    async def send_many(
+        self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
+    ) -> list[Awaitable[Any]]:
+        return [await self.send(topic, key, value) for key, value in messages]
+
     def to(self, topic: str) -> list[tuple[str, bytes | None, bytes, dict[str, bytes]]]:
         return [message for message in self.sent if message[0] == topic]
 

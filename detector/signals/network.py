@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -90,8 +91,7 @@ class NetworkSet:
         return self.size > 0
 
 
-@dataclass(frozen=True, slots=True)
-class ClientAddress:
+class ClientAddress(msgspec.Struct, frozen=True):
     ip: IPAddress | None
     problem: str | None = None
 
@@ -139,12 +139,15 @@ class ClientResolver:
 
 
 def subnet_of(address: IPAddress) -> str:
-    network = ipaddress.ip_network(f"{address}/{SUBNET_PREFIX[address.version]}", strict=False)
-    return str(network)
+    """The address's /24 or /64, spelled as `ipaddress` spells the network (integer masks, no objects)."""
+    prefix = SUBNET_PREFIX[address.version]
+    if address.version == 4:
+        value = int(address) >> (32 - prefix) << (32 - prefix)
+        return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}/{prefix}"
+    return f"{ipaddress.IPv6Address(int(address) >> (128 - prefix) << (128 - prefix))}/{prefix}"
 
 
-@dataclass(frozen=True, slots=True)
-class IpFacts:
+class IpFacts(msgspec.Struct, frozen=True):
     ip: str
     subnet: str
     allowed: bool

@@ -17,6 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
@@ -69,8 +70,7 @@ def canonical_digits(phone: str) -> str | None:
     return "".join(out)
 
 
-@dataclass(frozen=True, slots=True)
-class NumberFacts:
+class NumberFacts(msgspec.Struct, frozen=True):
     """What the number plan says about a block of numbers."""
 
     valid: bool
@@ -78,8 +78,7 @@ class NumberFacts:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
-class PhoneFacts:
+class PhoneFacts(msgspec.Struct, frozen=True):
     e164: str | None
     valid: bool
     region: str | None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+
+import msgspec
 
 from detector.state.base import (
     DISTINCT_DIMENSION,
@@ -24,13 +25,12 @@ from detector.state.base import (
     Update,
 )
 from detector.state.packing import pack_decision, unpack_decision
-from detector.windows import BucketCounter, Window
+from detector.windows import Window, WindowSet
 
 _SWEEP_EVERY = 200_000
 
 
-@dataclass(slots=True)
-class _Record:
+class _Record(msgspec.Struct, gc=False):  # no cycles: the collector need not walk a record per request
     ts: float
     keys: tuple[str | None, ...]  # the entity key of each of the plan's record dimensions, in order
     fingerprint: str = ""
@@ -40,33 +40,35 @@ class _Record:
     challenge_done: bool = False
 
 
-_Labels = list[tuple[tuple[str, int], int, bool]]  # per window: (dimension, seconds), width index, has a peak
-
-
 class MemoryStore(StoreLifecycle):
     def __init__(self, plan: CounterPlan) -> None:
         self.plan = plan
-        self._counters: dict[tuple[str, str], list[BucketCounter]] = {}
-        self._limits: dict[str, BucketCounter] = {}
+        # Per dimension, per entity key: one record holding every window of the dimension (`WindowSet`).
+        self._counters: dict[str, dict[str, list[int]]] = {dim: {} for dim in plan.windows}
+        self._limits: dict[str, list[int]] = {}
         self._last_seen: dict[str, float] = {}
         self._distinct: dict[str, dict[str, float]] = {}
         self._records: dict[str, _Record] = {}
         self._expiry: list[tuple[float, str]] = []  # a heap: records do not arrive in expiry order
-        self._passes: dict[tuple[str, str], list[BucketCounter]] = {}
+        self._passes: dict[str, dict[str, list[int]]] = {dim: {} for dim in plan.pass_windows}
         self._quarantines: dict[tuple[str, str], Quarantine] = {}
         every = [*plan.windows.values(), *plan.pass_windows.values()]
         widths = sorted({window.width for windows in every for window in windows})
         self._widths = widths
 
-        def labels(dim: str, windows: tuple[Window, ...]) -> _Labels:
-            return [
-                ((dim, w.seconds), widths.index(w.width), (dim, w.seconds) in plan.peaks) for w in windows
-            ]
+        def sets(windows: Mapping[str, tuple[Window, ...]]) -> dict[str, WindowSet[tuple[str, int]]]:
+            return {
+                dim: WindowSet(
+                    ws, [(dim, w.seconds) for w in ws], [widths.index(w.width) for w in ws], plan.peaks
+                )
+                for dim, ws in windows.items()
+            }
 
-        self._by_dim = [(dim, windows, labels(dim, windows)) for dim, windows in plan.windows.items()]
-        self._pass_dims = [(dim, windows, labels(dim, windows)) for dim, windows in plan.pass_windows.items()]
+        self._by_dim = sets(plan.windows)
+        self._pass_dims = sets(plan.pass_windows)
+        self._counted = [(dim, self._counters[dim], window_set) for dim, window_set in self._by_dim.items()]
+        self._limit: WindowSet[None] = WindowSet((plan.limit_window,), (None,), (0,))
         self._record_dims = plan.record_dimensions
-        self._record_position = {dim: index for index, dim in enumerate(self._record_dims)}
         self._since_sweep = 0
 
     async def apply(self, batch: Sequence[Update]) -> list[Answer]:
@@ -112,43 +114,46 @@ class MemoryStore(StoreLifecycle):
         return None
 
     def _observe(self, item: Observation) -> Counts:
-        self._expire(item.ts)
+        ts = item.ts
+        if self._expiry and self._expiry[0][0] <= ts:
+            self._expire(ts)
         known = self._records.get(item.request_id)
         counts = Counts()
+        keys = item.keys
         if known is None:
-            counted = tuple(item.keys.get(dim) for dim in self._record_dims)
-            self._records[item.request_id] = _Record(item.ts, counted, item.fingerprint)
-            heapq.heappush(self._expiry, (item.ts + self.plan.record_ttl, item.request_id))
+            counted = tuple(map(keys.get, self._record_dims))
+            self._records[item.request_id] = _Record(ts, counted, item.fingerprint)
+            heapq.heappush(self._expiry, (ts + self.plan.record_ttl, item.request_id))
         elif _same_request(known.fingerprint, item.fingerprint):
             stored = known.decision and unpack_decision(known.decision)
             return Counts(duplicate=True, stored_decision=stored)
         else:
             counts.reused = True
 
-        ts = item.ts
-        keys = item.keys
-        counters = self._counters
         buckets = [int(ts / width) for width in self._widths]
-        windows = counts.windows
-        for dim, plan_windows, labels in self._by_dim:
+        windows, peaks = counts.windows, counts.peaks
+        for dim, counters, window_set in self._counted:
             key = keys.get(dim)
             if key is None:
                 continue
-            entity = counters.get((dim, key))
-            if entity is None:
-                entity = counters[(dim, key)] = [BucketCounter(window) for window in plan_windows]
-            for counter, (label, position, wants_peak) in zip(entity, labels, strict=True):
-                windows[label] = counter.add_at(buckets[position], requests=1)
-                if wants_peak:
-                    counts.peaks[label] = counter.peak_verified()
+            record = counters.get(key)
+            if record is None:
+                record = counters[key] = window_set.new()
+            window_set.add(record, buckets, 1, 0, windows, peaks)
 
-        for dim, _, labels in self._pass_dims:
+        for dim, window_set in self._pass_dims.items():
             key = keys.get(dim)
             if key is None:
                 continue
-            passes = self._passes.get((dim, key))
-            for index, (label, position, _) in enumerate(labels):
-                counts.passes[label] = passes[index].read_at(buckets[position])[0] if passes else 0
+            passes = self._passes[dim].get(key)
+            if passes is None:
+                for label in window_set.labels:
+                    counts.passes[label] = 0
+            else:
+                read: dict[tuple[str, int], tuple[int, int]] = {}
+                window_set.read(passes, buckets, read)
+                for label, (passed, _) in read.items():
+                    counts.passes[label] = passed
 
         if self._quarantines:
             for dim in self.plan.quarantine_dimensions:
@@ -157,28 +162,31 @@ class MemoryStore(StoreLifecycle):
                 if quarantine is not None:
                     counts.quarantines[dim] = (quarantine.until, quarantine.offences)
 
-        number = item.keys.get(LIMIT_DIMENSION)
+        number = keys.get(LIMIT_DIMENSION)
         if number is not None:
             counts.previous_ts = self._last_seen.get(number)
             self._last_seen[number] = ts if counts.previous_ts is None else max(ts, counts.previous_ts)
             if item.take_slot and not counts.reused:
                 limit = self._limits.get(number)
                 if limit is None:
-                    limit = self._limits[number] = BucketCounter(self.plan.limit_window)
-                bucket = self.plan.limit_window.bucket(ts)
-                used, _ = limit.read_at(bucket)
-                counts.slot_taken = used < self.plan.limit
+                    limit = self._limits[number] = self._limit.new()
+                bucket = (self.plan.limit_window.bucket(ts),)
+                used: dict[None, tuple[int, int]] = {}
+                self._limit.read(limit, bucket, used)
+                taken = used[None][0]
+                counts.slot_taken = taken < self.plan.limit
                 if counts.slot_taken:
-                    limit.add_at(bucket, requests=1)
-                counts.slot_count = used + counts.slot_taken
+                    self._limit.add(limit, bucket, 1, 0)
+                counts.slot_count = taken + counts.slot_taken
 
-        address = item.keys.get(DISTINCT_DIMENSION)
+        address = keys.get(DISTINCT_DIMENSION)
         if address is not None and item.distinct_member is not None:
             members = self._distinct.setdefault(address, {})
             members[item.distinct_member] = max(ts, members.get(item.distinct_member, ts))
             horizon = ts - self.plan.distinct_window
-            for member in [m for m, seen in members.items() if seen <= horizon]:
-                del members[member]
+            if min(members.values()) <= horizon:
+                for member in [m for m, seen in members.items() if seen <= horizon]:
+                    del members[member]
             counts.distinct = len(members)
 
         self._since_sweep += 1
@@ -196,15 +204,15 @@ class MemoryStore(StoreLifecycle):
             return "duplicate"
         record.resolved = True
         buckets = [int(record.ts / width) for width in self._widths]
-        for dim, plan_windows, labels in self._by_dim:
-            key = record.keys[self._record_position[dim]]
-            if key is None:
+        for dim, key in zip(self._record_dims, record.keys, strict=True):
+            window_set = self._by_dim.get(dim)
+            if key is None or window_set is None:
                 continue
-            entity = self._counters.get((dim, key))
+            counters = self._counters[dim]
+            entity = counters.get(key)
             if entity is None:
-                entity = self._counters[(dim, key)] = [BucketCounter(window) for window in plan_windows]
-            for counter, (_, position, _) in zip(entity, labels, strict=True):
-                counter.add_at(buckets[position], verified=1)
+                entity = counters[key] = window_set.new()
+            window_set.add(entity, buckets, 0, 1)
         return "applied"
 
     def _challenge(self, item: ChallengeUpdate) -> ChallengeAnswer:
@@ -222,15 +230,18 @@ class MemoryStore(StoreLifecycle):
         if not item.passed:
             return answer
         buckets = [int(item.ts / width) for width in self._widths]
-        for dim, plan_windows, labels in self._pass_dims:
-            key = record.keys[self._record_position[dim]]
-            if key is None:
+        for dim, key in zip(self._record_dims, record.keys, strict=True):
+            window_set = self._pass_dims.get(dim)
+            if key is None or window_set is None:
                 continue
-            entity = self._passes.get((dim, key))
+            passes = self._passes[dim]
+            entity = passes.get(key)
             if entity is None:
-                entity = self._passes[(dim, key)] = [BucketCounter(window) for window in plan_windows]
-            for counter, (label, position, _) in zip(entity, labels, strict=True):
-                answer.passes[label] = counter.add_at(buckets[position], requests=1)[0]
+                entity = passes[key] = window_set.new()
+            added: dict[tuple[str, int], tuple[int, int]] = {}
+            window_set.add(entity, buckets, 1, 0, added)
+            for label, (passed, _) in added.items():
+                answer.passes[label] = passed
         return answer
 
     def _expire(self, now: float) -> None:
@@ -244,16 +255,18 @@ class MemoryStore(StoreLifecycle):
     def _sweep(self, now: float) -> None:
         """Forget counters whose every bucket has left their window, so memory stays bounded."""
         self._since_sweep = 0
-        by_dim = {dim: plan_windows for dim, plan_windows, _ in self._by_dim}
-        for counters, windows in ((self._counters, by_dim), (self._passes, dict(self.plan.pass_windows))):
-            for slot, entity in list(counters.items()):
-                for counter, window in zip(entity, windows[slot[0]], strict=True):
-                    counter.read(now, window)
-                if all(counter.is_empty() for counter in entity):
-                    del counters[slot]
+        buckets = [int(now / width) for width in self._widths]
+        for by_dim, sets in ((self._counters, self._by_dim), (self._passes, self._pass_dims)):
+            for dim, counters in by_dim.items():
+                window_set = sets[dim]
+                for key, record in list(counters.items()):
+                    window_set.read(record, buckets)
+                    if window_set.is_empty(record):
+                        del counters[key]
+        limit_bucket = (self.plan.limit_window.bucket(now),)
         for number, limit in list(self._limits.items()):
-            limit.read(now, self.plan.limit_window)
-            if limit.is_empty():
+            self._limit.read(limit, limit_bucket)
+            if self._limit.is_empty(limit):
                 del self._limits[number]
         forget = self.plan.quarantine_forget
         for slot in [slot for slot, q in self._quarantines.items() if q.until + forget <= now]:

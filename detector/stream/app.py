@@ -15,10 +15,11 @@ original is found by partition and offset, and matched by the digest keyed with 
 request whose `request_id` can be read gets an ``invalid_request`` decision instead. Any event type is
 accepted on any input topic.
 
-Delivery is at least once. An agent returns to Faust for the next batch — which is when Faust marks the
-batch's offsets as processed, to be committed by its commit timer — only after Kafka acknowledged every
-decision, dead letter and retry of the batch. A request delivered twice is recognised by the store (its
-request record) and gets the decision stored the first time, without being counted again. If an output
+Delivery is at least once. An agent acks a batch's events to Faust — which marks their offsets as
+processed, to be committed by its commit timer — only after Kafka acknowledged every decision, dead letter
+and retry of the batch; it processes the next batch meanwhile (one batch in flight). A request delivered
+twice is recognised by the store (its request record) and gets the decision stored the first time, without
+being counted again. If an output
 cannot be published at all, the process exits at once with status 70, without committing, so the batch is
 delivered again to whichever worker takes over.
 
@@ -124,8 +125,14 @@ class Pipeline:
 
     async def handle(self, kind: Kind, batch: Sequence[Incoming]) -> None:
         """Process one batch; return once Kafka acknowledged everything it produced."""
+        await (await self.submit(kind, batch))
+
+    async def submit(self, kind: Kind, batch: Sequence[Incoming]) -> Awaitable[None]:
+        """Process one batch and hand its output to the producer; what is returned completes once Kafka
+        acknowledged all of it (raising `DeliveryFailed` if it did not), so the next batch can be processed
+        meanwhile."""
         if not batch:
-            return
+            return _done()
         started = time.perf_counter()
         metrics = self.metrics
         metrics.batch_size.labels(kind).observe(len(batch))
@@ -136,18 +143,18 @@ class Pipeline:
         results = await self._process(events, [message.timestamp for message in batch])
 
         acks: list[Awaitable[Any]] = []
+        decisions: list[tuple[bytes, bytes]] = []
         decided: list[Incoming] = []
         unavailable: list[tuple[Incoming, OtpFeedback]] = []
         seen: Counter[str] = Counter()
         actions: Counter[tuple[str, str, str]] = Counter()
         statuses: Counter[str] = Counter()
         store_failed = False
-        send, decisions_topic = self.output.send, self.topics.decisions
         for message, event, result in zip(batch, events, results, strict=True):
             if isinstance(result, Decision):
                 kind_of_event = "otp_challenge" if isinstance(event, OtpChallenge) else "otp_request"
                 seen[kind_of_event if isinstance(event, OtpRequest | OtpChallenge) else "bad"] += 1
-                acks.append(await send(decisions_topic, result.request_id.encode(), encode(result)))
+                decisions.append((result.request_id.encode(), encode(result)))
                 actions[(result.action, result.verdict, result.mode)] += 1
                 decided.append(message)
                 store_failed = store_failed or _store_unavailable(result)
@@ -168,6 +175,7 @@ class Pipeline:
                     unavailable.append((message, event))
                 elif result == "unknown":
                     acks.extend(await self._requeue([message], "unknown"))
+        acks.extend(await self.output.send_many(self.topics.decisions, decisions))
         for event_type, count in seen.items():
             metrics.events_in.labels(kind, event_type).inc(count)
         for labels, count in actions.items():
@@ -182,12 +190,15 @@ class Pipeline:
             metrics.store_errors.labels("feedback").inc()
             acks.extend(await self._retry_unavailable(kind, unavailable))
 
-        await acknowledged(acks, f"the output of a {kind} batch")
-        now = self.clock()
-        for message in decided:
-            if message.timestamp:
-                metrics.decision_delay.observe(max(0.0, now - message.timestamp))
-        metrics.batch_seconds.labels(kind).observe(time.perf_counter() - started)
+        async def settled() -> None:
+            await acknowledged(acks, f"the output of a {kind} batch")
+            now = self.clock()
+            for message in decided:
+                if message.timestamp:
+                    metrics.decision_delay.observe(max(0.0, now - message.timestamp))
+            metrics.batch_seconds.labels(kind).observe(time.perf_counter() - started)
+
+        return settled()
 
     # ------------------------------------------------------------------ steps
 
@@ -338,6 +349,10 @@ class Pipeline:
             await asyncio.sleep(min(left, 0.05))
 
 
+async def _done() -> None:
+    pass
+
+
 def _store_unavailable(decision: Decision) -> bool:
     """The shared store did not answer for this decision: decided by the policy's fail mode, or counted in
     this process meanwhile (degraded)."""
@@ -397,12 +412,13 @@ def build_app(
     verifier: SiteVerifier | None = None,
 ) -> Any:
     """The Faust app with its agents; `app.pipeline` is the shared `Pipeline`."""
-    import faust
     from mode import CrashingSupervisor
+
+    from detector.stream.lean import LeanApp
 
     output = KafkaOutput(config.bootstrap, f"{config.group_id}-output", config.producer_timeout)
 
-    class DetectorApp(faust.App):
+    class DetectorApp(LeanApp):
         pipeline: Pipeline
 
         async def on_shutdown(self) -> None:
@@ -440,11 +456,30 @@ def build_app(
         )
 
         async def consume(stream: Any) -> None:
-            async for events in stream.take_events(config.batch_size, within=config.batch_wait):
+            # One batch's output is acknowledged while the next is processed; its events are acked (so
+            # that Faust may commit them) only then. Faust commits an offset only when every message
+            # below it is acked, whatever order the acks come in.
+            async def settle(output: Awaitable[None], events: Sequence[Any]) -> None:
                 try:
-                    await pipeline.handle(kind, [incoming(event.message) for event in events])
+                    await output
                 except Exception as exc:
                     _die(kind, exc)
+                for event in events:
+                    await stream.ack(event)
+
+            in_flight: asyncio.Future[None] | None = None
+            try:
+                async for events in stream.noack_take(config.batch_size, within=config.batch_wait):
+                    try:
+                        output = await pipeline.submit(kind, [incoming(event.message) for event in events])
+                    except Exception as exc:
+                        _die(kind, exc)
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.ensure_future(settle(output, events))
+            finally:
+                if in_flight is not None:
+                    await in_flight
 
         consume.__name__ = consume.__qualname__ = kind
         app.agent(topic, name=f"detector.{kind}", concurrency=1, supervisor_strategy=CrashingSupervisor)(
@@ -507,9 +542,9 @@ def run_worker(
 
     from detector.kafka.health import HealthServer
     from detector.kafka.topics import TopicError, ensure_topics
+    from detector.stream.lean import new_event_loop
 
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
+    loop = new_event_loop()
     names = config.topics.all()
     try:
         counts = loop.run_until_complete(

@@ -82,4 +82,6 @@ class StreamConfig(KafkaSettings):
             "stream_buffer_maxsize": max(4096, self.batch_size * 4),
             "stream_wait_empty": True,
             "worker_redirect_stdouts": False,
+            # Per-message sensor bookkeeping for Faust's web views, which are off (see detector.stream.lean).
+            "Monitor": "detector.stream.lean:QuietMonitor",
         }

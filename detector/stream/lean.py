@@ -1,0 +1,132 @@
+"""Faust, minus the per-message work the worker does not need (issue 14). Used by the worker's app and by the
+Faust passthrough of `bench.pipeline`, so that the bench's ceiling is the same Faust the worker runs.
+
+* `LeanConsumer`: Faust's aiokafka consumer hands each fetched message to the conductor through
+  ``Service.wait_first(deliver(message), suspend_flow.wait())``, which creates four tasks and an
+  ``asyncio.wait`` per message, so that a rebalance can cut short a delivery that blocks. A delivery that
+  cannot block — flow not suspended, no rebalance under way, Faust's producer buffer not over its limit,
+  room in every subscribed queue — completes without yielding to the event loop, so nothing can happen
+  while it runs: `LeanConsumer` awaits it directly and keeps the race for the others. When the agent is
+  behind and its queue full, it waits until the queue is half empty (racing a rebalance once), rather than
+  racing each message into the one free place.
+* `QuietMonitor`: Faust's default sensor keeps per-message timings and counts for its web views, which the
+  worker disables; the worker's own Prometheus metrics count per batch.
+* `new_event_loop`: uvloop, whose futures, tasks and sockets cost a fraction of asyncio's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+from faust.sensors import Monitor
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.services import WaitResults
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The worker's event loop (uvloop); threads Faust starts for its consumer get one too."""
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
+
+
+class QuietMonitor(Monitor):
+    """Faust's monitor without its per-message and per-event bookkeeping (commits, rebalances and the rest
+    are still recorded)."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> dict[str, Any] | None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: dict[str, Any] | None = None
+    ) -> None:
+        pass
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+
+class LeanConsumer(faust_aiokafka.Consumer):
+    """Delivers without the per-message race when the delivery cannot block (see the module's docstring).
+
+    Faust's drain loop stays as it is; the consumer intercepts the two calls it makes per message:
+    ``callback(message)`` (to learn the message's partition) and
+    ``wait_first(delivery, suspend_flow.wait())``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        deliver = self.callback
+        self._delivery: tuple[Awaitable[Any], Any] | None = None
+
+        def delivering(message: Any) -> Awaitable[Any]:
+            delivery = deliver(message)
+            self._delivery = (delivery, message.tp)
+            return delivery
+
+        self.callback = delivering
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+        pending, self._delivery = self._delivery, None
+        if pending is None or not coros or coros[0] is not pending[0]:
+            return await super().wait_first(*coros, timeout=timeout)
+        delivery, tp = pending
+        rest = coros[1:]
+        if not self._can_deliver_now(tp):
+            # The agent is behind: wait (a rebalance cuts it short) until the queues are half empty, so
+            # that the next messages go at once again rather than each in a race of its own.
+            await super().wait_first(self._room(tp), *rest)
+            rest = (self.suspend_flow.wait(),)
+        if not self._can_deliver_now(tp):
+            return await super().wait_first(delivery, *rest)
+        for other in rest:
+            if inspect.iscoroutine(other):
+                other.close()  # never started: nothing to cancel
+        return WaitResults([delivery], [await delivery], False)
+
+    async def _room(self, tp: Any) -> None:
+        """Until no queue subscribed to `tp` is more than half full (unbounded ones never are)."""
+        while any(0 < q.maxsize // 2 < q.qsize() for q in (c.queue for c in self._channels(tp))):
+            await asyncio.sleep(0.002)
+
+    def _channels(self, tp: Any) -> Any:
+        """The channels (topics) subscribed to `tp`, as the conductor's handler knows them; () if none."""
+        handler = self.app.topics._tp_to_callback.get(tp)  # type: ignore[attr-defined]
+        return getattr(handler, "channels", ())
+
+    def _can_deliver_now(self, tp: Any) -> bool:
+        """The conductor's delivery of a message of `tp` completes without waiting: flow not suspended,
+        no rebalance, no other delivery holding the conductor's lock, Faust's producer buffer within its
+        limit, room in the queue of every subscriber."""
+        app = self.app
+        if self.suspend_flow.is_set() or not app.flow_control.is_active():
+            return False
+        buffer = app.producer.buffer
+        if buffer.size > buffer.max_messages:
+            return False
+        conductor: Any = app.topics  # faust's Conductor; its ConductorT type lacks the callback map
+        if conductor._tp_to_callback_lock.locked():
+            return False
+        channels = self._channels(tp)
+        return bool(channels) and not any(channel.queue.full() for channel in channels)
+
+
+class LeanTransport(faust_aiokafka.Transport):
+    Consumer = LeanConsumer
+
+
+class LeanApp(faust.App):
+    """A Faust app on `LeanTransport`; give it ``Monitor=QuietMonitor`` (the worker's settings do)."""
+
+    def _new_transport(self) -> Any:
+        return LeanTransport(self.conf.broker_consumer, self)

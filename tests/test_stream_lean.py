@@ -1,0 +1,145 @@
+"""`detector.stream.lean`: when Faust's consumer may hand a message to the conductor without racing the
+delivery against a rebalance. A real Faust app with the worker's settings (no broker needed: the conductor
+is driven by assigning partitions by hand)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from detector.stream.config import StreamConfig
+from detector.stream.lean import LeanApp, LeanConsumer, QuietMonitor, new_event_loop
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = new_event_loop()
+    yield loop
+    loop.close()
+    asyncio.set_event_loop_policy(None)
+
+
+def _app(tmp_path: Path, loop: asyncio.AbstractEventLoop, buffer: int) -> tuple[Any, Any, TP]:
+    config = StreamConfig(brokers="127.0.0.1:9", group_id="lean-test")
+    settings = config.faust_settings(str(tmp_path)) | {"stream_buffer_maxsize": buffer}
+    app = LeanApp("lean-test", autodiscover=False, loop=loop, **settings)
+    topic = app.topic("lean.requests", key_type=bytes, value_type=bytes, value_serializer="raw")
+    app.topics.add(topic)
+    tp = TP("lean.requests", 0)
+    loop.run_until_complete(app.topics.on_partitions_assigned({tp}))
+    app.flow_control.resume()
+    return app, topic, tp
+
+
+def test_the_worker_app_runs_the_lean_consumer_and_the_quiet_monitor(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    app, _, _ = _app(tmp_path, loop, 8)
+    assert isinstance(app.consumer, LeanConsumer)
+    assert isinstance(app.monitor, QuietMonitor)
+    assert type(loop).__module__.startswith("uvloop")
+
+
+def test_a_delivery_is_immediate_only_while_nothing_can_make_it_wait(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    app, topic, tp = _app(tmp_path, loop, 2)
+    consumer = app.consumer
+    assert consumer._can_deliver_now(tp)
+
+    while not topic.queue.full():  # the agent is behind: the subscriber's queue has no room
+        topic.queue.put_nowait(object())
+    assert not consumer._can_deliver_now(tp)
+    while not topic.queue.empty():
+        topic.queue.get_nowait()
+    assert consumer._can_deliver_now(tp)
+
+    app.flow_control.suspend()  # a rebalance starts: Faust suspends the flow into the queues
+    assert not consumer._can_deliver_now(tp)
+    app.flow_control.resume()
+    consumer.suspend_flow.set()
+    assert not consumer._can_deliver_now(tp)
+    consumer.suspend_flow.clear()
+    lock = app.topics._tp_to_callback_lock  # another delivery is waiting inside the conductor
+    loop.run_until_complete(lock.acquire())
+    assert not consumer._can_deliver_now(tp)
+    lock.release()
+    assert consumer._can_deliver_now(tp)
+
+    assert not consumer._can_deliver_now(TP("lean.requests", 1))  # not assigned: no handler
+
+
+def test_a_consumer_that_found_the_queue_full_waits_until_it_is_half_empty(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    app, topic, tp = _app(tmp_path, loop, 8)
+    queue = topic.queue
+    while not queue.full():
+        queue.put_nowait(object())
+
+    async def drain_to_half() -> bool:
+        waiting = asyncio.ensure_future(app.consumer._room(tp))
+        for _ in range(queue.maxsize - queue.maxsize // 2 - 1):
+            queue.get_nowait()
+            await asyncio.sleep(0.005)  # the agent takes one event at a time
+            if waiting.done():
+                return False
+        queue.get_nowait()  # now half empty
+        await asyncio.wait_for(waiting, 5)
+        return True
+
+    assert loop.run_until_complete(drain_to_half()), "waited until the queue was half empty, not less"
+
+
+def _message(tp: TP, offset: int) -> Any:
+    from faust.types.tuples import Message
+
+    return Message(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=tp)
+
+
+def test_faust_s_per_message_race_is_skipped_only_when_the_delivery_cannot_block(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Faust's drain loop calls `callback(message)` and `wait_first(delivery, suspend_flow.wait())`: the
+    delivery goes at once, on no task of its own, while there is room; otherwise Faust's race decides."""
+    app, topic, tp = _app(tmp_path, loop, 2)
+    consumer = app.consumer
+    tasks: list[object] = []
+    default_factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        tasks.append(coro)
+        if default_factory is not None:
+            return default_factory(loop, coro, **kwargs)  # type: ignore[no-any-return]
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+
+    async def deliver(offset: int) -> Any:
+        tasks.clear()  # run_until_complete's own task
+        delivery = consumer.callback(_message(tp, offset))
+        return await consumer.wait_first(delivery, consumer.suspend_flow.wait())
+
+    result = loop.run_until_complete(deliver(1))
+    assert not result.stopped and topic.queue.qsize() == 1
+    assert tasks == [], "a delivery with room in the queue needs no task"
+
+    app.flow_control.suspend()  # a rebalance: Faust's own race (tasks), and the flow suspended wins
+    consumer.suspend_flow.set()
+    loop.run_until_complete(deliver(2))
+    assert tasks, "while the flow is suspended the delivery is raced as Faust does it"
+    consumer.suspend_flow.clear()
+    app.flow_control.resume()
+
+    # Other waits of the consumer are Faust's, untouched.
+    async def other_wait() -> None:
+        tasks.clear()
+        await consumer.wait_first(asyncio.sleep(0))
+
+    loop.run_until_complete(other_wait())
+    assert tasks
