@@ -11,9 +11,12 @@ store on the same batches (the machine may be shared: the ratio compares runs a 
 Columns: events/s and the p50/p99 latency of one `apply(batch)`; RT/event, the store's round trips (waits
 for an answer the next write depends on: two per batch) per event; writes/event, every write on the wire
 (redis-py's `Connection.send_packed_command`, counted independently of the store: a flight writes once per
-chunk and once more); client CPU (this process) and server CPU (EVALSHA and SCRIPT LOAD usec, INFO
-commandstats) per event. Memory: ``MEMORY USAGE`` of every key the whole-engine run left, grouped by kind,
-and ``used_memory`` before/after.
+chunk and once more); client CPU (this process) and server CPU per event, the latter twice: the
+server's own CPU time (``used_cpu_user`` + ``used_cpu_sys`` deltas of INFO cpu, everything it did, the socket
+work included) and the scripts' time alone (EVALSHA and SCRIPT LOAD usec, INFO commandstats); the memory
+store's events/s on the same batches is the ceiling. Memory: ``MEMORY USAGE`` of every key the
+whole-engine run left, grouped by kind, and ``used_memory`` before/after. Last, the whole engine in batches of
+1 and 8 as `detector serve` runs it (its decisions remembered with the next flight), next to the memory store.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from bench.streams import mixed_stream
 from detector.engine import Engine
 from detector.events import OtpFeedback, OtpRequest, parse_event, parse_timestamp
 from detector.hashing import KeyedHasher
-from detector.policy import default_policy_data, load_policy, merge, policy_from_data
+from detector.policy import Policy, default_policy_data, load_policy, merge, policy_from_data
 from detector.scoring import counter_plan
 from detector.state.base import CounterPlan, FeedbackUpdate, Observation, Store
 from detector.state.memory import MemoryStore
@@ -84,6 +87,12 @@ def updates(requests: int) -> list[Update]:
         elif isinstance(event, OtpFeedback):
             out.append(FeedbackUpdate(event.request_id, parse_timestamp(event.ts), event.outcome != "failed"))
     return out
+
+
+async def _server_cpu(client: Redis) -> float:
+    """The server's CPU seconds so far (user + system, all its threads), from INFO cpu."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -150,7 +159,7 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
     before = (await client.info("memory"))["used_memory"]
     print(
         f"  {'batch':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RT/event':>9} {'writes/event':>12} "
-        f"{'client CPU':>10} {'server CPU':>10} {'memory ev/s':>11} {'ratio':>6}"
+        f"{'client CPU':>10} {'server CPU':>10} {'scripts':>10} {'memory ev/s':>11} {'ratio':>6}"
     )
     for size in sizes:
         seconds, _ = await drive(MemoryStore(plan), stream, size)
@@ -163,12 +172,14 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
         rest = stream[1:]
         store.round_trips = 0
         await client.config_resetstat()
+        server_cpu = await _server_cpu(client)
         cpu = time.process_time()
         with WireCounter() as wire:
             seconds, latencies = await drive(store, rest, size)
         cpu = time.process_time() - cpu
+        server_cpu = await _server_cpu(client) - server_cpu
         stats = await client.info("commandstats")
-        server = sum(
+        scripts = sum(
             stats.get(name, {}).get("usec", 0) for name in ("cmdstat_evalsha", "cmdstat_script|load")
         )
         await store.close()
@@ -177,7 +188,8 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
             f"  {size:>5} {rate:>9,.0f} {_percentile(latencies, 0.5) * 1e3:>7.2f} "
             f"{_percentile(latencies, 0.99) * 1e3:>7.2f} {store.round_trips / len(rest):>9.4f} "
             f"{wire.sends / len(rest):>12.4f} {cpu / len(rest) * 1e6:>7.1f} us "
-            f"{server / len(rest):>7.1f} us {memory_rate:>11,.0f} {rate / memory_rate:>6.3f}"
+            f"{server_cpu / len(rest) * 1e6:>7.1f} us {scripts / len(rest):>7.1f} us "
+            f"{memory_rate:>11,.0f} {rate / memory_rate:>6.3f}"
         )
     after = (await client.info("memory"))["used_memory"]
     await client.aclose()
@@ -191,6 +203,8 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
     namespace = f"engine-{os.getpid()}:"
     rates = {}
     trips = 0.0
+    engine_client = Redis.from_url(url)
+    engine_server = 0.0
     # A generous store deadline, so the figure is throughput: with the default 250 ms a slow batch fails open.
     policy = policy_from_data(merge(default_policy_data(), {"state": {"timeout_ms": 30_000}}))
     for name in ("memory", "redis"):
@@ -201,21 +215,67 @@ async def run(url: str, requests: int, sizes: list[int], shards: int, chunk_size
         )  # fmt: skip
         engine = Engine(policy, engine_store, KeyedHasher(b"bench-key-" * 4))
         events = [parse_event(line) for line in lines]
+        engine_server = await _server_cpu(engine_client)
         started = time.perf_counter()
         for start in range(0, len(events), 500):
             await engine.process(events[start : start + 500])
         rates[name] = len(events) / (time.perf_counter() - started)
         if isinstance(engine_store, RedisStore):
             trips = engine_store.round_trips / len(events)
+            engine_server = (await _server_cpu(engine_client) - engine_server) / len(events)
         await engine_store.close()
+    await engine_client.aclose()
     print(
         f"  whole engine at batch 500 (parse excluded, decisions remembered): "
-        f"redis {rates['redis']:,.0f} events/s ({trips:.4f} RT/event), "
+        f"redis {rates['redis']:,.0f} events/s ({trips:.4f} RT/event, "
+        f"server CPU {engine_server * 1e6:.1f} us/event), "
         f"memory {rates['memory']:,.0f} events/s, "
         f"ratio {rates['redis'] / rates['memory']:.3f}"
     )
     print(f"  keys left by the engine run ({namespace}, request records hold compressed decisions):")
     await memory_report(url, namespace, {dim: len(keys) for dim, keys in active.items()})
+    await small_batches(url, policy, plan, lines[: max(2, requests // 10)], shards, chunk_size)
+
+
+async def small_batches(
+    url: str, policy: Policy, plan: CounterPlan, lines: Sequence[bytes], shards: int, chunk_size: int
+) -> None:
+    """The whole engine in the small batches of `detector serve` (its store waits 5 ms to remember with
+    the next flight, as the service's does), next to the memory store on the same batches."""
+    client = Redis.from_url(url)
+    events = [parse_event(line) for line in lines]
+    print("  whole engine in small batches, as `detector serve` runs it (remember_wait 5 ms):")
+    print(f"    {'batch':>5} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'client CPU':>10} "
+          f"{'server CPU':>10} {'memory ev/s':>11}")  # fmt: skip
+    for size in (1, 8):
+        rates: dict[str, float] = {}
+        for name in ("memory", "redis"):
+            store: Store = (
+                MemoryStore(plan) if name == "memory"
+                else RedisStore.from_url(url, plan, timeout=30.0, namespace=f"small{size}-{os.getpid()}:",
+                                         shards=shards, chunk_size=chunk_size, remember_wait=0.005)
+            )  # fmt: skip
+            engine = Engine(policy, store, KeyedHasher(b"bench-key-" * 4))
+            await engine.process(events[:1])  # connect and load the script outside the measurement
+            rest = events[1:]
+            latencies = []
+            server = await _server_cpu(client)
+            cpu = time.process_time()
+            started = time.perf_counter()
+            for start in range(0, len(rest), size):
+                began = time.perf_counter()
+                await engine.process(rest[start : start + size])
+                latencies.append(time.perf_counter() - began)
+            rates[name] = len(rest) / (time.perf_counter() - started)
+            cpu = (time.process_time() - cpu) / len(rest)
+            server = (await _server_cpu(client) - server) / len(rest)
+            await store.close()
+        print(
+            f"    {size:>5} {rates['redis']:>9,.0f} {_percentile(latencies, 0.5) * 1e3:>7.2f} "
+            f"{_percentile(latencies, 0.99) * 1e3:>7.2f} {cpu * 1e6:>7.0f} us {server * 1e6:>7.0f} us "
+            f"{rates['memory']:>11,.0f}"
+        )
+    await client.aclose()
 
 
 def main() -> None:

@@ -19,13 +19,17 @@ __all__ = ["DEFAULT_STORE", "build_engine", "check_store", "open_ip_classifier",
 
 
 def build_engine(
-    policy: Policy | str | None = None, store_url: str = DEFAULT_STORE, *, service: bool = False
+    policy: Policy | str | None = None,
+    store_url: str = DEFAULT_STORE,
+    *,
+    service: bool = False,
+    remember_wait: float | None = None,
 ) -> Engine:
     """An engine on `store_url`. `service`: it answers real clients (its challenge ids must be unforgeable),
-    so it needs the secret hash key even on an in-process store."""
+    so it needs the secret hash key even on an in-process store. `remember_wait`: see `RedisStore`."""
     if not isinstance(policy, Policy):
         policy = load_policy(policy)
-    store = open_store(store_url, counter_plan(policy), policy)
+    store = open_store(store_url, counter_plan(policy), policy, remember_wait=remember_wait)
     hasher = KeyedHasher(load_hash_key(required=service or not store_url.startswith("memory:")))
     return Engine(policy, store, hasher, open_ip_classifier(policy.lists))
 

@@ -47,7 +47,7 @@ from detector.state.base import (
     Update,
 )
 from detector.state.memory import MemoryStore
-from detector.state.redis import RedisStore, _hiredis_packing, unpack_decision
+from detector.state.redis import SCRIPT_SHA, RedisStore, _hiredis_packing, unpack_decision
 from detector.testing.services import RedisServer, free_port, redis_ping
 from detector.windows import Window
 
@@ -219,6 +219,90 @@ async def test_counts_match_the_memory_store(
     assert any(isinstance(a, Counts) and a.distinct >= 3 for a in want)
 
 
+@pytest.mark.parametrize(("seed", "sizes", "chunk_size"), [(21, [1, 5], 128), (22, [60, 7], 16)])
+async def test_remembering_with_the_next_flight_gives_the_same_answers(
+    store_factory: Callable[..., RedisStore], seed: int, sizes: list[int], chunk_size: int
+) -> None:
+    """`remember_wait`: decisions and quarantines ride at the head of the next batch's flight, which sees
+    them exactly as it would have seen them written in a round trip of their own."""
+    rng = random.Random(seed)
+    plan = small_plan()
+    stream = random_stream(rng, 400)
+    store = store_factory(plan, chunk_size=chunk_size, remember_wait=60.0)
+    sent: list[tuple[Any, ...]] = []
+    send, remember = store._send, store.remember
+
+    async def spy(connection: Any, commands: list[tuple[Any, ...]]) -> None:
+        sent.extend(commands)
+        await send(connection, commands)
+
+    async def remembering(decisions: Sequence[Remembered], offences: Sequence[Offence] = ()) -> None:
+        before = len(sent)
+        await remember(decisions, offences)
+        assert len(sent) == before  # nothing sent of its own
+
+    store._send = spy  # type: ignore[method-assign]
+    store.remember = remembering  # type: ignore[method-assign]
+    got, want = await run_both(store, MemoryStore(plan), batches(stream, rng, sizes))
+    assert_same(got, want, stream)
+    assert any(isinstance(a, Counts) and a.duplicate and a.stored_decision for a in want)
+    assert any(command[3 + command[2]] == "R" for command in sent if command[0] == "EVALSHA")
+
+
+async def test_remembered_decisions_go_on_their_own_when_no_flight_comes(
+    store_factory: Callable[..., RedisStore],
+) -> None:
+    plan = small_plan()
+    waiting = store_factory(plan, remember_wait=0.01)
+    closing = store_factory(plan, namespace=waiting.namespace, remember_wait=60.0)
+    reader = store_factory(plan, namespace=waiting.namespace)
+    await waiting.apply([Observation("a", T0, {"msisdn": "n"})])
+    await closing.apply([Observation("b", T0, {"msisdn": "n"})])
+    await waiting.remember([Remembered("a", T0, b"kept a")])
+    await closing.remember([Remembered("b", T0, b"kept b")])
+    await closing.close()  # sends what waits
+    deadline = time.monotonic() + 5
+    while True:
+        [a, b] = await reader.apply([Observation("a", T0 + 1, {"msisdn": "n"}), Observation("b", T0 + 1, {})])
+        assert b == Counts(duplicate=True, stored_decision=b"kept b")
+        if a == Counts(duplicate=True, stored_decision=b"kept a") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.005)
+    assert a == Counts(duplicate=True, stored_decision=b"kept a")
+
+
+@pytest.mark.parametrize(
+    ("seed", "sizes", "chunk_size", "wait"),
+    [(31, [1, 4], 128, None), (32, [80, 9], 16, None), (33, [300], 64, 60.0), (34, [2, 30], 5, 60.0)],
+)
+async def test_requests_alone_take_one_round_trip_and_the_same_answers(
+    store_factory: Callable[..., RedisStore], seed: int, sizes: list[int], chunk_size: int, wait: float | None
+) -> None:
+    """A batch of requests only is one fused call per chunk: redeliveries (in earlier batches and the same
+    one), reused ids and requests without a send slot answer exactly as with claims and counts apart."""
+    rng = random.Random(seed)
+    plan = small_plan()
+    stream = [item for item in random_stream(rng, 1200) if isinstance(item, Observation)]
+    store = store_factory(plan, chunk_size=chunk_size, remember_wait=wait)
+    kinds: list[str] = []
+    send = store._send
+
+    async def spy(connection: Any, commands: list[tuple[Any, ...]]) -> None:
+        kinds.extend(command[3 + command[2]] for command in commands if command[0] == "EVALSHA")
+        await send(connection, commands)
+
+    store._send = spy  # type: ignore[method-assign]
+    chunks = batches(stream, rng, sizes)
+    got, want = await run_both(store, MemoryStore(plan), chunks)
+    assert_same(got, want, stream)
+    assert "Q" not in kinds and kinds.count("F") == sum(-(-len(chunk) // chunk_size) for chunk in chunks)
+    assert any(isinstance(a, Counts) and a.duplicate and a.stored_decision for a in want)
+    assert any(isinstance(a, Counts) and a.reused for a in want)
+    assert any(isinstance(a, Counts) and not a.slot_taken for a in want)
+    if max(sizes) >= 30:  # a request id twice in one batch: the second has no stored decision yet
+        assert any(isinstance(a, Counts) and a.duplicate and a.stored_decision is None for a in want)
+
+
 async def test_counts_match_with_the_default_policy_plan(store_factory: Callable[..., RedisStore]) -> None:
     rng = random.Random(11)
     plan = counter_plan(load_policy())
@@ -297,6 +381,24 @@ async def test_a_flushed_script_cache_is_reloaded(
     finally:
         await admin.aclose()
     assert_same(got, want, stream)
+
+
+async def test_a_script_flushed_before_remember_is_reloaded(
+    store_factory: Callable[..., RedisStore], redis_url: str
+) -> None:
+    plan = small_plan()
+    store = store_factory(plan)
+    admin = Redis.from_url(redis_url)
+    try:
+        await store.apply([Observation("a", T0, {"msisdn": "n", "ip": "i"})])
+        await admin.script_flush()
+        await store.remember([Remembered("a", T0, b"kept")], [Offence("ip", "i", T0, "an address")])
+        assert await admin.script_exists(SCRIPT_SHA) == [True]
+    finally:
+        await admin.aclose()
+    [again] = await store.apply([Observation("a", T0 + 1, {"msisdn": "n", "ip": "i"})])
+    assert again == Counts(duplicate=True, stored_decision=b"kept")
+    assert [q.key for q in await store.quarantines(T0 + 1)] == ["i"]
 
 
 async def test_decisions_are_shared_between_stores_byte_for_byte(
@@ -510,17 +612,20 @@ async def test_no_number_or_address_anywhere_and_every_key_expires(
 
 
 async def test_every_script_call_stays_in_one_cluster_slot(store_factory: Callable[..., RedisStore]) -> None:
+    """The calls a cluster gets (one pipeline per round trip, split by node) each touch one hash slot."""
     rng = random.Random(3)
     plan = small_plan()
     store = store_factory(plan, shards=64)
+    store._pool = None  # the cluster's path, on the one server this test has
+    store._by_shard = 1
     calls: list[tuple[Any, ...]] = []
-    send = store._send
+    execute = store._execute
 
-    async def spy(connection: Any, commands: list[tuple[Any, ...]]) -> None:
-        calls.extend(command for command in commands if command[0] != b"SCRIPT")
-        await send(connection, commands)
+    async def spy(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        calls.extend(commands)
+        return await execute(commands)
 
-    store._send = spy  # type: ignore[method-assign]
+    store._execute = spy  # type: ignore[method-assign]
     stream = random_stream(rng, 400)
     await run_both(store, MemoryStore(plan), batches(stream, rng, [100]))
     assert len(calls) > 64
@@ -529,6 +634,32 @@ async def test_every_script_call_stays_in_one_cluster_slot(store_factory: Callab
         keys = command[3 : 3 + command[2]]
         assert keys, command[:4]
         assert len({key_slot(key) for key in keys}) == 1, keys
+
+
+async def test_one_server_gets_one_call_per_chunk_and_kind(store_factory: Callable[..., RedisStore]) -> None:
+    """On one server a chunk's claims go in one call and its counts in another, whatever their shards; the
+    script is sent once per connection, not with every flight."""
+    rng = random.Random(3)
+    plan = small_plan()
+    store = store_factory(plan, shards=64, chunk_size=50)
+    calls: list[tuple[Any, ...]] = []
+    loads: list[tuple[Any, ...]] = []
+    send = store._send
+
+    async def spy(connection: Any, commands: list[tuple[Any, ...]]) -> None:
+        calls.extend(command for command in commands if command[0] != b"SCRIPT")
+        loads.extend(command for command in commands if command[0] == b"SCRIPT")
+        await send(connection, commands)
+
+    store._send = spy  # type: ignore[method-assign]
+    stream = random_stream(rng, 400)
+    await run_both(store, MemoryStore(plan), batches(stream, rng, [100]))
+    chunks = -(-len(stream) // 50)
+    kinds = [command[3 + command[2]] for command in calls]
+    assert kinds.count("Q") == chunks
+    assert 0 < kinds.count("E") <= chunks + kinds.count("R")  # remember: one call of each, quarantines
+    assert max(len({key_slot(key) for key in command[3 : 3 + command[2]]}) for command in calls) > 1
+    assert len(loads) == 1, loads
 
 
 # --------------------------------------------------------------------------- Redis Cluster

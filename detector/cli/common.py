@@ -25,11 +25,17 @@ def policy_for(path: str | None, *, shadow: bool = False) -> Policy:
 
 
 def engine_for(
-    policy_path: str | None, store_url: str, *, shadow: bool = False, service: bool = False
+    policy_path: str | None,
+    store_url: str,
+    *,
+    shadow: bool = False,
+    service: bool = False,
+    remember_wait: float | None = None,
 ) -> tuple[Policy, Engine]:
     """The policy and an engine on `store_url`; the problems with either and the hash key, all at once.
 
-    `service`: the engine answers real clients, so it needs the secret hash key whatever the store."""
+    `service`: the engine answers real clients, so it needs the secret hash key whatever the store.
+    `remember_wait`: see `RedisStore`."""
     problems: list[str] = []
     policy: Policy | None = None
     engine: Engine | None = None
@@ -45,7 +51,7 @@ def engine_for(
         from detector.wiring import build_engine
 
         try:
-            engine = build_engine(policy, store_url, service=service)
+            engine = build_engine(policy, store_url, service=service, remember_wait=remember_wait)
         except ConfigurationError as exc:
             if str(exc) not in problems:
                 problems.append(str(exc))

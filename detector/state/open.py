@@ -15,7 +15,8 @@ class StoreUrlError(ConfigurationError, ValueError):
     pass
 
 
-def open_store(url: str, plan: CounterPlan, policy: Policy) -> Store:
+def open_store(url: str, plan: CounterPlan, policy: Policy, *, remember_wait: float | None = None) -> Store:
+    """`remember_wait`: see `RedisStore` (for a service answering over HTTP; None for a Kafka worker)."""
     scheme = urlparse(url).scheme
     if scheme == "memory":
         from detector.state.memory import MemoryStore
@@ -24,7 +25,9 @@ def open_store(url: str, plan: CounterPlan, policy: Policy) -> Store:
     if scheme in ("redis", "rediss", "unix"):
         from detector.state.redis import RedisStore
 
-        shared = RedisStore.from_url(url, plan, timeout=policy.state.timeout_ms / 1000)
+        shared = RedisStore.from_url(
+            url, plan, timeout=policy.state.timeout_ms / 1000, remember_wait=remember_wait
+        )
         if policy.state.on_error == "degrade":
             from detector.state.degraded import DegradingStore
 

@@ -1,9 +1,10 @@
 """The Redis store: counters shared by every worker, with the same answers as `MemoryStore`.
 
 One script (`lua/store.lua`, run with EVALSHA) does the work on the server; this module groups a batch's
-operations by shard (a Redis Cluster hash tag), pipelines them, and reads the answers back. A batch costs two
-round trips: ``Q`` claims and resolves request records, then ``E`` counts and reads every entity; `remember`
-is one more. Keys are keyed hashes or country codes, never a number or an address; every key has a TTL.
+operations by shard (a Redis Cluster hash tag; one server takes every shard in one call), pipelines them, and
+reads the answers back. A batch costs two round trips: ``Q`` claims and resolves request records, then ``E``
+counts and reads every entity; `remember` is one more, or rides with the next batch (`remember_wait`).
+Keys are keyed hashes or country codes, never a number or an address; every key has a TTL.
 docs/redis-store.md has the key layout, why two round trips and not one, the flight of chunks on one
 server, Redis Cluster, TTLs and memory per entity, and how this store differs from the memory store.
 """
@@ -68,7 +69,8 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 _OBSERVE, _VERIFY, _PREVIOUS, _PREVIOUS_AND_SLOT, _DISTINCT, _PASS, _OFFENCE = 1, 2, 3, 4, 5, 6, 7
 _PASSES = "passes"  # the answers of a _PASS operation, for a `ChallengeAnswer`
 _CLAIM, _RESOLVE, _CHALLENGE = 1, 2, 3
-_LOAD, _COUNT = 0, 2  # answer groups of a flight: the script load, Q calls (_CLAIM), E calls
+# answer groups of a flight: the script load, Q calls (_CLAIM), E calls, remembered decisions that waited
+_LOAD, _COUNT, _REMEMBERED = 0, 2, 3
 _FINGERPRINT = "#fp"  # a request's fingerprint, kept with the entity keys of its record (no dimension's name)
 _encode = msgspec.msgpack.encode
 _decode = msgspec.msgpack.decode
@@ -104,7 +106,10 @@ class _Dimension:
         quarantinable = name in plan.quarantine_dimensions
         if quarantinable:  # a quarantine, and the memory of its offences, outlive the counts
             lifetime = max(lifetime, float(max(plan.quarantine_ttls) + plan.quarantine_forget))
-        config: list[int] = [_ms(lifetime), len(windows), int(quarantinable)]
+        # The TTL is set again once 1% of it has passed since it last was: a key outlives its last write by
+        # at least 99% of its lifetime, longer than its longest window by most of a bucket.
+        refresh = max(1, math.ceil(lifetime / 100))
+        config: list[int] = [_ms(lifetime), refresh, len(windows), int(quarantinable)]
         for window, peak in zip(windows, peaks, strict=True):
             config += [window.seconds, window.buckets, int(peak)]
         for window in passes:
@@ -142,6 +147,13 @@ def _hiredis_packing(base: type[AbstractConnection]) -> type[AbstractConnection]
     """
 
     class HiredisPacking(base):  # type: ignore[valid-type, misc]
+        # Whether this session (socket) has loaded the store's script: a flight then sends it only when not.
+        script_loaded = False
+
+        async def on_connect_check_health(self, check_health: bool = True) -> None:
+            self.script_loaded = False
+            await super().on_connect_check_health(check_health=check_health)
+
         def pack_command(self, *args: Any) -> list[bytes]:
             first = args[0]
             if isinstance(first, str | bytes) and (" " in first if isinstance(first, str) else b" " in first):
@@ -177,8 +189,13 @@ class RedisStore(StoreLifecycle):
         namespace: str = DEFAULT_NAMESPACE,
         shards: int = DEFAULT_SHARDS,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        remember_wait: float | None = None,
     ) -> None:
-        """`chunk_size`: batch items per chunk of a flight (one Redis server; see the module docstring)."""
+        """`chunk_size`: batch items per chunk of a flight (one Redis server; see the module docstring).
+
+        `remember_wait` (one Redis server): `remember` returns at once, and its calls go at the head of the
+        next batch's flight, or on their own after this many seconds if none comes; None: `remember` is its
+        own round trip, over when it returns (the Kafka worker acknowledges a batch after it)."""
         if "{" in namespace or "}" in namespace:
             raise ValueError(
                 "the key namespace must not contain '{' or '}' (they make Redis Cluster hash tags)"
@@ -211,9 +228,16 @@ class RedisStore(StoreLifecycle):
         self._prefixes = [f"{namespace}{{{shard}}}:".encode() for shard in range(shards)]
         self._unreadable = 0
         self.chunk_size = chunk_size
+        self.remember_wait = remember_wait
+        self._deferred: list[tuple[Any, ...]] = []  # remember calls waiting for the next flight
+        self._deferred_timer: asyncio.TimerHandle | None = None
+        self._deferred_tasks: set[asyncio.Task[None]] = set()
         # One Redis server: batches go out as one pipelined flight on a connection of this pool. A cluster
         # (None): as two pipelines that redis-py's cluster client splits by node.
         self._pool = client.connection_pool if isinstance(client, Redis) else None
+        # A cluster needs a call per hash tag (1: calls grouped by shard); one server takes one call per
+        # chunk and kind whatever the tags of its keys (0: every shard in group 0), which costs it less.
+        self._by_shard = 0 if self._pool is not None else 1
 
     @classmethod
     def from_url(
@@ -227,6 +251,7 @@ class RedisStore(StoreLifecycle):
         cluster: bool | None = None,
         max_connections: int = 64,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        remember_wait: float | None = None,
     ) -> RedisStore:
         """``redis://HOST:PORT/DB[?namespace=det:&shards=64&cluster=1]`` (also ``rediss://``, ``unix://``).
 
@@ -253,6 +278,7 @@ class RedisStore(StoreLifecycle):
             client, plan, timeout=timeout,
             namespace=namespace or options.get("namespace") or DEFAULT_NAMESPACE,
             shards=shards or int(options.get("shards") or DEFAULT_SHARDS), chunk_size=chunk_size,
+            remember_wait=remember_wait,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ keys
@@ -284,6 +310,7 @@ class RedisStore(StoreLifecycle):
         shards: dict[int, _Shard] = {}
         for entry in decisions:
             number, name = self.record_key(entry.request_id)
+            number *= self._by_shard
             shard = shards.get(number)
             if shard is None:
                 shard = shards[number] = _Shard()
@@ -299,7 +326,37 @@ class RedisStore(StoreLifecycle):
             for shard in shards.values()
         ]
         commands += self._offence_calls(offences)
-        await self._guard(self._run(commands) if self._pool is None else self._remember_in_flight(commands))
+        if self._pool is None:
+            await self._guard(self._run(commands))
+        elif self.remember_wait is None:
+            await self._guard(self._remember_in_flight(commands))
+        else:
+            self._deferred += commands
+            if self._deferred_timer is None:
+                loop = asyncio.get_running_loop()
+                self._deferred_timer = loop.call_later(self.remember_wait, self._flush_deferred)
+
+    def _take_deferred(self) -> list[tuple[Any, ...]]:
+        commands, self._deferred = self._deferred, []
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        return commands
+
+    def _flush_deferred(self) -> None:
+        """No flight came within `remember_wait`: the waiting remember calls go on their own."""
+        self._deferred_timer = None
+        task = asyncio.create_task(self._send_deferred(self._take_deferred()))
+        self._deferred_tasks.add(task)
+        task.add_done_callback(self._deferred_tasks.discard)
+
+    async def _send_deferred(self, commands: list[tuple[Any, ...]]) -> None:
+        if not commands:
+            return
+        try:
+            await self._guard(self._remember_in_flight(commands))
+        except StoreUnavailable as exc:
+            log.warning("could not record decisions for redelivery (%d calls): %s", len(commands), exc)
 
     def _offence_calls(self, offences: Sequence[Offence]) -> list[tuple[Any, ...]]:
         """``E`` calls quarantining the entities of `offences` (one per shard, in the remember flight)."""
@@ -336,6 +393,9 @@ class RedisStore(StoreLifecycle):
         return bool(lifted[0]) if isinstance(lifted, list) else bool(lifted)
 
     async def close(self) -> None:
+        await self._send_deferred(self._take_deferred())
+        if self._deferred_tasks:
+            await asyncio.gather(*self._deferred_tasks, return_exceptions=True)
         await self._client.aclose()
 
     async def ping(self) -> None:
@@ -368,10 +428,36 @@ class RedisStore(StoreLifecycle):
         """One Redis server: the batch in chunks, pipelined on one connection (see the module docstring)."""
         size = self.chunk_size
         chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
+        deferred = self._take_deferred()
+        # Requests only (the service's usual batch): their entity operations do not depend on what the
+        # claims find, beyond being skipped or taking no slot: one fused call per chunk, one round trip.
+        fly = self._fly_fused if all(item.__class__ is Observation for item in batch) else self._fly
+        try:
+            async with self._connection() as connection:
+                try:
+                    return await fly(connection, chunks, deferred, load=not _script_loaded(connection))
+                except _ScriptMissing:  # nothing of the flight ran: load the script and fly it again
+                    return await fly(connection, chunks, deferred, load=True)
+        except BaseException:
+            if deferred:
+                log.warning("could not record decisions for redelivery (%d calls): no flight", len(deferred))
+            raise
+
+    async def _fly(
+        self,
+        connection: AbstractConnection,
+        chunks: list[Sequence[Update]],
+        deferred: list[tuple[Any, ...]],
+        *,
+        load: bool,
+    ) -> list[Answer]:
         claimed: list[tuple[list[_Shard], list[_Shard]]] = []
         counting: list[list[_Shard]] = []
         results: list[Answer] = []
-        pending: deque[tuple[int, int, int]] = deque([(_LOAD, 0, 1)])  # answers expected: kind, chunk, calls
+        # answers expected: kind, chunk, calls
+        pending: deque[tuple[int, int, int]] = deque([(_LOAD, 0, 1)] if load else [])
+        if deferred:
+            pending.append((_REMEMBERED, 0, len(deferred)))
 
         def claim(chunk: int) -> list[tuple[Any, ...]]:
             claims, places = self._claims(chunks[chunk])
@@ -379,41 +465,150 @@ class RedisStore(StoreLifecycle):
             pending.append((_CLAIM, chunk, len(claims)))
             return [self._claim_call(shard) for shard in claims]
 
-        async with self._connection() as connection:
-            # Answers come back in the order sent: the load, Q0, Q1, then E0, Q2, E1, Q3, ... E(n-1).
-            commands: list[tuple[Any, ...]] = [(b"SCRIPT", b"LOAD", SCRIPT), *claim(0)]
-            if len(chunks) > 1:
-                commands += claim(1)
-            await self._send(connection, commands)
-            self.round_trips += 2
-            while pending:
-                kind, chunk, calls = pending.popleft()
+        # Answers come back in the order sent: [the load,] [remembered,] Q0, Q1, then E0, Q2, E1, ... E(n-1).
+        commands: list[tuple[Any, ...]] = [(b"SCRIPT", b"LOAD", SCRIPT)] if load else []
+        commands += deferred
+        commands += claim(0)
+        if len(chunks) > 1:
+            commands += claim(1)
+        await self._send(connection, commands)
+        self.round_trips += 2
+        first = not load  # the first answers may refuse the script: then nothing else may have run
+        while pending:
+            kind, chunk, calls = pending.popleft()
+            if first:
+                replies = await _first_replies(connection, calls, sum(calls for _, _, calls in pending))
+                first = False
+            else:
                 replies = [await connection.read_response() for _ in range(calls)]
-                if kind == _LOAD:
-                    _check_load(replies[0])
-                elif kind == _CLAIM:
-                    claims, places = claimed[chunk]
-                    shards = self._count(chunks[chunk], places, claims, replies, results)
-                    counting.append(shards)
-                    commands = [self._count_call(shard) for shard in shards]
-                    if shards:
-                        pending.append((_COUNT, chunk, len(shards)))
-                    if chunk + 2 < len(chunks):
-                        commands += claim(chunk + 2)
-                    if commands:
-                        await self._send(connection, commands)
-                else:
-                    for shard, reply in zip(counting[chunk], replies, strict=True):
-                        _deliver(shard.sinks, _decode(reply))
+            if kind == _LOAD:
+                _check_load(replies[0])
+            elif kind == _REMEMBERED:
+                continue
+            elif kind == _CLAIM:
+                claims, places = claimed[chunk]
+                shards = self._count(chunks[chunk], places, claims, replies, results)
+                counting.append(shards)
+                commands = [self._count_call(shard) for shard in shards]
+                if shards:
+                    pending.append((_COUNT, chunk, len(shards)))
+                if chunk + 2 < len(chunks):
+                    commands += claim(chunk + 2)
+                if commands:
+                    await self._send(connection, commands)
+            else:
+                for shard, reply in zip(counting[chunk], replies, strict=True):
+                    _deliver(shard.sinks, _decode(reply))
+        _mark_loaded(connection)
+        return results
+
+    async def _fly_fused(
+        self,
+        connection: AbstractConnection,
+        chunks: list[Sequence[Update]],
+        deferred: list[tuple[Any, ...]],
+        *,
+        load: bool,
+    ) -> list[Answer]:
+        """A batch of requests only: one ``F`` call per chunk (claims, then the counts of what counts), all
+        in one write: one round trip. Each request's operations are built as if it were new; the claims'
+        answers say which were redeliveries (their operations skipped by the script too) or reused ids."""
+        commands: list[tuple[Any, ...]] = [(b"SCRIPT", b"LOAD", SCRIPT)] if load else []
+        commands += deferred
+        planned: list[tuple[Sequence[Update], list[Answer], _Shard | None]] = []
+        for chunk in chunks:
+            claims, places = self._claims(chunk)
+            results: list[Answer] = []
+            counting = self._count(chunk, places, claims, [[0] * len(chunk)], results)
+            entity = counting[0] if counting else None
+            planned.append((chunk, results, entity))
+            commands.append(self._fused_call(claims[0], entity, results))
+        await self._send(connection, commands)
+        self.round_trips += 1
+        replies = (
+            await _first_replies(connection, len(commands), 0)
+            if not load
+            else [await connection.read_response() for _ in commands]
+        )
+        if load:
+            _check_load(replies[0])
+        answers: list[Answer] = []
+        fused = replies[len(commands) - len(chunks) :]
+        for (chunk, results, entity), reply in zip(planned, fused, strict=True):
+            answers += self._fused_answers(chunk, results, entity, reply)
+        _mark_loaded(connection)
+        return answers
+
+    def _fused_call(self, claims: _Shard, entity: _Shard | None, results: list[Answer]) -> tuple[Any, ...]:
+        owner = {id(counts): position for position, counts in enumerate(results, start=1)}
+        keys, dims, ops, owners = claims.keys, [], [], []
+        if entity is not None:
+            keys = keys + entity.keys
+            dims, ops = entity.dims, entity.ops
+            owners = [owner[id(counts)] for counts in entity.sinks[1::2]]
+        return ("EVALSHA", SCRIPT_SHA, len(keys), *keys, "F", _encode(claims.ops), *self._record_args,
+                len(claims.keys), _encode(dims), _encode(ops), _encode(owners), self._config)  # fmt: skip
+
+    def _fused_answers(
+        self, chunk: Sequence[Update], results: list[Answer], entity: _Shard | None, reply: list[Any]
+    ) -> list[Answer]:
+        """A fused call's answers: the claims', as ``Q`` answers, then the counts of what counted."""
+        verdicts: dict[int, int] = {}  # id(Counts) -> 1 a redelivery, 2 a reused id
+        position = 0
+        for index, item in enumerate(chunk):
+            counts = results[index]
+            assert isinstance(item, Observation) and isinstance(counts, Counts)
+            if reply[position] != 1:
+                position += 1
+                continue
+            recorded = orjson.loads(reply[position + 2])
+            fingerprint = recorded.get(_FINGERPRINT, "") if isinstance(recorded, dict) else ""
+            if not fingerprint or fingerprint == item.fingerprint:
+                stored = reply[position + 1]
+                results[index] = Counts(duplicate=True, stored_decision=stored and self._open(stored))
+                verdicts[id(counts)] = 1
+            else:
+                counts.reused = True  # counted like a new request, without a record or a slot
+                verdicts[id(counts)] = 2
+            position += 3
+        if position != len(reply) - 1:
+            raise StoreUnavailable(f"redis answered {len(reply) - 1} claim values, {position} expected")
+        if entity is not None:
+            sinks = entity.sinks
+            if verdicts:
+                kept: list[Any] = []
+                for kind, counts in zip(sinks[::2], sinks[1::2], strict=True):
+                    verdict = verdicts.get(id(counts), 0)
+                    if verdict == 1:
+                        continue
+                    kept += (_PREVIOUS if verdict == 2 and kind == _PREVIOUS_AND_SLOT else kind, counts)
+                sinks = kept
+            _deliver(sinks, _decode(reply[-1]))
         return results
 
     async def _remember_in_flight(self, commands: list[tuple[Any, ...]]) -> None:
         async with self._connection() as connection:
-            await self._send(connection, [(b"SCRIPT", b"LOAD", SCRIPT), *commands])
+            load = not _script_loaded(connection)
+            await self._send(connection, [(b"SCRIPT", b"LOAD", SCRIPT), *commands] if load else commands)
             self.round_trips += 1
-            _check_load(await connection.read_response())
-            for _ in commands:
-                await connection.read_response()
+            if load:
+                _check_load(await connection.read_response())
+            refused = []
+            for command in commands:
+                try:
+                    await connection.read_response()
+                except NoScriptError:
+                    if load:
+                        raise
+                    refused.append(command)
+            if refused:
+                # A refused call did nothing, and no two calls of a flight share a key: load, send them again.
+                await self._send(connection, [(b"SCRIPT", b"LOAD", SCRIPT), *refused])
+                self.round_trips += 1
+                _check_load(await connection.read_response())
+                for _ in refused:
+                    await connection.read_response()
+            _mark_loaded(connection)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AbstractConnection]:
@@ -443,10 +638,12 @@ class RedisStore(StoreLifecycle):
     def _claims(self, items: Sequence[Update]) -> tuple[list[_Shard], list[_Shard]]:
         """The ``Q`` calls of `items` (one per shard) and the shard of each item."""
         record_key = self.record_key
+        by_shard = self._by_shard
         shards: dict[int, _Shard] = {}
         places: list[_Shard] = []
         for item in items:
             number, name = record_key(item.request_id)
+            number *= by_shard
             shard = shards.get(number)
             if shard is None:
                 shard = shards[number] = _Shard()
@@ -568,9 +765,9 @@ class RedisStore(StoreLifecycle):
         """(shard, key index) of an entity new to this batch (the caller looked in `entities` first)."""
         name = f"{dimension.name}:{key}".encode()
         number = zlib.crc32(name) % self.shards
-        shard = shards.get(number)
+        shard = shards.get(number * self._by_shard)
         if shard is None:
-            shard = shards[number] = _Shard()
+            shard = shards[number * self._by_shard] = _Shard()
         shard.keys.append(self._prefixes[number] + name)
         shard.dims.append(dimension.index)
         found = entities[(dimension.name, key)] = (shard, len(shard.keys))
@@ -613,6 +810,45 @@ class RedisStore(StoreLifecycle):
             if isinstance(answer, Exception):
                 raise StoreUnavailable(f"redis refused a call: {answer}") from answer
         return answers
+
+
+class _ScriptMissing(Exception):
+    """The server refused every call of a flight's first write for want of the script: nothing ran."""
+
+
+def _script_loaded(connection: AbstractConnection) -> bool:
+    """Whether this connection's session has loaded the script (see `_hiredis_packing`)."""
+    return bool(getattr(connection, "script_loaded", False))
+
+
+def _mark_loaded(connection: AbstractConnection) -> None:
+    if hasattr(connection, "script_loaded"):
+        connection.script_loaded = True
+
+
+async def _first_replies(connection: AbstractConnection, calls: int, rest: int) -> list[Any]:
+    """The answers to the first `calls` calls of a flight sent without loading the script.
+
+    Should the first be NOSCRIPT (a restart, a failover or SCRIPT FLUSH since this connection loaded it), the
+    other `rest` calls of the flight's first write are read too: all refused, nothing ran (`_ScriptMissing`:
+    the flight can be sent again with the script); some answered, calls ran out of order (`StoreUnavailable`).
+    """
+    try:
+        first = await connection.read_response()
+    except NoScriptError:
+        ran = 0
+        for _ in range(calls - 1 + rest):
+            try:
+                await connection.read_response()
+                ran += 1
+            except NoScriptError:
+                continue
+        if hasattr(connection, "script_loaded"):
+            connection.script_loaded = False
+        if ran:
+            raise StoreUnavailable("the script was flushed in the middle of a flight") from None
+        raise _ScriptMissing from None
+    return [first, *[await connection.read_response() for _ in range(calls - 1)]]
 
 
 def _check_load(answer: Any) -> None:

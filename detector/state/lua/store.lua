@@ -14,10 +14,11 @@ local function fetch()
   return values
 end
 
-if op == 'Q' or op == 'R' then
-  -- request records, one string each: resolved ('0'/'1'), ts, '\n', entity keys (JSON), '\n', decision.
-  -- SET on creation (with the TTL), SETRANGE to resolve, SET KEEPTTL to remember a decision.
-  local values = fetch()
+-- request records, one string each: resolved ('0'/'1'), ts, '\n', entity keys (JSON), '\n', decision.
+-- SET on creation (with the TTL), SETRANGE to resolve, SET KEEPTTL to remember a decision.
+-- `verdicts` (a fused call): what each claim turned out to be, for its entity operations: 0 new, 1 a
+-- redelivery (not counted), 2 a reused request id (counted without a send slot).
+local function records(values, op, ops, ttl, ttl_ms, verdicts)
   local parsed = {}
   local function record(k)
     local rec = parsed[k]
@@ -42,7 +43,7 @@ if op == 'Q' or op == 'R' then
     -- cmsgpack has no bin type). The record is rewritten whole (SET KEEPTTL) rather than APPENDed to, which
     -- would leave its string over-allocated. A challenge key holds its expiry (event time) until a result
     -- takes it ('done').
-    local entries = cmsgpack.unpack(ARGV[2])
+    local entries = ops
     for j = 1, #entries, 3 do
       local k = entries[j]
       local rec = record(k)
@@ -66,9 +67,7 @@ if op == 'Q' or op == 'R' then
   -- 0 (unknown), 1 (failed), 2 (duplicate), or 3, the record's time and its entity keys (applied); a
   -- challenge's result 0 (no open challenge), 2 (already taken), 4 (expired), 5 (another request's
   -- fingerprint), or 3 and the record's entity keys (applied).
-  local ops = cmsgpack.unpack(ARGV[2])
-  local ttl = tonumber(ARGV[3])
-  local j = 1
+  local j, claims = 1, 0
   while j <= #ops do
     local k, ts = ops[j + 1], ops[j + 2]
     local rec = record(k)
@@ -100,17 +99,24 @@ if op == 'Q' or op == 'R' then
         end
       end
     elseif code == 1 then
+      claims = claims + 1
       if rec and rec[2] + ttl > ts then
         out[o + 1] = 1
         out[o + 2] = rec[5] ~= '' and rec[5]
         out[o + 3] = rec[4]
         o = o + 3
+        if verdicts then  -- the client's rule: a record with no fingerprint, or this one, is a redelivery
+          local recorded = cjson.decode(rec[4])['#fp']
+          local claiming = cjson.decode(string.match(ops[j - 1], '\n(.*)\n'))['#fp'] or ''
+          verdicts[claims] = (recorded == nil or recorded == '' or recorded == claiming) and 1 or 2
+        end
       else
-        redis.call('SET', KEYS[k], ops[j - 1], 'PX', ARGV[4])
+        redis.call('SET', KEYS[k], ops[j - 1], 'PX', ttl_ms)
         values[k] = ops[j - 1]
         parsed[k] = nil
         o = o + 1
         out[o] = 0
+        if verdicts then verdicts[claims] = 0 end
       end
     elseif not rec or rec[2] + ttl <= ts then
       o = o + 1
@@ -132,6 +138,9 @@ if op == 'Q' or op == 'R' then
   return out
 end
 
+if op == 'Q' then return records(fetch(), op, cmsgpack.unpack(ARGV[2]), tonumber(ARGV[3]), ARGV[4]) end
+if op == 'R' then return records(fetch(), op, cmsgpack.unpack(ARGV[2])) end
+
 if op == 'L' then
   -- lift the quarantine of every key (ARGV: 'L'); answer 1 for each key that had one, else 0.
   local out = {}
@@ -149,13 +158,13 @@ if op == 'L' then
   return out
 end
 
-if op ~= 'E' then return redis.error_reply('unknown op ' .. tostring(op)) end
+if op ~= 'E' and op ~= 'F' then return redis.error_reply('unknown op ' .. tostring(op)) end
 
 -- entities. ARGV: 'E', the dimension index of each key (msgpack), operations (msgpack, flat, batch order),
 -- configuration (msgpack): {limit, limit seconds, limit buckets, distinct window, then per dimension
--- {ttl (ms), n, quarantinable (1/0), seconds, buckets, peak (1/0) of each of its n windows, then seconds,
--- buckets of each of its windows of challenges passed}, and last {forget after, ttl of the 1st offence,
--- of the 2nd, ...} of quarantines}.
+-- {ttl (ms), refresh (s), n, quarantinable (1/0), seconds, buckets, peak (1/0) of each of its n windows,
+-- then seconds, buckets of each of its windows of challenges passed}, and last {forget after, ttl of the 1st
+-- offence, of the 2nd, ...} of quarantines}.
 -- operation: key index, code, event time ts, then for code 5 the member, for code 7 the label:
 --   1  count a request in every window; answer requests, verified (and the peak) of each, then the
 --      challenges passed in each pass window, then (quarantinable) the end and the offences of its last
@@ -170,7 +179,7 @@ if op ~= 'E' then return redis.error_reply('unknown op ' .. tostring(op)) end
 -- A bucket is floor(ts / (seconds / buckets)), the same IEEE double operations as `Window.bucket`.
 -- state: {[seconds] = window, L = send-limit window, p = previous time, d = {member, ts, member, ts, ...},
 --         P = {[seconds] = window of challenges passed (counted as requests)},
---         Q = {until, offences, since, label} of its quarantine}
+--         Q = {until, offences, since, label} of its quarantine, e = server time (s) its TTL was last set}
 -- window: {buckets B, head, requests, verified, then bucket, requests, verified of every kept bucket};
 -- buckets older than head - B are dropped, as in detector.windows.BucketCounter.
 -- Each key is read (MGET) and decoded once, and encoded and written (SET) once, per call.
@@ -206,14 +215,14 @@ local function add(w, b, dr, dv)
   if b < w[2] - w[1] then b = w[2] - w[1] end  -- too late for its own bucket: the oldest kept one
   w[3] = w[3] + dr
   w[4] = w[4] + dv
-  for c = 5, #w, 3 do
+  local n = #w
+  for c = n - 2, 5, -3 do  -- newest first: nearly every event lands in the newest bucket
     if w[c] == b then
       w[c + 1] = w[c + 1] + dr
       w[c + 2] = w[c + 2] + dv
       return
     end
   end
-  local n = #w
   w[n + 1], w[n + 2], w[n + 3] = b, dr, dv
 end
 
@@ -226,147 +235,183 @@ local function peak(w)
 end
 
 local floor = math.floor
-local dims = cmsgpack.unpack(ARGV[2])
-local ops = cmsgpack.unpack(ARGV[3])
-local cfg = cmsgpack.unpack(ARGV[4])
-local limit, limit_buckets, distinct_window = cfg[1], cfg[3], cfg[4]
-local limit_width = cfg[2] / limit_buckets
-local quarantine = cfg[#cfg]
-local values = fetch()
-local states, touched = {}, {}
-local out, o = {}, 0
-local p, total = 1, #ops
-while p <= total do
-  local k, code, ts = ops[p], ops[p + 1], ops[p + 2]
-  p = p + 3
-  local state = states[k]
-  if state == nil then
-    local v = values[k]
-    if v then state = cmsgpack.unpack(v) else state = {} end
-    states[k] = state
-    touched[#touched + 1] = k
-  end
-  if code == 1 or code == 2 then
-    local c = cfg[4 + dims[k]]
-    local last = 3 + 3 * c[2]
-    for w = 4, last, 3 do
-      local seconds, buckets = c[w], c[w + 1]
-      local b = floor(ts / (seconds / buckets))
-      local s = state[seconds]
-      if s == nil or s[1] ~= buckets then
-        s = {buckets, b, 0, 0}
-        state[seconds] = s
+
+-- `base`: how many KEYS (records, in a fused call) come before the entities' (key indices count from it);
+-- `owners` and `verdicts` (a fused call): the claim of each operation, and what each claim turned out to be.
+local function entities(values, base, dims, ops, cfg, owners, verdicts)
+  local limit, limit_buckets, distinct_window = cfg[1], cfg[3], cfg[4]
+  local limit_width = cfg[2] / limit_buckets
+  local quarantine = cfg[#cfg]
+  local states, touched = {}, {}
+  local out, o = {}, 0
+  local p, total, m = 1, #ops, 0
+  while p <= total do
+    local k, code, ts = ops[p], ops[p + 1], ops[p + 2]
+    p = p + 3
+    m = m + 1
+    local verdict = verdicts and verdicts[owners[m]] or 0
+    if verdict == 1 then  -- a redelivery: not counted
+      if code == 5 or code == 7 then p = p + 1 end
+    else
+      if verdict == 2 and code == 4 then code = 3 end  -- a reused request id takes no send slot
+      local state = states[k]
+      if state == nil then
+        local v = values[base + k]
+        if v then state = cmsgpack.unpack(v) else state = {} end
+        states[k] = state
+        touched[#touched + 1] = k
       end
-      if code == 1 then
-        add(s, b, 1, 0)
-        out[o + 1], out[o + 2] = s[3], s[4]
-        o = o + 2
-        if c[w + 2] == 1 then
-          o = o + 1
-          out[o] = peak(s)
+      if code == 1 or code == 2 then
+        local c = cfg[4 + dims[k]]
+        local last = 4 + 3 * c[3]
+        for w = 5, last, 3 do
+          local seconds, buckets = c[w], c[w + 1]
+          local b = floor(ts / (seconds / buckets))
+          local s = state[seconds]
+          if s == nil or s[1] ~= buckets then
+            s = {buckets, b, 0, 0}
+            state[seconds] = s
+          end
+          if code == 1 then
+            add(s, b, 1, 0)
+            out[o + 1], out[o + 2] = s[3], s[4]
+            o = o + 2
+            if c[w + 2] == 1 then
+              o = o + 1
+              out[o] = peak(s)
+            end
+          else
+            add(s, b, 0, 1)
+          end
         end
-      else
-        add(s, b, 0, 1)
-      end
-    end
-    if code == 1 then
-      for w = last + 1, #c, 2 do
-        local passed = state.P and state.P[c[w]]
-        if passed and passed[1] == c[w + 1] then
-          advance(passed, floor(ts / (c[w] / c[w + 1])))
-          o = o + 1
-          out[o] = passed[3]
-        else
-          o = o + 1
-          out[o] = 0
+        if code == 1 then
+          for w = last + 1, #c, 2 do
+            local passed = state.P and state.P[c[w]]
+            if passed and passed[1] == c[w + 1] then
+              advance(passed, floor(ts / (c[w] / c[w + 1])))
+              o = o + 1
+              out[o] = passed[3]
+            else
+              o = o + 1
+              out[o] = 0
+            end
+          end
+          if c[4] == 1 then
+            local q = state.Q
+            out[o + 1], out[o + 2] = q and q[1] or 0, q and q[2] or 0
+            o = o + 2
+          end
         end
-      end
-      if c[3] == 1 then
+      elseif code == 6 then
+        local c = cfg[4 + dims[k]]
+        local passes = state.P or {}
+        state.P = passes
+        for w = 5 + 3 * c[3], #c, 2 do
+          local seconds, buckets = c[w], c[w + 1]
+          local b = floor(ts / (seconds / buckets))
+          local s = passes[seconds]
+          if s == nil or s[1] ~= buckets then
+            s = {buckets, b, 0, 0}
+            passes[seconds] = s
+          end
+          add(s, b, 1, 0)
+          o = o + 1
+          out[o] = s[3]
+        end
+      elseif code == 7 then
+        local label = ops[p]
+        p = p + 1
         local q = state.Q
-        out[o + 1], out[o + 2] = q and q[1] or 0, q and q[2] or 0
-        o = o + 2
-      end
-    end
-  elseif code == 6 then
-    local c = cfg[4 + dims[k]]
-    local passes = state.P or {}
-    state.P = passes
-    for w = 4 + 3 * c[2], #c, 2 do
-      local seconds, buckets = c[w], c[w + 1]
-      local b = floor(ts / (seconds / buckets))
-      local s = passes[seconds]
-      if s == nil or s[1] ~= buckets then
-        s = {buckets, b, 0, 0}
-        passes[seconds] = s
-      end
-      add(s, b, 1, 0)
-      o = o + 1
-      out[o] = s[3]
-    end
-  elseif code == 7 then
-    local label = ops[p]
-    p = p + 1
-    local q = state.Q
-    if not (q and q[1] > ts) then
-      local offences = (q and ts - q[1] < quarantine[1]) and q[2] or 0
-      offences = offences + 1
-      local ttl = quarantine[1 + math.min(offences, #quarantine - 1)]
-      state.Q = {ts + ttl, offences, ts, label}
-    end
-    o = o + 1
-    out[o] = state.Q[1]
-  elseif code == 3 or code == 4 then
-    local previous = state.p
-    if previous == nil or ts > previous then state.p = ts end
-    o = o + 1
-    out[o] = previous or false
-    if code == 4 then
-      local b = floor(ts / limit_width)
-      local s = state.L
-      if s == nil or s[1] ~= limit_buckets then
-        s = {limit_buckets, b, 0, 0}
-        state.L = s
-      end
-      advance(s, b)
-      local used = s[3]
-      if used < limit then
-        add(s, b, 1, 0)
-        out[o + 1], out[o + 2] = 1, used + 1
+        if not (q and q[1] > ts) then
+          local offences = (q and ts - q[1] < quarantine[1]) and q[2] or 0
+          offences = offences + 1
+          local ttl = quarantine[1 + math.min(offences, #quarantine - 1)]
+          state.Q = {ts + ttl, offences, ts, label}
+        end
+        o = o + 1
+        out[o] = state.Q[1]
+      elseif code == 3 or code == 4 then
+        local previous = state.p
+        if previous == nil or ts > previous then state.p = ts end
+        o = o + 1
+        out[o] = previous or false
+        if code == 4 then
+          local b = floor(ts / limit_width)
+          local s = state.L
+          if s == nil or s[1] ~= limit_buckets then
+            s = {limit_buckets, b, 0, 0}
+            state.L = s
+          end
+          advance(s, b)
+          local used = s[3]
+          if used < limit then
+            add(s, b, 1, 0)
+            out[o + 1], out[o + 2] = 1, used + 1
+          else
+            out[o + 1], out[o + 2] = 0, used
+          end
+          o = o + 2
+        end
+      elseif code == 5 then
+        local member, horizon = ops[p], ts - distinct_window
+        p = p + 1
+        local seen = state.d or {}
+        local kept = {}
+        local found = false
+        for j = 1, #seen, 2 do
+          local m, t = seen[j], seen[j + 1]
+          if m == member then
+            found = true
+            if ts > t then t = ts end
+          end
+          if t > horizon then
+            kept[#kept + 1] = m
+            kept[#kept + 1] = t
+          end
+        end
+        if not found and ts > horizon then
+          kept[#kept + 1] = member
+          kept[#kept + 1] = ts
+        end
+        state.d = kept
+        o = o + 1
+        out[o] = #kept / 2
       else
-        out[o + 1], out[o + 2] = 0, used
-      end
-      o = o + 2
-    end
-  elseif code == 5 then
-    local member, horizon = ops[p], ts - distinct_window
-    p = p + 1
-    local seen = state.d or {}
-    local kept = {}
-    local found = false
-    for j = 1, #seen, 2 do
-      local m, t = seen[j], seen[j + 1]
-      if m == member then
-        found = true
-        if ts > t then t = ts end
-      end
-      if t > horizon then
-        kept[#kept + 1] = m
-        kept[#kept + 1] = t
+        return redis.error_reply('unknown entity operation ' .. tostring(code))
       end
     end
-    if not found and ts > horizon then
-      kept[#kept + 1] = member
-      kept[#kept + 1] = ts
-    end
-    state.d = kept
-    o = o + 1
-    out[o] = #kept / 2
-  else
-    return redis.error_reply('unknown entity operation ' .. tostring(code))
   end
+  -- The TTL is set (PX) when a key is created and again once `refresh` seconds of wall-clock time have
+  -- passed since it last was (kept in the state as e); every other write keeps it (KEEPTTL), which costs
+  -- Redis half as much.
+  local now = tonumber(redis.call('TIME')[1])
+  for j = 1, #touched do
+    local k = touched[j]
+    local state, c = states[k], cfg[4 + dims[k]]
+    local e = state.e
+    if e and now - e < c[2] and now >= e then
+      redis.call('SET', KEYS[base + k], cmsgpack.pack(state), 'KEEPTTL')
+    else
+      state.e = now
+      redis.call('SET', KEYS[base + k], cmsgpack.pack(state), 'PX', c[1])
+    end
+  end
+  return cmsgpack.pack(out)
 end
-for j = 1, #touched do
-  local k = touched[j]
-  redis.call('SET', KEYS[k], cmsgpack.pack(states[k]), 'PX', cfg[4 + dims[k]][1])
+
+if op == 'E' then
+  return entities(fetch(), 0, cmsgpack.unpack(ARGV[2]), cmsgpack.unpack(ARGV[3]), cmsgpack.unpack(ARGV[4]))
 end
-return cmsgpack.pack(out)
+-- fused (one server, a batch of requests only): a chunk's claims, then the entity operations of the claims
+-- that count, in one call. ARGV: 'F', claims and record TTLs as for 'Q', the number of record keys (they come
+-- first in KEYS), then dimensions, operations and configuration as for 'E', and the claim (its position among
+-- the claims) of each operation. Answers: those of the claims, then the entity answers (msgpack) of what
+-- counted.
+local values = fetch()
+local verdicts = {}
+local out = records(values, 'Q', cmsgpack.unpack(ARGV[2]), tonumber(ARGV[3]), ARGV[4], verdicts)
+local counted = entities(values, tonumber(ARGV[5]), cmsgpack.unpack(ARGV[6]), cmsgpack.unpack(ARGV[7]),
+                         cmsgpack.unpack(ARGV[9]), cmsgpack.unpack(ARGV[8]), verdicts)
+if type(counted) == 'table' then return counted end  -- an error
+out[#out + 1] = counted
+return out
