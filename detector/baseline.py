@@ -4,7 +4,8 @@ Attack traffic never verifies, so it cannot teach the detector that it is normal
 things are read from counts the store already keeps:
 
 * **home countries**: a destination country with at least `home.min_share` of the verified OTPs of the last
-  `home.baseline` (and `home.min_verified` of them) is home. `phone.core_countries`, when set, names home
+  `home.baseline` (and `home.min_verified` of them) is home; so is a client country, by the same share of
+  the verified OTPs requested from there. `phone.core_countries`, when set, names home
   countries outright. With fewer than `home.warmup_verified` verified OTPs in all, there is no history yet and
   no country is foreign (unless configured): a new deployment does not challenge its own users;
 * **segments**: requests with an upstream flag (anonymizer, datacenter, bot) to one phone country, requests
@@ -63,6 +64,7 @@ class Baseline:
         wanted: dict[str, set[int]] = {
             "all": {self._home_window},
             "phone_country": {self._home_window},
+            "ip_country": {self._home_window},
         }
         if self._segments.mode != "off":
             for dim in ("all", "segment", "route", "phone_country"):
@@ -71,7 +73,9 @@ class Baseline:
             wanted["msisdn"] = {self._known_window}
         return wanted
 
-    def home(self, region: str, counts: Counts | None) -> Home:
+    def home(self, region: str, counts: Counts | None, dimension: str = "phone_country") -> Home:
+        """Whether `region` is home: as a destination (`phone_country`: where the verified codes went) or as
+        where clients are (`ip_country`: where the clients that verified were)."""
         if region in self._core:
             return Home(True, "configured")
         if counts is None:
@@ -79,7 +83,7 @@ class Baseline:
         _, everyone = counts.windows.get(("all", self._home_window), (0, 0))
         if everyone < self._warmup:
             return Home(not self._core, "configured" if self._core else "warmup")
-        _, verified = counts.windows.get(("phone_country", self._home_window), (0, 0))
+        _, verified = counts.windows.get((dimension, self._home_window), (0, 0))
         share = verified / everyone
         return Home(share >= self._min_share and verified >= self._min_verified, "learned", share)
 

@@ -269,6 +269,7 @@ class Rules(_Strict, frozen=True):
     conversion: dict[str, ConversionRule] = msgspec.field(default_factory=dict)
     ip_country_mismatch: PointsRule = PointsRule()
     non_core_destination: PointsRule = PointsRule()
+    third_country_client: PointsRule = PointsRule()
     segments: SegmentsRule = SegmentsRule()
     known_good: KnownGoodRule = KnownGoodRule()
     quarantine: QuarantineRule = QuarantineRule()

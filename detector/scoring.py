@@ -386,16 +386,19 @@ class Scorer:
             hits.append(Hit("known_good_number", rules.known_good.mode, value=known_good))
         region = subject.phone.region
         mismatch = rules.ip_country_mismatch
-        if mismatch.mode != "off" and subject.ip_country and region and subject.ip_country != region:
-            factor = 0.0 if known_good else self._health(hits, "route", counts)
-            hits.append(
-                Hit(
-                    "ip_country_mismatch",
-                    mismatch.mode,
-                    points=mismatch.points * factor,
-                    value=f"{subject.ip_country}->{region}",
+        route = 0.0  # the route's factor: 0 without a mismatch, for a known-good number, or when it verifies
+        judged = mismatch.mode != "off" or rules.third_country_client.mode != "off"
+        if judged and subject.ip_country and region and subject.ip_country != region:
+            route = 0.0 if known_good else self._health(hits, "route", counts)
+            if mismatch.mode != "off":
+                hits.append(
+                    Hit(
+                        "ip_country_mismatch",
+                        mismatch.mode,
+                        points=mismatch.points * route,
+                        value=f"{subject.ip_country}->{region}",
+                    )
                 )
-            )
         foreign = rules.non_core_destination
         if foreign.mode != "off" and region and not known_good:
             home = baseline.home(region, counts)
@@ -408,6 +411,8 @@ class Scorer:
                 collapsed = self._health(hits, "phone_country", counts, label="destination") > 1.0
                 weighted = foreign.points * (rules.segments.foreign_boost if collapsed else 1.0)
                 hits.append(Hit(code, foreign.mode, points=weighted, value=share, threshold=threshold))
+                if route:
+                    hits += self._third_country(subject, counts)
         impossible = rules.impossible_client_ip
         if impossible.mode != "off" and subject.ip is not None and subject.ip.impossible:
             hits.append(
@@ -460,6 +465,25 @@ class Scorer:
                     )
                 )
         return hits
+
+    def _third_country(self, subject: Subject, counts: Counts | None) -> list[Hit]:
+        """A foreign destination asked for from a client country that is not home either."""
+        rule, client = self.policy.rules.third_country_client, subject.ip_country
+        if rule.mode == "off" or client is None:
+            return []
+        home = self.baseline.home(client, counts, "ip_country")
+        if home.home:
+            return []
+        learned = home.basis == "learned"
+        return [
+            Hit(
+                "third_country_client",
+                rule.mode,
+                points=rule.points,
+                value=round(home.share, 4) if learned else client,
+                threshold=self.policy.home.min_share if learned else None,
+            )
+        ]
 
     def _health(self, hits: list[Hit], dimension: str, counts: Counts | None, label: str = "") -> float:
         """The factor of a segment's signals, with a reason saying how the segment converts."""
