@@ -1,0 +1,147 @@
+"""Rules judged against what this business's verified traffic says is normal, on both stores (`make_engine`
+runs each test on memory and on a real redis-server): a client country outside the market asking for a
+foreign destination, and a number block against its own normal rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detector.events import Decision
+from detector.policy import Policy
+from tests.conftest import EngineFactory
+from tests.factories import T0, codes, feedback, policy, quiet_policy, request
+from tests.test_quarantine import decide
+
+GEOGRAPHY = {
+    "ip_country_mismatch": {"mode": "enforce"},
+    "non_core_destination": {"mode": "enforce"},
+    "third_country_client": {"mode": "enforce"},
+    "quarantine": {"mode": "off"},
+}
+AFTER = T0 + 300 * 60  # past the history below and its pending window
+
+
+def geography() -> Policy:
+    return quiet_policy(rules=GEOGRAPHY)
+
+
+def british_users(count: int = 250) -> list[dict[str, Any]]:
+    """`count` users in Britain verifying codes to British numbers: Britain is home, as destination and as
+    where clients are."""
+    events: list[dict[str, Any]] = []
+    for i in range(count):
+        ts = T0 + i * 60
+        sent = request(ts=ts, phone=f"+4474001{i:05d}", client_ip=f"203.0.{i // 250}.{i % 250}", ip_country="GB")
+        events += [sent, feedback(sent["request_id"], ts + 20)]
+    return events
+
+
+def third_country(decision: Decision) -> tuple[object, object, object] | None:
+    found = [(r.value, r.threshold, r.points) for r in decision.reasons if r.code == "third_country_client"]
+    return found[0] if found else None
+
+
+async def test_a_foreign_destination_from_a_client_country_outside_the_market_is_blocked(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine(geography())
+    await decide(engine, *british_users())
+    offshore, from_home, local = await decide(
+        engine,
+        request(ts=AFTER, phone="+2250101234567", client_ip="198.51.100.1", ip_country="US"),
+        request(ts=AFTER + 1, phone="+2250101234568", client_ip="198.51.100.2", ip_country="GB"),
+        request(ts=AFTER + 2, phone="+2250101234569", client_ip="198.51.100.3", ip_country="CI"),
+    )
+    assert third_country(offshore) == (0.0, 0.02, 30.0), offshore
+    assert {"ip_country_mismatch", "non_home_destination"} <= codes(offshore)
+    assert offshore.action == "block" and offshore.score == 70.0, offshore
+    # A client at home asking for a foreign number is a mismatch, not a third country: challenged.
+    assert third_country(from_home) is None and from_home.action == "challenge", from_home
+    # A foreign number asked for from its own country: no mismatch, no third country.
+    assert third_country(local) is None and local.action == "allow", local
+
+
+async def test_no_history_no_third_country(make_engine: EngineFactory) -> None:
+    engine = make_engine(geography())
+    [decision] = await decide(
+        engine, request(ts=T0, phone="+2250101234567", client_ip="198.51.100.1", ip_country="US")
+    )
+    assert third_country(decision) is None and decision.action == "allow", decision
+
+
+async def test_a_route_that_verifies_and_a_known_good_number_add_nothing(make_engine: EngineFactory) -> None:
+    engine = make_engine(geography())
+    await decide(engine, *british_users())
+    # Ivorian users abroad in the US, verifying: their route verifies like the business.
+    diaspora: list[dict[str, Any]] = []
+    for i in range(30):
+        ts = AFTER + i * 30
+        sent = request(ts=ts, phone=f"+22501020{i:05d}", client_ip=f"198.51.101.{i}", ip_country="US")
+        diaspora += [sent, feedback(sent["request_id"], ts + 20)]
+    await decide(engine, *diaspora)
+    later = AFTER + 30 * 30 + 1200  # the diaspora's codes are settled
+    [user] = await decide(
+        engine, request(ts=later, phone="+2250102099999", client_ip="198.51.101.99", ip_country="US")
+    )
+    assert "route_verifies" in codes(user) and third_country(user) is None, user
+    # A number verified before is known-good wherever it asks from.
+    [returning] = await decide(
+        engine, request(ts=later + 1, phone="+2250102000001", client_ip="198.51.102.1", ip_country="FR")
+    )
+    assert "known_good_number" in codes(returning) and third_country(returning) is None, returning
+
+
+async def test_the_rule_can_be_turned_off(make_engine: EngineFactory) -> None:
+    engine = make_engine(quiet_policy(rules={**GEOGRAPHY, "third_country_client": {"mode": "off"}}))
+    await decide(engine, *british_users())
+    [decision] = await decide(
+        engine, request(ts=AFTER, phone="+2250101234567", client_ip="198.51.100.1", ip_country="US")
+    )
+    assert third_country(decision) is None and decision.action == "challenge", decision
+
+
+def block_requests(
+    start: float, count: int, stem: str, verify: bool, gap: float = 60.0
+) -> list[dict[str, Any]]:
+    """`count` codes to one block of 1000 numbers, one per `gap` seconds, from a different address each."""
+    events: list[dict[str, Any]] = []
+    for i in range(count):
+        ts = start + gap * i
+        sent = request(ts=ts, phone=f"{stem}{i:03d}", client_ip=f"203.0.113.{i + 1}")
+        events.append(sent)
+        if verify:
+            events.append(feedback(sent["request_id"], ts + 20))
+    return events
+
+
+def prefix_unverified(decision: Decision) -> tuple[object, object] | None:
+    found = [(r.value, r.threshold) for r in decision.reasons if r.code == "prefix_unverified"]
+    return found[0] if found else None
+
+
+async def test_a_number_block_past_its_own_normal_is_challenged(make_engine: EngineFactory) -> None:
+    """Real users' numbers are spread over a country: a block that gets more than a few unverified codes
+    in ten minutes is being pumped, even from clean home addresses."""
+    engine = make_engine(policy(rules={"retry_delay": {"mode": "off"}, "quarantine": {"mode": "off"}}))
+    pumped = await decide(engine, *block_requests(T0, 6, "+447400550", verify=False))
+    assert [prefix_unverified(d) for d in pumped[:4]] == [None] * 4
+    assert prefix_unverified(pumped[4]) == (5, 4), pumped[4]
+    assert pumped[4].action == "challenge" and pumped[5].action == "challenge", pumped[4:]
+    verified = await decide(engine, *block_requests(T0, 8, "+447400660", verify=True))
+    assert all(prefix_unverified(d) is None and d.action == "allow" for d in verified), verified
+
+
+async def test_a_block_whose_users_verify_learns_a_higher_threshold(make_engine: EngineFactory) -> None:
+    engine = make_engine(policy(rules={"retry_delay": {"mode": "off"}, "quarantine": {"mode": "off"}}))
+    busy = []
+    for i in range(120):  # a busy block (say the business's own range): 120 verified codes in two hours
+        ts = T0 + 60 * i
+        sent = request(ts=ts, phone=f"+447400770{i % 1000:03d}", client_ip=f"203.0.{i // 200}.{i % 200 + 1}")
+        busy += [sent, feedback(sent["request_id"], ts + 20)]
+    await decide(engine, *busy)
+    later = T0 + 3 * 3600
+    later = T0 + 3 * 3600
+    burst = await decide(engine, *block_requests(later, 20, "+447400770", verify=False, gap=15))
+    fired = [prefix_unverified(d) for d in burst]
+    # 1.5 x the busiest 2h bucket's 120 verified codes, per 10 minutes
+    assert fired[:15] == [None] * 15 and fired[15] == (16, 15.0), fired
