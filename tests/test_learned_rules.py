@@ -31,7 +31,9 @@ def british_users(count: int = 250) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for i in range(count):
         ts = T0 + i * 60
-        sent = request(ts=ts, phone=f"+4474001{i:05d}", client_ip=f"203.0.{i // 250}.{i % 250}", ip_country="GB")
+        sent = request(
+            ts=ts, phone=f"+4474001{i:05d}", client_ip=f"203.0.{i // 250}.{i % 250}", ip_country="GB"
+        )
         events += [sent, feedback(sent["request_id"], ts + 20)]
     return events
 
