@@ -80,9 +80,16 @@ class Baseline:
             return Home(True, "configured")
         if counts is None:
             return Home(True, "warmup")
-        _, everyone = counts.windows.get(("all", self._home_window), (0, 0))
+        asked, everyone = counts.windows.get(("all", self._home_window), (0, 0))
+        if self._core and everyone < self._warmup:
+            return Home(False, "configured")
         if everyone < self._warmup:
-            return Home(not self._core, "configured" if self._core else "warmup")
+            # No verified history yet: the business's own requests are the best estimate of its market. An
+            # attack can only make its destination look like home this way, and below 1 / min_share
+            # requests in all, every country asked for is home.
+            region_asked, _ = counts.windows.get((dimension, self._home_window), (0, 0))
+            share = region_asked / asked if asked else 1.0
+            return Home(share >= self._min_share, "warmup", share)
         _, verified = counts.windows.get((dimension, self._home_window), (0, 0))
         share = verified / everyone
         return Home(share >= self._min_share and verified >= self._min_verified, "learned", share)

@@ -270,6 +270,7 @@ class Rules(_Strict, frozen=True):
     ip_country_mismatch: PointsRule = PointsRule()
     non_core_destination: PointsRule = PointsRule()
     third_country_client: PointsRule = PointsRule()
+    never_verified_destination: PointsRule = PointsRule()
     segments: SegmentsRule = SegmentsRule()
     known_good: KnownGoodRule = KnownGoodRule()
     quarantine: QuarantineRule = QuarantineRule()

@@ -404,13 +404,25 @@ class Scorer:
             home = baseline.home(region, counts)
             if not home.home:
                 code = "non_core_destination" if home.basis == "configured" else "non_home_destination"
-                share = round(home.share, 4) if home.basis == "learned" else region
-                threshold = self.policy.home.min_share if home.basis == "learned" else None
+                shared = home.basis != "configured"  # a share of verified OTPs, or of requests in warmup
+                share = round(home.share, 4) if shared else region
+                threshold = self.policy.home.min_share if shared else None
                 # Only a collapse counts here: a destination that verifies well may still be one an attack
                 # hides among (its users' verifications would otherwise waive the attack's points).
                 collapsed = self._health(hits, "phone_country", counts, label="destination") > 1.0
                 weighted = foreign.points * (rules.segments.foreign_boost if collapsed else 1.0)
                 hits.append(Hit(code, foreign.mode, points=weighted, value=share, threshold=threshold))
+                never = rules.never_verified_destination
+                if never.mode != "off" and home.basis == "learned" and home.share == 0.0:
+                    hits.append(
+                        Hit(
+                            "never_verified_destination",
+                            never.mode,
+                            points=never.points,
+                            value=0,
+                            threshold=1,
+                        )
+                    )
                 if route:
                     hits += self._third_country(subject, counts)
         impossible = rules.impossible_client_ip
@@ -474,14 +486,14 @@ class Scorer:
         home = self.baseline.home(client, counts, "ip_country")
         if home.home:
             return []
-        learned = home.basis == "learned"
+        shared = home.basis != "configured"
         return [
             Hit(
                 "third_country_client",
                 rule.mode,
                 points=rule.points,
-                value=round(home.share, 4) if learned else client,
-                threshold=self.policy.home.min_share if learned else None,
+                value=round(home.share, 4) if shared else client,
+                threshold=self.policy.home.min_share if shared else None,
             )
         ]
 
