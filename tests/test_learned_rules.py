@@ -147,3 +147,51 @@ async def test_a_block_whose_users_verify_learns_a_higher_threshold(make_engine:
     fired = [prefix_unverified(d) for d in burst]
     # 1.5 x the busiest 2h bucket's 120 verified codes, per 10 minutes
     assert fired[:15] == [None] * 15 and fired[15] == (16, 15.0), fired
+
+
+def reason(decision: Decision, code: str) -> tuple[object, object, object] | None:
+    found = [(r.value, r.threshold, r.points) for r in decision.reasons if r.code == code]
+    return found[0] if found else None
+
+
+async def test_before_any_verified_history_the_request_mix_says_what_is_home(
+    make_engine: EngineFactory,
+) -> None:
+    """A new deployment's own users are most of what it is asked for: in warmup a destination with under
+    `home.min_share` of the requests is foreign; below 1 / min_share requests in all, nothing is."""
+    engine = make_engine(geography())
+    users = [
+        request(ts=T0 + 30 * i, phone=f"+4474001{i:05d}", client_ip=f"203.0.0.{i + 1}", ip_country="GB")
+        for i in range(99)
+    ]
+    [early] = await decide(
+        engine, request(ts=T0 - 1, phone="+2250101234567", client_ip="198.51.100.1", ip_country="US")
+    )
+    assert reason(early, "non_home_destination") is None, early  # one request in all: it is the mix
+    await decide(engine, *users)
+    later = T0 + 3600
+    offshore, home = await decide(
+        engine,
+        request(ts=later, phone="+2250101234568", client_ip="198.51.100.2", ip_country="US"),
+        request(ts=later + 1, phone="+447400299999", client_ip="203.0.1.1", ip_country="GB"),
+    )
+    assert reason(offshore, "non_home_destination") == (round(2 / 101, 4), 0.02, 20.0), offshore
+    assert reason(offshore, "third_country_client") == (round(2 / 101, 4), 0.02, 30.0), offshore
+    assert offshore.action == "block", offshore
+    assert reason(home, "non_home_destination") is None and home.action == "allow", home
+
+
+async def test_a_destination_never_verified_adds_points_until_its_first_users_verify(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine(quiet_policy(rules={**GEOGRAPHY, "never_verified_destination": {"mode": "enforce"}}))
+    await decide(engine, *british_users())
+    first = request(ts=AFTER, phone="+2250101234567", client_ip="198.51.100.1", ip_country="CI")
+    [unknown] = await decide(engine, first)
+    assert reason(unknown, "never_verified_destination") == (0, 1, 20.0), unknown
+    assert unknown.action == "challenge", unknown  # non-home 20 + never verified 20
+    await decide(engine, feedback(first["request_id"], AFTER + 20))
+    [launched] = await decide(
+        engine, request(ts=AFTER + 60, phone="+2250101234568", client_ip="198.51.100.2", ip_country="CI")
+    )
+    assert reason(launched, "never_verified_destination") is None and launched.action == "allow", launched
