@@ -32,6 +32,7 @@ class Home:
     home: bool
     basis: HomeBasis
     share: float = 0.0
+    asked: int = 0  # requests to (or from) the country in the baseline
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +91,11 @@ class Baseline:
             region_asked, _ = counts.windows.get((dimension, self._home_window), (0, 0))
             share = region_asked / asked if asked else 1.0
             return Home(share >= self._min_share, "warmup", share)
-        _, verified = counts.windows.get((dimension, self._home_window), (0, 0))
+        region_asked, verified = counts.windows.get((dimension, self._home_window), (0, 0))
         share = verified / everyone
-        return Home(share >= self._min_share and verified >= self._min_verified, "learned", share)
+        return Home(
+            share >= self._min_share and verified >= self._min_verified, "learned", share, region_asked
+        )
 
     def health(self, dimension: str, counts: Counts) -> Health | None:
         """A segment's conversion over the settled part of the baseline, or None without enough of it."""

@@ -413,14 +413,15 @@ class Scorer:
                 weighted = foreign.points * (rules.segments.foreign_boost if collapsed else 1.0)
                 hits.append(Hit(code, foreign.mode, points=weighted, value=share, threshold=threshold))
                 never = rules.never_verified_destination
-                if never.mode != "off" and home.basis == "learned" and home.share == 0.0:
+                unproven = home.basis == "learned" and home.share == 0.0 and home.asked >= never.min_requests
+                if never.mode != "off" and unproven:
                     hits.append(
                         Hit(
                             "never_verified_destination",
                             never.mode,
                             points=never.points,
-                            value=0,
-                            threshold=1,
+                            value=home.asked,
+                            threshold=never.min_requests,
                         )
                     )
                 if route:
