@@ -409,12 +409,14 @@ class Scorer:
                 threshold = self.policy.home.min_share if shared else None
                 # Only a collapse counts here: a destination that verifies well may still be one an attack
                 # hides among (its users' verifications would otherwise waive the attack's points).
-                collapsed = self._health(hits, "phone_country", counts, label="destination") > 1.0
+                destination = self._health(hits, "phone_country", counts, label="destination")
+                collapsed = destination > 1.0
                 weighted = foreign.points * (rules.segments.foreign_boost if collapsed else 1.0)
                 hits.append(Hit(code, foreign.mode, points=weighted, value=share, threshold=threshold))
                 never = rules.never_verified_destination
+                # The small-sample form of a collapse: counted once, not on top of one.
                 unproven = home.basis == "learned" and home.share == 0.0 and home.asked >= never.min_requests
-                if never.mode != "off" and unproven:
+                if never.mode != "off" and unproven and not collapsed:
                     hits.append(
                         Hit(
                             "never_verified_destination",
@@ -424,7 +426,7 @@ class Scorer:
                             threshold=never.min_requests,
                         )
                     )
-                if route:
+                if route and destination:  # a third country matters where the destination does not verify
                     hits += self._third_country(subject, counts)
         impossible = rules.impossible_client_ip
         if impossible.mode != "off" and subject.ip is not None and subject.ip.impossible:

@@ -202,3 +202,46 @@ async def test_a_destination_never_verified_adds_points_until_its_first_users_ve
         engine, request(ts=AFTER + 60, phone="+2250101234568", client_ip="198.51.100.9", ip_country="CI")
     )
     assert reason(launched, "never_verified_destination") is None and launched.action == "allow", launched
+
+
+def ivorian_codes(start: float, count: int, verify: bool) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for i in range(count):
+        ts = start + 30 * i
+        sent = request(ts=ts, phone=f"+22501030{i:05d}", client_ip=f"198.51.103.{i + 1}", ip_country="CI")
+        events.append(sent)
+        if verify:
+            events.append(feedback(sent["request_id"], ts + 20))
+    return events
+
+
+async def test_a_collapsed_destination_is_not_also_counted_as_never_verified(
+    make_engine: EngineFactory,
+) -> None:
+    engine = make_engine(quiet_policy(rules={**GEOGRAPHY, "never_verified_destination": {"mode": "enforce"}}))
+    await decide(engine, *british_users())
+    await decide(engine, *ivorian_codes(AFTER, 30, verify=False))
+    later = AFTER + 30 * 30 + 1200  # the codes are settled: the destination's rate is known, and 0
+    [pumped] = await decide(
+        engine, request(ts=later, phone="+2250103099999", client_ip="198.51.104.1", ip_country="US")
+    )
+    assert "destination_conversion_collapse" in codes(pumped), pumped
+    assert reason(pumped, "non_home_destination") == (0.0, 0.02, 60.0), pumped
+    assert reason(pumped, "never_verified_destination") is None, pumped
+    assert reason(pumped, "third_country_client") == (0.0, 0.02, 20.0), pumped
+
+
+async def test_a_third_country_adds_nothing_where_the_destination_verifies(
+    make_engine: EngineFactory,
+) -> None:
+    """Travellers on a foreign number that the business's users verify, asking from a third country."""
+    pol = quiet_policy(home={"min_share": 0.2}, rules=GEOGRAPHY)  # Côte d'Ivoire stays foreign
+    engine = make_engine(pol)
+    await decide(engine, *british_users())
+    await decide(engine, *ivorian_codes(AFTER, 30, verify=True))
+    later = AFTER + 30 * 30 + 1200
+    [traveller] = await decide(
+        engine, request(ts=later, phone="+2250103099999", client_ip="198.51.104.1", ip_country="US")
+    )
+    assert "destination_verifies" in codes(traveller) and "non_home_destination" in codes(traveller)
+    assert third_country(traveller) is None and traveller.score == 40.0, traveller
