@@ -5,11 +5,10 @@ things are read from counts the store already keeps:
 
 * **home countries**: a destination country with at least `home.min_share` of the verified OTPs of the last
   `home.baseline` (and `home.min_verified` of them) is home; so is a client country, by the same share of
-  the verified OTPs requested from there. `phone.core_countries`, when set, names home
-  countries outright. With fewer than `home.warmup_verified` verified OTPs in all, there is no verified history
-  yet and the shares are of requests (unless configured): a new deployment's own users are most of what it is
-  asked for, so it does not challenge them, and with fewer than 1 / `home.min_share` requests nothing is
-  foreign;
+  the verified OTPs requested from there. `phone.core_countries`, when set, names home countries outright.
+  With fewer than `home.warmup_verified` verified OTPs in all, there is no verified history yet and the
+  shares are of requests (unless configured): a new deployment's own users are most of what it is asked
+  for, so it does not challenge them, and with fewer than 1 / `home.min_share` requests nothing is foreign;
 * **segments**: requests with an upstream flag (anonymizer, datacenter, bot) to one phone country, requests
   from one IP country to another phone country, and requests to a foreign destination, are judged by their
   own conversion against the business's. Requests of the last `pending` are left out (their codes may
