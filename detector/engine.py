@@ -196,8 +196,9 @@ class Engine:
                 decision, _ = self._decide(request, subject, [*static, reused], False, counts)
             else:
                 decision, conclusion = self._decide(request, subject, static, allow_listed, counts)
-                if counts is not None:
-                    offences += self._offences(subject, conclusion, counts, begun)
+                if counts is not None and (found := self._offences(subject, conclusion, counts, begun)):
+                    offences += found
+                    decision = _quarantines_started(decision, found, begun)
                 expires = subject.ts + self._challenge_ttl if decision.action == "challenge" else None
                 fresh.append(
                     Remembered(
@@ -329,7 +330,8 @@ class Engine:
             hits = (
                 static + self.scorer.counted_hits(subject, counts) + self.scorer.context_hits(subject, counts)
             )
-            conclusion = self.scorer.conclude(hits + problems)
+            waited = None if counts.previous_ts is None else subject.ts - counts.previous_ts
+            conclusion = self.scorer.conclude(hits + problems, waited)
         return self._decision(request, subject, conclusion), conclusion
 
     def _decision(self, request: OtpRequest, subject: Subject, conclusion: Conclusion) -> Decision:
@@ -515,3 +517,15 @@ def _without_personal_data(decision: Decision) -> Decision:
     A redelivered request carries those again, and they are put back from it.
     """
     return msgspec.structs.replace(decision, phone=None, client_ip=None, message=None)
+
+
+def _quarantines_started(
+    decision: Decision, offences: list[Offence], begun: dict[tuple[str, str], tuple[float, int]]
+) -> Decision:
+    """A decision that quarantines says so: which kind, at which level of the ladder, until when."""
+    started = []
+    for offence in offences:
+        until, level = begun[(offence.dimension, offence.key)]
+        value = f"{offence.dimension} level {level} until {format_timestamp(until)}"
+        started.append(Reason(code="quarantine_started", value=value))
+    return msgspec.structs.replace(decision, reasons=(*decision.reasons, *started))

@@ -53,7 +53,8 @@ CaptchaToken = Annotated[str, msgspec.Meta(max_length=4096)]  # Turnstile's toke
 Flow = Literal["signup", "login", "reset", "other"]
 Level = Literal["low", "medium", "high"]
 Outcome = Literal["verified", "failed", "completed_other"]
-Action = Literal["allow", "challenge", "block"]
+# The response ladder, by severity: delay asks the client to retry after `retry_after` (nothing is sent now).
+Action = Literal["allow", "delay", "challenge", "block"]
 ChallengeResult = Literal["passed", "failed"]
 Mode = Literal["enforce", "shadow"]
 
@@ -410,5 +411,5 @@ class OtpOutcome(msgspec.Struct, frozen=True, tag="otp_outcome", tag_field="type
     http_status: int | None = None
     error_id: str | None = None  # 8x8's errorId, for a support ticket
     attempts: int | None = None
-    action: Literal["challenge", "block"] | None = None
+    action: Literal["delay", "challenge", "block"] | None = None
     reasons: tuple[str, ...] | None = None

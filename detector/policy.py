@@ -67,9 +67,14 @@ class Rule(_Strict, frozen=True):
 
 
 class ScoreConfig(_Strict, frozen=True):
+    """The response ladder: allow, below `delay_at`; delay (a retry after `delay_for` passes); challenge from
+    `challenge_at`; block from `block_at`. `delay_at: null` leaves the delay rung out."""
+
     challenge_at: float = 40.0
     block_at: float = 70.0
     velocity_cap: float = 3.0
+    delay_at: float | None = None
+    delay_for: Duration = "30s"
 
 
 class PhoneConfig(_Strict, frozen=True):
@@ -510,6 +515,12 @@ def _semantic_problems(policy: Policy) -> Iterator[str]:
             yield f"{kind!r} is not a number type ({known}) - at `$.rules.number_type.points`"
     if not 0 < policy.score.challenge_at <= policy.score.block_at:
         yield "need 0 < challenge_at <= block_at - at `$.score`"
+    delay_at = policy.score.delay_at
+    if delay_at is not None and not 0 < delay_at < policy.score.challenge_at:
+        yield (
+            f"must be more than 0 and below challenge_at ({policy.score.challenge_at:g}), not {delay_at:g}"
+            " - at `$.score.delay_at`"
+        )
     if not 0 <= policy.phone.prefix_digits <= 8:
         yield "must be between 0 and 8 - at `$.phone.prefix_digits`"
     if not 2 <= policy.counters.buckets <= 120:
@@ -542,6 +553,7 @@ def _duration_problems(policy: Policy) -> Iterator[str]:
         yield from check(getattr(rules.retry_delay, field), f"$.rules.retry_delay.{field}")
     yield from check(rules.distinct_countries_per_ip.window, "$.rules.distinct_countries_per_ip.window")
     yield from check(policy.challenge.ttl, "$.challenge.ttl")
+    yield from check(policy.score.delay_for, "$.score.delay_for")
     yield from check(policy.home.baseline, "$.home.baseline")
     yield from check(rules.segments.baseline, "$.rules.segments.baseline")
     yield from check(rules.segments.pending, "$.rules.segments.pending")

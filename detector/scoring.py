@@ -18,7 +18,7 @@ from detector.signals.phone import PhoneFacts
 from detector.state.base import LIMIT_DIMENSION, CounterPlan, Counts
 from detector.windows import Window
 
-_SEVERITY = {"allow": 0, "challenge": 1, "block": 2}
+_SEVERITY = {"allow": 0, "delay": 1, "challenge": 2, "block": 3}
 SPEND_DIMENSION = "phone_country"  # the spend circuit breaker's budget is per destination country
 
 
@@ -63,10 +63,13 @@ class Conclusion:
     action: Action
     score: float
     hits: tuple[Hit, ...]
+    delay: float | None = None  # a delay action: seconds until a retry to the number passes its rung
 
     @property
     def retry_after(self) -> float | None:
         waits = [hit.retry_after for hit in self.hits if hit.retry_after is not None]
+        if self.delay is not None:
+            waits.append(self.delay)
         return max(waits) if waits else None
 
 
@@ -157,6 +160,8 @@ class Scorer:
         spend = rules.spend
         self._prices = load_prices(policy.spend.prices_file) if spend.mode != "off" else None
         self._spend_window, self._spend_baseline = seconds(spend.window), seconds(spend.baseline)
+        self._delay_at = policy.score.delay_at
+        self._delay_for = seconds(policy.score.delay_for)
         self._retry_base = seconds(rules.retry_delay.base)
         self._retry_cap = seconds(rules.retry_delay.cap)
         self._retry_window = seconds(rules.retry_delay.window)
@@ -302,7 +307,10 @@ class Scorer:
 
         quarantine = rules.quarantine
         active = sorted((dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts)
-        if quarantine.mode != "off" and active and not self.baseline.known_good(counts):
+        if quarantine.mode != "off" and active and self.baseline.known_good(counts):
+            exempt = ",".join(dim for dim, _ in active)
+            hits.append(Hit("quarantine_exempt", quarantine.mode, value=exempt))
+        elif quarantine.mode != "off" and active:
             for dim, until in active:
                 hits.append(
                     Hit(
@@ -535,7 +543,10 @@ class Scorer:
         dims = set(rule.dimensions)
         return {hit.dimension for hit in conclusion.hits if hit.dimension in dims and hit.points > 0}
 
-    def conclude(self, hits: list[Hit]) -> Conclusion:
+    def conclude(self, hits: list[Hit], waited: float | None = None) -> Conclusion:
+        """The verdict and action of `hits`. `waited`: seconds since the number's previous request (None:
+        none known). The delay rung is served by waiting: a number whose previous request is at least
+        `score.delay_for` old passes it (a retry after `retry_after`); otherwise the request is delayed."""
         score = sum(hit.points for hit in hits)
         enforced_score = sum(hit.points for hit in hits if hit.mode == "enforce")
         verdict = _worst([hit.verdict for hit in hits if hit.verdict] + [self._verdict_for(score)])
@@ -546,13 +557,24 @@ class Scorer:
                 [hit.verdict for hit in hits if hit.verdict and hit.mode == "enforce"]
                 + [self._verdict_for(enforced_score)]
             )
-        return Conclusion(verdict, action, float(round(score, 2)), tuple(hits))
+        delay = None
+        if "delay" in (verdict, action):
+            if waited is not None and waited >= self._delay_for:
+                waited_out = Hit("delay_waited", "enforce", value=round(waited, 3), threshold=self._delay_for)
+                hits = [*hits, waited_out]
+                verdict = "allow" if verdict == "delay" else verdict
+                action = "allow" if action == "delay" else action
+            elif action == "delay":
+                delay = round(self._delay_for - max(waited or 0.0, 0.0), 3)
+        return Conclusion(verdict, action, float(round(score, 2)), tuple(hits), delay)
 
     def _verdict_for(self, score: float) -> Action:
         if score >= self.policy.score.block_at:
             return "block"
         if score >= self.policy.score.challenge_at:
             return "challenge"
+        if self._delay_at is not None and score >= self._delay_at:
+            return "delay"
         return "allow"
 
 

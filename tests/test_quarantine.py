@@ -39,6 +39,14 @@ async def test_a_client_over_the_block_line_is_quarantined_and_the_rest_of_its_b
     decisions = await burst(engine, T0, 60)
     first_block = next(i for i, d in enumerate(decisions) if d.action == "block")
     assert "quarantined" not in codes(decisions[first_block])
+    started = [r for r in decisions[first_block].reasons if r.code == "quarantine_started"]
+    assert [str(r.value).split(" until ")[0] for r in started if str(r.value).startswith("ip ")] == [
+        "ip level 1"
+    ]
+    later = [
+        r.value for d in decisions[first_block + 1 :] for r in d.reasons if r.code == "quarantine_started"
+    ]
+    assert not [value for value in later if str(value).startswith("ip ")]  # blocked by it, no new offence
     quarantined = [d for d in decisions[first_block + 1 :] if "quarantined" in codes(d)]
     assert len(quarantined) == len(decisions) - first_block - 1  # every later one, at once
     [reason] = [r for r in quarantined[0].reasons if r.code == "quarantined"]
@@ -57,7 +65,9 @@ async def test_quarantines_expire_and_repeat_offences_escalate(make_engine: Engi
     after = first.until + 1  # expired: the client may ask again, and is judged afresh
     [next_request] = await decide(engine, request(ts=after, phone="+447400699999", client_ip=BURST_IP))
     assert "quarantined" not in codes(next_request)
-    await burst(engine, after + 10, 40, first=1000)  # and offends again: the next step of the ladder
+    again = await burst(engine, after + 10, 40, first=1000)  # and offends again: the next step of the ladder
+    levels = [r.value for d in [next_request, *again] for r in d.reasons if r.code == "quarantine_started"]
+    assert any(str(value).startswith("ip level 2 until ") for value in levels)
     [second] = [q for q in await engine.store.quarantines(after + 300) if q.dimension == "ip"]
     assert second.offences == 2
     assert second.until - second.since == pytest.approx(3600)
@@ -85,3 +95,6 @@ async def test_known_good_numbers_are_exempt(make_engine: EngineFactory) -> None
     )
     assert "quarantined" in codes(stranger)
     assert "quarantined" not in codes(known) and "known_good_number" in codes(known)
+    assert "quarantine_exempt" in codes(known) and "quarantine_exempt" not in codes(stranger)
+    [exempt] = [r for r in known.reasons if r.code == "quarantine_exempt"]
+    assert "ip" in str(exempt.value).split(",")

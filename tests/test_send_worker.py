@@ -311,18 +311,23 @@ async def harness(
 
 
 @pytest.mark.parametrize("batch_size", [1, 100], ids=["single", "batch"])
-async def test_allow_is_sent_once_block_and_challenge_are_not(harness: Harness, batch_size: int) -> None:
+async def test_allow_is_sent_once_block_challenge_and_delay_are_not(
+    harness: Harness, batch_size: int
+) -> None:
     double = harness.double
     tag = uuid.uuid4().hex[:6]
     allowed = [decision(f"{tag}-a{i}", n=i) for i in range(6)]
     blocked = decision(f"{tag}-b", "block", n=50)
     challenged = decision(f"{tag}-c", "challenge", n=51, reasons=[{"code": "unverified_ip"}])
-    await harness.decide(*allowed[:3], blocked, challenged, *allowed[3:])
+    delayed = decision(f"{tag}-d", "delay", n=52, reasons=[{"code": "anonymizer_ip"}], retry_after=30.0)
+    await harness.decide(*allowed[:3], blocked, challenged, delayed, *allowed[3:])
     async with (
         harness.worker(batch_size=batch_size) as worker,
         OutcomeReader(harness.bootstrap, harness.topics.outcomes) as reader,
     ):
-        outcomes = await reader.wait_outcomes({e["request_id"] for e in [*allowed, blocked, challenged]})
+        outcomes = await reader.wait_outcomes(
+            {e["request_id"] for e in [*allowed, blocked, challenged, delayed]}
+        )
         await harness.decide(allowed[0])  # the detector may publish a decision twice
         await harness.done()
         await reader.settle()
@@ -348,14 +353,18 @@ async def test_allow_is_sent_once_block_and_challenge_are_not(harness: Harness, 
     }
     assert outcomes[challenged["request_id"]]["action"] == "challenge"
     assert outcomes[challenged["request_id"]]["reasons"] == ["unverified_ip"]
-    assert len(reader.raw) == 8, "one outcome per request, the repeated decision included"
+    assert (outcomes[delayed["request_id"]]["status"], outcomes[delayed["request_id"]]["action"]) == (
+        "skipped",
+        "delay",
+    )
+    assert len(reader.raw) == 9, "one outcome per request, the repeated decision included"
     operations = Counter(seen.operation for seen in double.requests)
     if batch_size == 1:
         assert operations == Counter({"Send-Sms-Single": 6})
     else:  # decisions that were waiting arrive together: the batch endpoint
         assert operations["Send-Many-Sms"] >= 1 and sum(operations.values()) < 6
     assert sample(worker.metrics, "detector_send_outcomes_total", status="sent") == 6
-    assert sample(worker.metrics, "detector_send_outcomes_total", status="skipped") == 2
+    assert sample(worker.metrics, "detector_send_outcomes_total", status="skipped") == 3
     assert sample(worker.metrics, "detector_send_redelivered_total", state="published") == 1
 
 

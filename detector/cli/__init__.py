@@ -45,7 +45,7 @@ class DetectorGroup(click.Group):
     help="json: one object per line.",
 )
 def main(log_level: str, log_format: str) -> None:
-    """Detect SMS pumping before an OTP is sent: allow / challenge / block, with the reasons.
+    """Detect SMS pumping before an OTP is sent: allow / delay / challenge / block, with the reasons.
 
     \b
     Try it:        detector simulate --out day.jsonl && detector replay day.jsonl

@@ -7,6 +7,14 @@ on its requests (`challenge_pass_rate`, `challenge_delay_s`: a CAPTCHA-solving s
 seconds). A challenge not passed is reported `failed` (a wrong answer) or abandoned: then nothing is sent
 and it expires. Requests without a label (real traffic) get no simulated answer.
 
+A delayed request (`delay`, enforced) is retried by the client's backend once `retry_after` has passed:
+the retry is a new request (the original id with `~retry` and its number), counted by the engine like any
+other, for people and bots alike; its decision is the request's fate. The file's feedback on the original
+follows the retry, as late as the delay made the code; when the retry's code is verified, the backend also
+reports `completed_other` for the delayed request(s) it stood for (their flow ended through the retry), so a
+delay is not left counting as an unverified code against the number and its country. A bot never verifies,
+so its delays stay unverified. A chain of more than `MAX_RETRIES` is abandoned.
+
 Every draw comes from a generator seeded by (seed, request id), so the answers do not depend on batch
 boundaries or on what else is in the file: the same file and seed give the same evaluation.
 """
@@ -42,6 +50,8 @@ MAX_DELAY_S = 3600.0
 # The closed loop's batches span at most this much event time, so an answer joins the stream at most
 # this late (the engine's own lateness bound is minutes).
 FOLLOW_SPAN_S = 30.0
+MAX_RETRIES = 3  # delays in a row before the client gives up
+RETRY_MARK = "~retry"
 
 
 class Labelled(Protocol):
@@ -119,6 +129,10 @@ class ClosedLoop:
     _held: dict[str, list[Line]] = field(default_factory=dict)  # their feedback, until decided / ended
     _shift: dict[str, float] = field(default_factory=dict)  # sent after a challenge: seconds later
     _unsent: set[str] = field(default_factory=set)  # challenges that ended without an SMS
+    retries: int = 0
+    delays_completed: int = 0  # completed_other reported for delayed requests whose retry was verified
+    retry_of: dict[str, str] = field(default_factory=dict)  # a retry's id -> the delayed request's id
+    _retried: dict[str, tuple[str, float]] = field(default_factory=dict)  # delayed id -> (retry id, shift)
 
     def on_decision(self, line: Line, decision: Decision) -> None:
         request_id = decision.request_id
@@ -130,10 +144,48 @@ class ClosedLoop:
             self._answered.add(request_id)
             self._open[request_id] = line.ts
             self._schedule(line, decision)
+        elif self._retryable(line, decision) and request_id not in self._retried:
+            self._retry(line, decision)
         self._settle(request_id)
 
+    def origin(self, request_id: str) -> str:
+        """The request a retry stands for (itself, when it is not a retry)."""
+        while request_id in self.retry_of:
+            request_id = self.retry_of[request_id]
+        return request_id
+
+    def retried(self, request_id: str) -> bool:
+        """Whether a delayed request was retried (its fate is its retry's)."""
+        return request_id in self._retried
+
+    def _retryable(self, line: Line, decision: Decision) -> bool:
+        return (
+            decision.mode == "enforce"
+            and decision.action == "delay"
+            and decision.retry_after is not None
+            and isinstance(line.event, OtpRequest)
+            and self._simulated(decision.request_id)
+        )
+
+    def _retry(self, line: Line, decision: Decision) -> None:
+        """The client's backend asks again once retry_after has passed: a new request, at that time."""
+        assert isinstance(line.event, OtpRequest) and decision.retry_after is not None
+        origin = self.origin(decision.request_id)
+        tries = decision.request_id.count(RETRY_MARK)
+        if tries >= MAX_RETRIES:
+            self._unsent.add(decision.request_id)  # given up: nothing was ever sent
+            return
+        retry_id = f"{origin}{RETRY_MARK}{tries + 1}"
+        ts = math.ceil((line.ts + decision.retry_after) * 1000) / 1000  # never before the wait is over
+        self.retry_of[retry_id] = decision.request_id
+        self._retried[decision.request_id] = (retry_id, ts - line.ts)
+        event = msgspec.structs.replace(line.event, request_id=retry_id, ts=format_timestamp(ts))
+        self._undecided.add(retry_id)
+        self._push(Line(0, event, ts))
+        self.retries += 1
+
     def _schedule(self, line: Line, decision: Decision) -> None:
-        answer = self.client.answer(decision.request_id, self.meta.get(decision.request_id))
+        answer = self.client.answer(decision.request_id, self.meta.get(self.origin(decision.request_id)))
         if answer is None or decision.challenge_id is None:
             return
         ts = _millis(line.ts + answer.delay)
@@ -189,7 +241,7 @@ class ClosedLoop:
         )
 
     def _simulated(self, request_id: str) -> bool:
-        meta = self.meta.get(request_id)
+        meta = self.meta.get(self.origin(request_id))
         return meta is not None and meta.label in ("legit", "attack")
 
     def _end(self, request_id: str, ts: float, sent: bool) -> None:
@@ -204,7 +256,12 @@ class ClosedLoop:
 
     def _follow_feedback(self, line: Line, request_id: str) -> bool:
         """Whether to pass feedback on now; otherwise it is held, moved later, or dropped."""
-        if request_id in self._undecided or request_id in self._open:
+        if request_id in self._retried:  # a delayed request: its feedback is its retry's, that much later
+            retry_id, shift = self._retried[request_id]
+            moved = self._moved(line, retry_id, shift)
+            if self._follow_feedback(moved, retry_id):
+                self._push(moved)
+        elif request_id in self._undecided or request_id in self._open:
             self._held.setdefault(request_id, []).append(line)
         elif request_id in self._shift:
             self._push(self._shifted(line, request_id))
@@ -221,8 +278,23 @@ class ClosedLoop:
         assert isinstance(event, OtpFeedback)
         return Line(line.number, msgspec.structs.replace(event, ts=format_timestamp(ts)), ts)
 
+    def _moved(self, line: Line, request_id: str, shift: float) -> Line:
+        event = line.event
+        assert isinstance(event, OtpFeedback)
+        ts = _millis(line.ts + shift)
+        moved = msgspec.structs.replace(event, request_id=request_id, ts=format_timestamp(ts))
+        return Line(line.number, moved, ts)
+
     def _push(self, line: Line) -> None:
         heapq.heappush(self._pending, (line.ts, next(self._seq), line))
+        event = line.event
+        if isinstance(event, OtpFeedback) and event.outcome == "verified":
+            delayed = self.retry_of.get(event.request_id)
+            while delayed is not None:  # the delayed requests this retry stood for: completed through it
+                done = OtpFeedback(request_id=delayed, ts=event.ts, outcome="completed_other")
+                heapq.heappush(self._pending, (line.ts, next(self._seq), Line(0, done, line.ts)))
+                self.delays_completed += 1
+                delayed = self.retry_of.get(delayed)
 
 
 def _millis(ts: float) -> float:

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from detector.evaluation.challenges import ClientModel
+from detector.evaluation.containment import containment_text
 from detector.evaluation.evaluate import evaluate_file
 from detector.evaluation.report import duration_text, write_html
 from detector.evaluation.result import NO_OUTCOMES, Evaluation
@@ -187,6 +188,14 @@ def demo_table(result: DemoResult) -> str:
             f"after {loop.legit_delay_s:.0f} s (median), bots never, a CAPTCHA farm mostly; "
             f"{loop.answers:,} answers replayed"
         )
+    if "attack" in labels and report.overall.delayed:  # the delay rung is on (it is off by default)
+        attack, legit = labels["attack"], labels.get("legit", NO_OUTCOMES)
+        lines.append(
+            f"  delayed first (then counted by the retry's decision): {legit.delayed_pct:.2f}% of legitimate "
+            f"requests, {attack.delayed_pct:.2f}% of attack requests ({attack.delayed_unsent:,} never sent)"
+        )
+    if report.containment is not None:
+        lines += ["  " + line for line in containment_text(report.containment).splitlines()]
     shadow = result.shadow.verdicts
     enforced = report.overall
     lines += [

@@ -34,6 +34,7 @@ import msgspec
 import orjson
 
 from detector.evaluation.challenges import FOLLOW_SPAN_S, ClientModel, ClosedLoop
+from detector.evaluation.containment import ContainmentCounter
 from detector.evaluation.result import (
     ClosedLoopSettings,
     Detection,
@@ -52,7 +53,7 @@ from detector.evaluation.sim.prices import price_for
 from detector.events import Action, Decision
 from detector.policy import Policy
 
-ACTIONS: tuple[Action, ...] = ("allow", "challenge", "block")
+ACTIONS: tuple[Action, ...] = ("allow", "delay", "challenge", "block")
 LABELS = ("legit", "attack")
 TIMELINE_BUCKET = 900.0  # seconds: 15 minutes
 SCORE_BIN = 10.0
@@ -158,14 +159,29 @@ class Tally:
     users: set[str] = field(default_factory=set)
     users_served: set[str] = field(default_factory=set)
     challenge_delays: list[float] = field(default_factory=list)
+    delayed: int = 0  # requests whose first decision was delay (their outcome is their retry's)
+    delay_waits: list[float] = field(default_factory=list)  # seconds a delay added before an SMS
 
-    def add(self, outcome: Action, cost: float, ts: float, codes: Iterable[str], user: str = "") -> None:
+    def add(
+        self,
+        outcome: Action,
+        cost: float,
+        ts: float,
+        codes: Iterable[str],
+        user: str = "",
+        delayed: float | None = None,
+    ) -> None:
+        """One request's outcome; `delayed`: it was delayed first, and its outcome came that much later."""
         self.requests += 1
         self.users.add(user)
+        if delayed is not None:
+            self.delayed += 1
         if outcome == "allow":
             self.sent_at_once += 1
             self.cost_sent += cost
             self.users_served.add(user)
+            if delayed is not None:
+                self.delay_waits.append(delayed)
         self.outcomes[outcome] += 1
         self.cost[outcome] += cost
         if self.first_ts is None:
@@ -200,7 +216,8 @@ class Tally:
         challenged = self.outcomes["challenge"]
         sent = self.sent_at_once + self.challenges_sent
         delays = sorted(self.challenge_delays)
-        every = [0.0] * self.sent_at_once + delays  # already sorted: the zeros first
+        waits = [0.0] * (self.sent_at_once - len(self.delay_waits)) + self.delay_waits + delays
+        every = sorted(waits)
         return FollowThrough(
             challenged=challenged,
             challenges_sent=self.challenges_sent,
@@ -221,8 +238,9 @@ class Tally:
 
     def summary(self, follow: bool = False) -> Outcomes:
         total_cost = sum(self.cost.values())
-        stopped = self.outcomes["block"] + self.outcomes["challenge"]
-        stopped_cost = self.cost["block"] + self.cost["challenge"]
+        # A delay is stopped only when it never ended in a send (its retry's decision counts otherwise).
+        stopped = self.outcomes["block"] + self.outcomes["challenge"] + self.outcomes["delay"]
+        stopped_cost = self.cost["block"] + self.cost["challenge"] + self.cost["delay"]
         detect = Detection(
             blocked_ever=self.first_block_ts is not None,
             requests_before_first_block=self.before_first_block,
@@ -243,6 +261,9 @@ class Tally:
             allowed_pct=_pct(self.outcomes["allow"], self.requests),
             challenged_pct=_pct(self.outcomes["challenge"], self.requests),
             blocked_pct=_pct(self.outcomes["block"], self.requests),
+            delayed=self.delayed,
+            delayed_pct=_pct(self.delayed, self.requests),
+            delayed_unsent=self.outcomes["delay"],
             stopped_pct=_pct(stopped, self.requests),
             cost_total=round(total_cost, 4),
             cost_let_through=round(self.cost["allow"], 4),
@@ -288,8 +309,13 @@ class Evaluator:
         *,
         prefix_digits: int = 3,
         bucket_seconds: float = TIMELINE_BUCKET,
+        loop: ClosedLoop | None = None,
     ) -> None:
         self.meta = meta or {}
+        self.loop = loop
+        # delayed requests awaiting their retry's decision: request_id -> (ts, cost, codes, user, tallies)
+        self.pending_delays: dict[str, tuple[float, float, list[str], str, list[Tally]]] = {}
+        self.containment = ContainmentCounter()
         self.prefix_digits = prefix_digits
         self.bucket_seconds = bucket_seconds
         self.overall = Tally()
@@ -323,9 +349,15 @@ class Evaluator:
         if decision.supersedes is not None:
             self._end_challenge(decision, ts)
             return
+        self.containment.add(decision, ts)
         outcome = outcome_of(decision)
         cost = price_for(decision.phone_country)
         codes = [reason.code for reason in decision.reasons]
+        loop = self.loop
+        retried = outcome == "delay" and loop is not None and loop.retried(decision.request_id)
+        if loop is not None and decision.request_id in loop.retry_of:
+            self._end_delay(decision, ts, loop.retry_of[decision.request_id], retried)
+            return
         info = self.meta.get(decision.request_id)
         label = info.label if info is not None and info.label in LABELS else None
         scenario = (info.scenario if info is not None else None) or (label or "unlabelled")
@@ -340,8 +372,11 @@ class Evaluator:
         if label is not None:
             tallies.append(self.by_label.setdefault(label, Tally()))
             self.scenario_label.setdefault(scenario, label)
-        for tally in tallies:
-            tally.add(outcome, cost, ts, codes, user)
+        if retried:  # its fate is its retry's
+            self.pending_delays[decision.request_id] = (ts, cost, codes, user, tallies)
+        else:
+            for tally in tallies:
+                tally.add(outcome, cost, ts, codes, user, 0.0 if outcome == "delay" else None)
         if decision.mode == "enforce" and decision.action == "challenge":
             self.open_challenges.setdefault(decision.request_id, (ts, cost, user, tallies))
 
@@ -349,7 +384,7 @@ class Evaluator:
         series = self.timeline.setdefault(scenario, {})
         cell = series.get(bucket)
         if cell is None:
-            cell = series[bucket] = [0, 0, 0]
+            cell = series[bucket] = [0] * len(ACTIONS)
         cell[ACTIONS.index(outcome)] += 1
 
         bins = self.scores.setdefault(label or "unlabelled", [0] * SCORE_BINS)
@@ -370,6 +405,33 @@ class Evaluator:
             self.blocked["country"].add(decision.phone_country or "?", cost)
             self.blocked["prefix"].add(prefix, cost)
             self.blocked["ip"].add(decision.client_ip or "?", cost)
+
+    def _end_delay(self, decision: Decision, ts: float, delayed_id: str, retried: bool) -> None:
+        """A retry's decision: the delayed request's outcome (or, delayed again, it waits on)."""
+        pending = self.pending_delays.pop(delayed_id, None)
+        if pending is None:
+            return
+        if retried:
+            self.pending_delays[decision.request_id] = pending
+            return
+        started, cost, codes, user, tallies = pending
+        outcome = outcome_of(decision)
+        later = [reason.code for reason in decision.reasons if reason.code not in codes]
+        for tally in tallies:
+            tally.add(outcome, cost, ts, [*codes, *later], user, max(ts - started, 0.0))
+        if decision.mode == "enforce" and decision.action == "challenge":
+            self.open_challenges.setdefault(decision.request_id, (started, cost, user, tallies))
+        if outcome == "block":
+            self.blocked["country"].add(decision.phone_country or "?", cost)
+            self.blocked["prefix"].add(self._prefix(decision.phone), cost)
+            self.blocked["ip"].add(decision.client_ip or "?", cost)
+
+    def _flush_delays(self) -> None:
+        """Delays whose retry never came to a decision: nothing was sent."""
+        for started, cost, codes, user, tallies in self.pending_delays.values():
+            for tally in tallies:
+                tally.add("delay", cost, started, codes, user, 0.0)
+        self.pending_delays.clear()
 
     def _end_challenge(self, decision: Decision, ts: float) -> None:
         opened = self.open_challenges.pop(decision.request_id, None)
@@ -393,6 +455,7 @@ class Evaluator:
         feedback: int | None = None,
         bad_input: int = 0,
     ) -> Evaluation:
+        self._flush_delays()
         follow = self.follows
         scenarios = {
             name: ScenarioOutcomes(
@@ -435,13 +498,14 @@ class Evaluator:
                 buckets=buckets,
                 series={
                     name: {
-                        action: [self.timeline[name].get(b, [0, 0, 0])[i] for b in range(buckets)]
+                        action: [self.timeline[name].get(b, [0] * len(ACTIONS))[i] for b in range(buckets)]
                         for i, action in enumerate(ACTIONS)
                     }
                     for name in scenarios
                 },
             ),
             scores=Scores(bin=SCORE_BIN, bins=SCORE_BINS, by_label=dict(self.scores)),
+            containment=self.containment.result(),
         )
 
     def _bucket_count(self) -> int:
@@ -547,14 +611,14 @@ def evaluate_file(
     meta = read_meta(read_lines(path))
     lines = parse_lines(read_lines(path))
     engine = build_engine(loaded, store_url)
-    evaluator = Evaluator(meta, prefix_digits=loaded.phone.prefix_digits)
     model = client or ClientModel()
     loop = ClosedLoop(meta, model) if follow and loaded.mode == "enforce" else None
+    evaluator = Evaluator(meta, prefix_digits=loaded.phone.prefix_digits, loop=loop)
 
     def collect(line: Line, decision: Decision) -> None:
-        evaluator.add(decision, line.ts)
-        if loop is not None:
+        if loop is not None:  # first: the evaluator asks it whether a delay is retried
             loop.on_decision(line, decision)
+        evaluator.add(decision, line.ts)
         if on_decision is not None:
             on_decision(decision)
 
@@ -599,12 +663,15 @@ def evaluate_file(
             feedback_delayed=loop.feedback_delayed,
             feedback_dropped=loop.dropped,
             not_acted_on=dict(sorted(summary.challenge_status.items())),
+            retries=loop.retries,
+            delays_completed=loop.delays_completed,
         )
     return msgspec.structs.replace(
         report,
         policy_version=loaded.version,
         mode=loaded.mode,
         basis="verdict" if loaded.mode == "shadow" else "action",
+        delay_at=loaded.score.delay_at,
         challenge_at=loaded.score.challenge_at,
         block_at=loaded.score.block_at,
         closed_loop=settings,
@@ -693,6 +760,12 @@ def format_table(report: Evaluation) -> str:
                 "sent = SMS sent, at once or after a passed challenge (for attacks, sent $ is the cost "
                 "leaked); got code = people (sessions) who got one; +delay = median added by a challenge"
             )
+    overall = report.overall
+    if overall.delayed:
+        lines.append(
+            f"delayed first: {overall.delayed:,} requests ({overall.delayed_pct:.2f}%), counted by their "
+            f"retry's decision; {overall.delayed_unsent:,} never ended in a send (counted as stopped)"
+        )
     loop = report.closed_loop
     if loop is not None and loop.not_acted_on:
         statuses = ", ".join(f"{status} {count:,}" for status, count in loop.not_acted_on.items())

@@ -12,9 +12,17 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from detector.evaluation.result import NO_OUTCOMES, Evaluation, Outcomes, Ranked, ScenarioOutcomes, Target
+from detector.evaluation.result import (
+    NO_OUTCOMES,
+    Containment,
+    Evaluation,
+    Outcomes,
+    Ranked,
+    ScenarioOutcomes,
+    Target,
+)
 
-ACTION_COLORS = {"allow": "#c9d3dd", "challenge": "#f0a202", "block": "#d62839"}
+ACTION_COLORS = {"allow": "#c9d3dd", "delay": "#8ecae6", "challenge": "#f0a202", "block": "#d62839"}
 LEGIT_COLORS = ("#1f4e79", "#5fa8d3", "#2a9d8f", "#9ad1e8", "#90be6d", "#577590")
 ATTACK_COLORS = ("#d62839", "#f77f00", "#9d4edd", "#e36414", "#b5179e", "#6a040f", "#fb8b24")
 OTHER_COLOR = "#8d99ae"
@@ -163,6 +171,48 @@ def _time_axis(x0: float, width: float, y: float, buckets: int, bucket_seconds: 
     return "".join(parts)
 
 
+def _count(data: Mapping[str, list[int]], action: str, bucket: int) -> int:
+    """Requests of `action` in a bucket (an evaluation written before the delay action has none)."""
+    counts = data.get(action)
+    return counts[bucket] if counts is not None and bucket < len(counts) else 0
+
+
+def containment_table(found: Containment | None) -> str:
+    """Quarantines by kind (opened, per level of the TTL ladder, requests blocked, known-good let past) and
+    the spend breaker's trips per destination country and hour."""
+    if found is None:
+        return '<p class="sub">No containment figures in this evaluation.</p>'
+    head = (
+        "<tr><th>quarantine kind</th><th>opened</th><th>by level (1st, 2nd, ... offence)</th>"
+        "<th>requests blocked</th><th>known-good let past</th></tr>"
+    )
+    rows = [
+        f"<tr><td>{_e(kind)}</td><td>{entry.opened:,}</td>"
+        f"<td>{_e(', '.join(f'level {lvl}: {n:,}' for lvl, n in entry.by_level.items()) or '-')}</td>"
+        f"<td>{entry.blocked:,}</td><td>{entry.exempt:,}</td></tr>"
+        for kind, entry in found.quarantines.items()
+    ]
+    rows.append(
+        f"<tr><td><b>all</b></td><td><b>{found.quarantines_opened:,}</b></td><td></td>"
+        f"<td><b>{found.quarantine_blocked:,}</b></td><td><b>{found.quarantine_exempt:,}</b></td></tr>"
+    )
+    quarantines = f'<div class="scroll"><table id="quarantines">{head}{"".join(rows)}</table></div>'
+    trip_head = "<tr><th>country</th><th>hour (UTC)</th><th>requests blocked</th><th>cost blocked</th></tr>"
+    trip_rows = [
+        f"<tr><td>{_e(trip.country)}</td><td>{_e(trip.hour)}</td><td>{trip.blocked:,}</td>"
+        f"<td>{_money(trip.cost)}</td></tr>"
+        for trip in found.breaker_trips
+    ]
+    trip_rows.append(
+        f"<tr><td><b>{len(found.breaker_trips):,} trips</b></td><td></td>"
+        f"<td><b>{found.breaker_blocked:,}</b></td><td><b>{_money(found.breaker_cost)}</b></td></tr>"
+    )
+    breaker = f'<div class="scroll"><table id="breaker">{trip_head}{"".join(trip_rows)}</table></div>'
+    return (
+        quarantines + '<p class="sub">Spend circuit breaker, per destination country and hour:</p>' + breaker
+    )
+
+
 def traffic_chart(report: Evaluation, colors: Mapping[str, str]) -> str:
     """Requests per time bucket, stacked by scenario (legitimate below, attacks on top)."""
     timeline = report.timeline
@@ -171,8 +221,7 @@ def traffic_chart(report: Evaluation, colors: Mapping[str, str]) -> str:
     width, height, left, top, bottom = 1160.0, 260.0, 48.0, 10.0, 26.0
     plot_w, plot_h = width - left - 8, height - top - bottom
     totals = [
-        sum(sum(series[name][a][b] for a in ("allow", "challenge", "block")) for name in series)
-        for b in range(buckets)
+        sum(sum(_count(series[name], a, b) for a in ACTION_COLORS) for name in series) for b in range(buckets)
     ]
     y_max = _nice_max(max(totals, default=0))
     parts = [
@@ -192,7 +241,7 @@ def traffic_chart(report: Evaluation, colors: Mapping[str, str]) -> str:
         y = top + plot_h
         x = left + b * bar_w
         for name in series:
-            count = sum(series[name][a][b] for a in ("allow", "challenge", "block"))
+            count = sum(_count(series[name], a, b) for a in ACTION_COLORS)
             if not count:
                 continue
             h = plot_h * count / y_max
@@ -226,9 +275,7 @@ def decisions_chart(report: Evaluation) -> str:
     for index, name in enumerate(series):
         top = index * (row_h + gap)
         data = series[name]
-        peak = max(
-            (data["allow"][b] + data["challenge"][b] + data["block"][b] for b in range(buckets)), default=0
-        )
+        peak = max((sum(_count(data, a, b) for a in ACTION_COLORS) for b in range(buckets)), default=0)
         row = scenarios[name]
         label = row.label or ""
         mark = "#d62839" if label == "attack" else "#3a7ca5" if label == "legit" else OTHER_COLOR
@@ -247,8 +294,8 @@ def decisions_chart(report: Evaluation) -> str:
         for b in range(buckets):
             y = top + row_h
             x = label_w + b * bar_w
-            for action in ("allow", "challenge", "block"):
-                count = data[action][b]
+            for action in ACTION_COLORS:
+                count = _count(data, action, b)
                 if not count:
                     continue
                 h = (row_h - 4) * count / peak
@@ -310,6 +357,7 @@ def score_chart(report: Evaluation) -> str:
         f"{bins * step - step:g}+</text>"
     )
     for name, value, color in (
+        ("delay", report.delay_at, ACTION_COLORS["delay"]),
         ("challenge", report.challenge_at, ACTION_COLORS["challenge"]),
         ("block", report.block_at, ACTION_COLORS["block"]),
     ):
@@ -545,6 +593,7 @@ def _row(css: str, name: str, row: Outcomes, detect_text: str, last: str, *, leg
         f"{row.blocked_pct:.2f}%",
         f"{row.challenged_pct:.2f}%",
         f"{row.allowed_pct:.2f}%",
+        f"{row.delayed_pct:.2f}%",
         _money(row.cost_total),
         _money(row.cost_stopped),
         _money(row.cost_let_through),
@@ -573,7 +622,8 @@ def _scenario_table(report: Evaluation) -> str:
         )
     head = (
         "<tr><th>scenario</th><th>requests</th><th>blocked</th><th>challenged</th><th>allowed</th>"
-        f"<th>cost</th><th>stopped</th><th>let through</th>{follow}<th>allowed before<br>1st block</th>"
+        "<th>delayed<br>first</th><th>cost</th><th>stopped</th><th>let through</th>"
+        f"{follow}<th>allowed before<br>1st block</th>"
         '<th class="l">top reasons on stopped requests</th></tr>'
     )
     body = []
@@ -647,7 +697,7 @@ def render_html(
         ),
         _card(
             "Decisions over time, per scenario",
-            f"Allowed, challenged and blocked requests per {every}; each row has its own scale.",
+            f"Allowed, delayed, challenged and blocked requests per {every}; each row has its own scale.",
             decisions_chart(report),
         ),
         _pair(
@@ -688,8 +738,18 @@ def render_html(
             ),
         ),
         _card(
+            "Quarantines and the spend circuit breaker",
+            "Read from the decisions' reasons: quarantines begun (<code>quarantine_started</code>) per kind "
+            "and level of their TTL ladder, requests they blocked (<code>quarantined</code>) and known-good "
+            "numbers they let past (<code>quarantine_exempt</code>); the breaker's blocks "
+            "(<code>spend_circuit_breaker</code>) per country and hour.",
+            containment_table(report.containment),
+        ),
+        _card(
             "Per scenario",
-            'Stopped = blocked or challenged at the first decision. "Allowed before 1st block": attack '
+            'Stopped = blocked or challenged at the first decision. "Delayed first": delayed, then '
+            "counted by its retry's decision (a delay never retried counts as stopped, not blocked). "
+            '"Allowed before 1st block": attack '
             "requests let through before the scenario's first block, and how long it took."
             + _follow_note(report),
             _scenario_table(report),

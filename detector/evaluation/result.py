@@ -55,6 +55,11 @@ class Outcomes(msgspec.Struct, kw_only=True):
     challenged_pct: float
     blocked_pct: float
     stopped_pct: float
+    # Requests delayed first (then counted by their retry's decision), and those whose delay never ended in
+    # a send (counted as stopped, not blocked).
+    delayed: int = 0
+    delayed_pct: float = 0.0
+    delayed_unsent: int = 0
     cost_total: float
     cost_let_through: float
     cost_challenged: float
@@ -111,6 +116,36 @@ class Scorecard(msgspec.Struct, kw_only=True):
     targets: dict[str, Target]
 
 
+class QuarantineKind(msgspec.Struct, kw_only=True):
+    """Quarantines of one kind of entity (prefix, subnet or client ip)."""
+
+    opened: int  # quarantines begun (decisions with `quarantine_started`)
+    by_level: dict[str, int]  # opened per level of the TTL ladder ("1", "2", ...): repeat offences climb it
+    blocked: int  # requests blocked with `quarantined` on this kind
+    exempt: int  # requests of known-good numbers that passed this kind's quarantine (`quarantine_exempt`)
+
+
+class BreakerTrip(msgspec.Struct):
+    """The spend circuit breaker open for one destination country in one hour (UTC)."""
+
+    country: str
+    hour: str  # e.g. 2026-11-23T08
+    blocked: int  # requests it blocked in that hour
+    cost: float
+
+
+class Containment(msgspec.Struct, kw_only=True):
+    """What quarantines and the spend circuit breaker did, read from the decisions' reasons."""
+
+    quarantines: dict[str, QuarantineKind]  # by kind: prefix, subnet, ip
+    quarantines_opened: int
+    quarantine_blocked: int  # requests blocked by at least one quarantine
+    quarantine_exempt: int  # requests of known-good numbers let past a quarantine
+    breaker_trips: list[BreakerTrip]  # per country and hour, in time order
+    breaker_blocked: int
+    breaker_cost: float
+
+
 class Timeline(msgspec.Struct):
     bucket_seconds: float
     buckets: int
@@ -133,6 +168,8 @@ class ClosedLoopSettings(msgspec.Struct, kw_only=True):
     feedback_delayed: int  # the file's feedback on challenges that ended in an SMS, moved that much later
     feedback_dropped: int  # on challenges that did not: nobody enters a code never sent
     not_acted_on: dict[str, int]  # the engine's status for answers that gave no new decision
+    retries: int = 0  # delayed requests asked again after retry_after (new requests)
+    delays_completed: int = 0  # delayed requests reported completed_other once their retry was verified
 
 
 class Evaluation(msgspec.Struct, kw_only=True):
@@ -155,10 +192,12 @@ class Evaluation(msgspec.Struct, kw_only=True):
     verdicts: Verdicts
     timeline: Timeline
     scores: Scores
+    delay_at: float | None = None
     challenge_at: float | None = None
     block_at: float | None = None
     closed_loop: ClosedLoopSettings | None = None  # None: challenges were not followed (shadow mode)
     scorecard: Scorecard | None = None  # None: no labels
+    containment: Containment | None = None
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)

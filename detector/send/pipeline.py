@@ -4,7 +4,7 @@ For each ``otp_decision`` on the decisions topic:
 
 * ``allow``: the SMS goes to 8x8 (``clientMessageId`` = request_id, ``clientIp`` = the decision's client IP,
   ``track: "Outcome"``); the single-message endpoint when one is ready, the batch endpoint when several are;
-* ``block`` / ``challenge``: nothing is sent.
+* ``delay`` / ``challenge`` / ``block``: nothing is sent (a delayed request's retry is a new request).
 
 Either way exactly one ``otp_outcome`` event (schemas/otp_outcome.schema.json), keyed by request_id, goes to
 the outcomes topic: ``sent`` (with 8x8's umid), ``rejected`` (8x8 answered REJECTED: its code and reason),

@@ -239,7 +239,7 @@ def create_app(service: Service) -> ASGIApp:
 
     @post("/v1/checks", status_code=200, operation_id="check", responses=errors, **protected)
     async def check(data: CheckBody) -> Decision:
-        """Decide an OTP request: allow, challenge or block, with the reasons."""
+        """Decide an OTP request: allow, delay (retry after `retry_after`), challenge or block; why."""
         now = time.time()
         fields = msgspec.structs.asdict(data)
         fields["ts"] = _event_time(data.ts, now)
@@ -341,7 +341,7 @@ def create_app(service: Service) -> ASGIApp:
         openapi_config=OpenAPIConfig(
             title="sms-pumping-detector",
             version=API_VERSION,
-            description="Decide OTP requests before they are sent: allow, challenge or block, with reasons.",
+            description="Decide OTP requests before they are sent: allow, delay, challenge, block; why.",
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
         ),
         logging_config=None,

@@ -26,6 +26,12 @@ KUBERNETES_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 KUBE_RENDER = "1.31.0"
 RELEASE = "otp"
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
+SECRET_VARIABLES = (
+    "DETECTOR_HASH_KEY",
+    "EIGHTBYEIGHT_API_KEY",
+    "DETECTOR_API_TOKENS",
+    "DETECTOR_CAPTCHA_SECRET",
+)
 
 
 def template(values: Path | None, *extra: str) -> list[dict[str, Any]]:
@@ -198,7 +204,7 @@ def test_secrets_arrive_as_files_never_as_values(values: Path) -> None:
     secret_names = {s["metadata"]["name"]: s for s in of_kind(objects, "Secret")}
     for workload, pod, container in containers(objects):
         env = {e["name"]: e for e in container["env"]}
-        for name in ("DETECTOR_HASH_KEY", "EIGHTBYEIGHT_API_KEY", "DETECTOR_API_TOKENS"):
+        for name in SECRET_VARIABLES:
             assert name not in env, f"{workload}: {name} as a plain value"
         files = {name: e["value"] for name, e in env.items() if name.endswith("_FILE")}
         assert "DETECTOR_HASH_KEY_FILE" in files, workload
@@ -251,12 +257,38 @@ def test_a_missing_hash_key_is_refused_with_a_message() -> None:
     assert "secrets.hashKey is required" in done.stderr
 
 
+def test_the_components_that_end_challenges_read_the_challenges_and_check_captcha_tokens() -> None:
+    objects = rendered("keda.yaml")
+    by_component = {
+        workload: {e["name"]: e.get("value") for e in container["env"]}
+        for workload, _, container in containers(objects)
+    }
+    worker = next(env for workload, env in by_component.items() if workload.endswith("detector-worker"))
+    serve = next(env for workload, env in by_component.items() if workload.endswith("-serve"))
+    send = next(env for workload, env in by_component.items() if workload.endswith("-send-worker"))
+    assert worker["DETECTOR_TOPIC_CHALLENGES"] == "otp.challenges"
+    for env in (worker, serve):
+        assert env["DETECTOR_CAPTCHA_PROVIDER"] == "turnstile"
+        assert env["DETECTOR_CAPTCHA_SECRET_FILE"].endswith("/captcha-secret")
+    assert not any(name.startswith("DETECTOR_CAPTCHA") for name in send), "the send worker has no use for it"
+    minimal = {workload: c["env"] for workload, _, c in containers(rendered("minimal.yaml"))}
+    assert not any(e["name"].startswith("DETECTOR_CAPTCHA") for env in minimal.values() for e in env)
+
+
+def test_a_captcha_provider_without_its_secret_is_refused_with_a_message() -> None:
+    done = run(helm(), "template", RELEASE, str(CHART), "--kube-version", KUBE_RENDER,
+               "-f", str(CHART / "ci" / "keda.yaml"), "--set", "secrets.captchaSecret=")  # fmt: skip
+    assert done.returncode != 0
+    assert "secrets.captchaSecret is required" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("setting", "complaint"),
     [
         ("worker.autoscaling.mod=keda", "Additional property mod is not allowed"),  # a misspelt key
         ("worker.autoscaling.mode=lag", "worker.autoscaling.mode"),
         ("redis.url=localhost:6379", "redis.url"),
+        ("captcha.provider=recaptha", "captcha.provider"),
     ],
 )
 def test_the_values_schema_refuses_mistakes(setting: str, complaint: str) -> None:

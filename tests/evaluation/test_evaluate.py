@@ -247,7 +247,7 @@ def test_breakdowns_reasons_scores_and_timeline(tmp_path: Path) -> None:
     assert sum(scores["legit"]) == 4
     timeline = report.timeline
     assert timeline.buckets == 1
-    assert timeline.series["burst"] == {"allow": [3], "challenge": [1], "block": [2]}
+    assert timeline.series["burst"] == {"allow": [3], "delay": [0], "challenge": [1], "block": [2]}
     reasons = {e.key: e.requests for e in report.verdicts.would_block_by_reason}
     assert reasons == {"ip_10m_velocity": 1, "prefix_1h_velocity": 2, "retry_too_soon": 1}
 
@@ -331,3 +331,10 @@ def test_demo_command_prints_what_actually_happened(tmp_path: Path) -> None:
     both = orjson.loads((tmp_path / "demo-evaluation.json").read_bytes())
     assert both["enforce"]["closed_loop"]["legit_delay_s"] == 20.0
     assert both["shadow"]["closed_loop"] is None
+    found = both["enforce"]["containment"]
+    assert found["quarantines_opened"] > 0 and found["quarantine_blocked"] > 0  # the mix's bursts
+    assert (
+        f"quarantines: {found['quarantines_opened']} opened" in result.output
+        and f"{found['quarantine_blocked']:,} requests blocked by them" in result.output
+    )
+    assert f"spend breaker: {len(found['breaker_trips'])} country-hours tripped" in result.output

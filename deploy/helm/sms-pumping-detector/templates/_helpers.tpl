@@ -151,3 +151,31 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{- define "detector.captchaEnabled" -}}
+{{- if or .Values.captcha.provider .Values.captcha.verifyUrl -}}true{{- end -}}
+{{- end -}}
+
+{{/* Where CAPTCHA tokens are checked, for the components that end challenges (worker, serve). */}}
+{{- define "detector.captchaEnv" -}}
+{{- if include "detector.captchaEnabled" . }}
+{{- if .Values.captcha.provider }}
+- name: DETECTOR_CAPTCHA_PROVIDER
+  value: {{ .Values.captcha.provider | quote }}
+{{- end }}
+{{- if .Values.captcha.verifyUrl }}
+- name: DETECTOR_CAPTCHA_VERIFY_URL
+  value: {{ .Values.captcha.verifyUrl | quote }}
+{{- end }}
+- name: DETECTOR_CAPTCHA_SECRET_FILE
+  value: {{ include "detector.secretsDir" . }}/captcha-secret
+{{- end }}
+{{- end -}}
+
+{{/* The secret keys of a component that ends challenges; call with (list $ "hash-key" ...). */}}
+{{- define "detector.withCaptchaKey" -}}
+{{- $root := first . -}}
+{{- $keys := rest . -}}
+{{- if include "detector.captchaEnabled" $root }}{{ $keys = append $keys "captcha-secret" }}{{ end -}}
+{{- toJson $keys -}}
+{{- end -}}
