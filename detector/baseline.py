@@ -4,9 +4,11 @@ Attack traffic never verifies, so it cannot teach the detector that it is normal
 things are read from counts the store already keeps:
 
 * **home countries**: a destination country with at least `home.min_share` of the verified OTPs of the last
-  `home.baseline` (and `home.min_verified` of them) is home. `phone.core_countries`, when set, names home
-  countries outright. With fewer than `home.warmup_verified` verified OTPs in all, there is no history yet and
-  no country is foreign (unless configured): a new deployment does not challenge its own users;
+  `home.baseline` (and `home.min_verified` of them) is home; so is a client country, by the same share of
+  the verified OTPs requested from there. `phone.core_countries`, when set, names home countries outright.
+  With fewer than `home.warmup_verified` verified OTPs in all, there is no verified history yet and the
+  shares are of requests (unless configured): a new deployment's own users are most of what it is asked
+  for, so it does not challenge them, and with fewer than 1 / `home.min_share` requests nothing is foreign;
 * **segments**: requests with an upstream flag (anonymizer, datacenter, bot) to one phone country, requests
   from one IP country to another phone country, and requests to a foreign destination, are judged by their
   own conversion against the business's. Requests of the last `pending` are left out (their codes may
@@ -31,6 +33,7 @@ class Home(msgspec.Struct, frozen=True):
     home: bool
     basis: HomeBasis
     share: float = 0.0
+    asked: int = 0  # requests to (or from) the country in the baseline
 
 
 class Health(msgspec.Struct, frozen=True):
@@ -62,6 +65,7 @@ class Baseline:
         wanted: dict[str, set[int]] = {
             "all": {self._home_window},
             "phone_country": {self._home_window},
+            "ip_country": {self._home_window},
         }
         if self._segments.mode != "off":
             for dim in ("all", "segment", "route", "phone_country"):
@@ -70,17 +74,28 @@ class Baseline:
             wanted["msisdn"] = {self._known_window}
         return wanted
 
-    def home(self, region: str, counts: Counts | None) -> Home:
+    def home(self, region: str, counts: Counts | None, dimension: str = "phone_country") -> Home:
+        """Whether `region` is home: as a destination (`phone_country`: where the verified codes went) or as
+        where clients are (`ip_country`: where the clients that verified were)."""
         if region in self._core:
             return Home(True, "configured")
         if counts is None:
             return Home(True, "warmup")
-        _, everyone = counts.windows.get(("all", self._home_window), (0, 0))
+        asked, everyone = counts.windows.get(("all", self._home_window), (0, 0))
+        if self._core and everyone < self._warmup:
+            return Home(False, "configured")
         if everyone < self._warmup:
-            return Home(not self._core, "configured" if self._core else "warmup")
-        _, verified = counts.windows.get(("phone_country", self._home_window), (0, 0))
+            # No verified history yet: the business's own requests are the best estimate of its market. An
+            # attack can only make its destination look like home this way, and below 1 / min_share
+            # requests in all, every country asked for is home.
+            region_asked, _ = counts.windows.get((dimension, self._home_window), (0, 0))
+            share = region_asked / asked if asked else 1.0
+            return Home(share >= self._min_share, "warmup", share)
+        region_asked, verified = counts.windows.get((dimension, self._home_window), (0, 0))
         share = verified / everyone
-        return Home(share >= self._min_share and verified >= self._min_verified, "learned", share)
+        return Home(
+            share >= self._min_share and verified >= self._min_verified, "learned", share, region_asked
+        )
 
     def health(self, dimension: str, counts: Counts) -> Health | None:
         """A segment's conversion over the settled part of the baseline, or None without enough of it."""

@@ -164,6 +164,13 @@ class PointsRule(Rule, frozen=True):
     points: float = 10.0
 
 
+class NeverVerifiedRule(Rule, frozen=True):
+    """A foreign destination with `min_requests` codes in the home baseline and not one verified."""
+
+    points: float = 20.0
+    min_requests: int = 3
+
+
 class PassesRule(Rule, frozen=True):
     """Challenges passed per entity in `window`: a pass is evidence, not absolution."""
 
@@ -274,6 +281,8 @@ class Rules(_Strict, frozen=True):
     conversion: dict[str, ConversionRule] = msgspec.field(default_factory=dict)
     ip_country_mismatch: PointsRule = PointsRule()
     non_core_destination: PointsRule = PointsRule()
+    third_country_client: PointsRule = PointsRule()
+    never_verified_destination: NeverVerifiedRule = NeverVerifiedRule()
     segments: SegmentsRule = SegmentsRule()
     known_good: KnownGoodRule = KnownGoodRule()
     quarantine: QuarantineRule = QuarantineRule()
@@ -520,6 +529,8 @@ def _semantic_problems(policy: Policy) -> Iterator[str]:
         yield "must be more than 0 - at `$.rules.spend.k`"
     if not policy.rules.spend.min_budget >= 0:
         yield "must be at least 0 - at `$.rules.spend.min_budget`"
+    if policy.rules.never_verified_destination.min_requests < 1:
+        yield "must be at least 1 - at `$.rules.never_verified_destination.min_requests`"
     if policy.rules.msisdn_rate_limit.limit < 1:
         yield "must be at least 1 - at `$.rules.msisdn_rate_limit.limit`"
     yield from _duration_problems(policy)

@@ -395,28 +395,48 @@ class Scorer:
             hits.append(Hit("known_good_number", rules.known_good.mode, value=known_good))
         region = subject.phone.region
         mismatch = rules.ip_country_mismatch
-        if mismatch.mode != "off" and subject.ip_country and region and subject.ip_country != region:
-            factor = 0.0 if known_good else self._health(hits, "route", counts)
-            hits.append(
-                Hit(
-                    "ip_country_mismatch",
-                    mismatch.mode,
-                    points=mismatch.points * factor,
-                    value=f"{subject.ip_country}->{region}",
+        route = 0.0  # the route's factor: 0 without a mismatch, for a known-good number, or when it verifies
+        judged = mismatch.mode != "off" or rules.third_country_client.mode != "off"
+        if judged and subject.ip_country and region and subject.ip_country != region:
+            route = 0.0 if known_good else self._health(hits, "route", counts)
+            if mismatch.mode != "off":
+                hits.append(
+                    Hit(
+                        "ip_country_mismatch",
+                        mismatch.mode,
+                        points=mismatch.points * route,
+                        value=f"{subject.ip_country}->{region}",
+                    )
                 )
-            )
         foreign = rules.non_core_destination
         if foreign.mode != "off" and region and not known_good:
             home = baseline.home(region, counts)
             if not home.home:
                 code = "non_core_destination" if home.basis == "configured" else "non_home_destination"
-                share = round(home.share, 4) if home.basis == "learned" else region
-                threshold = self.policy.home.min_share if home.basis == "learned" else None
+                shared = home.basis != "configured"  # a share of verified OTPs, or of requests in warmup
+                share = round(home.share, 4) if shared else region
+                threshold = self.policy.home.min_share if shared else None
                 # Only a collapse counts here: a destination that verifies well may still be one an attack
                 # hides among (its users' verifications would otherwise waive the attack's points).
-                collapsed = self._health(hits, "phone_country", counts, label="destination") > 1.0
+                destination = self._health(hits, "phone_country", counts, label="destination")
+                collapsed = destination > 1.0
                 weighted = foreign.points * (rules.segments.foreign_boost if collapsed else 1.0)
                 hits.append(Hit(code, foreign.mode, points=weighted, value=share, threshold=threshold))
+                never = rules.never_verified_destination
+                # The small-sample form of a collapse: counted once, not on top of one.
+                unproven = home.basis == "learned" and home.share == 0.0 and home.asked >= never.min_requests
+                if never.mode != "off" and unproven and not collapsed:
+                    hits.append(
+                        Hit(
+                            "never_verified_destination",
+                            never.mode,
+                            points=never.points,
+                            value=home.asked,
+                            threshold=never.min_requests,
+                        )
+                    )
+                if route and destination:  # a third country matters where the destination does not verify
+                    hits += self._third_country(subject, counts)
         impossible = rules.impossible_client_ip
         if impossible.mode != "off" and subject.ip is not None and subject.ip.impossible:
             hits.append(
@@ -469,6 +489,25 @@ class Scorer:
                     )
                 )
         return hits
+
+    def _third_country(self, subject: Subject, counts: Counts | None) -> list[Hit]:
+        """A foreign destination asked for from a client country that is not home either."""
+        rule, client = self.policy.rules.third_country_client, subject.ip_country
+        if rule.mode == "off" or client is None:
+            return []
+        home = self.baseline.home(client, counts, "ip_country")
+        if home.home:
+            return []
+        shared = home.basis != "configured"
+        return [
+            Hit(
+                "third_country_client",
+                rule.mode,
+                points=rule.points,
+                value=round(home.share, 4) if shared else client,
+                threshold=self.policy.home.min_share if shared else None,
+            )
+        ]
 
     def _health(self, hits: list[Hit], dimension: str, counts: Counts | None, label: str = "") -> float:
         """The factor of a segment's signals, with a reason saying how the segment converts."""

@@ -49,6 +49,8 @@ def quiet_policy(**overrides: Any) -> Policy:
         "conversion": {},
         "ip_country_mismatch": {"mode": "off"},
         "non_core_destination": {"mode": "off"},
+        "third_country_client": {"mode": "off"},
+        "never_verified_destination": {"mode": "off"},
         "distinct_countries_per_ip": {"mode": "off"},
         "upstream": {"mode": "off"},
         "number_type": {"mode": "off"},

@@ -53,6 +53,10 @@ def test_a_file_sets_only_what_it_changes(tmp_path: Path) -> None:
         ("lists: {deny_number_types: [satellite]}\n", ["$.lists.deny_number_types[0]"]),
         ("rules: {msisdn_rate_limit: {limit: ten}}\n", ["$.rules.msisdn_rate_limit.limit"]),
         ("state: {on_error: maybe}\n", ["$.state.on_error"]),
+        (
+            "rules: {never_verified_destination: {min_requests: 0}}\n",
+            ["$.rules.never_verified_destination.min_requests"],
+        ),
     ],
 )
 def test_errors_name_the_field(tmp_path: Path, text: str, names: list[str]) -> None:

@@ -23,11 +23,11 @@ async def decide(engine: Engine, *events: dict[str, Any]) -> list[Decision]:
 
 
 async def burst(engine: Engine, start: float, count: int, first: int = 0) -> list[Decision]:
-    """One client asking for codes to fresh numbers every 5 s, one request per batch (as a worker sees
-    them); `first` numbers the phones."""
+    """One client asking for codes to fresh numbers (each in a block of its own) every 5 s, one request
+    per batch (as a worker sees them); `first` numbers the phones."""
     out: list[Decision] = []
     for i in range(count):
-        phone = f"+4474005{first + i:05d}"
+        phone = f"+4474{first + i:04d}0055"
         out += await decide(engine, request(ts=start + 5 * i, phone=phone, client_ip=BURST_IP))
     return out
 

@@ -54,6 +54,7 @@ rules:
   unverified:
     phone_country: {mode: "off"}
     ip: {mode: "off"}
+    prefix: {mode: "off"}
   conversion:
     prefix: {mode: "off"}
     phone_country: {mode: "off"}

@@ -39,7 +39,7 @@ async def test_a_worker_at_debug_logs_nothing_personal(
                      DETECTOR_LOG_LEVEL="DEBUG", DETECTOR_LOG_FORMAT=fmt)  # fmt: skip
     worker = WorkerProcess("worker", tmp_path, env)
     tag = uuid.uuid4().hex[:6]
-    phones = [f"+4474009{i:05d}" for i in range(5)]
+    phones = [f"+447400{i}12345" for i in range(5)]  # five blocks: no number-block rule fires
     requests = [request_event(f"{tag}-{i}", phone, client_ip=CLIENT, message={"text": OTP, "source": "Acme"})
                 for i, phone in enumerate(phones)]  # fmt: skip
     poison = b'{"type":"otp_request","request_id":"' + tag.encode() + b'-deep","phone":"' + phones[0].encode()

@@ -19,17 +19,10 @@ from detector.evaluation.sim import BUSINESSES, simulate, write_events
 
 SEEDS = {"gulf": 1201, "north_america": 1202, "south_east_asia": 1203}
 
-# (business, figure) -> the value measured at this test's seed, where it misses its target.
-# Measured with the engine of 2026-11-30 (main at 4a78c2c).
-NOT_YET: dict[tuple[str, str], float] = {
-    ("gulf", "attack_blocked_pct"): 91.372,
-    ("gulf", "attack_cost_stopped_pct"): 98.13,
-    ("gulf", "allowed_before_first_stop"): 55,  # low_and_slow
-    ("north_america", "attack_blocked_pct"): 92.641,
-    ("north_america", "allowed_before_first_stop"): 24,  # core_country_block
-    ("south_east_asia", "attack_blocked_pct"): 93.499,
-    ("south_east_asia", "allowed_before_first_stop"): 28,  # core_country_block
-}
+# (business, figure) -> the value measured at this test's seed, where it misses its target. Every figure
+# meets its target at these seeds with the engine of 2026-11-30 (wip-detect: third_country_client,
+# never_verified_destination, prefix_unverified, warmup by the request mix).
+NOT_YET: dict[tuple[str, str], float] = {}
 
 
 @functools.cache

@@ -36,12 +36,13 @@ def _vpn_user(request_id: str, ts: float, phone: str) -> list[dict[str, Any]]:
 
 
 def _burst(count: int) -> list[dict[str, Any]]:
-    """One client asking for codes to fresh numbers every 5 s: quarantined once over the block line."""
+    """One client asking for codes to fresh numbers (each in a block of its own) every 5 s: quarantined once
+    over the block line."""
     return [
         request(
             request_id=f"burst-{i}",
             ts=T0 + 600 + 5 * i,
-            phone=f"+4474005{i:05d}",
+            phone=f"+4474{i:04d}0055",
             client_ip=BURST_IP,
             label="attack",
             scenario="burst",
