@@ -122,6 +122,9 @@ class RateLimitRule(Rule, frozen=True):
 
 
 class RetryDelayRule(Rule, frozen=True):
+    # What a request inside the delay gets: `delay` (the ladder's rung: answered with retry_after, a retry
+    # after it passes) or `block`.
+    action: Literal["delay", "block"] = "block"
     base: Duration = "30s"
     cap: Duration = "1h"
     window: Duration = "24h"

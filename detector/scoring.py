@@ -225,7 +225,7 @@ class Scorer:
                         Hit(
                             "retry_too_soon",
                             retry.mode,
-                            verdict="block",
+                            verdict=retry.action,
                             value=round(waited, 3),
                             threshold=delay,
                             retry_after=round(delay - waited, 3),
@@ -546,27 +546,28 @@ class Scorer:
 
     def conclude(self, hits: list[Hit], waited: float | None = None) -> Conclusion:
         """The verdict and action of `hits`. `waited`: seconds since the number's previous request (None:
-        none known). The delay rung is served by waiting: a number whose previous request is at least
-        `score.delay_for` old passes it (a retry after `retry_after`); otherwise the request is delayed."""
+        none known). The score's delay rung is served by waiting: a number whose previous request is at
+        least `score.delay_for` old passes it (a retry after `retry_after`); otherwise the request is
+        delayed. A rule's own delay (`retry_too_soon`) says how long itself; waiting less never passes it."""
         score = sum(hit.points for hit in hits)
         enforced_score = sum(hit.points for hit in hits if hit.mode == "enforce")
-        verdict = _worst([hit.verdict for hit in hits if hit.verdict] + [self._verdict_for(score)])
+        waited_out = waited is not None and waited >= self._delay_for
+        by_score, by_enforced_score = self._verdict_for(score), self._verdict_for(enforced_score)
+        if waited_out and "delay" in (by_score, by_enforced_score):
+            assert waited is not None
+            hits = [*hits, Hit("delay_waited", "enforce", value=round(waited, 3), threshold=self._delay_for)]
+            by_score = "allow" if by_score == "delay" else by_score
+            by_enforced_score = "allow" if by_enforced_score == "delay" else by_enforced_score
+        verdict = _worst([hit.verdict for hit in hits if hit.verdict] + [by_score])
         if self.policy.mode == "shadow":
             action: Action = "allow"
         else:
             action = _worst(
-                [hit.verdict for hit in hits if hit.verdict and hit.mode == "enforce"]
-                + [self._verdict_for(enforced_score)]
+                [hit.verdict for hit in hits if hit.verdict and hit.mode == "enforce"] + [by_enforced_score]
             )
         delay = None
-        if "delay" in (verdict, action):
-            if waited is not None and waited >= self._delay_for:
-                waited_out = Hit("delay_waited", "enforce", value=round(waited, 3), threshold=self._delay_for)
-                hits = [*hits, waited_out]
-                verdict = "allow" if verdict == "delay" else verdict
-                action = "allow" if action == "delay" else action
-            elif action == "delay":
-                delay = round(self._delay_for - max(waited or 0.0, 0.0), 3)
+        if action == "delay" and by_enforced_score == "delay":
+            delay = round(self._delay_for - max(waited or 0.0, 0.0), 3)
         return Conclusion(verdict, action, float(round(score, 2)), tuple(hits), delay)
 
     def _verdict_for(self, score: float) -> Action:

@@ -67,14 +67,32 @@ def test_msisdn_rate_limit_frees_slots_after_the_window() -> None:
     assert [d.action for d in results] == ["allow", "allow", "block", "allow"]
 
 
-def test_exponential_delay_for_unverified_retries() -> None:
-    rules = {"retry_delay": {"mode": "enforce", "base": "30s", "cap": "10m", "window": "24h"}}
+@pytest.mark.parametrize("action", ["delay", "block"])
+def test_exponential_delay_for_unverified_retries(action: str) -> None:
+    rules = {
+        "retry_delay": {"mode": "enforce", "action": action, "base": "30s", "cap": "10m", "window": "24h"}
+    }
     # unverified requests so far: 1 → 30 s, 2 → 60 s, 3 → 120 s
     events = [request(ts=T0), request(ts=T0 + 20), request(ts=T0 + 55), request(ts=T0 + 200)]
     results = _only(events, rules=rules)
-    assert [d.action for d in results] == ["allow", "block", "block", "allow"]
+    assert [d.action for d in results] == ["allow", action, action, "allow"]
     assert results[1].retry_after == pytest.approx(10.0)
     assert results[2].retry_after == pytest.approx(25.0)  # 2 unverified → 60 s from the previous request
+
+
+def test_a_retry_delay_is_not_passed_by_the_score_rung_s_shorter_wait() -> None:
+    """The score's delay rung lets a number through after `delay_for` (30 s); the retry delay's own wait
+    (60 s after two unverified codes) still holds a retry 40 s later."""
+    rules = {
+        "retry_delay": {"mode": "enforce", "action": "delay", "base": "30s", "cap": "10m", "window": "24h"},
+        "velocity": {"number": {"dimension": "msisdn", "window": "24h", "threshold": 1, "points": 5}},
+    }
+    events = [request(ts=T0), request(ts=T0 + 31), request(ts=T0 + 71)]
+    results = _only(events, rules=rules, score={"delay_at": 1, "delay_for": "30s"})
+    assert [d.action for d in results] == ["delay", "allow", "delay"]
+    codes = {r.code for r in results[2].reasons}
+    assert {"delay_waited", "retry_too_soon"} <= codes  # the score's rung waited out, the retry's not
+    assert results[2].retry_after == pytest.approx(20.0)
 
 
 def test_a_verified_code_resets_the_delay() -> None:

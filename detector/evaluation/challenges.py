@@ -170,8 +170,9 @@ class ClosedLoop:
     def _retry(self, line: Line, decision: Decision) -> None:
         """The client's backend asks again once retry_after has passed: a new request, at that time."""
         assert isinstance(line.event, OtpRequest) and decision.retry_after is not None
-        origin = self.origin(decision.request_id)
-        tries = decision.request_id.count(RETRY_MARK)
+        origin, tries = decision.request_id, 0
+        while origin in self.retry_of:
+            origin, tries = self.retry_of[origin], tries + 1
         if tries >= MAX_RETRIES:
             self._unsent.add(decision.request_id)  # given up: nothing was ever sent
             return

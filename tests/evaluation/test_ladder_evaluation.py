@@ -137,3 +137,23 @@ def test_quarantines_are_counted_and_shown(tmp_path: Path) -> None:
     assert f"<tr><td>ip</td><td>{ip.opened:,}</td><td>level 1: 1</td><td>{ip.blocked:,}</td>" in html
     text = containment_text(found)
     assert f"{found.quarantine_blocked:,} requests blocked by them" in text and "ip 1 (by level 1:1)" in text
+
+
+def test_a_client_delayed_again_and_again_retries_each_time_under_an_id_of_its_own(tmp_path: Path) -> None:
+    """Each retry lands inside a longer retry delay (the rule's own delay on the ladder, every retry counted):
+    the client retries under a new id each time, at most MAX_RETRIES times."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('version: "retry-ladder"\nrules:\n  retry_delay: {action: delay, base: 30s, cap: 1h}\n')
+    phone = "+447400222222"
+    asks = [
+        request(request_id="first", ts=T0, phone=phone, label="legit", scenario="impatient"),
+        request(request_id="again", ts=T0 + 5, phone=phone, label="legit", scenario="impatient"),
+    ]
+    seen: list[Decision] = []
+    report = evaluate_file(_write(tmp_path / "events.jsonl", asks), policy, on_decision=seen.append)
+    first_decisions = [d for d in seen if d.request_id.startswith("again") and d.supersedes is None]
+    ids = [d.request_id for d in first_decisions]
+    assert ids == ["again", "again~retry1", "again~retry2", "again~retry3"]
+    delays = [d.retry_after or 0.0 for d in first_decisions if d.action == "delay"]
+    assert len(delays) == 3 and delays == sorted(delays), "each retry counted: the wait grows"
+    assert report.labels["legit"].delayed == 1
