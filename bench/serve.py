@@ -44,6 +44,17 @@ from bench.pipeline import number_blocks
 TOKEN = f"bench-{uuid.uuid4().hex}"
 HASH_KEY = f"bench-hash-key-{uuid.uuid4().hex}"
 
+DONE_LUA = r"""
+function done(summary, latency, requests)
+  io.write(string.format(
+    'RESULT {"requests": %d, "duration_us": %d, "non_2xx": %d, "socket_errors": %d, "timeouts": %d, ' ..
+    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
 LUA = r"""
 local blocks = {%(blocks)s}
 local token, interval, tag = "%(token)s", %(interval)f, "%(tag)s"
@@ -80,20 +91,19 @@ function request()
   return wrk.format("POST", "/v1/checks", headers, body)
 end
 
-function done(summary, latency, requests)
-  io.write(string.format(
-    'RESULT {"requests": %%d, "duration_us": %%d, "non_2xx": %%d, "socket_errors": %%d, "timeouts": %%d, ' ..
-    '"p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d}\n',
-    summary.requests, summary.duration, summary.errors.status,
-    summary.errors.connect + summary.errors.read + summary.errors.write, summary.errors.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
-end
-"""
+%(done)s"""
+
+
+# The HTTP stack's own ceiling in the same run: the service answering GET /healthz (no engine, no store).
+HEALTHZ_LUA = r"""
+wrk.path = "/healthz"
+%(done)s"""
 
 
 def lua_script(path: Path, interval_ms: float, tag: str) -> Path:
     blocks = ", ".join(f'"{block}"' for block in number_blocks())
-    path.write_text(LUA % {"blocks": blocks, "token": TOKEN, "interval": interval_ms, "tag": tag})
+    values = {"blocks": blocks, "token": TOKEN, "interval": interval_ms, "tag": tag, "done": DONE_LUA}
+    path.write_text(LUA % values)
     return path
 
 
@@ -168,6 +178,14 @@ def serve_process(
             proc.kill()
 
 
+def timed(pid: int, url: str, script: Path, connections: int, seconds: int) -> dict[str, Any]:
+    """wrk's result, with the service's CPU per answer over the run."""
+    cpu = cpu_seconds(pid)
+    result = run_wrk(url, script, connections, seconds)
+    result["cpu_us_per_check"] = (cpu_seconds(pid) - cpu) / result["requests"] * 1e6
+    return result
+
+
 def measure(args: argparse.Namespace, store: str, workdir: Path) -> dict[str, Any]:
     from detector.testing.services import free_port
 
@@ -186,17 +204,22 @@ def measure(args: argparse.Namespace, store: str, workdir: Path) -> dict[str, An
             # Each connection sends every connections/rate seconds, less the ~1 ms it waits for an answer.
             interval_ms = max(0.0, 1000.0 * args.connections / rate - 1.0)
             script = lua_script(workdir / f"rate-{rate}.lua", interval_ms, f"r{rate}-{uuid.uuid4().hex[:6]}")
-            cpu = cpu_seconds(proc.pid)
-            result = run_wrk(url, script, args.connections, args.seconds)
-            result["cpu_us_per_check"] = (cpu_seconds(proc.pid) - cpu) / result["requests"] * 1e6
+            result = timed(proc.pid, url, script, args.connections, args.seconds)
             result["offered"] = rate
             report["rates"].append(result)
             print(format_row(f"{rate:,}/s offered", result), flush=True)
         script = lua_script(workdir / "max.lua", 0, f"max-{uuid.uuid4().hex[:6]}")
-        cpu = cpu_seconds(proc.pid)
-        report["max"] = run_wrk(url, script, args.max_connections, args.seconds)
-        report["max"]["cpu_us_per_check"] = (cpu_seconds(proc.pid) - cpu) / report["max"]["requests"] * 1e6
+        report["max"] = timed(proc.pid, url, script, args.max_connections, args.seconds)
         print(format_row("max (no delay)", report["max"]), flush=True)
+        healthz = workdir / "healthz.lua"
+        healthz.write_text(HEALTHZ_LUA % {"done": DONE_LUA})
+        report["ceiling"] = timed(proc.pid, url, healthz, args.max_connections, args.seconds)
+        print(format_row("GET /healthz", report["ceiling"]).replace("checks/s", "answers/s"), flush=True)
+        print(
+            f"{'ceiling':>18}  max checks/s = {report['max']['rate'] / report['ceiling']['rate']:.2f} x "
+            "the same service's /healthz answers/s (its HTTP stack, no engine, no store)",
+            flush=True,
+        )
     report["load_after"] = os.getloadavg()[0]
     return report
 
