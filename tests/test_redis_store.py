@@ -894,6 +894,9 @@ async def test_a_server_that_stops_answering_times_out_and_does_not_poison_the_p
         with pytest.raises(StoreUnavailable):
             await store.remember([Remembered("warm", T0, b"d")])
         assert time.monotonic() - started < 2 * timeout + 0.5
+        with pytest.raises(StoreUnavailable):  # each SCAN bounded too: no socket timeout
+            await store.quarantines(T0)
+        assert time.monotonic() - started < 3 * timeout + 0.5
 
         await asyncio.to_thread(wait_for_ping, redis_server.url, time.monotonic() + 10)
         [fresh] = await store.apply([Observation("fresh", T0 + 1, {"msisdn": "c"})])

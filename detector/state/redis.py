@@ -271,6 +271,9 @@ class RedisStore(StoreLifecycle):
         if cluster:
             client = RedisCluster.from_url(url, **common)
         else:
+            # Every call on one server goes through `_guard`, which bounds it by `timeout`; a socket timeout
+            # too would make redis-py wrap each send in a task of its own (wait_for) and each read in a timer.
+            common["socket_timeout"] = None
             client = Redis.from_url(url, retry_on_error=[], health_check_interval=0, **common)
             pool = client.connection_pool
             pool.connection_class = _hiredis_packing(pool.connection_class)
@@ -375,7 +378,7 @@ class RedisStore(StoreLifecycle):
         found: list[Quarantine] = []
         for dimension in sorted(self.plan.quarantine_dimensions):
             pattern = f"{self.namespace}{{*}}:{dimension}:*"
-            keys = [key async for key in self._client.scan_iter(match=pattern, count=1000)]
+            keys = await self._scan(pattern)
             for name, value in zip(
                 keys, await self._guard(self._client.mget(keys)) if keys else [], strict=True
             ):
@@ -386,6 +389,18 @@ class RedisStore(StoreLifecycle):
                     key = name.decode().rsplit(":", 1)[1]
                     found.append(Quarantine(dimension, key, label, float(since), float(until), int(offences)))
         return sorted(found, key=lambda q: q.since)
+
+    async def _scan(self, pattern: str) -> list[bytes]:
+        """The keys matching `pattern`; on one server (no socket timeout), each SCAN bounded by `_guard`."""
+        if self._pool is None:  # a cluster: its client scans every node, with its socket timeout
+            return [key async for key in self._client.scan_iter(match=pattern, count=1000)]
+        keys: list[bytes] = []
+        cursor = 0
+        while True:
+            cursor, found = await self._guard(self._client.scan(cursor, match=pattern, count=1000))
+            keys += found
+            if not cursor:
+                return keys
 
     async def lift(self, dimension: str, key: str) -> bool:
         _, name = self.entity_key(dimension, key)
