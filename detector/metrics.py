@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from detector.events import Decision
 from detector.prices import PriceTable, load_prices
+from detector.scoring import quarantine_kinds
 
 MAX_REASONS = 200
 STOPPING = frozenset({"block", "challenge", "delay"})
@@ -61,10 +62,12 @@ class DecisionMetrics:
         for decision in decisions:
             actions[(decision.action, decision.verdict, decision.mode)] += 1
             for reason in decision.reasons:
-                reasons[reason.code] += 1
-                if reason.code == "quarantine_started" and isinstance(reason.value, str):
-                    kinds[reason.value.split(" ", 1)[0]] += 1
-            degraded += any(reason.code == "state_degraded" for reason in decision.reasons)
+                code = reason.code
+                reasons[code] += 1
+                if code == "quarantine_started":
+                    kinds.update(quarantine_kinds(reason.value))
+                elif code == "state_degraded":
+                    degraded += 1
             if decision.action in STOPPING and decision.supersedes is None:
                 cost += self.prices.price_for(decision.phone_country)
         for labels, count in actions.items():

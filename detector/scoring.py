@@ -580,5 +580,13 @@ class Scorer:
         return "allow"
 
 
+def quarantine_kinds(value: object) -> list[str]:
+    """The kinds a quarantine reason's value names, as the engine writes them: `prefix until TIME`
+    (`quarantined`), `prefix level 2 until TIME` (`quarantine_started`), `prefix,ip` (`quarantine_exempt`)."""
+    if not isinstance(value, str):
+        return []
+    return [kind for kind in value.split(" ", 1)[0].split(",") if kind]
+
+
 def _worst(verdicts: list[Action]) -> Action:
     return max(verdicts, key=_SEVERITY.__getitem__, default="allow")

@@ -150,9 +150,14 @@ class ClosedLoop:
 
     def origin(self, request_id: str) -> str:
         """The request a retry stands for (itself, when it is not a retry)."""
+        return self._chain(request_id)[0]
+
+    def _chain(self, request_id: str) -> tuple[str, int]:
+        """The request a retry stands for, and how many retries lead from it to `request_id`."""
+        tries = 0
         while request_id in self.retry_of:
-            request_id = self.retry_of[request_id]
-        return request_id
+            request_id, tries = self.retry_of[request_id], tries + 1
+        return request_id, tries
 
     def retried(self, request_id: str) -> bool:
         """Whether a delayed request was retried (its fate is its retry's)."""
@@ -170,9 +175,7 @@ class ClosedLoop:
     def _retry(self, line: Line, decision: Decision) -> None:
         """The client's backend asks again once retry_after has passed: a new request, at that time."""
         assert isinstance(line.event, OtpRequest) and decision.retry_after is not None
-        origin, tries = decision.request_id, 0
-        while origin in self.retry_of:
-            origin, tries = self.retry_of[origin], tries + 1
+        origin, tries = self._chain(decision.request_id)
         if tries >= MAX_RETRIES:
             self._unsent.add(decision.request_id)  # given up: nothing was ever sent
             return

@@ -15,20 +15,13 @@ from dataclasses import dataclass, field
 from detector.evaluation.result import BreakerTrip, Containment, QuarantineKind
 from detector.evaluation.sim.prices import price_for
 from detector.events import Decision
+from detector.scoring import quarantine_kinds
 
 QUARANTINE_KINDS = ("prefix", "subnet", "ip")
 
 
 def _outcome(decision: Decision) -> str:
     return decision.verdict if decision.mode == "shadow" else decision.action
-
-
-def _kinds(value: object) -> list[str]:
-    """The kinds a reason's value names: `prefix until ...`, `prefix level 2 until ...`, `prefix,ip`."""
-    if not isinstance(value, str):
-        return []
-    head = value.split(" ", 1)[0]
-    return [kind for kind in head.split(",") if kind]
 
 
 @dataclass
@@ -47,17 +40,17 @@ class ContainmentCounter:
         for reason in decision.reasons:
             code = reason.code
             if code == "quarantine_started":
-                for kind in _kinds(reason.value):
+                for kind in quarantine_kinds(reason.value):
                     self.opened[kind] += 1
                     level = str(reason.value).split(" level ", 1)[-1].split(" ", 1)[0]
                     self.levels[kind][level if level.isdigit() else "?"] += 1
             elif code == "quarantined" and blocked:
                 quarantined = True
-                for kind in _kinds(reason.value):
+                for kind in quarantine_kinds(reason.value):
                     self.blocked[kind] += 1
             elif code == "quarantine_exempt":
                 exempt = True
-                for kind in _kinds(reason.value):
+                for kind in quarantine_kinds(reason.value):
                     self.exempt[kind] += 1
             elif code == "spend_circuit_breaker" and blocked:
                 hour = time.strftime("%Y-%m-%dT%H", time.gmtime(ts))
