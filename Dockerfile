@@ -2,6 +2,10 @@
 # BASE must provide python3 (3.11+) with venv; the default is the official slim image. Where no registry is
 # reachable, scripts/image.sh builds a Debian base with mmdebstrap and passes it here.
 #
+# The build installs the project's wheel from dist/, which holds the compiled core (Rust): `make wheel` (or
+# scripts/image.sh, which runs it) builds it with the host's cargo. It is an abi3 wheel for the host's glibc,
+# so BASE must have the same glibc or a newer one (Debian bookworm's, 2.36, here).
+#
 # Targets: the last stage (the default) is the product. `--target eightbyeight-double` adds the test
 # double of 8x8's API and its contract checker, for deploy/compose.yaml only.
 ARG BASE=python:3.11-slim
@@ -11,11 +15,9 @@ FROM ${BASE} AS build
 LABEL org.sms-pumping-detector.image=1
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/detector
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY detector ./detector
-# A regular (not editable) install: later stages need /opt/detector only, never /src.
-RUN /opt/detector/bin/pip install --quiet .
+COPY dist/ /wheels/
+# A regular (not editable) install: later stages need /opt/detector only, never /wheels.
+RUN /opt/detector/bin/pip install --quiet --find-links /wheels sms-pumping-detector
 
 FROM build AS build-double
 RUN /opt/detector/bin/pip install --quiet "openapi-core>=0.19" "jsonschema>=4.21"

@@ -2,6 +2,7 @@
 # Builds the detector image with podman where no Docker engine or registry is reachable (see the README's
 # Operations section). The base image is made from Debian packages with mmdebstrap once and cached outside
 # the repo; later builds reuse it.
+#   scripts/image.sh wheel         the project's wheel in dist/ (the compiled core needs cargo)
 #   scripts/image.sh base          the base image localhost/pybase:bookworm (built only when missing)
 #   scripts/image.sh build [TAG [TARGET]]   the detector image on that base (default tag below); TARGET
 #                                  eightbyeight-double builds compose's 8x8 double instead
@@ -32,8 +33,17 @@ base() {
   pod import --quiet "$tarball" "$BASE_IMAGE" >/dev/null
 }
 
+# The project's wheel, compiled core included, into dist/ for the Dockerfile (the host's cargo builds it).
+wheel() {
+  local python="${PYTHON:-.venv/bin/python}"
+  [ -x "$python" ] || python=python3
+  rm -f dist/sms_pumping_detector-*.whl
+  "$python" -m pip wheel --quiet --no-deps --wheel-dir dist .
+}
+
 build() {
   base
+  wheel
   # The host's CA bundle reaches the package registry from inside the build.
   pod build --quiet --network=host --pull=never \
     --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
@@ -46,6 +56,7 @@ build() {
 case "${1:-}" in
   base) base ;;
   build) shift; build "$@" ;;
+  wheel) wheel ;;
   podman) shift; pod "$@" ;;
-  *) echo "usage: $0 base | build [TAG [TARGET]] | podman ARGS..." >&2; exit 2 ;;
+  *) echo "usage: $0 base | wheel | build [TAG [TARGET]] | podman ARGS..." >&2; exit 2 ;;
 esac

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
@@ -25,7 +25,7 @@ from detector.state.base import (
     Update,
 )
 from detector.state.packing import pack_decision, unpack_decision
-from detector.windows import Window, WindowSet
+from detector.windows import tables
 
 _SWEEP_EVERY = 200_000
 
@@ -43,31 +43,16 @@ class _Record(msgspec.Struct, gc=False):  # no cycles: the collector need not wa
 class MemoryStore(StoreLifecycle):
     def __init__(self, plan: CounterPlan) -> None:
         self.plan = plan
-        # Per dimension, per entity key: one record holding every window of the dimension (`WindowSet`).
-        self._counters: dict[str, dict[str, list[int]]] = {dim: {} for dim in plan.windows}
-        self._limits: dict[str, list[int]] = {}
+        # Every window of every entity, one record per entity and dimension (the compiled core).
+        self._counters = tables(plan.windows, plan.peaks)
+        self._passes = tables(plan.pass_windows)
+        self._limits = tables({LIMIT_DIMENSION: (plan.limit_window,)})
+        self._limit_label = (LIMIT_DIMENSION, plan.limit_window.seconds)
         self._last_seen: dict[str, float] = {}
         self._distinct: dict[str, dict[str, float]] = {}
         self._records: dict[str, _Record] = {}
         self._expiry: list[tuple[float, str]] = []  # a heap: records do not arrive in expiry order
-        self._passes: dict[str, dict[str, list[int]]] = {dim: {} for dim in plan.pass_windows}
         self._quarantines: dict[tuple[str, str], Quarantine] = {}
-        every = [*plan.windows.values(), *plan.pass_windows.values()]
-        widths = sorted({window.width for windows in every for window in windows})
-        self._widths = widths
-
-        def sets(windows: Mapping[str, tuple[Window, ...]]) -> dict[str, WindowSet[tuple[str, int]]]:
-            return {
-                dim: WindowSet(
-                    ws, [(dim, w.seconds) for w in ws], [widths.index(w.width) for w in ws], plan.peaks
-                )
-                for dim, ws in windows.items()
-            }
-
-        self._by_dim = sets(plan.windows)
-        self._pass_dims = sets(plan.pass_windows)
-        self._counted = [(dim, self._counters[dim], window_set) for dim, window_set in self._by_dim.items()]
-        self._limit: WindowSet[None] = WindowSet((plan.limit_window,), (None,), (0,))
         self._record_dims = plan.record_dimensions
         self._since_sweep = 0
 
@@ -130,30 +115,12 @@ class MemoryStore(StoreLifecycle):
         else:
             counts.reused = True
 
-        buckets = [int(ts / width) for width in self._widths]
-        windows, peaks = counts.windows, counts.peaks
-        for dim, counters, window_set in self._counted:
-            key = keys.get(dim)
-            if key is None:
-                continue
-            record = counters.get(key)
-            if record is None:
-                record = counters[key] = window_set.new()
-            window_set.add(record, buckets, 1, 0, windows, peaks)
-
-        for dim, window_set in self._pass_dims.items():
-            key = keys.get(dim)
-            if key is None:
-                continue
-            passes = self._passes[dim].get(key)
-            if passes is None:
-                for label in window_set.labels:
-                    counts.passes[label] = 0
-            else:
-                read: dict[tuple[str, int], tuple[int, int]] = {}
-                window_set.read(passes, buckets, read)
-                for label, (passed, _) in read.items():
-                    counts.passes[label] = passed
+        self._counters.add(keys, ts, 1, 0, counts.windows, counts.peaks)
+        if self.plan.pass_windows:
+            passes: dict[tuple[str, int], tuple[int, int]] = {}
+            self._passes.read(keys, ts, passes)
+            for label, (passed, _) in passes.items():
+                counts.passes[label] = passed
 
         if self._quarantines:
             for dim in self.plan.quarantine_dimensions:
@@ -167,16 +134,12 @@ class MemoryStore(StoreLifecycle):
             counts.previous_ts = self._last_seen.get(number)
             self._last_seen[number] = ts if counts.previous_ts is None else max(ts, counts.previous_ts)
             if item.take_slot and not counts.reused:
-                limit = self._limits.get(number)
-                if limit is None:
-                    limit = self._limits[number] = self._limit.new()
-                bucket = (self.plan.limit_window.bucket(ts),)
-                used: dict[None, tuple[int, int]] = {}
-                self._limit.read(limit, bucket, used)
-                taken = used[None][0]
+                used: dict[tuple[str, int], tuple[int, int]] = {}
+                self._limits.read(keys, ts, used)
+                taken = used[self._limit_label][0]
                 counts.slot_taken = taken < self.plan.limit
                 if counts.slot_taken:
-                    self._limit.add(limit, bucket, 1, 0)
+                    self._limits.add(keys, ts, 1, 0)
                 counts.slot_count = taken + counts.slot_taken
 
         address = keys.get(DISTINCT_DIMENSION)
@@ -203,16 +166,7 @@ class MemoryStore(StoreLifecycle):
         if record.resolved:
             return "duplicate"
         record.resolved = True
-        buckets = [int(record.ts / width) for width in self._widths]
-        for dim, key in zip(self._record_dims, record.keys, strict=True):
-            window_set = self._by_dim.get(dim)
-            if key is None or window_set is None:
-                continue
-            counters = self._counters[dim]
-            entity = counters.get(key)
-            if entity is None:
-                entity = counters[key] = window_set.new()
-            window_set.add(entity, buckets, 0, 1)
+        self._counters.add(dict(zip(self._record_dims, record.keys, strict=True)), record.ts, 0, 1)
         return "applied"
 
     def _challenge(self, item: ChallengeUpdate) -> ChallengeAnswer:
@@ -229,19 +183,11 @@ class MemoryStore(StoreLifecycle):
         answer = ChallengeAnswer("applied")
         if not item.passed:
             return answer
-        buckets = [int(item.ts / width) for width in self._widths]
-        for dim, key in zip(self._record_dims, record.keys, strict=True):
-            window_set = self._pass_dims.get(dim)
-            if key is None or window_set is None:
-                continue
-            passes = self._passes[dim]
-            entity = passes.get(key)
-            if entity is None:
-                entity = passes[key] = window_set.new()
-            added: dict[tuple[str, int], tuple[int, int]] = {}
-            window_set.add(entity, buckets, 1, 0, added)
-            for label, (passed, _) in added.items():
-                answer.passes[label] = passed
+        added: dict[tuple[str, int], tuple[int, int]] = {}
+        keys = dict(zip(self._record_dims, record.keys, strict=True))
+        self._passes.add(keys, item.ts, 1, 0, added)
+        for label, (passed, _) in added.items():
+            answer.passes[label] = passed
         return answer
 
     def _expire(self, now: float) -> None:
@@ -255,19 +201,8 @@ class MemoryStore(StoreLifecycle):
     def _sweep(self, now: float) -> None:
         """Forget counters whose every bucket has left their window, so memory stays bounded."""
         self._since_sweep = 0
-        buckets = [int(now / width) for width in self._widths]
-        for by_dim, sets in ((self._counters, self._by_dim), (self._passes, self._pass_dims)):
-            for dim, counters in by_dim.items():
-                window_set = sets[dim]
-                for key, record in list(counters.items()):
-                    window_set.read(record, buckets)
-                    if window_set.is_empty(record):
-                        del counters[key]
-        limit_bucket = (self.plan.limit_window.bucket(now),)
-        for number, limit in list(self._limits.items()):
-            self._limit.read(limit, limit_bucket)
-            if self._limit.is_empty(limit):
-                del self._limits[number]
+        for counters in (self._counters, self._passes, self._limits):
+            counters.sweep(now)
         forget = self.plan.quarantine_forget
         for slot in [slot for slot, q in self._quarantines.items() if q.until + forget <= now]:
             del self._quarantines[slot]
