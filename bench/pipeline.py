@@ -23,6 +23,9 @@ redis-server of its own in a temporary directory. Measured:
 Every process — broker, Redis, consumer, this one — shares the machine's cores: the report gives the core
 count, the load average and Linux's CPU pressure (the share of time some runnable task waited for a CPU).
 Requests go to unique valid numbers in 16 countries from 5,000 client IPs, keyed by number.
+
+Where the worker's time goes: BENCH_PROFILE=DIR records each worker with py-spy into DIR (raw, collapsed
+stacks: one line per stack and its sample count).
 """
 
 from __future__ import annotations
@@ -119,7 +122,14 @@ def services() -> Iterator[tuple[str, str]]:
 
 
 def worker_command() -> list[str]:
-    return [sys.executable, "-m", "detector", "worker"]
+    """`detector worker`; under py-spy when $BENCH_PROFILE names a directory (a raw profile per worker)."""
+    command = [sys.executable, "-m", "detector", "worker"]
+    profiles = os.environ.get("BENCH_PROFILE")
+    if profiles:
+        out = Path(profiles) / f"worker-{uuid.uuid4().hex[:6]}.txt"
+        spy = str(Path(sys.executable).parent / "py-spy")
+        return [spy, "record", "--rate", "250", "--format", "raw", "--output", str(out), "--", *command]
+    return command
 
 
 class Process:
@@ -148,7 +158,13 @@ class Process:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            # Under py-spy, the worker is its child: py-spy writes the profile once the worker has exited.
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+            profiled = os.path.basename(self.argv[0]) == "py-spy" and children.exists()
+            for child in children.read_text().split() if profiled else []:
+                os.kill(int(child), signal.SIGTERM)
+            if not profiled:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
