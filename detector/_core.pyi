@@ -28,3 +28,40 @@ class WindowTables:
     ) -> None: ...
     def sweep(self, ts: float) -> int: ...
     def __len__(self) -> int: ...
+
+class MemoryCore:
+    """The in-process store's state (see `detector.state.memory`)."""
+
+    def __init__(
+        self,
+        windows: Sequence[tuple[str, Sequence[tuple[int, int]]]],
+        peaks: Sequence[tuple[str, int]],
+        pass_windows: Sequence[tuple[str, Sequence[tuple[int, int]]]],
+        limit_dimension: str,
+        limit_window: tuple[int, int],
+        limit: int,
+        distinct_dimension: str,
+        distinct_window: float,
+        record_dims: Sequence[str],
+        record_ttl: float,
+    ) -> None: ...
+    def observe(
+        self,
+        request_id: str,
+        ts: float,
+        keys: dict[str, str],
+        fingerprint: str,
+        take_slot: bool,
+        distinct_member: str | None,
+        windows: dict[tuple[str, int], tuple[int, int]],
+        peaks: dict[tuple[str, int], int],
+        passes: dict[tuple[str, int], int],
+    ) -> tuple[int, bytes | None, float | None, bool, int, int]: ...
+    def feedback(self, request_id: str, resolved: bool) -> int: ...
+    def challenge(
+        self, request_id: str, ts: float, fingerprint: str, passed: bool, passes: dict[tuple[str, int], int]
+    ) -> int: ...
+    def remember(self, request_id: str, decision: bytes, challenge_expires: float | None) -> None: ...
+    def sweep(self, now: float) -> None: ...
+    def has_record(self, request_id: str) -> bool: ...
+    def sizes(self) -> tuple[int, int]: ...

@@ -1,17 +1,21 @@
-"""The in-process store: plain dicts, for replay, evaluation and tests."""
+"""The in-process store, for replay, evaluation, tests and a worker's fallback while Redis is away.
+
+Its state is the compiled core's `MemoryCore` (core/src/memory.rs): request records, every entity's
+windows, send limits, last request times and distinct members. Quarantines are kept here: few, and rarely
+touched.
+"""
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 
-import msgspec
-
+from detector._core import MemoryCore
 from detector.state.base import (
     DISTINCT_DIMENSION,
     LIMIT_DIMENSION,
     Answer,
     ChallengeAnswer,
+    ChallengeState,
     ChallengeUpdate,
     CounterPlan,
     Counts,
@@ -25,35 +29,34 @@ from detector.state.base import (
     Update,
 )
 from detector.state.packing import pack_decision, unpack_decision
-from detector.windows import tables
+from detector.windows import Window
 
 _SWEEP_EVERY = 200_000
+_DUPLICATE, _REUSED = 1, 2  # what MemoryCore.observe found, besides a new request (0)
+_FEEDBACK: tuple[FeedbackStatus, ...] = ("unknown", "failed", "duplicate", "applied")
+_CHALLENGE: tuple[ChallengeState, ...] = ("unknown", "unknown", "duplicate", "applied", "expired", "mismatch")
 
 
-class _Record(msgspec.Struct, gc=False):  # no cycles: the collector need not walk a record per request
-    ts: float
-    keys: tuple[str | None, ...]  # the entity key of each of the plan's record dimensions, in order
-    fingerprint: str = ""
-    resolved: bool = False
-    decision: bytes | None = None
-    challenge_expires: float | None = None  # an open challenge (event time), until its result or expiry
-    challenge_done: bool = False
+def _spec(windows: dict[str, tuple[Window, ...]]) -> list[tuple[str, list[tuple[int, int]]]]:
+    return [(dim, [(w.seconds, w.buckets) for w in ws]) for dim, ws in windows.items()]
 
 
 class MemoryStore(StoreLifecycle):
     def __init__(self, plan: CounterPlan) -> None:
         self.plan = plan
-        # Every window of every entity, one record per entity and dimension (the compiled core).
-        self._counters = tables(plan.windows, plan.peaks)
-        self._passes = tables(plan.pass_windows)
-        self._limits = tables({LIMIT_DIMENSION: (plan.limit_window,)})
-        self._limit_label = (LIMIT_DIMENSION, plan.limit_window.seconds)
-        self._last_seen: dict[str, float] = {}
-        self._distinct: dict[str, dict[str, float]] = {}
-        self._records: dict[str, _Record] = {}
-        self._expiry: list[tuple[float, str]] = []  # a heap: records do not arrive in expiry order
+        self._core = MemoryCore(
+            _spec(dict(plan.windows)),
+            sorted(plan.peaks),
+            _spec(dict(plan.pass_windows)),
+            LIMIT_DIMENSION,
+            (plan.limit_window.seconds, plan.limit_window.buckets),
+            plan.limit,
+            DISTINCT_DIMENSION,
+            plan.distinct_window,
+            list(plan.record_dimensions),
+            plan.record_ttl,
+        )
         self._quarantines: dict[tuple[str, str], Quarantine] = {}
-        self._record_dims = plan.record_dimensions
         self._since_sweep = 0
 
     async def apply(self, batch: Sequence[Update]) -> list[Answer]:
@@ -69,10 +72,7 @@ class MemoryStore(StoreLifecycle):
 
     async def remember(self, decisions: Sequence[Remembered], offences: Sequence[Offence] = ()) -> None:
         for entry in decisions:
-            record = self._records.get(entry.request_id)
-            if record is not None and record.decision is None:
-                record.decision = pack_decision(entry.decision)
-                record.challenge_expires = entry.challenge_expires
+            self._core.remember(entry.request_id, pack_decision(entry.decision), entry.challenge_expires)
         for offence in offences:
             self._offend(offence)
 
@@ -99,124 +99,52 @@ class MemoryStore(StoreLifecycle):
         return None
 
     def _observe(self, item: Observation) -> Counts:
-        ts = item.ts
-        if self._expiry and self._expiry[0][0] <= ts:
-            self._expire(ts)
-        known = self._records.get(item.request_id)
         counts = Counts()
         keys = item.keys
-        if known is None:
-            counted = tuple(map(keys.get, self._record_dims))
-            self._records[item.request_id] = _Record(ts, counted, item.fingerprint)
-            heapq.heappush(self._expiry, (ts + self.plan.record_ttl, item.request_id))
-        elif _same_request(known.fingerprint, item.fingerprint):
-            stored = known.decision and unpack_decision(known.decision)
-            return Counts(duplicate=True, stored_decision=stored)
-        else:
-            counts.reused = True
-
-        self._counters.add(keys, ts, 1, 0, counts.windows, counts.peaks)
-        if self.plan.pass_windows:
-            passes: dict[tuple[str, int], tuple[int, int]] = {}
-            self._passes.read(keys, ts, passes)
-            for label, (passed, _) in passes.items():
-                counts.passes[label] = passed
-
+        found, stored, previous, taken, used, distinct = self._core.observe(
+            item.request_id,
+            item.ts,
+            keys,
+            item.fingerprint,
+            item.take_slot,
+            item.distinct_member,
+            counts.windows,
+            counts.peaks,
+            counts.passes,
+        )
+        if found == _DUPLICATE:
+            return Counts(duplicate=True, stored_decision=stored and unpack_decision(stored))
+        counts.reused = found == _REUSED
+        counts.previous_ts, counts.slot_taken, counts.slot_count, counts.distinct = (
+            previous,
+            taken,
+            used,
+            distinct,
+        )
         if self._quarantines:
             for dim in self.plan.quarantine_dimensions:
                 key = keys.get(dim)
                 quarantine = self._quarantines.get((dim, key)) if key is not None else None
                 if quarantine is not None:
                     counts.quarantines[dim] = (quarantine.until, quarantine.offences)
-
-        number = keys.get(LIMIT_DIMENSION)
-        if number is not None:
-            counts.previous_ts = self._last_seen.get(number)
-            self._last_seen[number] = ts if counts.previous_ts is None else max(ts, counts.previous_ts)
-            if item.take_slot and not counts.reused:
-                used: dict[tuple[str, int], tuple[int, int]] = {}
-                self._limits.read(keys, ts, used)
-                taken = used[self._limit_label][0]
-                counts.slot_taken = taken < self.plan.limit
-                if counts.slot_taken:
-                    self._limits.add(keys, ts, 1, 0)
-                counts.slot_count = taken + counts.slot_taken
-
-        address = keys.get(DISTINCT_DIMENSION)
-        if address is not None and item.distinct_member is not None:
-            members = self._distinct.setdefault(address, {})
-            members[item.distinct_member] = max(ts, members.get(item.distinct_member, ts))
-            horizon = ts - self.plan.distinct_window
-            if min(members.values()) <= horizon:
-                for member in [m for m, seen in members.items() if seen <= horizon]:
-                    del members[member]
-            counts.distinct = len(members)
-
         self._since_sweep += 1
         if self._since_sweep >= _SWEEP_EVERY:
-            self._sweep(ts)
+            self._sweep(item.ts)
         return counts
 
     def _feedback(self, item: FeedbackUpdate) -> FeedbackStatus:
-        record = self._records.get(item.request_id)
-        if record is None:
-            return "unknown"
-        if not item.resolved:
-            return "failed"
-        if record.resolved:
-            return "duplicate"
-        record.resolved = True
-        self._counters.add(dict(zip(self._record_dims, record.keys, strict=True)), record.ts, 0, 1)
-        return "applied"
+        return _FEEDBACK[self._core.feedback(item.request_id, item.resolved)]
 
     def _challenge(self, item: ChallengeUpdate) -> ChallengeAnswer:
-        record = self._records.get(item.request_id)
-        if record is None or record.challenge_expires is None:
-            return ChallengeAnswer("unknown")
-        if item.fingerprint and not _same_request(record.fingerprint, item.fingerprint):
-            return ChallengeAnswer("mismatch")
-        if record.challenge_done:
-            return ChallengeAnswer("duplicate")
-        record.challenge_done = True
-        if item.ts > record.challenge_expires:
-            return ChallengeAnswer("expired")
-        answer = ChallengeAnswer("applied")
-        if not item.passed:
-            return answer
-        added: dict[tuple[str, int], tuple[int, int]] = {}
-        keys = dict(zip(self._record_dims, record.keys, strict=True))
-        self._passes.add(keys, item.ts, 1, 0, added)
-        for label, (passed, _) in added.items():
-            answer.passes[label] = passed
+        answer = ChallengeAnswer("unknown")
+        found = self._core.challenge(item.request_id, item.ts, item.fingerprint, item.passed, answer.passes)
+        answer.status = _CHALLENGE[found]
         return answer
 
-    def _expire(self, now: float) -> None:
-        expiry = self._expiry
-        while expiry and expiry[0][0] <= now:
-            _, request_id = heapq.heappop(expiry)
-            record = self._records.get(request_id)
-            if record is not None and record.ts + self.plan.record_ttl <= now:  # not a newer record of the id
-                del self._records[request_id]
-
     def _sweep(self, now: float) -> None:
-        """Forget counters whose every bucket has left their window, so memory stays bounded."""
+        """Forget what has left every window, so memory stays bounded."""
         self._since_sweep = 0
-        for counters in (self._counters, self._passes, self._limits):
-            counters.sweep(now)
+        self._core.sweep(now)
         forget = self.plan.quarantine_forget
         for slot in [slot for slot, q in self._quarantines.items() if q.until + forget <= now]:
             del self._quarantines[slot]
-        horizon = now - self.plan.record_ttl
-        for number in [n for n, seen in self._last_seen.items() if seen <= horizon]:
-            del self._last_seen[number]
-        for address in [
-            a
-            for a, members in self._distinct.items()
-            if max(members.values()) <= now - self.plan.distinct_window
-        ]:
-            del self._distinct[address]
-
-
-def _same_request(recorded: str, seen: str) -> bool:
-    """Records written without a fingerprint (older versions, tests) match any request of their id."""
-    return not recorded or recorded == seen

@@ -1,0 +1,416 @@
+//! Event-time sliding windows of every entity of a dimension, counted in one flat record per entity (see
+//! `detector/windows.py` for the arithmetic and its error bounds).
+//!
+//! A record holds, per window, its head (the newest bucket any write or read has reached), its two totals
+//! (requests, verified), its verified peak (or UNKNOWN when it must be found again), then a ring of
+//! `buckets + 1` cells of (requests, verified): the kept buckets [head − buckets, head].
+
+use hashbrown::HashMap;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+const NEVER: i64 = -(1 << 62); // the head of a window nothing has reached
+const UNKNOWN: i64 = -1; // a peak to find again: a bucket holding verified counts left the window
+const HEADER: usize = 4;
+
+struct Slot {
+    base: usize,
+    seconds: f64,
+    buckets: f64,
+    span: i64,
+    cells: usize,
+    label: Py<PyAny>,
+    wants_peak: bool,
+}
+
+impl Slot {
+    /// floor(ts / width) for the non-negative event times the engine admits, computed as Python's
+    /// `int(ts / (seconds / buckets))` is, so every store finds the same bucket.
+    fn bucket(&self, ts: f64) -> i64 {
+        (ts / (self.seconds / self.buckets)) as i64
+    }
+
+    fn advance(&self, record: &mut [i64], bucket: i64) {
+        let base = self.base;
+        let head = record[base];
+        record[base] = bucket;
+        let cells = self.cells as i64;
+        if bucket - head >= cells {
+            if record[base + 1] != 0 || record[base + 2] != 0 {
+                record[base + 1..base + HEADER + 2 * self.cells].fill(0);
+            }
+            return;
+        }
+        for index in head + 1..=bucket {
+            let cell = base + HEADER + 2 * index.rem_euclid(cells) as usize;
+            let (requests, verified) = (record[cell], record[cell + 1]);
+            if requests != 0 || verified != 0 {
+                record[base + 1] -= requests;
+                record[base + 2] -= verified;
+                record[cell] = 0;
+                record[cell + 1] = 0;
+                if verified != 0 {
+                    record[base + 3] = UNKNOWN;
+                }
+            }
+        }
+    }
+
+    fn add(&self, record: &mut [i64], ts: f64, requests: i64, verified: i64) {
+        let base = self.base;
+        let mut bucket = self.bucket(ts);
+        let head = record[base];
+        if bucket > head {
+            self.advance(record, bucket);
+        } else if bucket < head - self.span {
+            bucket = head - self.span; // a late event counts in the oldest kept bucket, never dropped
+        }
+        let cell = base + HEADER + 2 * bucket.rem_euclid(self.cells as i64) as usize;
+        if requests != 0 {
+            record[cell] += requests;
+            record[base + 1] += requests;
+        }
+        if verified != 0 {
+            record[cell + 1] += verified;
+            record[base + 2] += verified;
+            if record[base + 3] >= 0 && record[cell + 1] > record[base + 3] {
+                record[base + 3] = record[cell + 1];
+            }
+        }
+    }
+
+    fn read(&self, record: &mut [i64], ts: f64) {
+        let bucket = self.bucket(ts);
+        if bucket > record[self.base] {
+            self.advance(record, bucket);
+        }
+    }
+
+    fn totals(&self, record: &[i64]) -> (i64, i64) {
+        (record[self.base + 1], record[self.base + 2])
+    }
+
+    fn peak(&self, record: &mut [i64]) -> i64 {
+        let base = self.base;
+        if record[base + 3] == UNKNOWN {
+            let ring = &record[base + HEADER..base + HEADER + 2 * self.cells];
+            record[base + 3] = ring.iter().skip(1).step_by(2).copied().max().unwrap_or(0);
+        }
+        record[base + 3]
+    }
+}
+
+struct Dimension {
+    name: Py<PyString>,
+    slots: Vec<Slot>,
+    template: Vec<i64>,
+    records: HashMap<String, Vec<i64>>,
+}
+
+/// Each window's counts (and the peaks asked for) into the caller's dicts, keyed by its label.
+fn report(
+    slots: &[Slot],
+    record: &mut [i64],
+    counts: Option<&Bound<'_, PyDict>>,
+    peaks: Option<&Bound<'_, PyDict>>,
+    totals: Totals,
+) -> PyResult<()> {
+    for slot in slots {
+        if let Some(counts) = counts {
+            let label = slot.label.bind(counts.py());
+            match totals {
+                Totals::Pairs => counts.set_item(label, slot.totals(record))?,
+                Totals::Requests => counts.set_item(label, slot.totals(record).0)?,
+            }
+        }
+        if let (Some(peaks), true) = (peaks, slot.wants_peak) {
+            peaks.set_item(slot.label.bind(peaks.py()), slot.peak(record))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a count reports per window: both totals, or the requests only (challenges passed).
+#[derive(Clone, Copy)]
+pub(crate) enum Totals {
+    Pairs,
+    Requests,
+}
+
+/// Every window of several dimensions, each counted per entity key.
+pub(crate) struct Tables {
+    dimensions: Vec<Dimension>,
+}
+
+/// A dimension's entity key, found by the caller (in a dict of keys, or in a request's record).
+pub(crate) type KeyOf<'a, 'py> =
+    dyn FnMut(usize, &Py<PyString>) -> PyResult<Option<Bound<'py, PyString>>> + 'a;
+
+/// The entity key a dimension has in `keys`, if any (a missing key and None alike mean none).
+pub(crate) fn key_in<'py>(
+    keys: &Bound<'py, PyDict>,
+    name: &Py<PyString>,
+) -> PyResult<Option<Bound<'py, PyString>>> {
+    match keys.get_item(name.bind(keys.py()))? {
+        Some(value) if !value.is_none() => Ok(Some(value.cast_into::<PyString>()?)),
+        _ => Ok(None),
+    }
+}
+
+impl Tables {
+    /// `dimensions`: (name, [(seconds, buckets), ...]) per dimension; each window is labelled
+    /// (name, seconds). `peaks`: the labels whose busiest verified bucket is reported too.
+    pub(crate) fn new(
+        py: Python<'_>,
+        dimensions: Vec<(String, Vec<(i64, i64)>)>,
+        peaks: &[(String, i64)],
+    ) -> PyResult<Self> {
+        let mut built = Vec::with_capacity(dimensions.len());
+        for (name, windows) in dimensions {
+            let mut slots = Vec::with_capacity(windows.len());
+            let mut template = Vec::new();
+            for (seconds, buckets) in windows {
+                if seconds <= 0 || buckets <= 0 {
+                    return Err(PyValueError::new_err(format!(
+                        "window {name}/{seconds}s: seconds and buckets must be positive, got {seconds} and {buckets}"
+                    )));
+                }
+                let cells = (buckets + 1) as usize;
+                let label = PyTuple::new(
+                    py,
+                    [
+                        name.clone().into_pyobject(py)?.into_any(),
+                        seconds.into_pyobject(py)?.into_any(),
+                    ],
+                )?;
+                slots.push(Slot {
+                    base: template.len(),
+                    seconds: seconds as f64,
+                    buckets: buckets as f64,
+                    span: buckets,
+                    cells,
+                    label: label.into_any().unbind(),
+                    wants_peak: peaks
+                        .iter()
+                        .any(|(dim, window)| *dim == name && *window == seconds),
+                });
+                template.extend([NEVER, 0, 0, 0]);
+                template.resize(template.len() + 2 * cells, 0);
+            }
+            built.push(Dimension {
+                name: PyString::new(py, &name).unbind(),
+                slots,
+                template,
+                records: HashMap::new(),
+            });
+        }
+        Ok(Tables { dimensions: built })
+    }
+
+    /// The dimensions' names, in order (what `KeyOf` is asked for).
+    pub(crate) fn names(&self) -> impl Iterator<Item = &Py<PyString>> {
+        self.dimensions.iter().map(|dimension| &dimension.name)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dimensions.is_empty()
+    }
+
+    /// Count at `ts` in every window of each dimension `key_of` gives a key for; report the counts after
+    /// it (and the peaks asked for) into `counts` and `peaks`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add(
+        &mut self,
+        key_of: &mut KeyOf<'_, '_>,
+        ts: f64,
+        requests: i64,
+        verified: i64,
+        counts: Option<&Bound<'_, PyDict>>,
+        peaks: Option<&Bound<'_, PyDict>>,
+        totals: Totals,
+    ) -> PyResult<()> {
+        for (
+            index,
+            Dimension {
+                name,
+                slots,
+                template,
+                records,
+            },
+        ) in self.dimensions.iter_mut().enumerate()
+        {
+            let Some(key) = key_of(index, name)? else {
+                continue;
+            };
+            let key = key.to_str()?;
+            let record = match records.get_mut(key) {
+                Some(record) => record,
+                None => records
+                    .entry(key.to_owned())
+                    .or_insert_with(|| template.clone()),
+            };
+            for slot in slots.iter() {
+                slot.add(record, ts, requests, verified);
+            }
+            report(slots, record, counts, peaks, totals)?;
+        }
+        Ok(())
+    }
+
+    /// Move each window of each keyed entity to `ts` (dropping what left it) and report it; an entity
+    /// never counted reads as zeros and is not created.
+    pub(crate) fn read(
+        &mut self,
+        key_of: &mut KeyOf<'_, '_>,
+        ts: f64,
+        counts: Option<&Bound<'_, PyDict>>,
+        peaks: Option<&Bound<'_, PyDict>>,
+        totals: Totals,
+    ) -> PyResult<()> {
+        for (
+            index,
+            Dimension {
+                name,
+                slots,
+                template,
+                records,
+            },
+        ) in self.dimensions.iter_mut().enumerate()
+        {
+            let Some(key) = key_of(index, name)? else {
+                continue;
+            };
+            match records.get_mut(key.to_str()?) {
+                Some(record) => {
+                    for slot in slots.iter() {
+                        slot.read(record, ts);
+                    }
+                    report(slots, record, counts, peaks, totals)?;
+                }
+                None => report(slots, &mut template.clone(), counts, peaks, totals)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget every entity whose windows are all empty at `ts`; returns how many.
+    pub(crate) fn sweep(&mut self, ts: f64) -> usize {
+        let mut forgotten = 0;
+        for dimension in &mut self.dimensions {
+            let before = dimension.records.len();
+            let slots = &dimension.slots;
+            dimension.records.retain(|_, record| {
+                for slot in slots {
+                    slot.read(record, ts);
+                }
+                slots.iter().any(|slot| slot.totals(record) != (0, 0))
+            });
+            forgotten += before - dimension.records.len();
+        }
+        forgotten
+    }
+
+    /// The requests counted in the first window of the first dimension for `key` at `ts` (0 if none).
+    pub(crate) fn requests(&mut self, key: &str, ts: f64) -> i64 {
+        let Some(dimension) = self.dimensions.first_mut() else {
+            return 0;
+        };
+        let (Some(slot), Some(record)) = (dimension.slots.first(), dimension.records.get_mut(key))
+        else {
+            return 0;
+        };
+        slot.read(record, ts);
+        slot.totals(record).0
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.dimensions
+            .iter()
+            .map(|dimension| dimension.records.len())
+            .sum()
+    }
+}
+
+/// The windows of several dimensions, each counted per entity key (see `detector.windows`).
+#[pyclass(module = "detector._core")]
+pub(crate) struct WindowTables {
+    tables: Tables,
+}
+
+#[pymethods]
+impl WindowTables {
+    /// `dimensions`: (name, [(seconds, buckets), ...]) per dimension; each window is labelled
+    /// (name, seconds) in the dicts the methods fill. `peaks`: the labels whose busiest verified bucket
+    /// `add` and `read` report too.
+    #[new]
+    #[pyo3(signature = (dimensions, peaks = Vec::new()))]
+    fn new(
+        py: Python<'_>,
+        dimensions: Vec<(String, Vec<(i64, i64)>)>,
+        peaks: Vec<(String, i64)>,
+    ) -> PyResult<Self> {
+        Ok(WindowTables {
+            tables: Tables::new(py, dimensions, &peaks)?,
+        })
+    }
+
+    /// Count `requests` and `verified` at `ts` in every window of each dimension that has a key in `keys`
+    /// (a bucket that has left a window counts in its oldest kept one); put the counts after it, and the
+    /// peaks asked for, in `counts` and `peaks`.
+    #[pyo3(signature = (keys, ts, requests, verified, counts = None, peaks = None))]
+    fn add(
+        &mut self,
+        keys: &Bound<'_, PyDict>,
+        ts: f64,
+        requests: i64,
+        verified: i64,
+        counts: Option<&Bound<'_, PyDict>>,
+        peaks: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let mut key_of = |_: usize, name: &Py<PyString>| key_in(keys, name);
+        self.tables.add(
+            &mut key_of,
+            ts,
+            requests,
+            verified,
+            counts,
+            peaks,
+            Totals::Pairs,
+        )
+    }
+
+    /// Move each window of each keyed entity to `ts` (dropping what left it), putting its counts in
+    /// `counts` and its peaks in `peaks`; an entity never counted reads as zeros and is not created.
+    #[pyo3(signature = (keys, ts, counts = None, peaks = None))]
+    fn read(
+        &mut self,
+        keys: &Bound<'_, PyDict>,
+        ts: f64,
+        counts: Option<&Bound<'_, PyDict>>,
+        peaks: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let mut key_of = |_: usize, name: &Py<PyString>| key_in(keys, name);
+        self.tables
+            .read(&mut key_of, ts, counts, peaks, Totals::Pairs)
+    }
+
+    /// Forget every entity whose windows are all empty at `ts`, so memory stays bounded; returns how many.
+    fn sweep(&mut self, ts: f64) -> usize {
+        self.tables.sweep(ts)
+    }
+
+    /// How many entities hold a record, in every dimension together.
+    fn __len__(&self) -> usize {
+        self.tables.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<WindowTables of {} dimensions, {} entities>",
+            self.tables.dimensions.len(),
+            self.tables.len()
+        )
+    }
+}
