@@ -24,8 +24,8 @@ Every process — broker, Redis, consumer, this one — shares the machine's cor
 count, the load average and Linux's CPU pressure (the share of time some runnable task waited for a CPU).
 Requests go to unique valid numbers in 16 countries from 5,000 client IPs, keyed by number.
 
-Where the worker's time goes: BENCH_PROFILE=DIR records each worker with py-spy into DIR (raw, collapsed
-stacks: one line per stack and its sample count).
+Where the time goes: BENCH_PROFILE=DIR records each worker and passthrough with py-spy into DIR (raw,
+collapsed stacks: one line per stack and its sample count).
 """
 
 from __future__ import annotations
@@ -121,15 +121,18 @@ def services() -> Iterator[tuple[str, str]]:
         yield bootstrap, redis_url
 
 
-def worker_command() -> list[str]:
-    """`detector worker`; under py-spy when $BENCH_PROFILE names a directory (a raw profile per worker)."""
-    command = [sys.executable, "-m", "detector", "worker"]
+def profiled(name: str, command: list[str]) -> list[str]:
+    """`command`, under py-spy when $BENCH_PROFILE names a directory (a raw profile per process there)."""
     profiles = os.environ.get("BENCH_PROFILE")
-    if profiles:
-        out = Path(profiles) / f"worker-{uuid.uuid4().hex[:6]}.txt"
-        spy = str(Path(sys.executable).parent / "py-spy")
-        return [spy, "record", "--rate", "250", "--format", "raw", "--output", str(out), "--", *command]
-    return command
+    if not profiles:
+        return command
+    out = Path(profiles) / f"{name}-{uuid.uuid4().hex[:6]}.txt"
+    spy = str(Path(sys.executable).parent / "py-spy")
+    return [spy, "record", "--rate", "250", "--format", "raw", "--output", str(out), "--", *command]
+
+
+def worker_command() -> list[str]:
+    return profiled("worker", [sys.executable, "-m", "detector", "worker"])
 
 
 class Process:
@@ -216,7 +219,7 @@ def start_passthrough(
         "--batch-size",
         str(batch_size),
     ]
-    return Process(argv, workdir / f"{group}.log", dict(os.environ))
+    return Process(profiled(kind, argv), workdir / f"{group}.log", dict(os.environ))
 
 
 async def passthrough(bootstrap: str, source: str, target: str, group: str, batch_size: int) -> None:
