@@ -25,7 +25,8 @@ count, the load average and Linux's CPU pressure (the share of time some runnabl
 Requests go to unique valid numbers in 16 countries from 5,000 client IPs, keyed by number.
 
 Where the time goes: BENCH_PROFILE=DIR records each worker and passthrough with py-spy into DIR (raw,
-collapsed stacks: one line per stack and its sample count).
+collapsed stacks: one line per stack and its sample count); BENCH_METRICS_PORT=N serves the worker's
+/metrics on port N (its batch sizes and batch times, while a run goes on).
 """
 
 from __future__ import annotations
@@ -176,7 +177,13 @@ class Process:
 
 
 def start_worker(
-    bootstrap: str, redis_url: str, names: dict[str, str], group: str, workdir: Path, batch_size: int
+    bootstrap: str,
+    redis_url: str,
+    names: dict[str, str],
+    group: str,
+    workdir: Path,
+    batch_size: int,
+    batch_wait: float | None = None,
 ) -> Process:
     env = {key: value for key, value in os.environ.items() if not key.startswith("DETECTOR_")}
     env.update({
@@ -190,12 +197,14 @@ def start_worker(
         "DETECTOR_TOPIC_DEAD_LETTERS": names["dead_letters"],
         "DETECTOR_TOPIC_FEEDBACK_RETRY": names["feedback_retry"],
         "DETECTOR_BATCH_SIZE": str(batch_size),
-        "DETECTOR_METRICS_PORT": "0",
+        "DETECTOR_METRICS_PORT": os.environ.get("BENCH_METRICS_PORT", "0"),
         "DETECTOR_DATA_DIR": str(workdir / f"{group}-data"),
         "DETECTOR_KAFKA_SESSION_TIMEOUT": "10",
         "DETECTOR_KAFKA_HEARTBEAT_INTERVAL": "1",
         "DETECTOR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
     })  # fmt: skip
+    if batch_wait is not None:
+        env["DETECTOR_BATCH_WAIT"] = str(batch_wait)
     return Process(worker_command(), workdir / f"{group}.log", env)
 
 
@@ -468,7 +477,13 @@ async def engine_alone(redis_url: str, count: int, batch_size: int) -> tuple[flo
 async def run(args: argparse.Namespace, bootstrap: str, redis_url: str, workdir: Path) -> dict[str, Any]:
     def worker(names: dict[str, str]) -> Process:
         return start_worker(
-            bootstrap, redis_url, names, f"bench-worker-{uuid.uuid4().hex[:6]}", workdir, args.batch_size
+            bootstrap,
+            redis_url,
+            names,
+            f"bench-worker-{uuid.uuid4().hex[:6]}",
+            workdir,
+            args.batch_size,
+            args.batch_wait,
         )
 
     def passthrough(kind: str) -> Any:
@@ -609,6 +624,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured length of the latency runs")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds at the start left out of latency")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--batch-wait", type=float, help="the worker's --batch-wait (seconds; default: the worker's own)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs of each (the median counts)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
