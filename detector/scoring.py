@@ -31,6 +31,7 @@ from detector.windows import Window
 
 _SEVERITY = {"allow": 0, "delay": 1, "challenge": 2, "block": 3}
 SPEND_DIMENSION = "phone_country"  # the spend circuit breaker's budget is per destination country
+_NO_SIGNALS = UpstreamSignals()
 
 
 class Hit(msgspec.Struct, frozen=True):
@@ -520,7 +521,7 @@ class Scorer:
                 hits.append(Hit("risky_number_type", kinds.mode, points=points, value=subject.phone.kind))
         upstream = rules.upstream
         if upstream.mode != "off":
-            signals = subject.signals or UpstreamSignals()
+            signals = subject.signals or _NO_SIGNALS
             ip = subject.ip
             flagged = (
                 signals.bot
@@ -602,12 +603,11 @@ class Scorer:
 
     def offences(self, conclusion: Conclusion) -> set[str]:
         """The quarantinable dimensions whose counted rules pushed a request over the block line by score."""
-        rule = self.policy.rules.quarantine
-        if rule.mode == "off" or conclusion.score < self.policy.score.block_at:
+        if self._quarantine is None or conclusion.score < self._block_at:
             return set()
         if any(hit.code == "quarantined" for hit in conclusion.hits):
             return set()  # already quarantined: blocked by that, not a new offence
-        dims = set(rule.dimensions)
+        dims = self.plan.quarantine_dimensions
         return {hit.dimension for hit in conclusion.hits if hit.dimension in dims and hit.points > 0}
 
     def conclude(self, hits: list[Hit], waited: float | None = None) -> Conclusion:
