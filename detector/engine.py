@@ -442,9 +442,9 @@ class Engine:
 
     def _blocked_before_counting(self, static: list[Hit]) -> bool:
         """A request that will not be sent takes no slot of its number's send limit."""
-        return self.policy.mode == "enforce" and any(
-            hit.verdict == "block" and hit.mode == "enforce" for hit in static
-        )
+        if not static or self.policy.mode != "enforce":
+            return False
+        return any(hit.verdict == "block" and hit.mode == "enforce" for hit in static)
 
     def _network(self, request: OtpRequest) -> _Network:
         """Client address, its facts and keyed hashes, memoised on the event's own strings.

@@ -58,7 +58,7 @@ class Memo(dict[K, V], Generic[K, V]):
         return known
 
     def put(self, key: K, value: V) -> V:
-        cost = self.entry_bytes + key_size(key)
+        cost = self.entry_bytes + (len(key) if isinstance(key, str) else key_size(key))
         if cost > self.budget_bytes:
             return value
         if self.bytes + cost > self.budget_bytes:

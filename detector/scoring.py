@@ -12,7 +12,7 @@ from typing import NamedTuple, TypeVar
 import msgspec
 
 from detector.baseline import Baseline
-from detector.events import Action, Reason, UpstreamSignals, format_timestamp
+from detector.events import Action, Mode, Reason, UpstreamSignals, format_timestamp
 from detector.policy import (
     ConversionRule,
     PassesRule,
@@ -45,13 +45,9 @@ class Hit(msgspec.Struct, frozen=True):
     dimension: str | None = None  # the entity a counted rule measured (a quarantine may follow)
 
     def reason(self) -> Reason:
-        return Reason(
-            code=self.code,
-            value=self.value,
-            threshold=self.threshold,
-            points=round(self.points, 2) if self.points else None,
-            mode="shadow" if self.mode == "shadow" else None,
-        )
+        points = round(self.points, 2) if self.points else None
+        mode: Mode | None = "shadow" if self.mode == "shadow" else None
+        return Reason(self.code, self.value, self.threshold, points, mode)
 
 
 class Subject(msgspec.Struct):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 import phonenumbers
@@ -199,12 +199,11 @@ class _RegionPlan:
         )
 
     def number_type(self, nsn: str) -> int:
-        """phonenumbers' `_number_type_helper`: the specific types in order, then fixed line and mobile."""
-        if not _matches(self.general, nsn):
-            return PhoneNumberType.UNKNOWN
+        """phonenumbers' `_number_type_helper`: a number of the general pattern is of the first specific
+        type it matches, else fixed line and mobile; one match of the plan for its length."""
         types = self.by_length.get(len(nsn)) or self._types_of_length(len(nsn))
-        alternation, kinds = types
-        match = alternation.fullmatch(nsn) if alternation is not None else None
+        plan, kinds = types
+        match = plan.fullmatch(nsn) if plan is not None else None
         if match is None or match.lastgroup is None:
             return PhoneNumberType.UNKNOWN
         kind = kinds[match.lastgroup]
@@ -213,20 +212,30 @@ class _RegionPlan:
         return kind
 
     def _types_of_length(self, length: int) -> tuple[re.Pattern[str] | None, dict[str, int]]:
+        """The general pattern as a lookahead, then the types a number of `length` may be, as alternatives in
+        the order they are tried: the first that matches is the number's type."""
         tried = [*self.specific, (self.fixed_line, PhoneNumberType.FIXED_LINE)]
         if not self.same_fixed_and_mobile:  # the same patterns: a number that is no fixed line is no mobile
             tried.append((self.mobile, PhoneNumberType.MOBILE))
         alternatives: list[str] = []
         kinds: dict[str, int] = {}
         for desc, kind in tried:
-            if desc is not None and (not desc[0] or length in desc[0]):
+            if _admits(desc, length):
                 # Named groups: an alternative's own group closes last, so it is the match's `lastgroup`.
                 name = f"t{len(alternatives)}"
                 alternatives.append(f"(?P<{name}>{desc[1].pattern})")
                 kinds[name] = kind
-        alternation = re.compile("|".join(alternatives)) if alternatives else None
-        self.by_length[length] = (alternation, kinds)
-        return alternation, kinds
+        plan = None
+        if alternatives and _admits(self.general, length):
+            general = self.general[1].pattern
+            plan = re.compile(f"(?=(?:{general})\\Z)(?:{'|'.join(alternatives)})")
+        self.by_length[length] = (plan, kinds)
+        return plan, kinds
+
+
+def _admits(desc: _Desc, length: int) -> TypeGuard[tuple[frozenset[int], re.Pattern[str]]]:
+    """Whether a number of `length` may match `desc`."""
+    return desc is not None and (not desc[0] or length in desc[0])
 
 
 class NumberPlan:
