@@ -217,6 +217,7 @@ class Scorer:
         spend = rules.spend
         self._spend = _on(spend)
         self._prices = load_prices(policy.spend.prices_file) if spend.mode != "off" else None
+        self._price_of: dict[str, float] = {}
         self._spend_window = (SPEND_DIMENSION, seconds(spend.window))
         self._spend_peak = (SPEND_DIMENSION, seconds(spend.baseline))
         self._spend_seconds = seconds(spend.window)
@@ -411,7 +412,9 @@ class Scorer:
             return []  # no verified hour yet: no budget to measure against
         requests, verified = counts.windows.get(self._spend_window, (0, 0))
         sent = requests if rule.count == "requests" else max(requests - verified, 0)
-        price = self._prices.price_for(region)
+        price = self._price_of.get(region)
+        if price is None:  # regions come from the number plan: a few hundred at most
+            price = self._price_of[region] = self._prices.price_for(region)
         busiest = peak * self._spend_seconds / self._spend_peak_width
         budget = max(rule.k * busiest * price, rule.min_budget)
         spent = sent * price
