@@ -442,9 +442,9 @@ class Engine:
 
     def _blocked_before_counting(self, static: list[Hit]) -> bool:
         """A request that will not be sent takes no slot of its number's send limit."""
-        return self.policy.mode == "enforce" and any(
-            hit.verdict == "block" and hit.mode == "enforce" for hit in static
-        )
+        if not static or self.policy.mode != "enforce":
+            return False
+        return any(hit.verdict == "block" and hit.mode == "enforce" for hit in static)
 
     def _network(self, request: OtpRequest) -> _Network:
         """Client address, its facts and keyed hashes, memoised on the event's own strings.
@@ -453,8 +453,7 @@ class Engine:
         fill the memo with its own long strings; the memo's byte budget bounds the rest.
         """
         spelled = (request.client_ip, request.remote_addr, request.forwarded_for)
-        memo_key = self._networks.compact(spelled)
-        known = self._networks.get(memo_key)
+        known = self._networks.recall(spelled)
         if known is None:
             client = self._clients.resolve(*spelled)
             if client.ip is None:
@@ -463,7 +462,7 @@ class Engine:
                 facts = self._ips.facts(client.ip)
                 ip_key, subnet_key = self._hash("ip", facts.ip), self._hash("subnet", facts.subnet)
                 known = _Network(facts, client.problem, ip_key, subnet_key)
-            self._networks.put(memo_key, known)
+            self._networks.put(self._networks.compact(spelled), known)
         return known
 
 
@@ -485,14 +484,14 @@ def _label(dimension: str, subject: Subject) -> str:
 
 def _flags(signals: UpstreamSignals | None, facts: IpFacts | None) -> str:
     """The upstream flags of a request, as a segment's name: "anonymizer", "bot+datacenter", or ""."""
-    flags = []
+    flags = []  # in the name's (alphabetical) order
+    if (signals is not None and signals.anonymizer) or (facts is not None and facts.anonymizer):
+        flags.append("anonymizer")
     if signals is not None and signals.bot:
         flags.append("bot")
     if (signals is not None and signals.datacenter) or (facts is not None and facts.datacenter):
         flags.append("datacenter")
-    if (signals is not None and signals.anonymizer) or (facts is not None and facts.anonymizer):
-        flags.append("anonymizer")
-    return "+".join(sorted(flags))
+    return "+".join(flags)
 
 
 def _claimed_request(challenge: OtpChallenge) -> OtpRequest | None:

@@ -206,33 +206,40 @@ def _is_country_code(value: str) -> bool:
 
 def parse_timestamp(value: float | str) -> float:
     """Event time as epoch seconds, from epoch seconds or RFC 3339 with an offset."""
+    if isinstance(value, str):
+        if not _RFC3339.match(value):
+            example = "2026-11-23T08:55:00Z"
+            raise ValueError(f"`ts` is not RFC 3339 with an offset (e.g. {example}): {value[:40]!r}")
+        return datetime.fromisoformat(value.replace("z", "Z")).timestamp()
     if isinstance(value, bool):
         raise ValueError("`ts` must be epoch seconds or RFC 3339, not a boolean")
-    if isinstance(value, int | float):
-        if not 0 <= value < 32503680000:
-            raise ValueError(f"`ts` epoch seconds out of range: {value}")
-        return float(value)
-    if not _RFC3339.match(value):
-        raise ValueError(f"`ts` is not RFC 3339 with an offset (e.g. 2026-11-23T08:55:00Z): {value[:40]!r}")
-    return datetime.fromisoformat(value.replace("z", "Z")).timestamp()
+    if not 0 <= value < _LAST_EPOCH:
+        raise ValueError(f"`ts` epoch seconds out of range: {value}")
+    return float(value)
+
+
+_LAST_EPOCH = 32503680000  # 3000-01-01
 
 
 def format_timestamp(epoch: float) -> str:
     """RFC 3339 in UTC with milliseconds: one spelling for every event time we write."""
-    moment = datetime.fromtimestamp(epoch, UTC)
     second = int(epoch)
-    if moment.second != second % 60 or epoch < 0:  # rounded up to the next second, or before 1970
+    # The microsecond datetime.fromtimestamp rounds to (half to even), without building a datetime.
+    microsecond = round((epoch - second) * 1e6)
+    if microsecond >= 1_000_000 or epoch < 0:  # rounded up to the next second, or before 1970
+        moment = datetime.fromtimestamp(epoch, UTC)
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     # Events arrive in time order: the spelling of their second is usually the previous event's.
     whole = _SECONDS.get(second)
     if whole is None:
         if len(_SECONDS) >= 4096:
             _SECONDS.clear()
-        whole = _SECONDS[second] = moment.isoformat(timespec="seconds")[:-6]
-    return f"{whole}.{moment.microsecond // 1000:03d}Z"
+        whole = _SECONDS[second] = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
+    return whole + _MILLISECONDS[microsecond // 1000]
 
 
 _SECONDS: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS"
+_MILLISECONDS = tuple(f".{millisecond:03d}Z" for millisecond in range(1000))
 
 
 _convert_type: Any = Event

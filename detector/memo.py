@@ -50,8 +50,15 @@ class Memo(dict[K, V], Generic[K, V]):
         compacted = digest.hexdigest()
         return cast(K, (compacted,) if isinstance(key, tuple) else compacted)
 
+    def recall(self, key: K) -> V | None:
+        """The value kept for `key` (put under `compact(key)`): one lookup unless its strings are long."""
+        known = self.get(key)
+        if known is None and key_size(key) > LONG_KEY:
+            known = self.get(self.compact(key))
+        return known
+
     def put(self, key: K, value: V) -> V:
-        cost = self.entry_bytes + key_size(key)
+        cost = self.entry_bytes + (len(key) if isinstance(key, str) else key_size(key))
         if cost > self.budget_bytes:
             return value
         if self.bytes + cost > self.budget_bytes:

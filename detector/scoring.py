@@ -7,11 +7,22 @@ rules in enforce mode, and is always allow when the policy is in shadow mode.
 
 from __future__ import annotations
 
+from typing import NamedTuple, TypeVar
+
 import msgspec
 
 from detector.baseline import Baseline
-from detector.events import Action, Reason, UpstreamSignals, format_timestamp
-from detector.policy import Policy, RuleMode, seconds
+from detector.events import Action, Mode, Reason, UpstreamSignals, format_timestamp
+from detector.policy import (
+    ConversionRule,
+    PassesRule,
+    Policy,
+    Rule,
+    RuleMode,
+    UnverifiedRule,
+    VelocityRule,
+    seconds,
+)
 from detector.prices import load_prices
 from detector.signals.network import IpFacts
 from detector.signals.phone import PhoneFacts
@@ -20,6 +31,7 @@ from detector.windows import Window
 
 _SEVERITY = {"allow": 0, "delay": 1, "challenge": 2, "block": 3}
 SPEND_DIMENSION = "phone_country"  # the spend circuit breaker's budget is per destination country
+_NO_SIGNALS = UpstreamSignals()
 
 
 class Hit(msgspec.Struct, frozen=True):
@@ -33,13 +45,9 @@ class Hit(msgspec.Struct, frozen=True):
     dimension: str | None = None  # the entity a counted rule measured (a quarantine may follow)
 
     def reason(self) -> Reason:
-        return Reason(
-            code=self.code,
-            value=self.value,
-            threshold=self.threshold,
-            points=round(self.points, 2) if self.points else None,
-            mode="shadow" if self.mode == "shadow" else None,
-        )
+        points = round(self.points, 2) if self.points else None
+        mode: Mode | None = "shadow" if self.mode == "shadow" else None
+        return Reason(self.code, self.value, self.threshold, points, mode)
 
 
 class Subject(msgspec.Struct):
@@ -123,6 +131,35 @@ def counter_plan(policy: Policy) -> CounterPlan:
     )
 
 
+class _Velocity(NamedTuple):
+    code: str
+    rule: VelocityRule
+    window: tuple[str, int]  # the (dimension, seconds) count it reads
+    unverified_only: bool
+
+
+class _Unverified(NamedTuple):
+    code: str
+    rule: UnverifiedRule
+    recent: tuple[str, int]
+    history: tuple[str, int]
+    recent_seconds: int
+    history_width: float  # seconds of one bucket of the history window, whose busiest one is the peak
+
+
+class _Conversion(NamedTuple):
+    code: str
+    rule: ConversionRule
+    recent: tuple[str, int]
+    baseline: tuple[str, int]
+
+
+class _Passes(NamedTuple):
+    code: str
+    rule: PassesRule
+    window: tuple[str, int]
+
+
 class Scorer:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -134,37 +171,65 @@ class Scorer:
         self._deny_phones = frozenset(policy.lists.deny_phones)
         self.baseline = Baseline(policy)
         self._cap = policy.score.velocity_cap
+        # The rules that are on, each with the counts it reads, resolved once: scoring runs per request.
+        width = {(dim, w.seconds): w.width for dim, windows in self.plan.windows.items() for w in windows}
         self._velocity = [
-            (f"{name}_velocity", rule, seconds(rule.window))
+            _Velocity(
+                f"{name}_velocity",
+                rule,
+                (rule.dimension, seconds(rule.window)),
+                rule.count == "unverified",
+            )
             for name, rule in rules.velocity.items()
             if rule.mode != "off"
         ]
         self._unverified = [
-            (f"{name}_unverified", rule, seconds(rule.recent), seconds(rule.history))
+            _Unverified(
+                f"{name}_unverified",
+                rule,
+                (rule.dimension, seconds(rule.recent)),
+                (rule.dimension, seconds(rule.history)),
+                seconds(rule.recent),
+                width[(rule.dimension, seconds(rule.history))],
+            )
             for name, rule in rules.unverified.items()
             if rule.mode != "off"
         ]
         self._passes = [
-            (f"{name}_challenge_passes", rule, seconds(rule.window))
+            _Passes(f"{name}_challenge_passes", rule, (rule.dimension, seconds(rule.window)))
             for name, rule in rules.passes.items()
             if rule.mode != "off"
         ]
         self._conversion = [
-            (f"{name}_conversion_collapse", rule, seconds(rule.recent), seconds(rule.baseline))
+            _Conversion(
+                f"{name}_conversion_collapse",
+                rule,
+                (rule.dimension, seconds(rule.recent)),
+                (rule.dimension, seconds(rule.baseline)),
+            )
             for name, rule in rules.conversion.items()
             if rule.mode != "off"
         ]
+        self._limit = _on(rules.msisdn_rate_limit)
+        self._retry = _on(rules.retry_delay)
+        self._quarantine = _on(rules.quarantine)
+        self._distinct = _on(rules.distinct_countries_per_ip)
         spend = rules.spend
+        self._spend = _on(spend)
         self._prices = load_prices(policy.spend.prices_file) if spend.mode != "off" else None
-        self._spend_window, self._spend_baseline = seconds(spend.window), seconds(spend.baseline)
+        self._price_of: dict[str, float] = {}
+        self._spend_window = (SPEND_DIMENSION, seconds(spend.window))
+        self._spend_peak = (SPEND_DIMENSION, seconds(spend.baseline))
+        self._spend_seconds = seconds(spend.window)
+        self._spend_peak_width = width[self._spend_peak] if self._spend is not None else 1.0
+        self._mode = policy.mode
+        self._block_at = policy.score.block_at
+        self._challenge_at = policy.score.challenge_at
         self._delay_at = policy.score.delay_at
         self._delay_for = seconds(policy.score.delay_for)
         self._retry_base = seconds(rules.retry_delay.base)
         self._retry_cap = seconds(rules.retry_delay.cap)
-        self._retry_window = seconds(rules.retry_delay.window)
-        self._history_width = {
-            (dim, window.seconds): window.width for dim, ws in self.plan.windows.items() for window in ws
-        }
+        self._retry_window = (LIMIT_DIMENSION, seconds(rules.retry_delay.window))
 
     def allow_listed(self, subject: Subject) -> bool:
         return bool(subject.ip and subject.ip.allowed) or subject.phone.e164 in self._allow_phones
@@ -196,13 +261,12 @@ class Scorer:
         return hits
 
     def counted_hits(self, subject: Subject, counts: Counts) -> list[Hit]:
-        rules = self.policy.rules
         hits: list[Hit] = []
         windows = counts.windows
         cap = self._cap
 
-        limit = rules.msisdn_rate_limit
-        if limit.mode != "off" and not counts.slot_taken:
+        limit = self._limit
+        if limit is not None and not counts.slot_taken:
             hits.append(
                 Hit(
                     "msisdn_rate_limit",
@@ -213,9 +277,9 @@ class Scorer:
                 )
             )
 
-        retry = rules.retry_delay
-        if retry.mode != "off" and counts.previous_ts is not None:
-            requested, verified = windows.get((LIMIT_DIMENSION, self._retry_window), (0, 0))
+        retry = self._retry
+        if retry is not None and counts.previous_ts is not None:
+            requested, verified = windows.get(self._retry_window, (0, 0))
             unverified_before = max(requested - 1 - verified, 0)
             if unverified_before:
                 delay = min(self._retry_base * 2.0 ** min(unverified_before - 1, 64), self._retry_cap)
@@ -232,12 +296,12 @@ class Scorer:
                         )
                     )
 
-        for code, velocity, window in self._velocity:
-            pair = windows.get((velocity.dimension, window))
+        for code, velocity, window, unverified_only in self._velocity:
+            pair = windows.get(window)
             if pair is None:
                 continue
-            value = pair[0] if velocity.count == "requests" else max(pair[0] - pair[1], 0)
-            if value >= velocity.threshold:
+            value = pair[0] - pair[1] if unverified_only else pair[0]
+            if value >= velocity.threshold:  # at least 1: an unverified count below 0 never is
                 ratio = min(value / velocity.threshold, cap)
                 hits.append(
                     Hit(
@@ -250,13 +314,14 @@ class Scorer:
                     )
                 )
 
-        for code, adaptive, recent, history in self._unverified:
-            pair = windows.get((adaptive.dimension, recent))
+        for code, adaptive, recent, history, recent_seconds, history_width in self._unverified:
+            pair = windows.get(recent)
             if pair is None:
                 continue
             unverified = max(pair[0] - pair[1], 0)
-            peak = counts.peaks.get((adaptive.dimension, history), 0)
-            peak_per_recent = peak * recent / self._history_width[(adaptive.dimension, history)]
+            if unverified <= adaptive.floor:
+                continue  # the threshold is at least the floor
+            peak_per_recent = counts.peaks.get(history, 0) * recent_seconds / history_width
             threshold = max(
                 adaptive.floor, adaptive.peak_factor * peak_per_recent, adaptive.verified_factor * pair[1]
             )
@@ -274,10 +339,10 @@ class Scorer:
                 )
 
         for code, conversion, recent, baseline in self._conversion:
-            now = windows.get((conversion.dimension, recent))
+            now = windows.get(recent)
             if now is None or now[0] < conversion.min_requests:
                 continue
-            before = windows.get((conversion.dimension, baseline), now)
+            before = windows.get(baseline, now)
             older_requests, older_verified = before[0] - now[0], before[1] - now[1]
             base_rate = (
                 older_verified / older_requests
@@ -302,29 +367,28 @@ class Scorer:
         hits += self.pass_hits(counts.passes)
         hits += self._spend_hits(subject, counts)
 
-        quarantine = rules.quarantine
-        active = (
-            sorted((dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts)
-            if counts.quarantines
-            else []
-        )
-        if quarantine.mode != "off" and active and self.baseline.known_good(counts):
-            exempt = ",".join(dim for dim, _ in active)
-            hits.append(Hit("quarantine_exempt", quarantine.mode, value=exempt))
-        elif quarantine.mode != "off" and active:
-            for dim, until in active:
-                hits.append(
-                    Hit(
-                        "quarantined",
-                        quarantine.mode,
-                        verdict="block",
-                        value=f"{dim} until {format_timestamp(until)}",
-                        retry_after=round(until - subject.ts, 3),
+        quarantine = self._quarantine
+        if quarantine is not None and counts.quarantines:
+            active = sorted(
+                (dim, until) for dim, (until, _) in counts.quarantines.items() if until > subject.ts
+            )
+            if active and self.baseline.known_good(counts):
+                exempt = ",".join(dim for dim, _ in active)
+                hits.append(Hit("quarantine_exempt", quarantine.mode, value=exempt))
+            else:
+                for dim, until in active:
+                    hits.append(
+                        Hit(
+                            "quarantined",
+                            quarantine.mode,
+                            verdict="block",
+                            value=f"{dim} until {format_timestamp(until)}",
+                            retry_after=round(until - subject.ts, 3),
+                        )
                     )
-                )
 
-        distinct = rules.distinct_countries_per_ip
-        if distinct.mode != "off" and counts.distinct >= distinct.threshold:
+        distinct = self._distinct
+        if distinct is not None and counts.distinct >= distinct.threshold:
             ratio = min(counts.distinct / distinct.threshold, cap)
             hits.append(
                 Hit(
@@ -340,16 +404,18 @@ class Scorer:
     def _spend_hits(self, subject: Subject, counts: Counts) -> list[Hit]:
         """The spend circuit breaker: this hour's spend (on codes not verified, by default) to the number's
         country over k × its busiest verified hour's; numbers with a verified history pass."""
-        rule, region = self.policy.rules.spend, subject.phone.region
-        if self._prices is None or region is None:
+        rule, region = self._spend, subject.phone.region
+        if self._prices is None or rule is None or region is None:
             return []
-        requests, verified = counts.windows.get((SPEND_DIMENSION, self._spend_window), (0, 0))
-        sent = requests if rule.count == "requests" else max(requests - verified, 0)
-        peak = counts.peaks.get((SPEND_DIMENSION, self._spend_baseline), 0)
+        peak = counts.peaks.get(self._spend_peak, 0)
         if not peak:
             return []  # no verified hour yet: no budget to measure against
-        price = self._prices.price_for(region)
-        busiest = peak * self._spend_window / self._history_width[(SPEND_DIMENSION, self._spend_baseline)]
+        requests, verified = counts.windows.get(self._spend_window, (0, 0))
+        sent = requests if rule.count == "requests" else max(requests - verified, 0)
+        price = self._price_of.get(region)
+        if price is None:  # regions come from the number plan: a few hundred at most
+            price = self._price_of[region] = self._prices.price_for(region)
+        busiest = peak * self._spend_seconds / self._spend_peak_width
         budget = max(rule.k * busiest * price, rule.min_budget)
         spent = sent * price
         if spent <= budget or self.baseline.known_good(counts):
@@ -368,7 +434,7 @@ class Scorer:
         """Challenges passed per entity: a farm that solves CAPTCHAs still piles passes on its prefixes."""
         hits: list[Hit] = []
         for code, rule, window in self._passes:
-            count = passes.get((rule.dimension, window), 0)
+            count = passes.get(window, 0)
             if count >= rule.threshold:
                 ratio = min(count / rule.threshold, self._cap)
                 points = rule.points * ratio
@@ -454,7 +520,7 @@ class Scorer:
                 hits.append(Hit("risky_number_type", kinds.mode, points=points, value=subject.phone.kind))
         upstream = rules.upstream
         if upstream.mode != "off":
-            signals = subject.signals or UpstreamSignals()
+            signals = subject.signals or _NO_SIGNALS
             ip = subject.ip
             flagged = (
                 signals.bot
@@ -536,12 +602,11 @@ class Scorer:
 
     def offences(self, conclusion: Conclusion) -> set[str]:
         """The quarantinable dimensions whose counted rules pushed a request over the block line by score."""
-        rule = self.policy.rules.quarantine
-        if rule.mode == "off" or conclusion.score < self.policy.score.block_at:
+        if self._quarantine is None or conclusion.score < self._block_at:
             return set()
         if any(hit.code == "quarantined" for hit in conclusion.hits):
             return set()  # already quarantined: blocked by that, not a new offence
-        dims = set(rule.dimensions)
+        dims = self.plan.quarantine_dimensions
         return {hit.dimension for hit in conclusion.hits if hit.dimension in dims and hit.points > 0}
 
     def conclude(self, hits: list[Hit], waited: float | None = None) -> Conclusion:
@@ -549,31 +614,30 @@ class Scorer:
         none known). The score's delay rung is served by waiting: a number whose previous request is at
         least `score.delay_for` old passes it (a retry after `retry_after`); otherwise the request is
         delayed. A rule's own delay (`retry_too_soon`) says how long itself; waiting less never passes it."""
-        score = sum(hit.points for hit in hits)
-        enforced_score = sum(hit.points for hit in hits if hit.mode == "enforce")
-        waited_out = waited is not None and waited >= self._delay_for
+        score = sum([hit.points for hit in hits])
+        enforced_score = sum([hit.points for hit in hits if hit.mode == "enforce"])
         by_score, by_enforced_score = self._verdict_for(score), self._verdict_for(enforced_score)
-        if waited_out and "delay" in (by_score, by_enforced_score):
-            assert waited is not None
+        if waited is not None and waited >= self._delay_for and "delay" in (by_score, by_enforced_score):
             hits = [*hits, Hit("delay_waited", "enforce", value=round(waited, 3), threshold=self._delay_for)]
             by_score = "allow" if by_score == "delay" else by_score
             by_enforced_score = "allow" if by_enforced_score == "delay" else by_enforced_score
-        verdict = _worst([hit.verdict for hit in hits if hit.verdict] + [by_score])
-        if self.policy.mode == "shadow":
-            action: Action = "allow"
-        else:
-            action = _worst(
-                [hit.verdict for hit in hits if hit.verdict and hit.mode == "enforce"] + [by_enforced_score]
-            )
+        verdict, action = by_score, by_enforced_score
+        for hit in hits:
+            if hit.verdict is not None:
+                verdict = _worse(verdict, hit.verdict)
+                if hit.mode == "enforce":
+                    action = _worse(action, hit.verdict)
+        if self._mode == "shadow":
+            action = "allow"
         delay = None
         if action == "delay" and by_enforced_score == "delay":
             delay = round(self._delay_for - max(waited or 0.0, 0.0), 3)
         return Conclusion(verdict, action, float(round(score, 2)), tuple(hits), delay)
 
     def _verdict_for(self, score: float) -> Action:
-        if score >= self.policy.score.block_at:
+        if score >= self._block_at:
             return "block"
-        if score >= self.policy.score.challenge_at:
+        if score >= self._challenge_at:
             return "challenge"
         if self._delay_at is not None and score >= self._delay_at:
             return "delay"
@@ -588,5 +652,13 @@ def quarantine_kinds(value: object) -> list[str]:
     return [kind for kind in value.split(" ", 1)[0].split(",") if kind]
 
 
-def _worst(verdicts: list[Action]) -> Action:
-    return max(verdicts, key=_SEVERITY.__getitem__, default="allow")
+def _worse(one: Action, other: Action) -> Action:
+    return other if _SEVERITY[other] > _SEVERITY[one] else one
+
+
+_RuleOn = TypeVar("_RuleOn", bound=Rule)
+
+
+def _on(rule: _RuleOn) -> _RuleOn | None:
+    """The rule, or None when it is off."""
+    return rule if rule.mode != "off" else None

@@ -143,8 +143,11 @@ def test_timestamps(text: str | int, epoch: float) -> None:
     assert parse_timestamp(text) == epoch
 
 
-@pytest.mark.parametrize("text", ["2026-11-23T08:00:00", "2026-11-23", "tomorrow", "2026-13-01T00:00:00Z"])
-def test_timestamps_without_offset_or_invalid_are_refused(text: str) -> None:
+@pytest.mark.parametrize(
+    "text",
+    ["2026-11-23T08:00:00", "2026-11-23", "tomorrow", "2026-13-01T00:00:00Z", True, -1.0, 10**400, 4e10],
+)
+def test_timestamps_without_offset_or_invalid_are_refused(text: str | float) -> None:
     with pytest.raises(ValueError):
         parse_timestamp(text)
 
@@ -188,12 +191,15 @@ def test_the_schemas_state_the_parser_length_limits() -> None:
 
 
 def test_timestamps_are_spelled_as_isoformat_would_across_second_boundaries() -> None:
-    """The cached spelling of each second never differs from datetime's, also where microseconds round up."""
+    """The spelling never differs from datetime's: each second's is cached, and the millisecond is taken from
+    the microsecond datetime would round to (half to even), also where that rounds up to the next second."""
     rng = random.Random(7)
     whole = [float(second) for second in range(1_795_420_800, 1_795_420_900)]
     near_next = [second + 0.9999996 for second in whole] + [second + 0.9995 for second in whole]
+    halves = [second + (rng.randrange(10**6) + 0.5) / 1e6 for second in whole for _ in range(20)]
+    milliseconds = [round(rng.uniform(1.7e9, 1.8e9), 3) for _ in range(5000)]
     spread = [rng.uniform(0, 4e9) for _ in range(5000)]
-    for epoch in [*whole, *near_next, *spread]:
+    for epoch in [*whole, *near_next, *halves, *milliseconds, *spread]:
         expected = (
             datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         )

@@ -78,6 +78,8 @@ class NetworkSet:
         self._lengths = sorted(self._by_length, key=lambda k: -k[1])
 
     def __contains__(self, address: IPAddress) -> bool:
+        if not self.size:  # most lists are empty: every new client address asks four of them
+            return False
         value = int(address)
         bits = 32 if address.version == 4 else 128
         for version, length in self._lengths:

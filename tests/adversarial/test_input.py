@@ -534,6 +534,16 @@ def test_memo_is_bounded_in_bytes_not_entries() -> None:
     assert 0 < len(memo) < 20
 
 
+def test_a_memo_recalls_a_long_key_by_its_digest_and_never_keeps_it_raw() -> None:
+    memo: Memo[tuple[str | None, ...], int] = Memo()
+    short, long = ("198.51.100.7", None, None), (None, "10.0.0.1", "10.0.0.2, " * 400)
+    for key, value in ((short, 1), (long, 2)):
+        assert memo.recall(key) is None
+        memo.put(memo.compact(key), value)
+        assert memo.recall(key) == value
+    assert long not in memo and max(len(repr(key)) for key in memo) < 200
+
+
 def test_unique_huge_forwarded_for_headers_keep_the_address_memo_bounded() -> None:
     eng: Engine = engine(quiet_policy())
     budget = eng._networks.budget_bytes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -141,3 +142,21 @@ def test_the_watermark_moves_at_most_max_skew_per_event() -> None:
         clock.count_at(T0 + 601) == T0 + 601
     )  # an honest event inside the bounds is counted at its own time
     assert clock.count_at(T0, reference=T0 + 5) == T0  # a trusted reference wins over the watermark
+
+
+def test_clamping_is_min_of_max_at_every_edge() -> None:
+    """The counting time is min(max(ts, reference - max_lateness), reference + max_skew), edges included."""
+    rng = random.Random(3)
+    for skew, lateness in ((300, 600), (0, 0), (0, 600), (300, 0), (0.5, 1e9)):
+        bounds = TimeBounds(max_skew=skew, max_lateness=lateness)
+        for _ in range(2_000):
+            reference = rng.uniform(0, 4e9)
+            edges = (reference - lateness, reference + skew, reference)
+            ts = rng.choice([*edges, rng.uniform(reference - 2 * lateness - 1, reference + 2 * skew + 1)])
+            assert bounds.clamp(ts, reference) == min(max(ts, reference - lateness), reference + skew)
+
+
+@pytest.mark.parametrize(("skew", "lateness"), [(-1, 600), (300, -0.5)])
+def test_time_bounds_are_durations(skew: float, lateness: float) -> None:
+    with pytest.raises(ValueError):
+        TimeBounds(max_skew=skew, max_lateness=lateness)
