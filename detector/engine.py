@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Sequence
-from typing import Literal, cast
+from collections.abc import Awaitable, Sequence
+from typing import Literal, TypeVar, cast
 
 import msgspec
 
@@ -58,6 +58,7 @@ from detector.state.base import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class _Network(msgspec.Struct, frozen=True):
@@ -100,9 +101,10 @@ class Engine:
         self._counted = frozenset(self.plan.record_dimensions) | {DISTINCT_DIMENSION, "msisdn"}
         self._networks: Memo[tuple[str | None, ...], _Network] = Memo(entry_bytes=600)  # ~550 B measured
         self._prefix_keys: Memo[str, str] = Memo()
-        # A store that answers itself within its deadline (Redis, the degrading wrapper) is not cut short
-        # here; this deadline is for one that hangs.
+        # A store that answers itself within its deadline (memory, Redis, the degrading wrapper around them)
+        # says so and gets no timer here; this deadline is for one that could hang.
         self._timeout = 2 * policy.state.timeout_ms / 1000
+        self._store_bounds_calls = getattr(store, "bounds_its_calls", False) is True
         self._clock = Watermark(TimeBounds(seconds(policy.time.max_skew), seconds(policy.time.max_lateness)))
         self._challenge_ttl = seconds(policy.challenge.ttl)
 
@@ -384,11 +386,16 @@ class Engine:
         if not updates:
             return []
         try:
-            async with asyncio.timeout(self._timeout):  # no task of its own, unlike wait_for
-                return await self.store.apply(updates)
+            return await self._within_deadline(self.store.apply(updates))
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("state store unavailable, applying on_error=%s: %s", self.policy.state.on_error, exc)
             return [None] * len(updates)
+
+    async def _within_deadline(self, call: Awaitable[_T]) -> _T:
+        if self._store_bounds_calls:
+            return await call
+        async with asyncio.timeout(self._timeout):  # no task of its own, unlike wait_for
+            return await call
 
     def _offences(
         self,
@@ -420,8 +427,7 @@ class Engine:
 
     async def _remember(self, fresh: list[Remembered], offences: list[Offence]) -> None:
         try:
-            async with asyncio.timeout(self._timeout):
-                await self.store.remember(fresh, offences)
+            await self._within_deadline(self.store.remember(fresh, offences))
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("could not record %d decisions for redelivery: %s", len(fresh), exc)
 

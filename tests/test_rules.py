@@ -324,6 +324,8 @@ def test_a_store_that_hangs_is_cut_short_and_on_error_applies() -> None:
     """The engine's own deadline (2 x state.timeout_ms) ends a store call that never returns."""
 
     class HangingStore(MemoryStore):
+        bounds_its_calls = False
+
         async def apply(self, batch: Sequence[Update]) -> list[Answer]:
             await asyncio.Event().wait()
             raise AssertionError("unreachable")

@@ -194,6 +194,10 @@ class Store(Protocol):
 class StoreLifecycle:
     """`async with store:` closes it; every store mixes this in."""
 
+    # A store whose every call ends within its own deadline (answering or raising `StoreUnavailable`) says
+    # so: the engine then adds no deadline of its own, which costs a timer per call. Others get one.
+    bounds_its_calls: bool = False
+
     async def close(self) -> None:
         return None
 

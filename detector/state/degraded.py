@@ -54,6 +54,11 @@ class DegradingStore(StoreLifecycle):
         self._local_ids: set[str] = set()
 
     @property
+    def bounds_its_calls(self) -> bool:  # type: ignore[override]
+        """As bounded as the shared store: the local one never waits."""
+        return getattr(self.shared, "bounds_its_calls", False) is True
+
+    @property
     def degraded(self) -> bool:
         return self._backoff > 0
 

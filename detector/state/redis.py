@@ -180,6 +180,8 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
 class RedisStore(StoreLifecycle):
     """The `Store` protocol on Redis (redis-py asyncio, hiredis): see the module docstring."""
 
+    bounds_its_calls = True  # every call goes through `_guard`
+
     def __init__(
         self,
         client: Redis | RedisCluster,
