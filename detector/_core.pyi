@@ -16,15 +16,15 @@ class WindowTables:
         ts: float,
         requests: int,
         verified: int,
-        counts: dict[tuple[str, int], tuple[int, int]] | None = None,
-        peaks: dict[tuple[str, int], int] | None = None,
+        counts: list[tuple[int, int] | None] | None = None,
+        peaks: list[int] | None = None,
     ) -> None: ...
     def read(
         self,
         keys: dict[str, str] | dict[str, str | None],
         ts: float,
-        counts: dict[tuple[str, int], tuple[int, int]] | None = None,
-        peaks: dict[tuple[str, int], int] | None = None,
+        counts: list[tuple[int, int] | None] | None = None,
+        peaks: list[int] | None = None,
     ) -> None: ...
     def sweep(self, ts: float) -> int: ...
     def __len__(self) -> int: ...
@@ -53,13 +53,13 @@ class MemoryCore:
         fingerprint: str,
         take_slot: bool,
         distinct_member: str | None,
-        windows: dict[tuple[str, int], tuple[int, int]],
-        peaks: dict[tuple[str, int], int],
-        passes: dict[tuple[str, int], int],
+        windows: list[tuple[int, int] | None],
+        peaks: list[int],
+        passes: list[int],
     ) -> tuple[int, bytes | None, float | None, bool, int, int]: ...
     def feedback(self, request_id: str, resolved: bool) -> int: ...
     def challenge(
-        self, request_id: str, ts: float, fingerprint: str, passed: bool, passes: dict[tuple[str, int], int]
+        self, request_id: str, ts: float, fingerprint: str, passed: bool, passes: list[int]
     ) -> int: ...
     def remember(self, request_id: str, decision: bytes, challenge_expires: float | None) -> None: ...
     def sweep(self, now: float) -> None: ...

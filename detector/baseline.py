@@ -18,6 +18,7 @@ things are read from counts the store already keeps:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
@@ -45,7 +46,10 @@ class Health(msgspec.Struct, frozen=True):
 
 
 class Baseline:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, slots: Mapping[tuple[str, int], int] | None = None) -> None:
+        """`slots`: where each counted window is in `Counts.windows` (`CounterPlan.slots`); the scorer gives
+        them, once its plan includes the windows this asks for (`windows`)."""
+        self._slots = dict(slots or {})
         home = policy.home
         self._core = frozenset(policy.phone.core_countries)
         self._home_window = seconds(home.baseline)
@@ -81,17 +85,17 @@ class Baseline:
             return Home(True, "configured")
         if counts is None:
             return Home(True, "warmup")
-        asked, everyone = counts.windows.get(("all", self._home_window), (0, 0))
+        asked, everyone = self._pair(counts, "all", self._home_window) or (0, 0)
         if self._core and everyone < self._warmup:
             return Home(False, "configured")
         if everyone < self._warmup:
             # No verified history yet: the business's own requests are the best estimate of its market. An
             # attack can only make its destination look like home this way, and below 1 / min_share
             # requests in all, every country asked for is home.
-            region_asked, _ = counts.windows.get((dimension, self._home_window), (0, 0))
+            region_asked, _ = self._pair(counts, dimension, self._home_window) or (0, 0)
             share = region_asked / asked if asked else 1.0
             return Home(share >= self._min_share, "warmup", share)
-        region_asked, verified = counts.windows.get((dimension, self._home_window), (0, 0))
+        region_asked, verified = self._pair(counts, dimension, self._home_window) or (0, 0)
         share = verified / everyone
         return Home(
             share >= self._min_share and verified >= self._min_verified, "learned", share, region_asked
@@ -100,8 +104,8 @@ class Baseline:
     def health(self, dimension: str, counts: Counts) -> Health | None:
         """A segment's conversion over the settled part of the baseline, or None without enough of it."""
         rule = self._segments
-        segment = _settled(counts, dimension, self._segment_window, self._pending_window)
-        overall = _settled(counts, "all", self._segment_window, self._pending_window)
+        segment = self._settled(counts, dimension)
+        overall = self._settled(counts, "all")
         if segment is None or overall is None or segment[0] < rule.min_requests or not overall[0]:
             return None
         rate, business = segment[1] / segment[0], overall[1] / overall[0]
@@ -117,14 +121,19 @@ class Baseline:
         """How often the number was verified in the window, when that makes it known-good; else 0."""
         if counts is None or self._known_window is None:
             return 0
-        _, verified = counts.windows.get(("msisdn", self._known_window), (0, 0))
+        _, verified = self._pair(counts, "msisdn", self._known_window) or (0, 0)
         return verified if verified >= self._known_min else 0
 
+    def _pair(self, counts: Counts, dimension: str, window: int) -> tuple[int, int] | None:
+        """(requests, verified) of one window, None when the request has no entity of `dimension`."""
+        place = self._slots.get((dimension, window))
+        return None if place is None else counts.windows[place]
 
-def _settled(counts: Counts, dimension: str, window: int, pending: int) -> tuple[int, int] | None:
-    """(requests, verified) of `window` without the last `pending` seconds' requests (they may verify yet)."""
-    whole = counts.windows.get((dimension, window))
-    if whole is None:
-        return None
-    recent, _ = counts.windows.get((dimension, pending), (0, 0))
-    return max(whole[0] - recent, 0), whole[1]
+    def _settled(self, counts: Counts, dimension: str) -> tuple[int, int] | None:
+        """(requests, verified) of the segment baseline without the last `pending` seconds' requests (their
+        codes may be verified yet)."""
+        whole = self._pair(counts, dimension, self._segment_window)
+        if whole is None:
+            return None
+        recent, _ = self._pair(counts, dimension, self._pending_window) or (0, 0)
+        return max(whole[0] - recent, 0), whole[1]

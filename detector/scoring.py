@@ -134,15 +134,15 @@ def counter_plan(policy: Policy) -> CounterPlan:
 class _Velocity(NamedTuple):
     code: str
     rule: VelocityRule
-    window: tuple[str, int]  # the (dimension, seconds) count it reads
+    window: int  # the place in `Counts.windows` of the count it reads
     unverified_only: bool
 
 
 class _Unverified(NamedTuple):
     code: str
     rule: UnverifiedRule
-    recent: tuple[str, int]
-    history: tuple[str, int]
+    recent: int  # places in `Counts.windows` and `Counts.peaks`
+    history: int
     recent_seconds: int
     history_width: float  # seconds of one bucket of the history window, whose busiest one is the peak
 
@@ -150,14 +150,14 @@ class _Unverified(NamedTuple):
 class _Conversion(NamedTuple):
     code: str
     rule: ConversionRule
-    recent: tuple[str, int]
-    baseline: tuple[str, int]
+    recent: int  # places in `Counts.windows`
+    baseline: int
 
 
 class _Passes(NamedTuple):
     code: str
     rule: PassesRule
-    window: tuple[str, int]
+    window: int  # the place in `Counts.passes`
 
 
 class Scorer:
@@ -169,15 +169,17 @@ class Scorer:
         self._deny_types = frozenset(policy.lists.deny_number_types)
         self._allow_phones = frozenset(policy.lists.allow_phones)
         self._deny_phones = frozenset(policy.lists.deny_phones)
-        self.baseline = Baseline(policy)
+        slot, pass_slot = self.plan.slots(), self.plan.pass_slots()
+        self.baseline = Baseline(policy, slot)
         self._cap = policy.score.velocity_cap
-        # The rules that are on, each with the counts it reads, resolved once: scoring runs per request.
+        # The rules that are on, each with the places of the counts it reads, resolved once: scoring runs per
+        # request.
         width = {(dim, w.seconds): w.width for dim, windows in self.plan.windows.items() for w in windows}
         self._velocity = [
             _Velocity(
                 f"{name}_velocity",
                 rule,
-                (rule.dimension, seconds(rule.window)),
+                slot[(rule.dimension, seconds(rule.window))],
                 rule.count == "unverified",
             )
             for name, rule in rules.velocity.items()
@@ -187,8 +189,8 @@ class Scorer:
             _Unverified(
                 f"{name}_unverified",
                 rule,
-                (rule.dimension, seconds(rule.recent)),
-                (rule.dimension, seconds(rule.history)),
+                slot[(rule.dimension, seconds(rule.recent))],
+                slot[(rule.dimension, seconds(rule.history))],
                 seconds(rule.recent),
                 width[(rule.dimension, seconds(rule.history))],
             )
@@ -196,7 +198,7 @@ class Scorer:
             if rule.mode != "off"
         ]
         self._passes = [
-            _Passes(f"{name}_challenge_passes", rule, (rule.dimension, seconds(rule.window)))
+            _Passes(f"{name}_challenge_passes", rule, pass_slot[(rule.dimension, seconds(rule.window))])
             for name, rule in rules.passes.items()
             if rule.mode != "off"
         ]
@@ -204,8 +206,8 @@ class Scorer:
             _Conversion(
                 f"{name}_conversion_collapse",
                 rule,
-                (rule.dimension, seconds(rule.recent)),
-                (rule.dimension, seconds(rule.baseline)),
+                slot[(rule.dimension, seconds(rule.recent))],
+                slot[(rule.dimension, seconds(rule.baseline))],
             )
             for name, rule in rules.conversion.items()
             if rule.mode != "off"
@@ -218,10 +220,13 @@ class Scorer:
         self._spend = _on(spend)
         self._prices = load_prices(policy.spend.prices_file) if spend.mode != "off" else None
         self._price_of: dict[str, float] = {}
-        self._spend_window = (SPEND_DIMENSION, seconds(spend.window))
-        self._spend_peak = (SPEND_DIMENSION, seconds(spend.baseline))
+        # -1: a window the plan does not count, as the rule is off
+        self._spend_window = slot.get((SPEND_DIMENSION, seconds(spend.window)), -1)
+        self._spend_peak = slot.get((SPEND_DIMENSION, seconds(spend.baseline)), -1)
         self._spend_seconds = seconds(spend.window)
-        self._spend_peak_width = width[self._spend_peak] if self._spend is not None else 1.0
+        self._spend_peak_width = (
+            width[(SPEND_DIMENSION, seconds(spend.baseline))] if self._spend is not None else 1.0
+        )
         self._mode = policy.mode
         self._block_at = policy.score.block_at
         self._challenge_at = policy.score.challenge_at
@@ -229,7 +234,7 @@ class Scorer:
         self._delay_for = seconds(policy.score.delay_for)
         self._retry_base = seconds(rules.retry_delay.base)
         self._retry_cap = seconds(rules.retry_delay.cap)
-        self._retry_window = (LIMIT_DIMENSION, seconds(rules.retry_delay.window))
+        self._retry_window = slot.get((LIMIT_DIMENSION, seconds(rules.retry_delay.window)), -1)
 
     def allow_listed(self, subject: Subject) -> bool:
         return bool(subject.ip and subject.ip.allowed) or subject.phone.e164 in self._allow_phones
@@ -279,7 +284,7 @@ class Scorer:
 
         retry = self._retry
         if retry is not None and counts.previous_ts is not None:
-            requested, verified = windows.get(self._retry_window, (0, 0))
+            requested, verified = windows[self._retry_window] or (0, 0)
             unverified_before = max(requested - 1 - verified, 0)
             if unverified_before:
                 delay = min(self._retry_base * 2.0 ** min(unverified_before - 1, 64), self._retry_cap)
@@ -297,7 +302,7 @@ class Scorer:
                     )
 
         for code, velocity, window, unverified_only in self._velocity:
-            pair = windows.get(window)
+            pair = windows[window]
             if pair is None:
                 continue
             value = pair[0] - pair[1] if unverified_only else pair[0]
@@ -315,13 +320,13 @@ class Scorer:
                 )
 
         for code, adaptive, recent, history, recent_seconds, history_width in self._unverified:
-            pair = windows.get(recent)
+            pair = windows[recent]
             if pair is None:
                 continue
             unverified = max(pair[0] - pair[1], 0)
             if unverified <= adaptive.floor:
                 continue  # the threshold is at least the floor
-            peak_per_recent = counts.peaks.get(history, 0) * recent_seconds / history_width
+            peak_per_recent = counts.peaks[history] * recent_seconds / history_width
             threshold = max(
                 adaptive.floor, adaptive.peak_factor * peak_per_recent, adaptive.verified_factor * pair[1]
             )
@@ -339,10 +344,10 @@ class Scorer:
                 )
 
         for code, conversion, recent, baseline in self._conversion:
-            now = windows.get(recent)
+            now = windows[recent]
             if now is None or now[0] < conversion.min_requests:
                 continue
-            before = windows.get(baseline, now)
+            before = windows[baseline] or now
             older_requests, older_verified = before[0] - now[0], before[1] - now[1]
             base_rate = (
                 older_verified / older_requests
@@ -407,10 +412,10 @@ class Scorer:
         rule, region = self._spend, subject.phone.region
         if self._prices is None or rule is None or region is None:
             return []
-        peak = counts.peaks.get(self._spend_peak, 0)
+        peak = counts.peaks[self._spend_peak]
         if not peak:
             return []  # no verified hour yet: no budget to measure against
-        requests, verified = counts.windows.get(self._spend_window, (0, 0))
+        requests, verified = counts.windows[self._spend_window] or (0, 0)
         sent = requests if rule.count == "requests" else max(requests - verified, 0)
         price = self._price_of.get(region)
         if price is None:  # regions come from the number plan: a few hundred at most
@@ -430,11 +435,11 @@ class Scorer:
             )
         ]
 
-    def pass_hits(self, passes: dict[tuple[str, int], int]) -> list[Hit]:
+    def pass_hits(self, passes: list[int]) -> list[Hit]:
         """Challenges passed per entity: a farm that solves CAPTCHAs still piles passes on its prefixes."""
         hits: list[Hit] = []
         for code, rule, window in self._passes:
-            count = passes.get(window, 0)
+            count = passes[window] if passes else 0
             if count >= rule.threshold:
                 ratio = min(count / rule.threshold, self._cap)
                 points = rule.points * ratio

@@ -48,7 +48,8 @@ class Window:
 
 
 def tables(windows: Mapping[str, Sequence[Window]], peaks: Collection[tuple[str, int]] = ()) -> WindowTables:
-    """The counters of these dimensions' windows; each window is labelled (dimension, seconds)."""
+    """The counters of these dimensions' windows; a window's place in the lists they fill is its position
+    among all of them, in order (`CounterPlan.slots`)."""
     return WindowTables(
         [(dim, [(w.seconds, w.buckets) for w in ws]) for dim, ws in windows.items()], list(peaks)
     )
@@ -57,26 +58,26 @@ def tables(windows: Mapping[str, Sequence[Window]], peaks: Collection[tuple[str,
 class BucketCounter:
     """One window of one entity, for code and tests that count a single window."""
 
-    __slots__ = ("_keys", "_label", "_tables")
+    __slots__ = ("_keys", "_tables")
 
     def __init__(self, window: Window) -> None:
-        self._label = ("counter", window.seconds)
-        self._tables = tables({"counter": (window,)}, [self._label])
+        self._tables = tables({"counter": (window,)}, [("counter", window.seconds)])
         self._keys = {"counter": "one"}
 
     def add(self, ts: float, window: Window, requests: int = 0, verified: int = 0) -> tuple[int, int]:
-        counts: dict[tuple[str, int], tuple[int, int]] = {}
+        counts: list[tuple[int, int] | None] = [None]
         self._tables.add(self._keys, ts, requests, verified, counts)
-        return counts[self._label]
+        assert counts[0] is not None
+        return counts[0]
 
     def read(self, ts: float, window: Window) -> tuple[int, int]:
-        counts: dict[tuple[str, int], tuple[int, int]] = {}
+        counts: list[tuple[int, int] | None] = [None]
         self._tables.read(self._keys, ts, counts)
-        return counts[self._label]
+        assert counts[0] is not None
+        return counts[0]
 
     def peak_verified(self) -> int:
         """The busiest bucket's verified count, as of the last add or read."""
-        counts: dict[tuple[str, int], tuple[int, int]] = {}
-        peaks: dict[tuple[str, int], int] = {}
-        self._tables.read(self._keys, -1.0, counts, peaks)
-        return peaks[self._label]
+        peaks = [0]
+        self._tables.read(self._keys, -1.0, None, peaks)
+        return peaks[0]

@@ -8,7 +8,7 @@ use std::collections::BinaryHeap;
 use hashbrown::HashMap;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::windows::{key_in, Tables, Totals};
 
@@ -151,7 +151,8 @@ impl MemoryCore {
         })
     }
 
-    /// Record and count a request; fill `windows`, `peaks` and `passes` (challenges passed, per window).
+    /// Record and count a request; fill `windows`, `peaks` and `passes` (challenges passed), lists with a
+    /// place for every window (see `Tables::new`).
     /// Returns (NEW, DUPLICATE or REUSED; the stored decision of a duplicate; the number's previous request
     /// time; whether a send slot was taken; the slots used; the address's distinct members).
     #[allow(clippy::too_many_arguments)]
@@ -165,9 +166,9 @@ impl MemoryCore {
         fingerprint: &str,
         take_slot: bool,
         distinct_member: Option<&str>,
-        windows: &Bound<'py, PyDict>,
-        peaks: &Bound<'py, PyDict>,
-        passes: &Bound<'py, PyDict>,
+        windows: &Bound<'py, PyList>,
+        peaks: &Bound<'py, PyList>,
+        passes: &Bound<'py, PyList>,
     ) -> PyResult<Observed> {
         if self.expiry.peek().is_some_and(|due| due.0 <= ts) {
             self.expire(ts);
@@ -285,7 +286,7 @@ impl MemoryCore {
         ts: f64,
         fingerprint: &str,
         passed: bool,
-        passes: &Bound<'_, PyDict>,
+        passes: &Bound<'_, PyList>,
     ) -> PyResult<u8> {
         let Some(record) = self.records.get_mut(request_id) else {
             return Ok(UNKNOWN);

@@ -9,7 +9,7 @@ use hashbrown::HashMap;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString};
 
 const NEVER: i64 = -(1 << 62); // the head of a window nothing has reached
 const UNKNOWN: i64 = -1; // a peak to find again: a bucket holding verified counts left the window
@@ -21,7 +21,7 @@ struct Slot {
     buckets: f64,
     span: i64,
     cells: usize,
-    label: Py<PyAny>,
+    index: usize, // its place in the lists a count fills: every window of every dimension, in order
     wants_peak: bool,
 }
 
@@ -109,24 +109,23 @@ struct Dimension {
     records: HashMap<String, Vec<i64>>,
 }
 
-/// Each window's counts (and the peaks asked for) into the caller's dicts, keyed by its label.
+/// Each window's counts (and the peaks asked for) into the caller's lists, at the window's place.
 fn report(
     slots: &[Slot],
     record: &mut [i64],
-    counts: Option<&Bound<'_, PyDict>>,
-    peaks: Option<&Bound<'_, PyDict>>,
+    counts: Option<&Bound<'_, PyList>>,
+    peaks: Option<&Bound<'_, PyList>>,
     totals: Totals,
 ) -> PyResult<()> {
     for slot in slots {
         if let Some(counts) = counts {
-            let label = slot.label.bind(counts.py());
             match totals {
-                Totals::Pairs => counts.set_item(label, slot.totals(record))?,
-                Totals::Requests => counts.set_item(label, slot.totals(record).0)?,
+                Totals::Pairs => counts.set_item(slot.index, slot.totals(record))?,
+                Totals::Requests => counts.set_item(slot.index, slot.totals(record).0)?,
             }
         }
         if let (Some(peaks), true) = (peaks, slot.wants_peak) {
-            peaks.set_item(slot.label.bind(peaks.py()), slot.peak(record))?;
+            peaks.set_item(slot.index, slot.peak(record))?;
         }
     }
     Ok(())
@@ -160,14 +159,16 @@ pub(crate) fn key_in<'py>(
 }
 
 impl Tables {
-    /// `dimensions`: (name, [(seconds, buckets), ...]) per dimension; each window is labelled
-    /// (name, seconds). `peaks`: the labels whose busiest verified bucket is reported too.
+    /// `dimensions`: (name, [(seconds, buckets), ...]) per dimension; a window's place in the lists a count
+    /// fills is its position among all of them, in order. `peaks`: the (name, seconds) of the windows whose
+    /// busiest verified bucket is reported too.
     pub(crate) fn new(
         py: Python<'_>,
         dimensions: Vec<(String, Vec<(i64, i64)>)>,
         peaks: &[(String, i64)],
     ) -> PyResult<Self> {
         let mut built = Vec::with_capacity(dimensions.len());
+        let mut index = 0;
         for (name, windows) in dimensions {
             let mut slots = Vec::with_capacity(windows.len());
             let mut template = Vec::new();
@@ -178,24 +179,18 @@ impl Tables {
                     )));
                 }
                 let cells = (buckets + 1) as usize;
-                let label = PyTuple::new(
-                    py,
-                    [
-                        name.clone().into_pyobject(py)?.into_any(),
-                        seconds.into_pyobject(py)?.into_any(),
-                    ],
-                )?;
                 slots.push(Slot {
                     base: template.len(),
                     seconds: seconds as f64,
                     buckets: buckets as f64,
                     span: buckets,
                     cells,
-                    label: label.into_any().unbind(),
+                    index,
                     wants_peak: peaks
                         .iter()
                         .any(|(dim, window)| *dim == name && *window == seconds),
                 });
+                index += 1;
                 template.extend([NEVER, 0, 0, 0]);
                 template.resize(template.len() + 2 * cells, 0);
             }
@@ -227,8 +222,8 @@ impl Tables {
         ts: f64,
         requests: i64,
         verified: i64,
-        counts: Option<&Bound<'_, PyDict>>,
-        peaks: Option<&Bound<'_, PyDict>>,
+        counts: Option<&Bound<'_, PyList>>,
+        peaks: Option<&Bound<'_, PyList>>,
         totals: Totals,
     ) -> PyResult<()> {
         for (
@@ -265,8 +260,8 @@ impl Tables {
         &mut self,
         key_of: &mut KeyOf<'_, '_>,
         ts: f64,
-        counts: Option<&Bound<'_, PyDict>>,
-        peaks: Option<&Bound<'_, PyDict>>,
+        counts: Option<&Bound<'_, PyList>>,
+        peaks: Option<&Bound<'_, PyList>>,
         totals: Totals,
     ) -> PyResult<()> {
         for (
@@ -341,9 +336,9 @@ pub(crate) struct WindowTables {
 
 #[pymethods]
 impl WindowTables {
-    /// `dimensions`: (name, [(seconds, buckets), ...]) per dimension; each window is labelled
-    /// (name, seconds) in the dicts the methods fill. `peaks`: the labels whose busiest verified bucket
-    /// `add` and `read` report too.
+    /// `dimensions`: (name, [(seconds, buckets), ...]) per dimension; a window's place in the lists the
+    /// methods fill is its position among all of them. `peaks`: the (name, seconds) of the windows whose
+    /// busiest verified bucket `add` and `read` report too.
     #[new]
     #[pyo3(signature = (dimensions, peaks = Vec::new()))]
     fn new(
@@ -358,7 +353,7 @@ impl WindowTables {
 
     /// Count `requests` and `verified` at `ts` in every window of each dimension that has a key in `keys`
     /// (a bucket that has left a window counts in its oldest kept one); put the counts after it, and the
-    /// peaks asked for, in `counts` and `peaks`.
+    /// peaks asked for, in `counts` and `peaks` (lists with a place for every window).
     #[pyo3(signature = (keys, ts, requests, verified, counts = None, peaks = None))]
     fn add(
         &mut self,
@@ -366,8 +361,8 @@ impl WindowTables {
         ts: f64,
         requests: i64,
         verified: i64,
-        counts: Option<&Bound<'_, PyDict>>,
-        peaks: Option<&Bound<'_, PyDict>>,
+        counts: Option<&Bound<'_, PyList>>,
+        peaks: Option<&Bound<'_, PyList>>,
     ) -> PyResult<()> {
         let mut key_of = |_: usize, name: &Py<PyString>| key_in(keys, name);
         self.tables.add(
@@ -388,8 +383,8 @@ impl WindowTables {
         &mut self,
         keys: &Bound<'_, PyDict>,
         ts: f64,
-        counts: Option<&Bound<'_, PyDict>>,
-        peaks: Option<&Bound<'_, PyDict>>,
+        counts: Option<&Bound<'_, PyList>>,
+        peaks: Option<&Bound<'_, PyList>>,
     ) -> PyResult<()> {
         let mut key_of = |_: usize, name: &Py<PyString>| key_in(keys, name);
         self.tables

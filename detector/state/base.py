@@ -69,6 +69,20 @@ class CounterPlan:
     def window_count(self) -> int:
         return sum(len(windows) for windows in self.windows.values())
 
+    def slots(self) -> dict[tuple[str, int], int]:
+        """Each counted window's place in `Counts.windows` and `Counts.peaks`: (dimension, seconds) -> index,
+        every window of every dimension in the plan's order. Stores and rules resolve their windows once."""
+        return _places(self.windows)
+
+    def pass_slots(self) -> dict[tuple[str, int], int]:
+        """Each window of challenges passed's place in `Counts.passes` (and `ChallengeAnswer.passes`)."""
+        return _places(self.pass_windows)
+
+
+def _places(windows: Mapping[str, tuple[Window, ...]]) -> dict[tuple[str, int], int]:
+    labels = [(dim, window.seconds) for dim, dim_windows in windows.items() for window in dim_windows]
+    return {label: index for index, label in enumerate(labels)}
+
 
 @dataclass(slots=True)
 class Observation:
@@ -100,9 +114,9 @@ class ChallengeUpdate:
 @dataclass(slots=True)
 class ChallengeAnswer:
     status: ChallengeState
-    # For an applied pass: challenges passed per (dimension, window seconds) of the request's entities,
-    # this one included.
-    passes: dict[tuple[str, int], int] = field(default_factory=dict)
+    # For an applied pass: challenges passed in each window of the request's entities (at its place,
+    # `CounterPlan.pass_slots`), this one included.
+    passes: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +153,16 @@ class Remembered:
 
 @dataclass(slots=True)
 class Counts:
-    """What a request sees: (requests, verified) per (dimension, window seconds), this request included.
+    """What a request sees: (requests, verified) in each counted window, this request included.
 
-    A redelivery (`duplicate`) is not counted again and sees nothing but the decision stored for it.
+    `windows` has a place for every window of the plan (`CounterPlan.slots`): None where the request has no
+    entity of that dimension. `peaks`: the busiest verified bucket of the windows the plan asks it of (0
+    elsewhere). A redelivery (`duplicate`) is not counted again and sees nothing but the decision stored for
+    it. `Counts.places` makes one with every place.
     """
 
-    windows: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
-    peaks: dict[tuple[str, int], int] = field(default_factory=dict)
+    windows: list[tuple[int, int] | None] = field(default_factory=list)
+    peaks: list[int] = field(default_factory=list)
     slot_taken: bool = True
     slot_count: int = 0
     previous_ts: float | None = None
@@ -154,10 +171,15 @@ class Counts:
     stored_decision: bytes | None = None
     reused: bool = False  # the request id is known with another fingerprint: counted, no record, no slot
     degraded: bool = False  # answered by a local fallback while the shared store was unavailable
-    passes: dict[tuple[str, int], int] = field(default_factory=dict)  # challenges passed, per entity window
+    passes: list[int] = field(default_factory=list)  # challenges passed, per window (CounterPlan.pass_slots)
     # Per quarantinable dimension with a history: (until, offences) of the entity's last quarantine, which
     # may have ended.
     quarantines: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    @classmethod
+    def places(cls, windows: int, passes: int) -> Counts:
+        """Empty counts with a place for each of `windows` counted windows and `passes` windows of passes."""
+        return cls([None] * windows, [0] * windows, passes=[0] * passes)
 
 
 Update = Observation | FeedbackUpdate | ChallengeUpdate

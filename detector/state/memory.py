@@ -58,6 +58,7 @@ class MemoryStore(StoreLifecycle):
             list(plan.record_dimensions),
             plan.record_ttl,
         )
+        self._window_count, self._pass_count = plan.window_count(), len(plan.pass_slots())
         self._quarantines: dict[tuple[str, str], Quarantine] = {}
         self._since_sweep = 0
 
@@ -101,7 +102,7 @@ class MemoryStore(StoreLifecycle):
         return None
 
     def _observe(self, item: Observation) -> Counts:
-        counts = Counts()
+        counts = Counts.places(self._window_count, self._pass_count)
         keys = item.keys
         found, stored, previous, taken, used, distinct = self._core.observe(
             item.request_id,
@@ -138,10 +139,9 @@ class MemoryStore(StoreLifecycle):
         return _FEEDBACK[self._core.feedback(item.request_id, item.resolved)]
 
     def _challenge(self, item: ChallengeUpdate) -> ChallengeAnswer:
-        answer = ChallengeAnswer("unknown")
-        found = self._core.challenge(item.request_id, item.ts, item.fingerprint, item.passed, answer.passes)
-        answer.status = _CHALLENGE[found]
-        return answer
+        passes = [0] * self._pass_count
+        found = self._core.challenge(item.request_id, item.ts, item.fingerprint, item.passed, passes)
+        return ChallengeAnswer(_CHALLENGE[found], passes)
 
     def _sweep(self, now: float) -> None:
         """Forget what has left every window, so memory stays bounded."""

@@ -87,8 +87,8 @@ class _Dimension:
 
     name: str
     index: int
-    slots: tuple[tuple[tuple[str, int], bool], ...]  # ((dim, seconds), has a peak) of each window
-    pass_slots: tuple[tuple[str, int], ...]  # (dim, seconds) of each window of challenges passed
+    slots: tuple[tuple[int, bool], ...]  # (place in Counts.windows, has a peak) of each window
+    pass_slots: tuple[int, ...]  # the place in Counts.passes of each window of challenges passed
     quarantinable: bool
     config: list[int]
 
@@ -114,8 +114,10 @@ class _Dimension:
             config += [window.seconds, window.buckets, int(peak)]
         for window in passes:
             config += [window.seconds, window.buckets]
-        slots = tuple(((name, w.seconds), peak) for w, peak in zip(windows, peaks, strict=True))
-        return cls(name, index, slots, tuple((name, w.seconds) for w in passes), quarantinable, config)
+        places, pass_places = plan.slots(), plan.pass_slots()
+        slots = tuple((places[(name, w.seconds)], peak) for w, peak in zip(windows, peaks, strict=True))
+        passed = tuple(pass_places[(name, w.seconds)] for w in passes)
+        return cls(name, index, slots, passed, quarantinable, config)
 
 
 class _Shard:
@@ -219,6 +221,7 @@ class RedisStore(StoreLifecycle):
         )
         self._dims = {name: _Dimension.build(name, index, plan) for index, name in enumerate(names, start=1)}
         self._counted = tuple((name, self._dims[name]) for name in plan.record_dimensions)
+        self._window_count, self._pass_count = plan.window_count(), len(plan.pass_slots())
         self._passed = tuple((name, self._dims[name]) for name in plan.pass_windows)
         limit = plan.limit_window
         self._config = _encode(
@@ -700,7 +703,7 @@ class RedisStore(StoreLifecycle):
             answers, position = cursor
             code = answers[position]
             if isinstance(item, Observation):
-                counts = Counts()
+                counts = Counts.places(self._window_count, self._pass_count)
                 if code == 1:
                     cursor[1] = position + 3
                     recorded = orjson.loads(answers[position + 2])
@@ -741,7 +744,7 @@ class RedisStore(StoreLifecycle):
                     shard.sinks += (_DISTINCT, counts)
                 continue
             if isinstance(item, ChallengeUpdate):
-                answer = ChallengeAnswer(_CHALLENGE_STATES[code])
+                answer = ChallengeAnswer(_CHALLENGE_STATES[code], [0] * self._pass_count)
                 results.append(answer)
                 if code != 3:
                     cursor[1] = position + 1
