@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each in a fresh process so one cannot warm or slow the next.
 
-python -m bench [replay replay_rss redis_store pipeline send serve]
+python -m bench [replay replay_rss redis_store redis_replay pipeline send serve businesses]
 """
 
 from __future__ import annotations
@@ -8,7 +8,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["replay", "replay_rss", "redis_store", "pipeline", "send", "serve", "businesses"]
+BENCHMARKS = [
+    "replay",
+    "replay_rss",
+    "redis_store",
+    "redis_replay",
+    "pipeline",
+    "send",
+    "serve",
+    "businesses",
+]
 
 
 def main() -> None:
