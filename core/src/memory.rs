@@ -71,6 +71,19 @@ impl Ord for Due {
     }
 }
 
+/// The key a request's record kept for the `index`-th dimension of some tables (`places`: where each of
+/// their dimensions is among the record's).
+fn recorded_key<'py>(
+    py: Python<'py>,
+    keys: &[Option<Py<PyString>>],
+    places: &[Option<usize>],
+    index: usize,
+) -> Option<Bound<'py, PyString>> {
+    places[index]
+        .and_then(|place| keys[place].as_ref())
+        .map(|key| key.bind(py).clone())
+}
+
 /// The place of each of `tables`' dimensions among the record dimensions (None: not recorded).
 fn positions(py: Python<'_>, tables: &Tables, record_dims: &[Py<PyString>]) -> Vec<Option<usize>> {
     tables
@@ -267,11 +280,7 @@ impl MemoryCore {
         }
         record.resolved = true;
         let (keys, places) = (&record.keys, &self.counter_places);
-        let mut key_of = |index: usize, _: &Py<PyString>| {
-            Ok(places[index]
-                .and_then(|place| keys[place].as_ref())
-                .map(|key| key.bind(py).clone()))
-        };
+        let mut key_of = |index: usize, _: &Py<PyString>| Ok(recorded_key(py, keys, places, index));
         self.counters
             .add(&mut key_of, record.ts, 0, 1, None, None, Totals::Pairs)?;
         Ok(APPLIED)
@@ -306,11 +315,8 @@ impl MemoryCore {
         }
         if passed {
             let (keys, places) = (&record.keys, &self.pass_places);
-            let mut key_of = |index: usize, _: &Py<PyString>| {
-                Ok(places[index]
-                    .and_then(|place| keys[place].as_ref())
-                    .map(|key| key.bind(py).clone()))
-            };
+            let mut key_of =
+                |index: usize, _: &Py<PyString>| Ok(recorded_key(py, keys, places, index));
             self.passes
                 .add(&mut key_of, ts, 1, 0, Some(passes), None, Totals::Requests)?;
         }

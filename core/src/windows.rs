@@ -226,32 +226,12 @@ impl Tables {
         peaks: Option<&Bound<'_, PyList>>,
         totals: Totals,
     ) -> PyResult<()> {
-        for (
-            index,
-            Dimension {
-                name,
-                slots,
-                template,
-                records,
-            },
-        ) in self.dimensions.iter_mut().enumerate()
-        {
-            let Some(key) = key_of(index, name)? else {
-                continue;
-            };
-            let key = key.to_str()?;
-            let record = match records.get_mut(key) {
-                Some(record) => record,
-                None => records
-                    .entry(key.to_owned())
-                    .or_insert_with(|| template.clone()),
-            };
-            for slot in slots.iter() {
+        self.visit(key_of, true, |slots, record| {
+            for slot in slots {
                 slot.add(record, ts, requests, verified);
             }
-            report(slots, record, counts, peaks, totals)?;
-        }
-        Ok(())
+            report(slots, record, counts, peaks, totals)
+        })
     }
 
     /// Move each window of each keyed entity to `ts` (dropping what left it) and report it; an entity
@@ -264,27 +244,42 @@ impl Tables {
         peaks: Option<&Bound<'_, PyList>>,
         totals: Totals,
     ) -> PyResult<()> {
-        for (
-            index,
-            Dimension {
-                name,
+        self.visit(key_of, false, |slots, record| {
+            for slot in slots {
+                slot.read(record, ts);
+            }
+            report(slots, record, counts, peaks, totals)
+        })
+    }
+
+    /// `work` on the record of each dimension's entity that `key_of` names; an entity with no record yet
+    /// gets one when `create`, else `work` sees an empty record that is not kept.
+    fn visit(
+        &mut self,
+        key_of: &mut KeyOf<'_, '_>,
+        create: bool,
+        mut work: impl FnMut(&[Slot], &mut [i64]) -> PyResult<()>,
+    ) -> PyResult<()> {
+        for (index, dimension) in self.dimensions.iter_mut().enumerate() {
+            let Some(key) = key_of(index, &dimension.name)? else {
+                continue;
+            };
+            let key = key.to_str()?;
+            let Dimension {
                 slots,
                 template,
                 records,
-            },
-        ) in self.dimensions.iter_mut().enumerate()
-        {
-            let Some(key) = key_of(index, name)? else {
-                continue;
-            };
-            match records.get_mut(key.to_str()?) {
-                Some(record) => {
-                    for slot in slots.iter() {
-                        slot.read(record, ts);
-                    }
-                    report(slots, record, counts, peaks, totals)?;
+                ..
+            } = dimension;
+            match records.get_mut(key) {
+                Some(record) => work(slots, record)?,
+                None if create => {
+                    let record = records
+                        .entry(key.to_owned())
+                        .or_insert_with(|| template.clone());
+                    work(slots, record)?
                 }
-                None => report(slots, &mut template.clone(), counts, peaks, totals)?,
+                None => work(slots, &mut template.clone())?,
             }
         }
         Ok(())
