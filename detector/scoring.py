@@ -439,7 +439,7 @@ class Scorer:
         """Challenges passed per entity: a farm that solves CAPTCHAs still piles passes on its prefixes."""
         hits: list[Hit] = []
         for code, rule, window in self._passes:
-            count = passes[window] if passes else 0
+            count = passes[window]
             if count >= rule.threshold:
                 ratio = min(count / rule.threshold, self._cap)
                 points = rule.points * ratio

@@ -6,9 +6,10 @@ head − B. A read returns the sum of the buckets it keeps.
 
 Every window of one entity lives in one flat record of integers: per window its head, its two totals, its
 verified peak and a ring of B + 1 cells, the kept buckets [head − B, head]. The records of a dimension's
-entities and the arithmetic on them are the compiled core (`core/src/lib.rs`, Rust through PyO3, built into
-`detector._core` by `pip install`): `WindowTables` counts every window of every dimension of a request in
-one call (the engine counts ~20 windows per request). This module is its Python face.
+entities and the arithmetic on them are the compiled core (`core/src/windows.rs`, Rust through PyO3, built
+into `detector._core` by `pip install`). The in-process store counts through it (`MemoryCore`,
+`core/src/memory.rs`), every window of every dimension of a request in one call; `WindowTables` is the same
+arithmetic alone, which `BucketCounter` here and the exact-count tests use.
 
 Counting error, for a stream read in event-time order: a read at time t covers buckets
 [bucket(t) − B, bucket(t)], a span between W and W + w long, so
@@ -64,13 +65,13 @@ class BucketCounter:
         self._tables = tables({"counter": (window,)}, [("counter", window.seconds)])
         self._keys = {"counter": "one"}
 
-    def add(self, ts: float, window: Window, requests: int = 0, verified: int = 0) -> tuple[int, int]:
+    def add(self, ts: float, requests: int = 0, verified: int = 0) -> tuple[int, int]:
         counts: list[tuple[int, int] | None] = [None]
         self._tables.add(self._keys, ts, requests, verified, counts)
         assert counts[0] is not None
         return counts[0]
 
-    def read(self, ts: float, window: Window) -> tuple[int, int]:
+    def read(self, ts: float) -> tuple[int, int]:
         counts: list[tuple[int, int] | None] = [None]
         self._tables.read(self._keys, ts, counts)
         assert counts[0] is not None
