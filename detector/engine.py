@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Sequence
-from typing import Literal, TypeVar, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, NamedTuple, TypeVar, cast
 
 import msgspec
 
@@ -121,7 +121,7 @@ class Engine:
         results: list[Result | None] = [None] * len(events)
         updates: list[Observation | FeedbackUpdate | ChallengeUpdate] = []
         places: list[int] = []  # the event of each update
-        pending: list[tuple[int, OtpRequest, Subject, list[Hit], bool]] = []
+        work: list[_Request | None] = []  # what each update's answer decides: a request, or nothing
         challenges: list[tuple[int, OtpChallenge, Subject | None, float]] = []
         for index, event in enumerate(events):
             reference = references[index] if references is not None else None
@@ -140,11 +140,12 @@ class Engine:
                     )
                 )
                 places.append(index)
-                pending.append((index, event, subject, static, allow_listed))
+                work.append(_Request(event, subject, static, allow_listed))
             elif isinstance(event, OtpFeedback):
                 ts = self._clock.count_at(parse_timestamp(event.ts), reference)
                 updates.append(FeedbackUpdate(event.request_id, ts, resolved=event.outcome != "failed"))
                 places.append(index)
+                work.append(None)
             elif isinstance(event, OtpChallenge):
                 if event.result is None:
                     results[index] = "unverified"  # a token: its adapter verifies it first
@@ -163,54 +164,21 @@ class Engine:
                         ChallengeUpdate(event.request_id, ts, event.result == "passed", fingerprint)
                     )
                     places.append(index)
+                    work.append(None)
                     challenges.append((index, event, claimer, ts))
             elif event.request_id is not None:
                 results[index] = self.invalid_request(event)
             else:
                 results[index] = event
 
-        answers = await self._apply(updates)
-        counted: dict[int, Counts | None] = {}
-        resolved: dict[int, ChallengeAnswer | None] = {}
-        for index, update, answer in zip(places, updates, answers, strict=True):
-            if isinstance(update, Observation):
-                counted[index] = answer if isinstance(answer, Counts) else None
-            elif isinstance(update, FeedbackUpdate):
-                results[index] = cast(FeedbackStatus, answer) if isinstance(answer, str) else "unavailable"
-            else:
-                resolved[index] = answer if isinstance(answer, ChallengeAnswer) else None
-
-        decided: dict[str, Decision] = {}
-        fresh: list[Remembered] = []
-        offences: list[Offence] = []
-        # Quarantines begun in this batch: later requests of the batch meet them as they would in the next.
-        begun: dict[tuple[str, str], tuple[float, int]] = {}
-        for index, request, subject, static, allow_listed in pending:
-            counts = counted[index]
-            if begun and counts is not None:
-                self._meet_quarantines(subject, counts, begun)
-            if counts is not None and counts.duplicate:
-                decision = self._redelivered(request, subject, static, counts, decided)
-            elif counts is not None and counts.reused:
-                reused = Hit("request_id_reused", "enforce", verdict="block")
-                decision, _ = self._decide(request, subject, [*static, reused], False, counts)
-            else:
-                decision, conclusion = self._decide(request, subject, static, allow_listed, counts)
-                if counts is not None and (found := self._offences(subject, conclusion, counts, begun)):
-                    offences += found
-                    decision = _quarantines_started(decision, found, begun)
-                expires = subject.ts + self._challenge_ttl if decision.action == "challenge" else None
-                fresh.append(
-                    Remembered(
-                        request.request_id, subject.ts, encode(_without_personal_data(decision)), expires
-                    )
-                )
-                decided[request.request_id] = decision
-            results[index] = decision
+        batch = _Deciding(self, updates, places, work, results)
+        answers = await self._apply(updates, batch.take)
+        batch.take(answers[batch.taken :])
+        batch.raise_failure()
         for index, challenge, claimer, ts in challenges:
-            results[index] = self._challenge_result(challenge, claimer, ts, resolved[index])
-        if fresh or offences:
-            await self._remember(fresh, offences)
+            results[index] = self._challenge_result(challenge, claimer, ts, batch.resolved[index])
+        if batch.fresh or batch.offences:
+            await self._remember(batch.fresh, batch.offences)
         return [result for result in results if result is not None]
 
     def challenge_id(self, request_id: str) -> str:
@@ -382,11 +350,15 @@ class Engine:
         hits = static + self.scorer.context_hits(subject) + [Hit("redelivered_without_record", "enforce")]
         return self._decision(request, subject, self.scorer.conclude(hits))
 
-    async def _apply(self, updates: list[Observation | FeedbackUpdate | ChallengeUpdate]) -> Sequence[object]:
+    async def _apply(
+        self,
+        updates: list[Observation | FeedbackUpdate | ChallengeUpdate],
+        on_answers: Callable[[Sequence[object]], None],
+    ) -> Sequence[object]:
         if not updates:
             return []
         try:
-            return await self._within_deadline(self.store.apply(updates))
+            return await self._within_deadline(self.store.apply(updates, on_answers))
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("state store unavailable, applying on_error=%s: %s", self.policy.state.on_error, exc)
             return [None] * len(updates)
@@ -470,6 +442,91 @@ class Engine:
                 known = _Network(facts, client.problem, ip_key, subnet_key)
             self._networks.put(self._networks.compact(spelled), known)
         return known
+
+
+class _Request(NamedTuple):
+    """A request of the batch, as far as it is known before its counts."""
+
+    request: OtpRequest
+    subject: Subject
+    static: list[Hit]
+    allow_listed: bool
+
+
+class _Deciding:
+    """A batch's store answers turned into results as they come.
+
+    A store may hand over the answers of the batch's first updates while later ones are still on their way
+    (`Store.apply`'s `on_answers`): their requests are decided meanwhile. Requests are decided in batch
+    order either way, so every decision is what it would be with all the answers at once.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        updates: list[Observation | FeedbackUpdate | ChallengeUpdate],
+        places: list[int],
+        work: list[_Request | None],
+        results: list[Result | None],
+    ) -> None:
+        self._engine = engine
+        self._updates = updates
+        self._places = places
+        self._work = work
+        self._results = results
+        self.taken = 0  # updates answered so far
+        self.resolved: dict[int, ChallengeAnswer | None] = {}
+        self.fresh: list[Remembered] = []
+        self.offences: list[Offence] = []
+        self._decided: dict[str, Decision] = {}
+        # Quarantines begun in this batch: later requests of the batch meet them as they would in the next.
+        self._begun: dict[tuple[str, str], tuple[float, int]] = {}
+        self._failure: Exception | None = None
+
+    def take(self, answers: Sequence[object]) -> None:
+        """The answers of the next updates, in order. A failure is kept for `raise_failure`, so that the
+        store, which may call this in the middle of reading its answers, is not cut short."""
+        if self._failure is not None:
+            return
+        try:
+            for answer in answers:
+                position = self.taken
+                self.taken = position + 1
+                index = self._places[position]
+                work = self._work[position]
+                if work is not None:
+                    self._results[index] = self._decide(work, answer if isinstance(answer, Counts) else None)
+                elif isinstance(self._updates[position], FeedbackUpdate):
+                    feedback = cast(FeedbackStatus, answer) if isinstance(answer, str) else "unavailable"
+                    self._results[index] = feedback
+                else:
+                    self.resolved[index] = answer if isinstance(answer, ChallengeAnswer) else None
+        except Exception as exc:
+            self._failure = exc
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _decide(self, work: _Request, counts: Counts | None) -> Decision:
+        engine, begun = self._engine, self._begun
+        request, subject, static, allow_listed = work
+        if begun and counts is not None:
+            engine._meet_quarantines(subject, counts, begun)
+        if counts is not None and counts.duplicate:
+            return engine._redelivered(request, subject, static, counts, self._decided)
+        if counts is not None and counts.reused:
+            reused = Hit("request_id_reused", "enforce", verdict="block")
+            return engine._decide(request, subject, [*static, reused], False, counts)[0]
+        decision, conclusion = engine._decide(request, subject, static, allow_listed, counts)
+        if counts is not None and (found := engine._offences(subject, conclusion, counts, begun)):
+            self.offences += found
+            decision = _quarantines_started(decision, found, begun)
+        expires = subject.ts + engine._challenge_ttl if decision.action == "challenge" else None
+        personal = encode(_without_personal_data(decision))
+        self.fresh.append(Remembered(request.request_id, subject.ts, personal, expires))
+        self._decided[request.request_id] = decision
+        return decision
 
 
 def _label(dimension: str, subject: Subject) -> str:

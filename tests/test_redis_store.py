@@ -7,6 +7,7 @@ server of their own (``redis_server``) that they stop and start.
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import multiprocessing
 import random
@@ -283,6 +284,33 @@ async def test_remembered_decisions_go_on_their_own_when_no_flight_comes(
 
 
 @pytest.mark.parametrize(
+    ("seed", "requests_only", "chunk_size"),
+    [(41, True, 16), (42, False, 16), (43, False, 1), (44, True, 500)],
+)
+async def test_answers_are_handed_over_chunk_by_chunk_complete_and_in_order(
+    store_factory: Callable[..., RedisStore], seed: int, requests_only: bool, chunk_size: int
+) -> None:
+    """`on_answers` gets each chunk's answers once, in batch order, already complete (a copy taken then
+    equals what `apply` returns at the end, and the memory store's answers), with claims, feedback and counts
+    crossing chunk boundaries, and later chunks' claims answered before earlier chunks' counts."""
+    rng = random.Random(seed)
+    plan = small_plan()
+    stream = [item for item in random_stream(rng, 700) if isinstance(item, Observation) or not requests_only]
+    store, memory = store_factory(plan, chunk_size=chunk_size), MemoryStore(plan)
+    for batch in batches(stream, rng, [120, 37, 1]):
+        parts: list[list[Any]] = []
+
+        def take(part: Sequence[Any], parts: list[list[Any]] = parts) -> None:
+            parts.append(copy.deepcopy(list(part)))
+
+        got = await store.apply(batch, take)
+        sizes = [len(batch[start : start + chunk_size]) for start in range(0, len(batch), chunk_size)]
+        assert [len(part) for part in parts] == sizes
+        assert [answer for part in parts for answer in part] == got
+        assert got == await memory.apply(batch)
+
+
+@pytest.mark.parametrize(
     ("seed", "sizes", "chunk_size", "wait"),
     [(31, [1, 4], 128, None), (32, [80, 9], 16, None), (33, [300], 64, 60.0), (34, [2, 30], 5, 60.0)],
 )
@@ -527,13 +555,17 @@ def policy_with(**overrides: Any) -> Policy:
     return policy_from_data(merge(default_policy_data(), overrides))
 
 
-async def test_engine_decisions_match_the_memory_store(store_factory: Callable[..., RedisStore]) -> None:
+@pytest.mark.parametrize("chunk_size", [256, 7])
+async def test_engine_decisions_match_the_memory_store(
+    store_factory: Callable[..., RedisStore], chunk_size: int
+) -> None:
+    """The same decisions whether the engine gets a batch's answers at once or chunk by chunk (7)."""
     policy = load_policy()
     plan = counter_plan(policy)
     lines = engine_events(random.Random(5), 1_500)
     hasher = KeyedHasher(b"k" * 32)
     want = await run_engine(Engine(policy, MemoryStore(plan), hasher), lines, [1, 25, 200], random.Random(9))
-    store = store_factory(plan)
+    store = store_factory(plan, chunk_size=chunk_size)
     got = await run_engine(Engine(policy, store, hasher), lines, [1, 25, 200], random.Random(9))
     assert len(got) == len(want)
     for index, (actual, expected) in enumerate(zip(got, want, strict=True)):

@@ -326,7 +326,7 @@ def test_a_store_that_hangs_is_cut_short_and_on_error_applies() -> None:
     class HangingStore(MemoryStore):
         bounds_its_calls = False
 
-        async def apply(self, batch: Sequence[Update]) -> list[Answer]:
+        async def apply(self, batch: Sequence[Update], on_answers: object = None) -> list[Answer]:
             await asyncio.Event().wait()
             raise AssertionError("unreachable")
 

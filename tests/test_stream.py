@@ -826,12 +826,12 @@ class SwitchableStore:
         self.plan = inner.plan
         self.down = False
 
-    async def apply(self, batch: Any) -> Any:
+    async def apply(self, batch: Any, on_answers: Any = None) -> Any:
         from detector.state.base import StoreUnavailable
 
         if self.down:
             raise StoreUnavailable("switched off")
-        return await self.inner.apply(batch)
+        return await self.inner.apply(batch, on_answers)
 
     async def remember(self, decisions: Any, offences: Any = ()) -> None:
         await self.inner.remember(decisions, offences)

@@ -11,7 +11,7 @@ Entity keys arrive already hashed with the operator's secret: a store never sees
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, Self
 
@@ -184,13 +184,21 @@ class Counts:
 
 Update = Observation | FeedbackUpdate | ChallengeUpdate
 Answer = Counts | FeedbackStatus | ChallengeAnswer
+AnswersReady = Callable[[Sequence[Answer]], None]
 
 
 class Store(Protocol):
     plan: CounterPlan
 
-    async def apply(self, batch: Sequence[Update]) -> Sequence[Answer | None]:
-        """One answer per item, in order; None for an item the store could not answer now."""
+    async def apply(
+        self, batch: Sequence[Update], on_answers: AnswersReady | None = None
+    ) -> Sequence[Answer | None]:
+        """One answer per item, in order; None for an item the store could not answer now.
+
+        A store whose answers come in parts may hand each part to `on_answers` as it comes: the answers of
+        the batch's first items, then of the next ones, in order, each once, so that the caller can use them
+        while the rest are on their way. The list returned still holds every answer.
+        """
         ...
 
     async def remember(self, decisions: Sequence[Remembered], offences: Sequence[Offence] = ()) -> None:

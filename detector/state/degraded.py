@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from detector.state.base import (
     Answer,
+    AnswersReady,
     Counts,
     Observation,
     Offence,
@@ -62,10 +63,21 @@ class DegradingStore(StoreLifecycle):
     def degraded(self) -> bool:
         return self._backoff > 0
 
-    async def apply(self, batch: Sequence[Update]) -> list[Answer | None]:
+    async def apply(
+        self, batch: Sequence[Update], on_answers: AnswersReady | None = None
+    ) -> list[Answer | None]:
+        """The shared store's answers; once it fails, local ones for the rest of the batch (what it had
+        handed over before failing stands: those items are counted there)."""
+        answered: list[Answer | None] = []
         if self._clock() >= self._retry_at:
+
+            def handed_over(answers: Sequence[Answer]) -> None:
+                answered.extend(answers)
+                if on_answers is not None:
+                    on_answers(answers)
+
             try:
-                answers = list(await self.shared.apply(batch))
+                answers = list(await self.shared.apply(batch, handed_over))
             except (StoreUnavailable, TimeoutError) as exc:
                 self._failed(exc)
             else:
@@ -73,20 +85,20 @@ class DegradingStore(StoreLifecycle):
                     log.warning("the shared store answers again: leaving degraded mode")
                     self._backoff = 0.0
                 return answers
-        local = await self.local.apply([item for item in batch if isinstance(item, Observation)])
-        answers = []
+        rest = batch[len(answered) :]
+        local = await self.local.apply([item for item in rest if isinstance(item, Observation)])
         position = 0
-        for item in batch:
+        for item in rest:
             if isinstance(item, Observation):
                 counts = local[position]
                 position += 1
                 assert isinstance(counts, Counts)
                 counts.degraded = True
                 self._local_ids.add(item.request_id)
-                answers.append(counts)
+                answered.append(counts)
             else:
-                answers.append(None)
-        return answers
+                answered.append(None)
+        return answered
 
     async def remember(self, decisions: Sequence[Remembered], offences: Sequence[Offence] = ()) -> None:
         local = [entry for entry in decisions if entry.request_id in self._local_ids]

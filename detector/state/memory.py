@@ -14,6 +14,7 @@ from detector.state.base import (
     DISTINCT_DIMENSION,
     LIMIT_DIMENSION,
     Answer,
+    AnswersReady,
     ChallengeAnswer,
     ChallengeState,
     ChallengeUpdate,
@@ -62,7 +63,7 @@ class MemoryStore(StoreLifecycle):
         self._quarantines: dict[tuple[str, str], Quarantine] = {}
         self._since_sweep = 0
 
-    async def apply(self, batch: Sequence[Update]) -> list[Answer]:
+    async def apply(self, batch: Sequence[Update], on_answers: AnswersReady | None = None) -> list[Answer]:
         answers: list[Answer] = []
         for item in batch:
             if isinstance(item, Observation):

@@ -37,6 +37,7 @@ from detector.state.base import (
     DISTINCT_DIMENSION,
     LIMIT_DIMENSION,
     Answer,
+    AnswersReady,
     ChallengeAnswer,
     ChallengeState,
     ChallengeUpdate,
@@ -305,10 +306,13 @@ class RedisStore(StoreLifecycle):
 
     # ------------------------------------------------------------------ protocol
 
-    async def apply(self, batch: Sequence[Update]) -> list[Answer]:
+    async def apply(self, batch: Sequence[Update], on_answers: AnswersReady | None = None) -> list[Answer]:
         if not batch:
             return []
-        work = self._apply_in_round_trips(batch) if self._pool is None else self._apply_in_flight(batch)
+        if self._pool is None:
+            work = self._apply_in_round_trips(batch)
+        else:
+            work = self._apply_in_flight(batch, on_answers)
         result: list[Answer] = await self._guard(work)
         return result
 
@@ -444,20 +448,25 @@ class RedisStore(StoreLifecycle):
                 _deliver(shard.sinks, _decode(reply))
         return results
 
-    async def _apply_in_flight(self, batch: Sequence[Update]) -> list[Answer]:
+    async def _apply_in_flight(
+        self, batch: Sequence[Update], on_answers: AnswersReady | None
+    ) -> list[Answer]:
         """One Redis server: the batch in chunks, pipelined on one connection (see the module docstring)."""
         size = self.chunk_size
         chunks = [batch[start : start + size] for start in range(0, len(batch), size)]
         deferred = self._take_deferred()
-        # Requests only (the service's usual batch): their entity operations do not depend on what the
-        # claims find, beyond being skipped or taking no slot: one fused call per chunk, one round trip.
-        fly = self._fly_fused if all(item.__class__ is Observation for item in batch) else self._fly
         try:
             async with self._connection() as connection:
+                load = not _script_loaded(connection)
+                # Requests only (the service's usual batch): their entity operations do not depend on what
+                # the claims find, beyond being skipped or taking no slot: one fused call per chunk, one
+                # round trip.
+                fused = all(item.__class__ is Observation for item in batch)
+                fly = self._fly_fused if fused else self._fly
                 try:
-                    return await fly(connection, chunks, deferred, load=not _script_loaded(connection))
+                    return await fly(connection, chunks, deferred, load, on_answers)
                 except _ScriptMissing:  # nothing of the flight ran: load the script and fly it again
-                    return await fly(connection, chunks, deferred, load=True)
+                    return await fly(connection, chunks, deferred, True, on_answers)
         except BaseException:
             if deferred:
                 log.warning("could not record decisions for redelivery (%d calls): no flight", len(deferred))
@@ -468,8 +477,8 @@ class RedisStore(StoreLifecycle):
         connection: AbstractConnection,
         chunks: list[Sequence[Update]],
         deferred: list[tuple[Any, ...]],
-        *,
         load: bool,
+        on_answers: AnswersReady | None,
     ) -> list[Answer]:
         claimed: list[tuple[list[_Shard], list[_Shard]]] = []
         counting: list[list[_Shard]] = []
@@ -478,12 +487,24 @@ class RedisStore(StoreLifecycle):
         pending: deque[tuple[int, int, int]] = deque([(_LOAD, 0, 1)] if load else [])
         if deferred:
             pending.append((_REMEMBERED, 0, len(deferred)))
+        # A chunk's answers are complete once its counts came (or when nothing of it counts), and go to
+        # `on_answers` in chunk order.
+        spans: list[tuple[int, int]] = []  # each claimed chunk's answers in `results`
+        complete: list[bool] = []
+        handed = 0
 
         def claim(chunk: int) -> list[tuple[Any, ...]]:
             claims, places = self._claims(chunks[chunk])
             claimed.append((claims, places))
             pending.append((_CLAIM, chunk, len(claims)))
             return [self._claim_call(shard) for shard in claims]
+
+        def hand_over() -> None:
+            nonlocal handed
+            while handed < len(complete) and complete[handed]:
+                if on_answers is not None:
+                    on_answers(results[spans[handed][0] : spans[handed][1]])
+                handed += 1
 
         # Answers come back in the order sent: [the load,] [remembered,] Q0, Q1, then E0, Q2, E1, ... E(n-1).
         commands: list[tuple[Any, ...]] = [(b"SCRIPT", b"LOAD", SCRIPT)] if load else []
@@ -507,7 +528,10 @@ class RedisStore(StoreLifecycle):
                 continue
             elif kind == _CLAIM:
                 claims, places = claimed[chunk]
+                start = len(results)
                 shards = self._count(chunks[chunk], places, claims, replies, results)
+                spans.append((start, len(results)))
+                complete.append(not shards)
                 counting.append(shards)
                 commands = [self._count_call(shard) for shard in shards]
                 if shards:
@@ -516,9 +540,12 @@ class RedisStore(StoreLifecycle):
                     commands += claim(chunk + 2)
                 if commands:
                     await self._send(connection, commands)
+                hand_over()
             else:
                 for shard, reply in zip(counting[chunk], replies, strict=True):
                     _deliver(shard.sinks, _decode(reply))
+                complete[chunk] = True
+                hand_over()
         _mark_loaded(connection)
         return results
 
@@ -527,14 +554,18 @@ class RedisStore(StoreLifecycle):
         connection: AbstractConnection,
         chunks: list[Sequence[Update]],
         deferred: list[tuple[Any, ...]],
-        *,
         load: bool,
+        on_answers: AnswersReady | None,
     ) -> list[Answer]:
-        """A batch of requests only: one ``F`` call per chunk (claims, then the counts of what counts), all
-        in one write: one round trip. Each request's operations are built as if it were new; the claims'
-        answers say which were redeliveries (their operations skipped by the script too) or reused ids."""
-        commands: list[tuple[Any, ...]] = [(b"SCRIPT", b"LOAD", SCRIPT)] if load else []
-        commands += deferred
+        """A batch of requests only: one ``F`` call per chunk (claims, then the counts of what counts), one
+        round trip. Each request's operations are built as if it were new; the claims' answers say which
+        were redeliveries (their operations skipped by the script too) or reused ids.
+
+        Each chunk's call is sent as soon as it is built, so Redis works on it while the next is built, and
+        each chunk's answers go to `on_answers` as they come, to be used while Redis works on the next.
+        """
+        head: list[tuple[Any, ...]] = [(b"SCRIPT", b"LOAD", SCRIPT)] if load else []
+        head += deferred
         planned: list[tuple[Sequence[Update], list[Answer], _Shard | None]] = []
         for chunk in chunks:
             claims, places = self._claims(chunk)
@@ -542,20 +573,26 @@ class RedisStore(StoreLifecycle):
             counting = self._count(chunk, places, claims, [[0] * len(chunk)], results)
             entity = counting[0] if counting else None
             planned.append((chunk, results, entity))
-            commands.append(self._fused_call(claims[0], entity, results))
-        await self._send(connection, commands)
+            await self._send(connection, [*head, self._fused_call(claims[0], entity, results)])
+            head = []
         self.round_trips += 1
-        replies = (
-            await _first_replies(connection, len(commands), 0)
-            if not load
-            else [await connection.read_response() for _ in commands]
-        )
         if load:
-            _check_load(replies[0])
+            _check_load(await connection.read_response())
+            early: list[Any] = []
+        else:  # the first answer may refuse the script: then nothing of the flight ran
+            early = await _first_replies(connection, 1, len(deferred) + len(chunks) - 1)
+
+        async def reply() -> Any:
+            return early.pop() if early else await connection.read_response()
+
+        for _ in deferred:
+            await reply()
         answers: list[Answer] = []
-        fused = replies[len(commands) - len(chunks) :]
-        for (chunk, results, entity), reply in zip(planned, fused, strict=True):
-            answers += self._fused_answers(chunk, results, entity, reply)
+        for chunk, results, entity in planned:
+            part = self._fused_answers(chunk, results, entity, await reply())
+            answers += part
+            if on_answers is not None:
+                on_answers(part)
         _mark_loaded(connection)
         return answers
 
