@@ -13,7 +13,14 @@ import pytest
 from faust.types import TP
 
 from detector.stream.config import StreamConfig
-from detector.stream.lean import LeanApp, LeanConsumer, QuietMonitor, new_event_loop
+from detector.stream.lean import (
+    FETCH_MAX_WAIT_MS,
+    FETCH_MIN_BYTES,
+    LeanApp,
+    LeanConsumer,
+    QuietMonitor,
+    new_event_loop,
+)
 
 
 @pytest.fixture
@@ -143,3 +150,18 @@ def test_faust_s_per_message_race_is_skipped_only_when_the_delivery_cannot_block
 
     loop.run_until_complete(other_wait())
     assert tasks
+
+
+def test_the_consumer_thread_fetches_in_larger_responses(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Faust's consumer would ask for one byte and wait up to 1.5 s; the worker's asks for more, briefly."""
+    app, _, _ = _app(tmp_path, loop, 8)
+    thread = app.consumer._new_consumer_thread()
+
+    async def create() -> Any:
+        return thread._create_worker_consumer(app.transport)
+
+    consumer = loop.run_until_complete(create())
+    assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (FETCH_MIN_BYTES, FETCH_MAX_WAIT_MS)
+    assert FETCH_MIN_BYTES > 1 and FETCH_MAX_WAIT_MS < 1500
