@@ -544,6 +544,7 @@ def run_worker(
     from detector.kafka.health import HealthServer
     from detector.kafka.topics import TopicError, ensure_topics
     from detector.stream.lean import new_event_loop
+    from detector.wiring import tune_gc
 
     loop = new_event_loop()
     names = config.topics.all()
@@ -596,6 +597,7 @@ def run_worker(
             config.batch_wait * 1000,
         )
         worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
+        tune_gc()  # as replay and serve do: the engine's long-lived objects, walked less often
         worker.spinner = None  # a terminal spinner, and its escape codes in log files: no
         try:
             worker.execute_from_commandline()
