@@ -454,10 +454,11 @@ async def engine_alone(redis_url: str, count: int, batch_size: int) -> tuple[flo
     store, no Kafka: the engine's share of a worker's CPU (the Redis server's is not counted, as it is not
     in the worker's figure either)."""
     from detector.events import parse_event
-    from detector.wiring import build_engine
+    from detector.wiring import build_engine, tune_gc
 
     os.environ.setdefault("DETECTOR_HASH_KEY", f"bench-{uuid.uuid4().hex}")
     engine = build_engine(None, redis_url)
+    tune_gc()  # as the worker runs
     workload = Workload(seed=3)
     events = [parse_event(workload.request()[2]) for _ in range(count)]
     try:
