@@ -10,7 +10,7 @@ use hashbrown::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::windows::{key_in, Tables, Totals};
+use crate::windows::{key_in, text, Found, Tables};
 
 /// What `observe` found: a new request, a redelivery of a recorded one, or a known id with another
 /// fingerprint (counted, but with no record and no send slot).
@@ -28,8 +28,19 @@ const EXPIRED: u8 = 4;
 const MISMATCH: u8 = 5;
 
 /// `observe`'s answer: what it found (NEW, DUPLICATE, REUSED), the stored decision of a duplicate, the
-/// number's previous request time, whether a send slot was taken, the slots used, the distinct members.
-type Observed = (u8, Option<Py<PyBytes>>, Option<f64>, bool, i64, i64);
+/// number's previous request time, whether a send slot was taken, the slots used, the distinct members,
+/// then the counts, peaks and passes of every window at its place (empty lists for a duplicate).
+type Observed<'py> = (
+    u8,
+    Option<Py<PyBytes>>,
+    Option<f64>,
+    bool,
+    i64,
+    i64,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+);
 
 struct Record {
     ts: f64,
@@ -71,30 +82,36 @@ impl Ord for Due {
     }
 }
 
-/// The key a request's record kept for the `index`-th dimension of some tables (`places`: where each of
-/// their dimensions is among the record's).
-fn recorded_key<'py>(
-    py: Python<'py>,
-    keys: &[Option<Py<PyString>>],
-    places: &[Option<usize>],
-    index: usize,
-) -> Option<Bound<'py, PyString>> {
-    places[index]
-        .and_then(|place| keys[place].as_ref())
-        .map(|key| key.bind(py).clone())
+/// The key of a request (or its record) for the `index`-th dimension of some tables (`places`: where each
+/// of their dimensions is among the record dimensions, whose keys are `keys`).
+fn placed<'a, K>(keys: &'a [Option<K>], places: &[Option<usize>], index: usize) -> Option<&'a K> {
+    places[index].and_then(|place| keys[place].as_ref())
 }
 
-/// The place of each of `tables`' dimensions among the record dimensions (None: not recorded).
+/// The place of a dimension among the record dimensions (None: not recorded).
+fn position(py: Python<'_>, name: &str, record_dims: &[Py<PyString>]) -> Option<usize> {
+    record_dims
+        .iter()
+        .position(|dim| dim.bind(py).to_str().is_ok_and(|dim| dim == name))
+}
+
+/// The place of each of `tables`' dimensions among the record dimensions.
 fn positions(py: Python<'_>, tables: &Tables, record_dims: &[Py<PyString>]) -> Vec<Option<usize>> {
     tables
         .names()
         .map(|name| {
             let name = name.bind(py).to_string();
-            record_dims
-                .iter()
-                .position(|dim| dim.bind(py).to_string() == name)
+            position(py, &name, record_dims)
         })
         .collect()
+}
+
+/// A Python list of what a count found, one item per window place.
+fn listed<'py, T: IntoPyObject<'py>>(
+    py: Python<'py>,
+    found: impl ExactSizeIterator<Item = T>,
+) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, found)
 }
 
 /// The in-process store's state; see the module's documentation.
@@ -108,7 +125,11 @@ pub(crate) struct MemoryCore {
     counter_places: Vec<Option<usize>>,
     pass_places: Vec<Option<usize>>,
     limit_dimension: Py<PyString>,
+    limit_place: Option<usize>,
     distinct_dimension: Py<PyString>,
+    distinct_place: Option<usize>,
+    counted: Found, // what the last count found in the counted windows, and in the windows of passes
+    passed: Found,
     record_ttl: f64,
     distinct_window: f64,
     records: HashMap<String, Record>,
@@ -141,20 +162,25 @@ impl MemoryCore {
         let counters = Tables::new(py, windows, &peaks)?;
         let passes = Tables::new(py, pass_windows, &[])?;
         let limits = Tables::new(py, vec![(limit_dimension.clone(), vec![limit_window])], &[])?;
+        // interned, as the dicts of keys hold their names: a lookup then matches by identity
         let record_dims: Vec<Py<PyString>> = record_dims
             .iter()
-            .map(|d| PyString::new(py, d).unbind())
+            .map(|d| PyString::intern(py, d).unbind())
             .collect();
         Ok(MemoryCore {
             counter_places: positions(py, &counters, &record_dims),
             pass_places: positions(py, &passes, &record_dims),
+            limit_place: position(py, &limit_dimension, &record_dims),
+            distinct_place: position(py, &distinct_dimension, &record_dims),
+            counted: Found::new(counters.places()),
+            passed: Found::new(passes.places()),
             counters,
             passes,
             limits,
             limit,
             record_dims,
-            limit_dimension: PyString::new(py, &limit_dimension).unbind(),
-            distinct_dimension: PyString::new(py, &distinct_dimension).unbind(),
+            limit_dimension: PyString::intern(py, &limit_dimension).unbind(),
+            distinct_dimension: PyString::intern(py, &distinct_dimension).unbind(),
             record_ttl,
             distinct_window,
             records: HashMap::new(),
@@ -164,12 +190,12 @@ impl MemoryCore {
         })
     }
 
-    /// Record and count a request; fill `windows`, `peaks` and `passes` (challenges passed), lists with a
-    /// place for every window (see `Tables::new`).
-    /// Returns (NEW, DUPLICATE or REUSED; the stored decision of a duplicate; the number's previous request
-    /// time; whether a send slot was taken; the slots used; the address's distinct members).
+    /// Record and count a request. Returns (NEW, DUPLICATE or REUSED; the stored decision of a duplicate;
+    /// the number's previous request time; whether a send slot was taken; the slots used; the address's
+    /// distinct members; the counts, peaks and challenges passed of every window at its place, see
+    /// `Tables::new`).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (request_id, ts, keys, fingerprint, take_slot, distinct_member, windows, peaks, passes))]
+    #[pyo3(signature = (request_id, ts, keys, fingerprint, take_slot, distinct_member))]
     fn observe<'py>(
         &mut self,
         py: Python<'py>,
@@ -179,60 +205,70 @@ impl MemoryCore {
         fingerprint: &str,
         take_slot: bool,
         distinct_member: Option<&str>,
-        windows: &Bound<'py, PyList>,
-        peaks: &Bound<'py, PyList>,
-        passes: &Bound<'py, PyList>,
-    ) -> PyResult<Observed> {
+    ) -> PyResult<Observed<'py>> {
         if self.expiry.peek().is_some_and(|due| due.0 <= ts) {
             self.expire(ts);
         }
         let status = match self.records.get(request_id) {
-            None => {
-                let mut recorded = Vec::with_capacity(self.record_dims.len());
-                for dim in &self.record_dims {
-                    recorded.push(key_in(keys, dim)?.map(Bound::unbind));
-                }
-                self.records.insert(
-                    request_id.to_owned(),
-                    Record {
-                        ts,
-                        keys: recorded,
-                        fingerprint: fingerprint.to_owned(),
-                        resolved: false,
-                        decision: None,
-                        challenge_expires: None,
-                        challenge_done: false,
-                    },
-                );
-                self.expiry
-                    .push(Due(ts + self.record_ttl, request_id.to_owned()));
-                NEW
-            }
+            None => NEW,
             Some(known) if known.same_request(fingerprint) => {
                 let stored = known.decision.as_ref().map(|d| d.clone_ref(py));
-                return Ok((DUPLICATE, stored, None, true, 0, 0));
+                let none = || PyList::empty(py);
+                return Ok((DUPLICATE, stored, None, true, 0, 0, none(), none(), none()));
             }
             Some(_) => REUSED,
         };
+        // each key looked up once, for the record and every table
+        let resolved = self
+            .record_dims
+            .iter()
+            .map(|dim| key_in(keys, dim))
+            .collect::<PyResult<Vec<_>>>()?;
+        if status == NEW {
+            let recorded = resolved
+                .iter()
+                .map(|key| key.as_ref().map(|key| key.clone().unbind()))
+                .collect();
+            self.records.insert(
+                request_id.to_owned(),
+                Record {
+                    ts,
+                    keys: recorded,
+                    fingerprint: fingerprint.to_owned(),
+                    resolved: false,
+                    decision: None,
+                    challenge_expires: None,
+                    challenge_done: false,
+                },
+            );
+            self.expiry
+                .push(Due(ts + self.record_ttl, request_id.to_owned()));
+        }
 
-        let mut key_of = |_: usize, name: &Py<PyString>| key_in(keys, name);
-        self.counters.add(
-            &mut key_of,
-            ts,
-            1,
-            0,
-            Some(windows),
-            Some(peaks),
-            Totals::Pairs,
-        )?;
+        let places = &self.counter_places;
+        let key_of = |index| {
+            placed(&resolved, places, index)
+                .map(|key| key.to_str())
+                .transpose()
+        };
+        self.counters
+            .add(key_of, ts, (1, 0), Some(&mut self.counted))?;
         if !self.passes.is_empty() {
-            self.passes
-                .read(&mut key_of, ts, Some(passes), None, Totals::Requests)?;
+            let places = &self.pass_places;
+            let key_of = |index| {
+                placed(&resolved, places, index)
+                    .map(|key| key.to_str())
+                    .transpose()
+            };
+            self.passes.read(key_of, ts, &mut self.passed)?;
         }
 
         let (mut previous, mut slot_taken, mut slot_count) = (None, true, 0);
-        if let Some(number) = key_in(keys, &self.limit_dimension)? {
-            let number = number.to_str()?;
+        let number = match self.limit_place {
+            Some(place) => resolved[place].clone(),
+            None => key_in(keys, &self.limit_dimension)?,
+        };
+        if let Some(number) = text(&number)? {
             previous = self.last_seen.get(number).copied();
             let latest = previous.map_or(ts, |seen| seen.max(ts));
             self.last_seen.insert(number.to_owned(), latest);
@@ -240,21 +276,19 @@ impl MemoryCore {
                 let taken = self.limits.requests(number, ts);
                 slot_taken = taken < self.limit;
                 if slot_taken {
-                    self.limits
-                        .add(&mut key_of, ts, 1, 0, None, None, Totals::Requests)?;
+                    self.limits.add(|_| Ok(Some(number)), ts, (1, 0), None)?;
                 }
                 slot_count = taken + i64::from(slot_taken);
             }
         }
 
         let mut distinct = 0;
-        if let (Some(address), Some(member)) =
-            (key_in(keys, &self.distinct_dimension)?, distinct_member)
-        {
-            let members = self
-                .distinct
-                .entry(address.to_str()?.to_owned())
-                .or_default();
+        let address = match self.distinct_place {
+            Some(place) => resolved[place].clone(),
+            None => key_in(keys, &self.distinct_dimension)?,
+        };
+        if let (Some(address), Some(member)) = (text(&address)?, distinct_member) {
+            let members = self.distinct.entry(address.to_owned()).or_default();
             let seen = members.entry(member.to_owned()).or_insert(ts);
             *seen = seen.max(ts);
             let horizon = ts - self.distinct_window;
@@ -263,7 +297,18 @@ impl MemoryCore {
             }
             distinct = members.len() as i64;
         }
-        Ok((status, None, previous, slot_taken, slot_count, distinct))
+        let Found { counts, peaks } = &self.counted;
+        Ok((
+            status,
+            None,
+            previous,
+            slot_taken,
+            slot_count,
+            distinct,
+            listed(py, counts.iter())?,
+            listed(py, peaks.iter().map(|peak| peak.unwrap_or(0)))?,
+            self.passes_found(py)?,
+        ))
     }
 
     /// A request's feedback: UNKNOWN (no record), FAILED (not verified), ALREADY (resolved before) or
@@ -280,47 +325,29 @@ impl MemoryCore {
         }
         record.resolved = true;
         let (keys, places) = (&record.keys, &self.counter_places);
-        let mut key_of = |index: usize, _: &Py<PyString>| Ok(recorded_key(py, keys, places, index));
-        self.counters
-            .add(&mut key_of, record.ts, 0, 1, None, None, Totals::Pairs)?;
+        let key_of = |index| {
+            placed(keys, places, index)
+                .map(|key| key.to_str(py))
+                .transpose()
+        };
+        self.counters.add(key_of, record.ts, (0, 1), None)?;
         Ok(APPLIED)
     }
 
     /// A challenge's result: UNKNOWN (no open challenge), MISMATCH (another request's fingerprint), ALREADY
-    /// (taken before), EXPIRED, or APPLIED; a pass counts in its entities' pass windows (into `passes`).
-    fn challenge(
+    /// (taken before), EXPIRED, or APPLIED; with the challenges passed in each window of passes at its
+    /// place (those of the request's entities after an applied pass, else zeros).
+    fn challenge<'py>(
         &mut self,
-        py: Python<'_>,
+        py: Python<'py>,
         request_id: &str,
         ts: f64,
         fingerprint: &str,
         passed: bool,
-        passes: &Bound<'_, PyList>,
-    ) -> PyResult<u8> {
-        let Some(record) = self.records.get_mut(request_id) else {
-            return Ok(UNKNOWN);
-        };
-        let Some(expires) = record.challenge_expires else {
-            return Ok(UNKNOWN);
-        };
-        if !fingerprint.is_empty() && !record.same_request(fingerprint) {
-            return Ok(MISMATCH);
-        }
-        if record.challenge_done {
-            return Ok(ALREADY);
-        }
-        record.challenge_done = true;
-        if ts > expires {
-            return Ok(EXPIRED);
-        }
-        if passed {
-            let (keys, places) = (&record.keys, &self.pass_places);
-            let mut key_of =
-                |index: usize, _: &Py<PyString>| Ok(recorded_key(py, keys, places, index));
-            self.passes
-                .add(&mut key_of, ts, 1, 0, Some(passes), None, Totals::Requests)?;
-        }
-        Ok(APPLIED)
+    ) -> PyResult<(u8, Bound<'py, PyList>)> {
+        self.passed.clear();
+        let status = self.settle(py, request_id, ts, fingerprint, passed)?;
+        Ok((status, self.passes_found(py)?))
     }
 
     /// Keep a request's (packed) decision for its redeliveries, and open its challenge until
@@ -365,6 +392,53 @@ impl MemoryCore {
 }
 
 impl MemoryCore {
+    /// `challenge`'s answer; a pass counts in its entities' pass windows (into `self.passed`).
+    fn settle(
+        &mut self,
+        py: Python<'_>,
+        request_id: &str,
+        ts: f64,
+        fingerprint: &str,
+        passed: bool,
+    ) -> PyResult<u8> {
+        let Some(record) = self.records.get_mut(request_id) else {
+            return Ok(UNKNOWN);
+        };
+        let Some(expires) = record.challenge_expires else {
+            return Ok(UNKNOWN);
+        };
+        if !fingerprint.is_empty() && !record.same_request(fingerprint) {
+            return Ok(MISMATCH);
+        }
+        if record.challenge_done {
+            return Ok(ALREADY);
+        }
+        record.challenge_done = true;
+        if ts > expires {
+            return Ok(EXPIRED);
+        }
+        if passed {
+            let (keys, places) = (&record.keys, &self.pass_places);
+            let key_of = |index| {
+                placed(keys, places, index)
+                    .map(|key| key.to_str(py))
+                    .transpose()
+            };
+            self.passes
+                .add(key_of, ts, (1, 0), Some(&mut self.passed))?;
+        }
+        Ok(APPLIED)
+    }
+
+    /// The challenges passed that the last count or read found, per window of passes (0 where none).
+    fn passes_found<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let passes = self.passed.counts.iter();
+        listed(
+            py,
+            passes.map(|found| found.map_or(0, |(passes, _)| passes)),
+        )
+    }
+
     fn expire(&mut self, now: f64) {
         while self.expiry.peek().is_some_and(|due| due.0 <= now) {
             let Some(Due(_, request_id)) = self.expiry.pop() else {
