@@ -5,6 +5,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use compact_str::CompactString;
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 use pyo3::prelude::*;
@@ -44,8 +46,8 @@ type Observed<'py> = (
 
 struct Record {
     ts: f64,
-    keys: Vec<Option<Py<PyString>>>, // the entity key of each record dimension, in order
-    fingerprint: String,
+    keys: Box<[Option<Py<PyString>>]>, // the entity key of each record dimension, in order
+    fingerprint: CompactString,
     resolved: bool,
     decision: Option<Py<PyBytes>>,
     challenge_expires: Option<f64>, // an open challenge (event time), until its result or expiry
@@ -60,7 +62,7 @@ impl Record {
 }
 
 /// A record's expiry in the heap: the earliest first.
-struct Due(f64, String);
+struct Due(f64, CompactString);
 
 impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
@@ -132,10 +134,11 @@ pub(crate) struct MemoryCore {
     passed: Found,
     record_ttl: f64,
     distinct_window: f64,
-    records: HashMap<String, Record>,
+    // request ids and entity keys (short) held in the tables themselves
+    records: HashMap<CompactString, Record>,
     expiry: BinaryHeap<Due>, // records do not arrive in expiry order
-    last_seen: HashMap<String, f64>,
-    distinct: HashMap<String, HashMap<String, f64>>,
+    last_seen: HashMap<CompactString, f64>,
+    distinct: HashMap<CompactString, HashMap<CompactString, f64>>,
 }
 
 #[pymethods]
@@ -229,20 +232,20 @@ impl MemoryCore {
                 .iter()
                 .map(|key| key.as_ref().map(|key| key.clone().unbind()))
                 .collect();
+            let request_id = CompactString::from(request_id);
             self.records.insert(
-                request_id.to_owned(),
+                request_id.clone(),
                 Record {
                     ts,
                     keys: recorded,
-                    fingerprint: fingerprint.to_owned(),
+                    fingerprint: fingerprint.into(),
                     resolved: false,
                     decision: None,
                     challenge_expires: None,
                     challenge_done: false,
                 },
             );
-            self.expiry
-                .push(Due(ts + self.record_ttl, request_id.to_owned()));
+            self.expiry.push(Due(ts + self.record_ttl, request_id));
         }
 
         let places = &self.counter_places;
@@ -269,9 +272,16 @@ impl MemoryCore {
             None => key_in(keys, &self.limit_dimension)?,
         };
         if let Some(number) = text(&number)? {
-            previous = self.last_seen.get(number).copied();
-            let latest = previous.map_or(ts, |seen| seen.max(ts));
-            self.last_seen.insert(number.to_owned(), latest);
+            match self.last_seen.entry(number.into()) {
+                Entry::Occupied(mut seen) => {
+                    previous = Some(*seen.get());
+                    let latest = seen.get_mut();
+                    *latest = latest.max(ts);
+                }
+                Entry::Vacant(unseen) => {
+                    unseen.insert(ts);
+                }
+            }
             if take_slot && status != REUSED {
                 let taken = self.limits.requests(number, ts);
                 slot_taken = taken < self.limit;
@@ -288,8 +298,8 @@ impl MemoryCore {
             None => key_in(keys, &self.distinct_dimension)?,
         };
         if let (Some(address), Some(member)) = (text(&address)?, distinct_member) {
-            let members = self.distinct.entry(address.to_owned()).or_default();
-            let seen = members.entry(member.to_owned()).or_insert(ts);
+            let members = self.distinct.entry(address.into()).or_default();
+            let seen = members.entry(member.into()).or_insert(ts);
             *seen = seen.max(ts);
             let horizon = ts - self.distinct_window;
             if members.values().any(|&seen| seen <= horizon) {

@@ -5,6 +5,7 @@
 //! (requests, verified), its verified peak (or UNKNOWN when it must be found again), then a ring of
 //! `buckets + 1` cells of (requests, verified): the kept buckets [head − buckets, head].
 
+use compact_str::CompactString;
 use hashbrown::HashMap;
 
 use pyo3::exceptions::PyValueError;
@@ -105,8 +106,10 @@ impl Slot {
 struct Dimension {
     name: Py<PyString>,
     slots: Vec<Slot>,
-    template: Vec<i64>,
-    records: HashMap<String, Vec<i64>>,
+    template: Box<[i64]>,
+    // keys (hashes of 24 characters) held in the table itself, so finding one reads no other memory
+    records: HashMap<CompactString, Box<[i64]>>,
+    scratch: Box<[i64]>, // the empty record an entity never counted reads as
 }
 
 /// What a count or a read found, at each window's place: the (requests, verified) of every window of a
@@ -215,10 +218,12 @@ impl Tables {
                 template.extend([NEVER, 0, 0, 0]);
                 template.resize(template.len() + 2 * cells, 0);
             }
+            let template = template.into_boxed_slice();
             built.push(Dimension {
                 // interned, as the dicts of keys hold their names: a lookup then matches by identity
                 name: PyString::intern(py, &name).unbind(),
                 slots,
+                scratch: template.clone(),
                 template,
                 records: HashMap::new(),
             });
@@ -298,17 +303,16 @@ impl Tables {
                 slots,
                 template,
                 records,
+                scratch,
                 ..
             } = dimension;
-            match records.get_mut(key) {
-                Some(record) => work(slots, record),
-                None if create => {
-                    let record = records
-                        .entry(key.to_owned())
-                        .or_insert_with(|| template.clone());
-                    work(slots, record)
-                }
-                None => work(slots, &mut template.clone()),
+            if let Some(record) = records.get_mut(key) {
+                work(slots, record);
+            } else if create {
+                work(slots, records.entry(key.into()).or_insert(template.clone()));
+            } else {
+                scratch.copy_from_slice(template);
+                work(slots, scratch);
             }
         }
         Ok(())
