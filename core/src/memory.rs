@@ -10,7 +10,7 @@ use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::windows::{key_in, text, Found, Tables};
 
@@ -108,12 +108,45 @@ fn positions(py: Python<'_>, tables: &Tables, record_dims: &[Py<PyString>]) -> V
         .collect()
 }
 
-/// A Python list of what a count found, one item per window place.
-fn listed<'py, T: IntoPyObject<'py>>(
-    py: Python<'py>,
-    found: impl ExactSizeIterator<Item = T>,
-) -> PyResult<Bound<'py, PyList>> {
-    PyList::new(py, found)
+/// The (requests, verified) tuples of counts below SMALL, made once and shared: most windows of most
+/// entities hold a few requests, and a shared tuple costs a reference where a new one costs an object.
+struct SmallPairs(Vec<Py<PyTuple>>);
+
+const SMALL: i64 = 16;
+
+impl SmallPairs {
+    fn new(py: Python<'_>) -> PyResult<Self> {
+        let pairs = (0..SMALL * SMALL)
+            .map(|index| Ok(PyTuple::new(py, [index / SMALL, index % SMALL])?.unbind()));
+        Ok(SmallPairs(pairs.collect::<PyResult<_>>()?))
+    }
+
+    /// A list of counts, one per window place: a tuple, or None where the request had no entity.
+    fn listed<'py>(
+        &self,
+        py: Python<'py>,
+        counts: &[Option<(i64, i64)>],
+    ) -> PyResult<Bound<'py, PyList>> {
+        let items = counts
+            .iter()
+            .map(|found| found.map(|pair| self.pair(py, pair)).transpose());
+        PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)
+    }
+
+    fn pair<'py>(
+        &self,
+        py: Python<'py>,
+        (requests, verified): (i64, i64),
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if (0..SMALL).contains(&requests) && (0..SMALL).contains(&verified) {
+            Ok(self.0[(requests * SMALL + verified) as usize]
+                .bind(py)
+                .clone()
+                .into_any())
+        } else {
+            Ok(PyTuple::new(py, [requests, verified])?.into_any())
+        }
+    }
 }
 
 /// The in-process store's state; see the module's documentation.
@@ -132,6 +165,7 @@ pub(crate) struct MemoryCore {
     distinct_place: Option<usize>,
     counted: Found, // what the last count found in the counted windows, and in the windows of passes
     passed: Found,
+    pairs: SmallPairs,
     record_ttl: f64,
     distinct_window: f64,
     // request ids and entity keys (short) held in the tables themselves
@@ -176,6 +210,7 @@ impl MemoryCore {
             limit_place: position(py, &limit_dimension, &record_dims),
             distinct_place: position(py, &distinct_dimension, &record_dims),
             counted: Found::new(counters.places()),
+            pairs: SmallPairs::new(py)?,
             passed: Found::new(passes.places()),
             counters,
             passes,
@@ -315,8 +350,8 @@ impl MemoryCore {
             slot_taken,
             slot_count,
             distinct,
-            listed(py, counts.iter())?,
-            listed(py, peaks.iter().map(|peak| peak.unwrap_or(0)))?,
+            self.pairs.listed(py, counts)?,
+            PyList::new(py, peaks.iter().map(|peak| peak.unwrap_or(0)))?,
             self.passes_found(py)?,
         ))
     }
@@ -443,7 +478,7 @@ impl MemoryCore {
     /// The challenges passed that the last count or read found, per window of passes (0 where none).
     fn passes_found<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let passes = self.passed.counts.iter();
-        listed(
+        PyList::new(
             py,
             passes.map(|found| found.map_or(0, |(passes, _)| passes)),
         )
