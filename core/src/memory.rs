@@ -12,7 +12,7 @@ use hashbrown::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::windows::{key_in, text, Found, Tables};
+use crate::windows::{text, Found, Names, Tables};
 
 /// What `observe` found: a new request, a redelivery of a recorded one, or a known id with another
 /// fingerprint (counted, but with no record and no send slot).
@@ -90,21 +90,12 @@ fn placed<'a, K>(keys: &'a [Option<K>], places: &[Option<usize>], index: usize) 
     places[index].and_then(|place| keys[place].as_ref())
 }
 
-/// The place of a dimension among the record dimensions (None: not recorded).
-fn position(py: Python<'_>, name: &str, record_dims: &[Py<PyString>]) -> Option<usize> {
-    record_dims
-        .iter()
-        .position(|dim| dim.bind(py).to_str().is_ok_and(|dim| dim == name))
-}
-
-/// The place of each of `tables`' dimensions among the record dimensions.
-fn positions(py: Python<'_>, tables: &Tables, record_dims: &[Py<PyString>]) -> Vec<Option<usize>> {
+/// The place of each of `tables`' dimensions among `dims`.
+fn positions(tables: &Tables, dims: &Names) -> Vec<Option<usize>> {
     tables
         .names()
-        .map(|name| {
-            let name = name.bind(py).to_string();
-            position(py, &name, record_dims)
-        })
+        .texts()
+        .map(|name| dims.position(name))
         .collect()
 }
 
@@ -156,13 +147,12 @@ pub(crate) struct MemoryCore {
     passes: Tables,
     limits: Tables,
     limit: i64,
-    record_dims: Vec<Py<PyString>>,
+    dims: Names, // the record dimensions, then the limit's and the distinct members' if not among them
+    recorded: usize, // how many of `dims` a record keeps
     counter_places: Vec<Option<usize>>,
     pass_places: Vec<Option<usize>>,
-    limit_dimension: Py<PyString>,
-    limit_place: Option<usize>,
-    distinct_dimension: Py<PyString>,
-    distinct_place: Option<usize>,
+    limit_place: usize,
+    distinct_place: usize,
     counted: Found, // what the last count found in the counted windows, and in the windows of passes
     passed: Found,
     pairs: SmallPairs,
@@ -199,16 +189,23 @@ impl MemoryCore {
         let counters = Tables::new(py, windows, &peaks)?;
         let passes = Tables::new(py, pass_windows, &[])?;
         let limits = Tables::new(py, vec![(limit_dimension.clone(), vec![limit_window])], &[])?;
-        // interned, as the dicts of keys hold their names: a lookup then matches by identity
-        let record_dims: Vec<Py<PyString>> = record_dims
-            .iter()
-            .map(|d| PyString::intern(py, d).unbind())
-            .collect();
+        let recorded = record_dims.len();
+        let mut dims = record_dims;
+        let mut place_of = |dim: String| match dims.iter().position(|known| *known == dim) {
+            Some(place) => place,
+            None => {
+                dims.push(dim);
+                dims.len() - 1
+            }
+        };
+        let (limit_place, distinct_place) =
+            (place_of(limit_dimension), place_of(distinct_dimension));
+        let dims = Names::new(py, dims);
         Ok(MemoryCore {
-            counter_places: positions(py, &counters, &record_dims),
-            pass_places: positions(py, &passes, &record_dims),
-            limit_place: position(py, &limit_dimension, &record_dims),
-            distinct_place: position(py, &distinct_dimension, &record_dims),
+            counter_places: positions(&counters, &dims),
+            pass_places: positions(&passes, &dims),
+            limit_place,
+            distinct_place,
             counted: Found::new(counters.places()),
             pairs: SmallPairs::new(py)?,
             passed: Found::new(passes.places()),
@@ -216,9 +213,8 @@ impl MemoryCore {
             passes,
             limits,
             limit,
-            record_dims,
-            limit_dimension: PyString::intern(py, &limit_dimension).unbind(),
-            distinct_dimension: PyString::intern(py, &distinct_dimension).unbind(),
+            dims,
+            recorded,
             record_ttl,
             distinct_window,
             records: HashMap::new(),
@@ -256,14 +252,10 @@ impl MemoryCore {
             }
             Some(_) => REUSED,
         };
-        // each key looked up once, for the record and every table
-        let resolved = self
-            .record_dims
-            .iter()
-            .map(|dim| key_in(keys, dim))
-            .collect::<PyResult<Vec<_>>>()?;
+        // the keys read once, for the record and every table
+        let resolved = self.dims.keys_in(keys)?;
         if status == NEW {
-            let recorded = resolved
+            let recorded = resolved[..self.recorded]
                 .iter()
                 .map(|key| key.as_ref().map(|key| key.clone().unbind()))
                 .collect();
@@ -302,11 +294,7 @@ impl MemoryCore {
         }
 
         let (mut previous, mut slot_taken, mut slot_count) = (None, true, 0);
-        let number = match self.limit_place {
-            Some(place) => resolved[place].clone(),
-            None => key_in(keys, &self.limit_dimension)?,
-        };
-        if let Some(number) = text(&number)? {
+        if let Some(number) = text(&resolved[self.limit_place])? {
             match self.last_seen.entry(number.into()) {
                 Entry::Occupied(mut seen) => {
                     previous = Some(*seen.get());
@@ -328,11 +316,9 @@ impl MemoryCore {
         }
 
         let mut distinct = 0;
-        let address = match self.distinct_place {
-            Some(place) => resolved[place].clone(),
-            None => key_in(keys, &self.distinct_dimension)?,
-        };
-        if let (Some(address), Some(member)) = (text(&address)?, distinct_member) {
+        if let (Some(address), Some(member)) =
+            (text(&resolved[self.distinct_place])?, distinct_member)
+        {
             let members = self.distinct.entry(address.into()).or_default();
             let seen = members.entry(member.into()).or_insert(ts);
             *seen = seen.max(ts);

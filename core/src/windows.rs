@@ -104,7 +104,6 @@ impl Slot {
 }
 
 struct Dimension {
-    name: Py<PyString>,
     slots: Vec<Slot>,
     template: Box<[i64]>,
     // keys (hashes of 24 characters) held in the table itself, so finding one reads no other memory
@@ -163,21 +162,68 @@ impl Found {
 /// Every window of several dimensions, each counted per entity key.
 pub(crate) struct Tables {
     dimensions: Vec<Dimension>,
+    names: Names,
     places: usize,
 }
 
-/// The entity key a dimension has in `keys`, if any (a missing key and None alike mean none).
-pub(crate) fn key_in<'py>(
-    keys: &Bound<'py, PyDict>,
-    name: &Py<PyString>,
-) -> PyResult<Option<Bound<'py, PyString>>> {
-    match keys.get_item(name.bind(keys.py()))? {
-        Some(value) if !value.is_none() => Ok(Some(value.cast_into::<PyString>()?)),
-        _ => Ok(None),
+/// Dimension names, and how a request's dict of entity keys is read for them.
+pub(crate) struct Names {
+    // interned, as the dicts of keys hold their names: a name is then found by identity
+    names: Vec<Py<PyString>>,
+    texts: Vec<String>,
+}
+
+impl Names {
+    pub(crate) fn new(py: Python<'_>, texts: Vec<String>) -> Self {
+        Names {
+            names: texts
+                .iter()
+                .map(|text| PyString::intern(py, text).unbind())
+                .collect(),
+            texts,
+        }
+    }
+
+    pub(crate) fn position(&self, text: &str) -> Option<usize> {
+        self.texts.iter().position(|known| known == text)
+    }
+
+    pub(crate) fn texts(&self) -> impl Iterator<Item = &str> {
+        self.texts.iter().map(String::as_str)
+    }
+
+    /// The entity key of each name in `keys` (a missing key and None alike mean none), in one pass over
+    /// the dict rather than one lookup per name.
+    pub(crate) fn keys_in<'py>(
+        &self,
+        keys: &Bound<'py, PyDict>,
+    ) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
+        let mut found = vec![None; self.names.len()];
+        for (name, key) in keys.iter() {
+            if key.is_none() {
+                continue;
+            }
+            if let Some(place) = self.place_of(&name)? {
+                found[place] = Some(key.cast_into::<PyString>()?);
+            }
+        }
+        Ok(found)
+    }
+
+    fn place_of(&self, name: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+        let place = self
+            .names
+            .iter()
+            .position(|known| known.as_ptr() == name.as_ptr());
+        match (place, name.cast::<PyString>()) {
+            (Some(place), _) => Ok(Some(place)),
+            (None, Ok(name)) => Ok(self.position(name.to_str()?)), // an equal string, not the same object
+            (None, Err(_)) => Ok(None),
+        }
     }
 }
 
-/// The text of a key found by `key_in`.
+/// The text of a key found by `Names::keys_in`.
 pub(crate) fn text<'a>(key: &'a Option<Bound<'_, PyString>>) -> PyResult<Option<&'a str>> {
     key.as_ref().map(|key| key.to_str()).transpose()
 }
@@ -192,6 +238,7 @@ impl Tables {
         peaks: &[(String, i64)],
     ) -> PyResult<Self> {
         let mut built = Vec::with_capacity(dimensions.len());
+        let mut names = Vec::with_capacity(dimensions.len());
         let mut index = 0;
         for (name, windows) in dimensions {
             let mut slots = Vec::with_capacity(windows.len());
@@ -219,9 +266,8 @@ impl Tables {
                 template.resize(template.len() + 2 * cells, 0);
             }
             let template = template.into_boxed_slice();
+            names.push(name);
             built.push(Dimension {
-                // interned, as the dicts of keys hold their names: a lookup then matches by identity
-                name: PyString::intern(py, &name).unbind(),
                 slots,
                 scratch: template.clone(),
                 template,
@@ -230,13 +276,14 @@ impl Tables {
         }
         Ok(Tables {
             dimensions: built,
+            names: Names::new(py, names),
             places: index,
         })
     }
 
     /// The dimensions' names, in order (what `key_of` is asked for by index).
-    pub(crate) fn names(&self) -> impl Iterator<Item = &Py<PyString>> {
-        self.dimensions.iter().map(|dimension| &dimension.name)
+    pub(crate) fn names(&self) -> &Names {
+        &self.names
     }
 
     /// How many windows there are in all (the places of what a count finds).
@@ -363,16 +410,6 @@ pub(crate) struct WindowTables {
     found: Found,
 }
 
-impl WindowTables {
-    /// The key of each dimension in `keys`, in order.
-    fn keys_in<'py>(
-        &self,
-        keys: &Bound<'py, PyDict>,
-    ) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
-        self.tables.names().map(|name| key_in(keys, name)).collect()
-    }
-}
-
 #[pymethods]
 impl WindowTables {
     /// `dimensions`: (name, [(seconds, buckets), ...]) per dimension; a window's place in the lists the
@@ -405,7 +442,7 @@ impl WindowTables {
         counts: Option<&Bound<'_, PyList>>,
         peaks: Option<&Bound<'_, PyList>>,
     ) -> PyResult<()> {
-        let keys = self.keys_in(keys)?;
+        let keys = self.tables.names().keys_in(keys)?;
         let key_of = |index: usize| text(&keys[index]);
         self.tables
             .add(key_of, ts, (requests, verified), Some(&mut self.found))?;
@@ -422,7 +459,7 @@ impl WindowTables {
         counts: Option<&Bound<'_, PyList>>,
         peaks: Option<&Bound<'_, PyList>>,
     ) -> PyResult<()> {
-        let keys = self.keys_in(keys)?;
+        let keys = self.tables.names().keys_in(keys)?;
         let key_of = |index: usize| text(&keys[index]);
         self.tables.read(key_of, ts, &mut self.found)?;
         self.found.write(counts, peaks)
