@@ -1,4 +1,5 @@
-# Every install step lives here, so a clean clone needs nothing but Python 3.11, Java 17, Maven and Rust (cargo).
+# Every install step lives here, so a clean clone needs nothing but Python 3.11, Java 17, Maven and Rust (cargo,
+# with the C compiler it links with, which also builds the core's allocator, mimalloc).
 PYTHON ?= python3
 # rustup's cargo, where it installs it, even when the caller's PATH was not set up by a login shell
 export PATH := $(HOME)/.cargo/bin:$(PATH)

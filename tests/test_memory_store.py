@@ -62,3 +62,45 @@ async def test_the_store_sweeps_by_itself_every_so_many_requests() -> None:
     assert isinstance(counts, Counts)
     assert counts.previous_ts is None  # the number was forgotten, not kept for ever
     assert counts.windows[memory.plan.slots()[("ip", 600)]] == (1, 0)
+
+
+async def test_dimension_names_are_found_by_value_and_odd_keys_are_ignored() -> None:
+    """The core matches a request's key names by identity first; names built at run time (equal strings,
+    other objects), a key that is not a dimension, a non-string name and a None key are all read as the
+    plain dict would be."""
+    memory = store()
+    msisdn, ip = "".join(["ms", "isdn"]), "".join(["i", "p"])
+    keys: dict = {msisdn: "n-1", ip: "ip-1", "all": "all", "not-a-dimension": "x", 7: "7", "session": None}
+    [first] = await memory.apply([Observation("a", T0, keys, "GB")])
+    [second] = await memory.apply([observation("b", T0 + 1, "n-1", "ip-1")])
+    assert isinstance(first, Counts) and isinstance(second, Counts)
+    slots = memory.plan.slots()
+    assert second.windows[slots[("msisdn", 86400)]] == (2, 0)
+    assert second.windows[slots[("ip", 600)]] == (2, 0)
+    assert second.previous_ts == T0
+    assert first.windows[slots[("session", 3600)]] is None  # a None key: no entity
+
+
+async def test_keys_of_any_length_are_entities_of_their_own() -> None:
+    """Keys up to 24 bytes are held inline in the core's tables, longer ones on the heap: both count apart,
+    even when they share their first 24 bytes."""
+    memory = store()
+    prefix = "k" * 24
+    numbers = ["", "n", prefix, prefix + "a", prefix + "b", "é" * 30, prefix * 4]
+    for round_ in range(3):
+        batch = [observation(f"r{round_}-{i}", T0 + round_, n, f"ip-{i}") for i, n in enumerate(numbers)]
+        answers = await memory.apply(batch)
+    slot = memory.plan.slots()[("msisdn", 86400)]
+    assert [a.windows[slot] for a in answers if isinstance(a, Counts)] == [(3, 0)] * len(numbers)
+
+
+async def test_counts_above_the_shared_small_ones_are_exact() -> None:
+    memory = store()
+    slot = memory.plan.slots()[("ip", 600)]
+    seen = []
+    for i in range(40):
+        [counts] = await memory.apply([observation(f"r{i}", T0 + i, f"n-{i}", "ip-busy")])
+        await memory.apply([FeedbackUpdate(f"r{i}", T0 + i + 1, resolved=i % 2 == 0)])
+        assert isinstance(counts, Counts)
+        seen.append(counts.windows[slot])
+    assert seen == [(i + 1, (i + 1) // 2) for i in range(40)]

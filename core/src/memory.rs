@@ -5,12 +5,14 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use compact_str::CompactString;
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::windows::{key_in, Tables, Totals};
+use crate::windows::{text, Found, Names, Tables};
 
 /// What `observe` found: a new request, a redelivery of a recorded one, or a known id with another
 /// fingerprint (counted, but with no record and no send slot).
@@ -28,13 +30,24 @@ const EXPIRED: u8 = 4;
 const MISMATCH: u8 = 5;
 
 /// `observe`'s answer: what it found (NEW, DUPLICATE, REUSED), the stored decision of a duplicate, the
-/// number's previous request time, whether a send slot was taken, the slots used, the distinct members.
-type Observed = (u8, Option<Py<PyBytes>>, Option<f64>, bool, i64, i64);
+/// number's previous request time, whether a send slot was taken, the slots used, the distinct members,
+/// then the counts, peaks and passes of every window at its place (empty lists for a duplicate).
+type Observed<'py> = (
+    u8,
+    Option<Py<PyBytes>>,
+    Option<f64>,
+    bool,
+    i64,
+    i64,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+);
 
 struct Record {
     ts: f64,
-    keys: Vec<Option<Py<PyString>>>, // the entity key of each record dimension, in order
-    fingerprint: String,
+    keys: Box<[Option<Py<PyString>>]>, // the entity key of each record dimension, in order
+    fingerprint: CompactString,
     resolved: bool,
     decision: Option<Py<PyBytes>>,
     challenge_expires: Option<f64>, // an open challenge (event time), until its result or expiry
@@ -49,7 +62,7 @@ impl Record {
 }
 
 /// A record's expiry in the heap: the earliest first.
-struct Due(f64, String);
+struct Due(f64, CompactString);
 
 impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
@@ -71,30 +84,60 @@ impl Ord for Due {
     }
 }
 
-/// The key a request's record kept for the `index`-th dimension of some tables (`places`: where each of
-/// their dimensions is among the record's).
-fn recorded_key<'py>(
-    py: Python<'py>,
-    keys: &[Option<Py<PyString>>],
-    places: &[Option<usize>],
-    index: usize,
-) -> Option<Bound<'py, PyString>> {
-    places[index]
-        .and_then(|place| keys[place].as_ref())
-        .map(|key| key.bind(py).clone())
+/// The key of a request (or its record) for the `index`-th dimension of some tables (`places`: where each
+/// of their dimensions is among the record dimensions, whose keys are `keys`).
+fn placed<'a, K>(keys: &'a [Option<K>], places: &[Option<usize>], index: usize) -> Option<&'a K> {
+    places[index].and_then(|place| keys[place].as_ref())
 }
 
-/// The place of each of `tables`' dimensions among the record dimensions (None: not recorded).
-fn positions(py: Python<'_>, tables: &Tables, record_dims: &[Py<PyString>]) -> Vec<Option<usize>> {
+/// The place of each of `tables`' dimensions among `dims`.
+fn positions(tables: &Tables, dims: &Names) -> Vec<Option<usize>> {
     tables
         .names()
-        .map(|name| {
-            let name = name.bind(py).to_string();
-            record_dims
-                .iter()
-                .position(|dim| dim.bind(py).to_string() == name)
-        })
+        .texts()
+        .map(|name| dims.position(name))
         .collect()
+}
+
+/// The (requests, verified) tuples of counts below SMALL, made once and shared: most windows of most
+/// entities hold a few requests, and a shared tuple costs a reference where a new one costs an object.
+struct SmallPairs(Vec<Py<PyTuple>>);
+
+const SMALL: i64 = 16;
+
+impl SmallPairs {
+    fn new(py: Python<'_>) -> PyResult<Self> {
+        let pairs = (0..SMALL * SMALL)
+            .map(|index| Ok(PyTuple::new(py, [index / SMALL, index % SMALL])?.unbind()));
+        Ok(SmallPairs(pairs.collect::<PyResult<_>>()?))
+    }
+
+    /// A list of counts, one per window place: a tuple, or None where the request had no entity.
+    fn listed<'py>(
+        &self,
+        py: Python<'py>,
+        counts: &[Option<(i64, i64)>],
+    ) -> PyResult<Bound<'py, PyList>> {
+        let items = counts
+            .iter()
+            .map(|found| found.map(|pair| self.pair(py, pair)).transpose());
+        PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)
+    }
+
+    fn pair<'py>(
+        &self,
+        py: Python<'py>,
+        (requests, verified): (i64, i64),
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if (0..SMALL).contains(&requests) && (0..SMALL).contains(&verified) {
+            Ok(self.0[(requests * SMALL + verified) as usize]
+                .bind(py)
+                .clone()
+                .into_any())
+        } else {
+            Ok(PyTuple::new(py, [requests, verified])?.into_any())
+        }
+    }
 }
 
 /// The in-process store's state; see the module's documentation.
@@ -104,17 +147,22 @@ pub(crate) struct MemoryCore {
     passes: Tables,
     limits: Tables,
     limit: i64,
-    record_dims: Vec<Py<PyString>>,
+    dims: Names, // the record dimensions, then the limit's and the distinct members' if not among them
+    recorded: usize, // how many of `dims` a record keeps
     counter_places: Vec<Option<usize>>,
     pass_places: Vec<Option<usize>>,
-    limit_dimension: Py<PyString>,
-    distinct_dimension: Py<PyString>,
+    limit_place: usize,
+    distinct_place: usize,
+    counted: Found, // what the last count found in the counted windows, and in the windows of passes
+    passed: Found,
+    pairs: SmallPairs,
     record_ttl: f64,
     distinct_window: f64,
-    records: HashMap<String, Record>,
+    // request ids and entity keys (short) held in the tables themselves
+    records: HashMap<CompactString, Record>,
     expiry: BinaryHeap<Due>, // records do not arrive in expiry order
-    last_seen: HashMap<String, f64>,
-    distinct: HashMap<String, HashMap<String, f64>>,
+    last_seen: HashMap<CompactString, f64>,
+    distinct: HashMap<CompactString, HashMap<CompactString, f64>>,
 }
 
 #[pymethods]
@@ -141,20 +189,32 @@ impl MemoryCore {
         let counters = Tables::new(py, windows, &peaks)?;
         let passes = Tables::new(py, pass_windows, &[])?;
         let limits = Tables::new(py, vec![(limit_dimension.clone(), vec![limit_window])], &[])?;
-        let record_dims: Vec<Py<PyString>> = record_dims
-            .iter()
-            .map(|d| PyString::new(py, d).unbind())
-            .collect();
+        let recorded = record_dims.len();
+        let mut dims = record_dims;
+        let mut place_of = |dim: String| match dims.iter().position(|known| *known == dim) {
+            Some(place) => place,
+            None => {
+                dims.push(dim);
+                dims.len() - 1
+            }
+        };
+        let (limit_place, distinct_place) =
+            (place_of(limit_dimension), place_of(distinct_dimension));
+        let dims = Names::new(py, dims);
         Ok(MemoryCore {
-            counter_places: positions(py, &counters, &record_dims),
-            pass_places: positions(py, &passes, &record_dims),
+            counter_places: positions(&counters, &dims),
+            pass_places: positions(&passes, &dims),
+            limit_place,
+            distinct_place,
+            counted: Found::new(counters.places()),
+            pairs: SmallPairs::new(py)?,
+            passed: Found::new(passes.places()),
             counters,
             passes,
             limits,
             limit,
-            record_dims,
-            limit_dimension: PyString::new(py, &limit_dimension).unbind(),
-            distinct_dimension: PyString::new(py, &distinct_dimension).unbind(),
+            dims,
+            recorded,
             record_ttl,
             distinct_window,
             records: HashMap::new(),
@@ -164,12 +224,12 @@ impl MemoryCore {
         })
     }
 
-    /// Record and count a request; fill `windows`, `peaks` and `passes` (challenges passed), lists with a
-    /// place for every window (see `Tables::new`).
-    /// Returns (NEW, DUPLICATE or REUSED; the stored decision of a duplicate; the number's previous request
-    /// time; whether a send slot was taken; the slots used; the address's distinct members).
+    /// Record and count a request. Returns (NEW, DUPLICATE or REUSED; the stored decision of a duplicate;
+    /// the number's previous request time; whether a send slot was taken; the slots used; the address's
+    /// distinct members; the counts, peaks and challenges passed of every window at its place, see
+    /// `Tables::new`).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (request_id, ts, keys, fingerprint, take_slot, distinct_member, windows, peaks, passes))]
+    #[pyo3(signature = (request_id, ts, keys, fingerprint, take_slot, distinct_member))]
     fn observe<'py>(
         &mut self,
         py: Python<'py>,
@@ -179,69 +239,77 @@ impl MemoryCore {
         fingerprint: &str,
         take_slot: bool,
         distinct_member: Option<&str>,
-        windows: &Bound<'py, PyList>,
-        peaks: &Bound<'py, PyList>,
-        passes: &Bound<'py, PyList>,
-    ) -> PyResult<Observed> {
+    ) -> PyResult<Observed<'py>> {
         if self.expiry.peek().is_some_and(|due| due.0 <= ts) {
             self.expire(ts);
         }
         let status = match self.records.get(request_id) {
-            None => {
-                let mut recorded = Vec::with_capacity(self.record_dims.len());
-                for dim in &self.record_dims {
-                    recorded.push(key_in(keys, dim)?.map(Bound::unbind));
-                }
-                self.records.insert(
-                    request_id.to_owned(),
-                    Record {
-                        ts,
-                        keys: recorded,
-                        fingerprint: fingerprint.to_owned(),
-                        resolved: false,
-                        decision: None,
-                        challenge_expires: None,
-                        challenge_done: false,
-                    },
-                );
-                self.expiry
-                    .push(Due(ts + self.record_ttl, request_id.to_owned()));
-                NEW
-            }
+            None => NEW,
             Some(known) if known.same_request(fingerprint) => {
                 let stored = known.decision.as_ref().map(|d| d.clone_ref(py));
-                return Ok((DUPLICATE, stored, None, true, 0, 0));
+                let none = || PyList::empty(py);
+                return Ok((DUPLICATE, stored, None, true, 0, 0, none(), none(), none()));
             }
             Some(_) => REUSED,
         };
+        // the keys read once, for the record and every table
+        let resolved = self.dims.keys_in(keys)?;
+        if status == NEW {
+            let recorded = resolved[..self.recorded]
+                .iter()
+                .map(|key| key.as_ref().map(|key| key.clone().unbind()))
+                .collect();
+            let request_id = CompactString::from(request_id);
+            self.records.insert(
+                request_id.clone(),
+                Record {
+                    ts,
+                    keys: recorded,
+                    fingerprint: fingerprint.into(),
+                    resolved: false,
+                    decision: None,
+                    challenge_expires: None,
+                    challenge_done: false,
+                },
+            );
+            self.expiry.push(Due(ts + self.record_ttl, request_id));
+        }
 
-        let mut key_of = |_: usize, name: &Py<PyString>| key_in(keys, name);
-        self.counters.add(
-            &mut key_of,
-            ts,
-            1,
-            0,
-            Some(windows),
-            Some(peaks),
-            Totals::Pairs,
-        )?;
+        let places = &self.counter_places;
+        let key_of = |index| {
+            placed(&resolved, places, index)
+                .map(|key| key.to_str())
+                .transpose()
+        };
+        self.counters
+            .add(key_of, ts, (1, 0), Some(&mut self.counted))?;
         if !self.passes.is_empty() {
-            self.passes
-                .read(&mut key_of, ts, Some(passes), None, Totals::Requests)?;
+            let places = &self.pass_places;
+            let key_of = |index| {
+                placed(&resolved, places, index)
+                    .map(|key| key.to_str())
+                    .transpose()
+            };
+            self.passes.read(key_of, ts, &mut self.passed)?;
         }
 
         let (mut previous, mut slot_taken, mut slot_count) = (None, true, 0);
-        if let Some(number) = key_in(keys, &self.limit_dimension)? {
-            let number = number.to_str()?;
-            previous = self.last_seen.get(number).copied();
-            let latest = previous.map_or(ts, |seen| seen.max(ts));
-            self.last_seen.insert(number.to_owned(), latest);
+        if let Some(number) = text(&resolved[self.limit_place])? {
+            match self.last_seen.entry(number.into()) {
+                Entry::Occupied(mut seen) => {
+                    previous = Some(*seen.get());
+                    let latest = seen.get_mut();
+                    *latest = latest.max(ts);
+                }
+                Entry::Vacant(unseen) => {
+                    unseen.insert(ts);
+                }
+            }
             if take_slot && status != REUSED {
                 let taken = self.limits.requests(number, ts);
                 slot_taken = taken < self.limit;
                 if slot_taken {
-                    self.limits
-                        .add(&mut key_of, ts, 1, 0, None, None, Totals::Requests)?;
+                    self.limits.add(|_| Ok(Some(number)), ts, (1, 0), None)?;
                 }
                 slot_count = taken + i64::from(slot_taken);
             }
@@ -249,13 +317,10 @@ impl MemoryCore {
 
         let mut distinct = 0;
         if let (Some(address), Some(member)) =
-            (key_in(keys, &self.distinct_dimension)?, distinct_member)
+            (text(&resolved[self.distinct_place])?, distinct_member)
         {
-            let members = self
-                .distinct
-                .entry(address.to_str()?.to_owned())
-                .or_default();
-            let seen = members.entry(member.to_owned()).or_insert(ts);
+            let members = self.distinct.entry(address.into()).or_default();
+            let seen = members.entry(member.into()).or_insert(ts);
             *seen = seen.max(ts);
             let horizon = ts - self.distinct_window;
             if members.values().any(|&seen| seen <= horizon) {
@@ -263,7 +328,18 @@ impl MemoryCore {
             }
             distinct = members.len() as i64;
         }
-        Ok((status, None, previous, slot_taken, slot_count, distinct))
+        let Found { counts, peaks } = &self.counted;
+        Ok((
+            status,
+            None,
+            previous,
+            slot_taken,
+            slot_count,
+            distinct,
+            self.pairs.listed(py, counts)?,
+            PyList::new(py, peaks.iter().map(|peak| peak.unwrap_or(0)))?,
+            self.passes_found(py)?,
+        ))
     }
 
     /// A request's feedback: UNKNOWN (no record), FAILED (not verified), ALREADY (resolved before) or
@@ -280,47 +356,29 @@ impl MemoryCore {
         }
         record.resolved = true;
         let (keys, places) = (&record.keys, &self.counter_places);
-        let mut key_of = |index: usize, _: &Py<PyString>| Ok(recorded_key(py, keys, places, index));
-        self.counters
-            .add(&mut key_of, record.ts, 0, 1, None, None, Totals::Pairs)?;
+        let key_of = |index| {
+            placed(keys, places, index)
+                .map(|key| key.to_str(py))
+                .transpose()
+        };
+        self.counters.add(key_of, record.ts, (0, 1), None)?;
         Ok(APPLIED)
     }
 
     /// A challenge's result: UNKNOWN (no open challenge), MISMATCH (another request's fingerprint), ALREADY
-    /// (taken before), EXPIRED, or APPLIED; a pass counts in its entities' pass windows (into `passes`).
-    fn challenge(
+    /// (taken before), EXPIRED, or APPLIED; with the challenges passed in each window of passes at its
+    /// place (those of the request's entities after an applied pass, else zeros).
+    fn challenge<'py>(
         &mut self,
-        py: Python<'_>,
+        py: Python<'py>,
         request_id: &str,
         ts: f64,
         fingerprint: &str,
         passed: bool,
-        passes: &Bound<'_, PyList>,
-    ) -> PyResult<u8> {
-        let Some(record) = self.records.get_mut(request_id) else {
-            return Ok(UNKNOWN);
-        };
-        let Some(expires) = record.challenge_expires else {
-            return Ok(UNKNOWN);
-        };
-        if !fingerprint.is_empty() && !record.same_request(fingerprint) {
-            return Ok(MISMATCH);
-        }
-        if record.challenge_done {
-            return Ok(ALREADY);
-        }
-        record.challenge_done = true;
-        if ts > expires {
-            return Ok(EXPIRED);
-        }
-        if passed {
-            let (keys, places) = (&record.keys, &self.pass_places);
-            let mut key_of =
-                |index: usize, _: &Py<PyString>| Ok(recorded_key(py, keys, places, index));
-            self.passes
-                .add(&mut key_of, ts, 1, 0, Some(passes), None, Totals::Requests)?;
-        }
-        Ok(APPLIED)
+    ) -> PyResult<(u8, Bound<'py, PyList>)> {
+        self.passed.clear();
+        let status = self.settle(py, request_id, ts, fingerprint, passed)?;
+        Ok((status, self.passes_found(py)?))
     }
 
     /// Keep a request's (packed) decision for its redeliveries, and open its challenge until
@@ -365,6 +423,53 @@ impl MemoryCore {
 }
 
 impl MemoryCore {
+    /// `challenge`'s answer; a pass counts in its entities' pass windows (into `self.passed`).
+    fn settle(
+        &mut self,
+        py: Python<'_>,
+        request_id: &str,
+        ts: f64,
+        fingerprint: &str,
+        passed: bool,
+    ) -> PyResult<u8> {
+        let Some(record) = self.records.get_mut(request_id) else {
+            return Ok(UNKNOWN);
+        };
+        let Some(expires) = record.challenge_expires else {
+            return Ok(UNKNOWN);
+        };
+        if !fingerprint.is_empty() && !record.same_request(fingerprint) {
+            return Ok(MISMATCH);
+        }
+        if record.challenge_done {
+            return Ok(ALREADY);
+        }
+        record.challenge_done = true;
+        if ts > expires {
+            return Ok(EXPIRED);
+        }
+        if passed {
+            let (keys, places) = (&record.keys, &self.pass_places);
+            let key_of = |index| {
+                placed(keys, places, index)
+                    .map(|key| key.to_str(py))
+                    .transpose()
+            };
+            self.passes
+                .add(key_of, ts, (1, 0), Some(&mut self.passed))?;
+        }
+        Ok(APPLIED)
+    }
+
+    /// The challenges passed that the last count or read found, per window of passes (0 where none).
+    fn passes_found<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let passes = self.passed.counts.iter();
+        PyList::new(
+            py,
+            passes.map(|found| found.map_or(0, |(passes, _)| passes)),
+        )
+    }
+
     fn expire(&mut self, now: f64) {
         while self.expiry.peek().is_some_and(|due| due.0 <= now) {
             let Some(Due(_, request_id)) = self.expiry.pop() else {

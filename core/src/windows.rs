@@ -5,6 +5,7 @@
 //! (requests, verified), its verified peak (or UNKNOWN when it must be found again), then a ring of
 //! `buckets + 1` cells of (requests, verified): the kept buckets [head − buckets, head].
 
+use compact_str::CompactString;
 use hashbrown::HashMap;
 
 use pyo3::exceptions::PyValueError;
@@ -102,72 +103,155 @@ impl Slot {
     }
 }
 
-struct Dimension {
-    name: Py<PyString>,
-    slots: Vec<Slot>,
-    template: Vec<i64>,
-    records: HashMap<String, Vec<i64>>,
+/// Ask for the cache line of `value` ahead of its use.
+#[inline(always)]
+fn prefetch(value: &i64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that reads nothing; the address is that of a live reference.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const i64).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
-/// Each window's counts (and the peaks asked for) into the caller's lists, at the window's place.
-fn report(
-    slots: &[Slot],
-    record: &mut [i64],
-    counts: Option<&Bound<'_, PyList>>,
-    peaks: Option<&Bound<'_, PyList>>,
-    totals: Totals,
-) -> PyResult<()> {
-    for slot in slots {
-        if let Some(counts) = counts {
-            match totals {
-                Totals::Pairs => counts.set_item(slot.index, slot.totals(record))?,
-                Totals::Requests => counts.set_item(slot.index, slot.totals(record).0)?,
-            }
-        }
-        if let (Some(peaks), true) = (peaks, slot.wants_peak) {
-            peaks.set_item(slot.index, slot.peak(record))?;
+struct Dimension {
+    slots: Vec<Slot>,
+    template: Box<[i64]>,
+    // keys (hashes of 24 characters) held in the table itself, so finding one reads no other memory
+    records: HashMap<CompactString, Box<[i64]>>,
+    scratch: Box<[i64]>, // the empty record an entity never counted reads as
+}
+
+/// What a count or a read found, at each window's place: the (requests, verified) of every window of a
+/// keyed entity, and the peaks asked for; None at the places of dimensions that had no key.
+pub(crate) struct Found {
+    pub(crate) counts: Vec<Option<(i64, i64)>>,
+    pub(crate) peaks: Vec<Option<i64>>,
+}
+
+impl Found {
+    pub(crate) fn new(places: usize) -> Self {
+        Found {
+            counts: vec![None; places],
+            peaks: vec![None; places],
         }
     }
-    Ok(())
-}
 
-/// What a count reports per window: both totals, or the requests only (challenges passed).
-#[derive(Clone, Copy)]
-pub(crate) enum Totals {
-    Pairs,
-    Requests,
+    pub(crate) fn clear(&mut self) {
+        self.counts.fill(None);
+        self.peaks.fill(None);
+    }
+
+    fn report(&mut self, slots: &[Slot], record: &mut [i64]) {
+        for slot in slots {
+            self.counts[slot.index] = Some(slot.totals(record));
+            if slot.wants_peak {
+                self.peaks[slot.index] = Some(slot.peak(record));
+            }
+        }
+    }
+
+    /// Put what was found into the caller's lists, at each window's place; other places are left as
+    /// they are.
+    fn write(
+        &self,
+        counts: Option<&Bound<'_, PyList>>,
+        peaks: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<()> {
+        for (place, (found, peak)) in self.counts.iter().zip(&self.peaks).enumerate() {
+            if let (Some(counts), Some(pair)) = (counts, found) {
+                counts.set_item(place, pair)?;
+            }
+            if let (Some(peaks), Some(peak)) = (peaks, peak) {
+                peaks.set_item(place, peak)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Every window of several dimensions, each counted per entity key.
 pub(crate) struct Tables {
     dimensions: Vec<Dimension>,
+    names: Names,
+    places: usize,
 }
 
-/// A dimension's entity key, found by the caller (in a dict of keys, or in a request's record).
-pub(crate) type KeyOf<'a, 'py> =
-    dyn FnMut(usize, &Py<PyString>) -> PyResult<Option<Bound<'py, PyString>>> + 'a;
+/// Dimension names, and how a request's dict of entity keys is read for them.
+pub(crate) struct Names {
+    // interned, as the dicts of keys hold their names: a name is then found by identity
+    names: Vec<Py<PyString>>,
+    texts: Vec<String>,
+}
 
-/// The entity key a dimension has in `keys`, if any (a missing key and None alike mean none).
-pub(crate) fn key_in<'py>(
-    keys: &Bound<'py, PyDict>,
-    name: &Py<PyString>,
-) -> PyResult<Option<Bound<'py, PyString>>> {
-    match keys.get_item(name.bind(keys.py()))? {
-        Some(value) if !value.is_none() => Ok(Some(value.cast_into::<PyString>()?)),
-        _ => Ok(None),
+impl Names {
+    pub(crate) fn new(py: Python<'_>, texts: Vec<String>) -> Self {
+        Names {
+            names: texts
+                .iter()
+                .map(|text| PyString::intern(py, text).unbind())
+                .collect(),
+            texts,
+        }
+    }
+
+    pub(crate) fn position(&self, text: &str) -> Option<usize> {
+        self.texts.iter().position(|known| known == text)
+    }
+
+    pub(crate) fn texts(&self) -> impl Iterator<Item = &str> {
+        self.texts.iter().map(String::as_str)
+    }
+
+    /// The entity key of each name in `keys` (a missing key and None alike mean none), in one pass over
+    /// the dict rather than one lookup per name.
+    pub(crate) fn keys_in<'py>(
+        &self,
+        keys: &Bound<'py, PyDict>,
+    ) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
+        let mut found = vec![None; self.names.len()];
+        for (name, key) in keys.iter() {
+            if key.is_none() {
+                continue;
+            }
+            if let Some(place) = self.place_of(&name)? {
+                found[place] = Some(key.cast_into::<PyString>()?);
+            }
+        }
+        Ok(found)
+    }
+
+    fn place_of(&self, name: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+        let place = self
+            .names
+            .iter()
+            .position(|known| known.as_ptr() == name.as_ptr());
+        match (place, name.cast::<PyString>()) {
+            (Some(place), _) => Ok(Some(place)),
+            (None, Ok(name)) => Ok(self.position(name.to_str()?)), // an equal string, not the same object
+            (None, Err(_)) => Ok(None),
+        }
     }
 }
 
+/// The text of a key found by `Names::keys_in`.
+pub(crate) fn text<'a>(key: &'a Option<Bound<'_, PyString>>) -> PyResult<Option<&'a str>> {
+    key.as_ref().map(|key| key.to_str()).transpose()
+}
+
 impl Tables {
-    /// `dimensions`: (name, [(seconds, buckets), ...]) per dimension; a window's place in the lists a count
-    /// fills is its position among all of them, in order. `peaks`: the (name, seconds) of the windows whose
-    /// busiest verified bucket is reported too.
+    /// `dimensions`: (name, [(seconds, buckets), ...]) per dimension; a window's place in what a count
+    /// finds is its position among all of them, in order. `peaks`: the (name, seconds) of the windows
+    /// whose busiest verified bucket is reported too.
     pub(crate) fn new(
         py: Python<'_>,
         dimensions: Vec<(String, Vec<(i64, i64)>)>,
         peaks: &[(String, i64)],
     ) -> PyResult<Self> {
         let mut built = Vec::with_capacity(dimensions.len());
+        let mut names = Vec::with_capacity(dimensions.len());
         let mut index = 0;
         for (name, windows) in dimensions {
             let mut slots = Vec::with_capacity(windows.len());
@@ -194,93 +278,115 @@ impl Tables {
                 template.extend([NEVER, 0, 0, 0]);
                 template.resize(template.len() + 2 * cells, 0);
             }
+            let template = template.into_boxed_slice();
+            names.push(name);
             built.push(Dimension {
-                name: PyString::new(py, &name).unbind(),
                 slots,
+                scratch: template.clone(),
                 template,
                 records: HashMap::new(),
             });
         }
-        Ok(Tables { dimensions: built })
+        Ok(Tables {
+            dimensions: built,
+            names: Names::new(py, names),
+            places: index,
+        })
     }
 
-    /// The dimensions' names, in order (what `KeyOf` is asked for).
-    pub(crate) fn names(&self) -> impl Iterator<Item = &Py<PyString>> {
-        self.dimensions.iter().map(|dimension| &dimension.name)
+    /// The dimensions' names, in order (what `key_of` is asked for by index).
+    pub(crate) fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// How many windows there are in all (the places of what a count finds).
+    pub(crate) fn places(&self) -> usize {
+        self.places
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.dimensions.is_empty()
     }
 
-    /// Count at `ts` in every window of each dimension `key_of` gives a key for; report the counts after
-    /// it (and the peaks asked for) into `counts` and `peaks`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn add(
+    /// Count at `ts` in every window of each dimension `key_of` gives a key for (asked by the dimension's
+    /// index); put the counts after it (and the peaks asked for) in `found`.
+    pub(crate) fn add<'k>(
         &mut self,
-        key_of: &mut KeyOf<'_, '_>,
+        key_of: impl FnMut(usize) -> PyResult<Option<&'k str>>,
         ts: f64,
-        requests: i64,
-        verified: i64,
-        counts: Option<&Bound<'_, PyList>>,
-        peaks: Option<&Bound<'_, PyList>>,
-        totals: Totals,
+        (requests, verified): (i64, i64),
+        mut found: Option<&mut Found>,
     ) -> PyResult<()> {
+        if let Some(found) = found.as_deref_mut() {
+            found.clear();
+        }
         self.visit(key_of, true, |slots, record| {
             for slot in slots {
                 slot.add(record, ts, requests, verified);
             }
-            report(slots, record, counts, peaks, totals)
+            if let Some(found) = found.as_deref_mut() {
+                found.report(slots, record);
+            }
         })
     }
 
-    /// Move each window of each keyed entity to `ts` (dropping what left it) and report it; an entity
-    /// never counted reads as zeros and is not created.
-    pub(crate) fn read(
+    /// Move each window of each keyed entity to `ts` (dropping what left it) and put its counts in
+    /// `found`; an entity never counted reads as zeros and is not created.
+    pub(crate) fn read<'k>(
         &mut self,
-        key_of: &mut KeyOf<'_, '_>,
+        key_of: impl FnMut(usize) -> PyResult<Option<&'k str>>,
         ts: f64,
-        counts: Option<&Bound<'_, PyList>>,
-        peaks: Option<&Bound<'_, PyList>>,
-        totals: Totals,
+        found: &mut Found,
     ) -> PyResult<()> {
+        found.clear();
         self.visit(key_of, false, |slots, record| {
             for slot in slots {
                 slot.read(record, ts);
             }
-            report(slots, record, counts, peaks, totals)
+            found.report(slots, record);
         })
     }
 
     /// `work` on the record of each dimension's entity that `key_of` names; an entity with no record yet
     /// gets one when `create`, else `work` sees an empty record that is not kept.
-    fn visit(
+    fn visit<'k>(
         &mut self,
-        key_of: &mut KeyOf<'_, '_>,
+        mut key_of: impl FnMut(usize) -> PyResult<Option<&'k str>>,
         create: bool,
-        mut work: impl FnMut(&[Slot], &mut [i64]) -> PyResult<()>,
+        mut work: impl FnMut(&[Slot], &mut [i64]),
     ) -> PyResult<()> {
+        // Every record is found (and its windows' heads fetched) before any is worked on: in tables too
+        // large for the cache, the lookups of several dimensions then wait for memory together.
+        let mut visited = Vec::with_capacity(self.dimensions.len());
         for (index, dimension) in self.dimensions.iter_mut().enumerate() {
-            let Some(key) = key_of(index, &dimension.name)? else {
+            let Some(key) = key_of(index)? else {
                 continue;
             };
-            let key = key.to_str()?;
             let Dimension {
                 slots,
                 template,
                 records,
+                scratch,
                 ..
             } = dimension;
-            match records.get_mut(key) {
-                Some(record) => work(slots, record)?,
-                None if create => {
-                    let record = records
-                        .entry(key.to_owned())
-                        .or_insert_with(|| template.clone());
-                    work(slots, record)?
-                }
-                None => work(slots, &mut template.clone())?,
+            // a key of up to 24 bytes becomes a CompactString without allocating
+            let record: &mut [i64] = if create {
+                records
+                    .entry(key.into())
+                    .or_insert_with(|| template.clone())
+            } else if let Some(record) = records.get_mut(key) {
+                record
+            } else {
+                scratch.copy_from_slice(template);
+                scratch
+            };
+            for line in record.iter().step_by(8) {
+                prefetch(line);
             }
+            visited.push((&slots[..], record));
+        }
+        for (slots, record) in visited {
+            work(slots, record);
         }
         Ok(())
     }
@@ -327,6 +433,7 @@ impl Tables {
 #[pyclass(module = "detector._core")]
 pub(crate) struct WindowTables {
     tables: Tables,
+    found: Found,
 }
 
 #[pymethods]
@@ -341,8 +448,10 @@ impl WindowTables {
         dimensions: Vec<(String, Vec<(i64, i64)>)>,
         peaks: Vec<(String, i64)>,
     ) -> PyResult<Self> {
+        let tables = Tables::new(py, dimensions, &peaks)?;
         Ok(WindowTables {
-            tables: Tables::new(py, dimensions, &peaks)?,
+            found: Found::new(tables.places()),
+            tables,
         })
     }
 
@@ -359,16 +468,11 @@ impl WindowTables {
         counts: Option<&Bound<'_, PyList>>,
         peaks: Option<&Bound<'_, PyList>>,
     ) -> PyResult<()> {
-        let mut key_of = |_: usize, name: &Py<PyString>| key_in(keys, name);
-        self.tables.add(
-            &mut key_of,
-            ts,
-            requests,
-            verified,
-            counts,
-            peaks,
-            Totals::Pairs,
-        )
+        let keys = self.tables.names().keys_in(keys)?;
+        let key_of = |index: usize| text(&keys[index]);
+        self.tables
+            .add(key_of, ts, (requests, verified), Some(&mut self.found))?;
+        self.found.write(counts, peaks)
     }
 
     /// Move each window of each keyed entity to `ts` (dropping what left it), putting its counts in
@@ -381,9 +485,10 @@ impl WindowTables {
         counts: Option<&Bound<'_, PyList>>,
         peaks: Option<&Bound<'_, PyList>>,
     ) -> PyResult<()> {
-        let mut key_of = |_: usize, name: &Py<PyString>| key_in(keys, name);
-        self.tables
-            .read(&mut key_of, ts, counts, peaks, Totals::Pairs)
+        let keys = self.tables.names().keys_in(keys)?;
+        let key_of = |index: usize| text(&keys[index]);
+        self.tables.read(key_of, ts, &mut self.found)?;
+        self.found.write(counts, peaks)
     }
 
     /// Forget every entity whose windows are all empty at `ts`, so memory stays bounded; returns how many.

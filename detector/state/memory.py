@@ -59,7 +59,6 @@ class MemoryStore(StoreLifecycle):
             list(plan.record_dimensions),
             plan.record_ttl,
         )
-        self._window_count, self._pass_count = plan.window_count(), len(plan.pass_slots())
         self._quarantines: dict[tuple[str, str], Quarantine] = {}
         self._since_sweep = 0
 
@@ -103,28 +102,14 @@ class MemoryStore(StoreLifecycle):
         return None
 
     def _observe(self, item: Observation) -> Counts:
-        counts = Counts.places(self._window_count, self._pass_count)
         keys = item.keys
-        found, stored, previous, taken, used, distinct = self._core.observe(
-            item.request_id,
-            item.ts,
-            keys,
-            item.fingerprint,
-            item.take_slot,
-            item.distinct_member,
-            counts.windows,
-            counts.peaks,
-            counts.passes,
+        found, stored, previous, taken, used, distinct, windows, peaks, passes = self._core.observe(
+            item.request_id, item.ts, keys, item.fingerprint, item.take_slot, item.distinct_member
         )
         if found == _DUPLICATE:
             return Counts(duplicate=True, stored_decision=stored and unpack_decision(stored))
-        counts.reused = found == _REUSED
-        counts.previous_ts, counts.slot_taken, counts.slot_count, counts.distinct = (
-            previous,
-            taken,
-            used,
-            distinct,
-        )
+        reused = found == _REUSED
+        counts = Counts(windows, peaks, taken, used, previous, distinct, reused=reused, passes=passes)
         if self._quarantines:
             for dim in self.plan.quarantine_dimensions:
                 key = keys.get(dim)
@@ -140,8 +125,7 @@ class MemoryStore(StoreLifecycle):
         return _FEEDBACK[self._core.feedback(item.request_id, item.resolved)]
 
     def _challenge(self, item: ChallengeUpdate) -> ChallengeAnswer:
-        passes = [0] * self._pass_count
-        found = self._core.challenge(item.request_id, item.ts, item.fingerprint, item.passed, passes)
+        found, passes = self._core.challenge(item.request_id, item.ts, item.fingerprint, item.passed)
         return ChallengeAnswer(_CHALLENGE[found], passes)
 
     def _sweep(self, now: float) -> None:
