@@ -72,10 +72,13 @@ class Conclusion(msgspec.Struct, frozen=True):
 
     @property
     def retry_after(self) -> float | None:
-        waits = [hit.retry_after for hit in self.hits if hit.retry_after is not None]
-        if self.delay is not None:
-            waits.append(self.delay)
-        return max(waits) if waits else None
+        longest = None  # the first of the longest, as max() keeps it
+        for hit in self.hits:
+            if hit.retry_after is not None and (longest is None or hit.retry_after > longest):
+                longest = hit.retry_after
+        if self.delay is not None and (longest is None or self.delay > longest):
+            longest = self.delay
+        return longest
 
 
 def counter_plan(policy: Policy) -> CounterPlan:
@@ -619,19 +622,23 @@ class Scorer:
         none known). The score's delay rung is served by waiting: a number whose previous request is at
         least `score.delay_for` old passes it (a retry after `retry_after`); otherwise the request is
         delayed. A rule's own delay (`retry_too_soon`) says how long itself; waiting less never passes it."""
-        score = sum([hit.points for hit in hits])
-        enforced_score = sum([hit.points for hit in hits if hit.mode == "enforce"])
+        score = enforced_score = 0.0  # summed in the hits' order, as sum() does
+        ruled: Action = "allow"  # the worst of the rules' own verdicts, and of those enforced
+        enforced_ruled: Action = "allow"
+        for hit in hits:
+            score += hit.points
+            if hit.mode == "enforce":
+                enforced_score += hit.points
+                if hit.verdict is not None:
+                    enforced_ruled = _worse(enforced_ruled, hit.verdict)
+            if hit.verdict is not None:
+                ruled = _worse(ruled, hit.verdict)
         by_score, by_enforced_score = self._verdict_for(score), self._verdict_for(enforced_score)
         if waited is not None and waited >= self._delay_for and "delay" in (by_score, by_enforced_score):
             hits = [*hits, Hit("delay_waited", "enforce", value=round(waited, 3), threshold=self._delay_for)]
             by_score = "allow" if by_score == "delay" else by_score
             by_enforced_score = "allow" if by_enforced_score == "delay" else by_enforced_score
-        verdict, action = by_score, by_enforced_score
-        for hit in hits:
-            if hit.verdict is not None:
-                verdict = _worse(verdict, hit.verdict)
-                if hit.mode == "enforce":
-                    action = _worse(action, hit.verdict)
+        verdict, action = _worse(by_score, ruled), _worse(by_enforced_score, enforced_ruled)
         if self._mode == "shadow":
             action = "allow"
         delay = None
