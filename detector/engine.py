@@ -285,7 +285,7 @@ class Engine:
         allow_listed: bool,
         counts: Counts | None,
     ) -> tuple[Decision, Conclusion]:
-        problems = [Hit(problem, "enforce") for problem in subject.problems]
+        problems = [Hit(problem, "enforce") for problem in subject.problems] if subject.problems else []
         if subject.clamped_by is not None:
             problems.append(Hit("ts_clamped", "enforce", value=round(subject.clamped_by, 3)))
         if counts is not None and counts.degraded:
@@ -295,11 +295,11 @@ class Engine:
         elif counts is None:
             conclusion = self.scorer.conclude(static + problems + self._unavailable())
         else:
-            hits = (
-                static + self.scorer.counted_hits(subject, counts) + self.scorer.context_hits(subject, counts)
-            )
+            hits = static + self.scorer.counted_hits(subject, counts)
+            hits += self.scorer.context_hits(subject, counts)
+            hits += problems
             waited = None if counts.previous_ts is None else subject.ts - counts.previous_ts
-            conclusion = self.scorer.conclude(hits + problems, waited)
+            conclusion = self.scorer.conclude(hits, waited)
         return self._decision(request, subject, conclusion), conclusion
 
     def _decision(self, request: OtpRequest, subject: Subject, conclusion: Conclusion) -> Decision:
@@ -379,8 +379,11 @@ class Engine:
     ) -> list[Offence]:
         """The entities this request's block quarantines, labelled for an operator without the number or
         the address; `begun` learns their quarantines for the rest of the batch."""
+        offending = self.scorer.offences(conclusion)
+        if not offending:
+            return []
         found = []
-        for dim in sorted(self.scorer.offences(conclusion)):
+        for dim in sorted(offending):
             key = subject.keys.get(dim)
             if key is None:
                 continue

@@ -326,12 +326,13 @@ class Scorer:
             pair = windows[recent]
             if pair is None:
                 continue
-            unverified = max(pair[0] - pair[1], 0)
+            requested, verified = pair
+            unverified = requested - verified if requested > verified else 0
             if unverified <= adaptive.floor:
                 continue  # the threshold is at least the floor
             peak_per_recent = counts.peaks[history] * recent_seconds / history_width
             threshold = max(
-                adaptive.floor, adaptive.peak_factor * peak_per_recent, adaptive.verified_factor * pair[1]
+                adaptive.floor, adaptive.peak_factor * peak_per_recent, adaptive.verified_factor * verified
             )
             if unverified > threshold:
                 ratio = min(unverified / threshold, cap)
