@@ -364,9 +364,12 @@ class Engine:
             log.warning("state store unavailable, applying on_error=%s: %s", self.policy.state.on_error, exc)
             return [None] * len(updates)
 
-    async def _within_deadline(self, call: Awaitable[_T]) -> _T:
-        if self._store_bounds_calls:
-            return await call
+    def _within_deadline(self, call: Awaitable[_T]) -> Awaitable[_T]:
+        """The store's call, bounded by the engine's deadline unless the store bounds its own (as is: one
+        coroutine less per call)."""
+        return call if self._store_bounds_calls else self._timed(call)
+
+    async def _timed(self, call: Awaitable[_T]) -> _T:
         async with asyncio.timeout(self._timeout):  # no task of its own, unlike wait_for
             return await call
 
