@@ -613,10 +613,14 @@ class Scorer:
         """The quarantinable dimensions whose counted rules pushed a request over the block line by score."""
         if self._quarantine is None or conclusion.score < self._block_at:
             return set()
-        if any(hit.code == "quarantined" for hit in conclusion.hits):
-            return set()  # already quarantined: blocked by that, not a new offence
         dims = self.plan.quarantine_dimensions
-        return {hit.dimension for hit in conclusion.hits if hit.dimension in dims and hit.points > 0}
+        offending = set()
+        for hit in conclusion.hits:
+            if hit.code == "quarantined":
+                return set()  # already quarantined: blocked by that, not a new offence
+            if hit.dimension in dims and hit.points > 0:
+                offending.add(hit.dimension)
+        return offending
 
     def conclude(self, hits: list[Hit], waited: float | None = None) -> Conclusion:
         """The verdict and action of `hits`. `waited`: seconds since the number's previous request (None:
