@@ -37,20 +37,19 @@ class KeyedHasher:
 
     def __call__(self, kind: str, value: str) -> str:
         """The digest of a string, of the default size: what the engine asks for several times a request."""
-        keyed = self._keyed.get(kind) or self._keyed_state(kind, DIGEST_SIZE)
-        state = keyed.copy()
+        state = (self._keyed.get(kind) or self._keyed_state(kind, kind, DIGEST_SIZE)).copy()
         state.update(value.encode())
         return state.hexdigest()
 
     def digest(self, kind: str, data: bytes, size: int = DIGEST_SIZE) -> str:
-        key = kind if size == DIGEST_SIZE else (kind, size)
-        state = (self._keyed.get(key) or self._keyed_state(kind, size)).copy()
+        slot = kind if size == DIGEST_SIZE else (kind, size)
+        state = (self._keyed.get(slot) or self._keyed_state(slot, kind, size)).copy()
         state.update(data)
         return state.hexdigest()
 
-    def _keyed_state(self, kind: str, size: int) -> Any:
+    def _keyed_state(self, slot: str | tuple[str, int], kind: str, size: int) -> Any:
         keyed = hashlib.blake2b(key=self._key, digest_size=size, person=kind.encode()[:16])
-        self._keyed[kind if size == DIGEST_SIZE else (kind, size)] = keyed
+        self._keyed[slot] = keyed
         return keyed
 
     def __repr__(self) -> str:
