@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each in a fresh process so one cannot warm or slow the next.
 
-python -m bench [replay replay_rss redis_store redis_replay pipeline send serve businesses]
+python -m bench [replay engine replay_rss redis_store redis_replay pipeline send serve businesses]
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 
 BENCHMARKS = [
     "replay",
+    "engine",
     "replay_rss",
     "redis_store",
     "redis_replay",

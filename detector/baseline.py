@@ -27,6 +27,8 @@ from detector.policy import Policy, seconds
 from detector.state.base import Counts
 
 ALL = "*"  # the one key of the `all` dimension: every request of the business
+_HOME_DIMENSIONS = ("all", "phone_country", "ip_country")
+_SEGMENT_DIMENSIONS = ("all", "segment", "route", "phone_country")
 HomeBasis = Literal["configured", "learned", "warmup"]
 
 
@@ -49,7 +51,6 @@ class Baseline:
     def __init__(self, policy: Policy, slots: Mapping[tuple[str, int], int] | None = None) -> None:
         """`slots`: where each counted window is in `Counts.windows` (`CounterPlan.slots`); the scorer gives
         them, once its plan includes the windows this asks for (`windows`)."""
-        self._slots = dict(slots or {})
         home = policy.home
         self._core = frozenset(policy.phone.core_countries)
         self._home_window = seconds(home.baseline)
@@ -63,16 +64,20 @@ class Baseline:
         known = policy.rules.known_good
         self._known_window = seconds(known.window) if known.mode != "off" else None
         self._known_min = known.min_verified
+        # Where each window read per request is in `Counts.windows` (None: not counted), resolved once.
+        place = dict(slots or {}).get
+        self._home_places = {dim: place((dim, self._home_window)) for dim in _HOME_DIMENSIONS}
+        self._segment_places = {
+            dim: (place((dim, self._segment_window)), place((dim, self._pending_window)))
+            for dim in _SEGMENT_DIMENSIONS
+        }
+        self._known_place = place(("msisdn", self._known_window)) if self._known_window is not None else None
 
     def windows(self) -> dict[str, set[int]]:
         """The windows this needs, per dimension."""
-        wanted: dict[str, set[int]] = {
-            "all": {self._home_window},
-            "phone_country": {self._home_window},
-            "ip_country": {self._home_window},
-        }
+        wanted: dict[str, set[int]] = {dim: {self._home_window} for dim in _HOME_DIMENSIONS}
         if self._segments.mode != "off":
-            for dim in ("all", "segment", "route", "phone_country"):
+            for dim in _SEGMENT_DIMENSIONS:
                 wanted.setdefault(dim, set()).update({self._segment_window, self._pending_window})
         if self._known_window is not None:
             wanted["msisdn"] = {self._known_window}
@@ -85,17 +90,18 @@ class Baseline:
             return Home(True, "configured")
         if counts is None:
             return Home(True, "warmup")
-        asked, everyone = self._pair(counts, "all", self._home_window) or (0, 0)
+        places = self._home_places
+        asked, everyone = _pair(counts, places["all"]) or (0, 0)
         if self._core and everyone < self._warmup:
             return Home(False, "configured")
         if everyone < self._warmup:
             # No verified history yet: the business's own requests are the best estimate of its market. An
             # attack can only make its destination look like home this way, and below 1 / min_share
             # requests in all, every country asked for is home.
-            region_asked, _ = self._pair(counts, dimension, self._home_window) or (0, 0)
+            region_asked, _ = _pair(counts, places[dimension]) or (0, 0)
             share = region_asked / asked if asked else 1.0
             return Home(share >= self._min_share, "warmup", share)
-        region_asked, verified = self._pair(counts, dimension, self._home_window) or (0, 0)
+        region_asked, verified = _pair(counts, places[dimension]) or (0, 0)
         share = verified / everyone
         return Home(
             share >= self._min_share and verified >= self._min_verified, "learned", share, region_asked
@@ -121,19 +127,21 @@ class Baseline:
         """How often the number was verified in the window, when that makes it known-good; else 0."""
         if counts is None or self._known_window is None:
             return 0
-        _, verified = self._pair(counts, "msisdn", self._known_window) or (0, 0)
+        _, verified = _pair(counts, self._known_place) or (0, 0)
         return verified if verified >= self._known_min else 0
-
-    def _pair(self, counts: Counts, dimension: str, window: int) -> tuple[int, int] | None:
-        """(requests, verified) of one window, None when the request has no entity of `dimension`."""
-        place = self._slots.get((dimension, window))
-        return None if place is None else counts.windows[place]
 
     def _settled(self, counts: Counts, dimension: str) -> tuple[int, int] | None:
         """(requests, verified) of the segment baseline without the last `pending` seconds' requests (their
         codes may be verified yet)."""
-        whole = self._pair(counts, dimension, self._segment_window)
+        whole_place, pending_place = self._segment_places[dimension]
+        whole = _pair(counts, whole_place)
         if whole is None:
             return None
-        recent, _ = self._pair(counts, dimension, self._pending_window) or (0, 0)
+        recent, _ = _pair(counts, pending_place) or (0, 0)
         return max(whole[0] - recent, 0), whole[1]
+
+
+def _pair(counts: Counts, place: int | None) -> tuple[int, int] | None:
+    """(requests, verified) of the window at `place`, None when the request has no entity there or the
+    window is not counted."""
+    return None if place is None else counts.windows[place]

@@ -14,6 +14,7 @@ HASH_KEY_FILE_ENV = "DETECTOR_HASH_KEY_FILE"
 MIN_KEY_BYTES = 16
 MIN_KEY_CHARACTERS = 16
 MIN_DISTINCT_CHARACTERS = 5
+DIGEST_SIZE = 12  # bytes of a key's digest: 96 bits, 24 hex characters
 GOOD_KEY_ADVICE = f"make one with `openssl rand -hex 32` and set {HASH_KEY_ENV} or {HASH_KEY_FILE_ENV}"
 
 
@@ -30,21 +31,26 @@ class KeyedHasher:
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"the hash key must be at least {MIN_KEY_BYTES} bytes")
         self._key = key[:64]
-        # A keyed state per (kind, size), copied per digest: keying costs a compression of its own.
-        self._keyed: dict[tuple[str, int], Any] = {}
+        # A keyed state per kind (and size, when not the default), copied per digest: keying costs a
+        # compression of its own.
+        self._keyed: dict[str | tuple[str, int], Any] = {}
 
     def __call__(self, kind: str, value: str) -> str:
-        return self.digest(kind, value.encode())
+        """The digest of a string, of the default size: what the engine asks for several times a request."""
+        state = (self._keyed.get(kind) or self._keyed_state(kind, kind, DIGEST_SIZE)).copy()
+        state.update(value.encode())
+        return state.hexdigest()
 
-    def digest(self, kind: str, data: bytes, size: int = 12) -> str:
-        keyed = self._keyed.get((kind, size))
-        if keyed is None:
-            keyed = self._keyed[(kind, size)] = hashlib.blake2b(
-                key=self._key, digest_size=size, person=kind.encode()[:16]
-            )
-        state = keyed.copy()
+    def digest(self, kind: str, data: bytes, size: int = DIGEST_SIZE) -> str:
+        slot = kind if size == DIGEST_SIZE else (kind, size)
+        state = (self._keyed.get(slot) or self._keyed_state(slot, kind, size)).copy()
         state.update(data)
-        return str(state.hexdigest())
+        return state.hexdigest()
+
+    def _keyed_state(self, slot: str | tuple[str, int], kind: str, size: int) -> Any:
+        keyed = hashlib.blake2b(key=self._key, digest_size=size, person=kind.encode()[:16])
+        self._keyed[slot] = keyed
+        return keyed
 
     def __repr__(self) -> str:
         return "KeyedHasher(key=****)"

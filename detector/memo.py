@@ -30,6 +30,8 @@ def key_size(key: object) -> int:
 
 
 class Memo(dict[K, V], Generic[K, V]):
+    __slots__ = ("budget_bytes", "bytes", "entry_bytes")
+
     def __init__(self, *, budget_bytes: int = DEFAULT_BUDGET, entry_bytes: int = ENTRY_BYTES) -> None:
         super().__init__()
         self.budget_bytes = budget_bytes

@@ -72,10 +72,13 @@ class Conclusion(msgspec.Struct, frozen=True):
 
     @property
     def retry_after(self) -> float | None:
-        waits = [hit.retry_after for hit in self.hits if hit.retry_after is not None]
-        if self.delay is not None:
-            waits.append(self.delay)
-        return max(waits) if waits else None
+        longest = None  # the first of the longest, as max() keeps it
+        for hit in self.hits:
+            if hit.retry_after is not None and (longest is None or hit.retry_after > longest):
+                longest = hit.retry_after
+        if self.delay is not None and (longest is None or self.delay > longest):
+            longest = self.delay
+        return longest
 
 
 def counter_plan(policy: Policy) -> CounterPlan:
@@ -323,12 +326,13 @@ class Scorer:
             pair = windows[recent]
             if pair is None:
                 continue
-            unverified = max(pair[0] - pair[1], 0)
+            requested, verified = pair
+            unverified = requested - verified if requested > verified else 0
             if unverified <= adaptive.floor:
                 continue  # the threshold is at least the floor
             peak_per_recent = counts.peaks[history] * recent_seconds / history_width
             threshold = max(
-                adaptive.floor, adaptive.peak_factor * peak_per_recent, adaptive.verified_factor * pair[1]
+                adaptive.floor, adaptive.peak_factor * peak_per_recent, adaptive.verified_factor * verified
             )
             if unverified > threshold:
                 ratio = min(unverified / threshold, cap)
@@ -609,29 +613,37 @@ class Scorer:
         """The quarantinable dimensions whose counted rules pushed a request over the block line by score."""
         if self._quarantine is None or conclusion.score < self._block_at:
             return set()
-        if any(hit.code == "quarantined" for hit in conclusion.hits):
-            return set()  # already quarantined: blocked by that, not a new offence
         dims = self.plan.quarantine_dimensions
-        return {hit.dimension for hit in conclusion.hits if hit.dimension in dims and hit.points > 0}
+        offending = set()
+        for hit in conclusion.hits:
+            if hit.code == "quarantined":
+                return set()  # already quarantined: blocked by that, not a new offence
+            if hit.dimension in dims and hit.points > 0:
+                offending.add(hit.dimension)
+        return offending
 
     def conclude(self, hits: list[Hit], waited: float | None = None) -> Conclusion:
         """The verdict and action of `hits`. `waited`: seconds since the number's previous request (None:
         none known). The score's delay rung is served by waiting: a number whose previous request is at
         least `score.delay_for` old passes it (a retry after `retry_after`); otherwise the request is
         delayed. A rule's own delay (`retry_too_soon`) says how long itself; waiting less never passes it."""
-        score = sum([hit.points for hit in hits])
-        enforced_score = sum([hit.points for hit in hits if hit.mode == "enforce"])
+        score = enforced_score = 0.0  # summed in the hits' order, as sum() does
+        ruled: Action = "allow"  # the worst of the rules' own verdicts, and of those enforced
+        enforced_ruled: Action = "allow"
+        for hit in hits:
+            score += hit.points
+            if hit.mode == "enforce":
+                enforced_score += hit.points
+                if hit.verdict is not None:
+                    enforced_ruled = _worse(enforced_ruled, hit.verdict)
+            if hit.verdict is not None:
+                ruled = _worse(ruled, hit.verdict)
         by_score, by_enforced_score = self._verdict_for(score), self._verdict_for(enforced_score)
         if waited is not None and waited >= self._delay_for and "delay" in (by_score, by_enforced_score):
             hits = [*hits, Hit("delay_waited", "enforce", value=round(waited, 3), threshold=self._delay_for)]
             by_score = "allow" if by_score == "delay" else by_score
             by_enforced_score = "allow" if by_enforced_score == "delay" else by_enforced_score
-        verdict, action = by_score, by_enforced_score
-        for hit in hits:
-            if hit.verdict is not None:
-                verdict = _worse(verdict, hit.verdict)
-                if hit.mode == "enforce":
-                    action = _worse(action, hit.verdict)
+        verdict, action = _worse(by_score, ruled), _worse(by_enforced_score, enforced_ruled)
         if self._mode == "shadow":
             action = "allow"
         delay = None

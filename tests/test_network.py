@@ -152,6 +152,21 @@ def test_parse_ip_never_crashes(text: str) -> None:
     parse_ip(text)
 
 
+_OCTET_SPELLINGS = ["0", "00", "07", "010", "9", "99", "100", "199", "249", "250", "255", "256", "1000", ""]
+_OCTET_SPELLINGS += ["+1", "\u0663", "0x1"]
+
+
+@given(st.lists(st.sampled_from(_OCTET_SPELLINGS), min_size=3, max_size=5))
+def test_dotted_quads_are_read_as_ipaddress_reads_them(octets: list[str]) -> None:
+    """Leading zeros (octal to inet_aton), values over 255, signs and non-ASCII digits: refused alike."""
+    text = ".".join(octets)
+    try:
+        expected: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(text)
+    except ValueError:
+        expected = None
+    assert parse_ip(text) == expected
+
+
 untrusted = st.one_of(
     st.ip_addresses(v=4).filter(lambda a: a not in ipaddress.ip_network("10.0.0.0/8")),
     st.ip_addresses(v=6).filter(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -15,6 +17,10 @@ SUBNET_PREFIX = {4: 24, 6: 64}
 MAX_FORWARDED_HOPS = 32  # header elements walked, more than any real chain; past them: bad_forwarded_for
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+# An IPv4 address as ipaddress reads it: four decimal octets up to 255, without leading zeros (which
+# inet_aton would read as octal).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 
@@ -40,6 +46,8 @@ def impossible_client(address: IPAddress) -> str | None:
 
 def parse_ip(text: str) -> IPAddress | None:
     """One address as proxies write it: optional port, brackets, spaces; IPv4-mapped IPv6 becomes IPv4."""
+    if _DOTTED_QUAD.fullmatch(text):  # most addresses: read without ipaddress's parser, 5x slower
+        return ipaddress.IPv4Address(socket.inet_aton(text))
     value = text.strip().strip('"')
     if not value:
         return None

@@ -156,6 +156,7 @@ _SPECIFIC_TYPES = (
     ("voicemail", PhoneNumberType.VOICEMAIL),
 )
 _Desc = tuple[frozenset[int], "re.Pattern[str]"] | None
+_CALLING_CODES = frozenset(str(code) for code in COUNTRY_CODE_TO_REGION_CODE)
 
 
 def _desc(number_desc: Any) -> _Desc:
@@ -242,20 +243,20 @@ class NumberPlan:
     """phonenumbers' metadata, compiled once per country calling code."""
 
     def __init__(self) -> None:
-        self._plans: dict[int, tuple[_RegionPlan, ...]] = {}
+        self._plans: dict[str, tuple[_RegionPlan, ...]] = {}  # by calling code, as its digits
 
     def facts(self, e164: str) -> NumberFacts:
         digits = e164[1:]
         for size in (1, 2, 3):
-            code = int(digits[:size])
-            if code in COUNTRY_CODE_TO_REGION_CODE:
+            code = digits[:size]
+            if code in _CALLING_CODES:
                 return self._facts(code, digits[size:])
         return NumberFacts(False, None, "unknown")
 
-    def _facts(self, code: int, nsn: str) -> NumberFacts:
+    def _facts(self, code: str, nsn: str) -> NumberFacts:
         plans = self._plans.get(code)
         if plans is None:
-            plans = self._plans[code] = self._compile(code)
+            plans = self._plans[code] = self._compile(int(code))
         several = len(plans) > 1
         for plan in plans:
             if several and plan.leading_digits is not None:
