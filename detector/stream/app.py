@@ -46,6 +46,7 @@ import logging
 import os
 import signal
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -71,7 +72,7 @@ from detector.events import (
     encode,
     parse_event,
 )
-from detector.kafka.exit import exit_without_commit
+from detector.kafka.exit import exit_without_commit, leave_if_stuck
 from detector.kafka.output import KafkaOutput, Output, acknowledged
 from detector.kafka.topics import TopicNames
 from detector.prices import load_prices
@@ -79,6 +80,9 @@ from detector.stream.config import StreamConfig
 from detector.stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
+# A stop that takes longer is stuck (one takes about a second): the worker then leaves without committing,
+# within the 60 s Kubernetes grants a pod to stop (the Helm chart's terminationGracePeriodSeconds).
+STOP_DEADLINE = 45.0
 
 Kind = Literal["requests", "feedback", "feedback_retry", "challenges"]  # challenges: the requests agent's
 
@@ -422,6 +426,12 @@ def build_app(
     class DetectorApp(LeanApp):
         pipeline: Pipeline
 
+        stop_deadline: threading.Timer | None = None
+
+        async def on_stop(self) -> None:
+            self.stop_deadline = leave_if_stuck(STOP_DEADLINE, "the worker")
+            await super().on_stop()
+
         async def on_shutdown(self) -> None:
             """After the agents, the consumer and Faust's producer have stopped: our producer, the store."""
             await super().on_shutdown()
@@ -433,6 +443,8 @@ def build_app(
                     await close()
                 except Exception:
                     log.exception("closing the %s failed", what)
+            if self.stop_deadline is not None:
+                self.stop_deadline.cancel()  # stopped in time
 
     app = DetectorApp(config.group_id, autodiscover=False, **config.faust_settings(data_dir))
     pipeline = Pipeline(

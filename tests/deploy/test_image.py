@@ -112,14 +112,14 @@ def test_a_worker_runs_on_a_read_only_root_filesystem(
     while True:
         state = podman("inspect", "--format", "{{.State.Running}}", container_name).stdout.strip()
         assert state == "true", podman("logs", container_name).stdout[-3000:]
-        try:
-            response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
-            if "detector_events_in" in response.text:
+        try:  # ready: its consumer joined the group (a worker stopped while starting is tests/test_exit.py's)
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
         assert time.monotonic() < deadline, podman("logs", container_name).stdout[-3000:]
         time.sleep(0.5)
+    assert "detector_events_in" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
     stopped = podman("stop", "--time", "60", container_name, timeout=90)  # SIGTERM, then the exit status
     assert stopped.returncode == 0, stopped.stderr
     status = podman("inspect", "--format", "{{.State.ExitCode}}", container_name).stdout.strip()
