@@ -530,8 +530,8 @@ class _Deciding:
             self.offences += found
             decision = _quarantines_started(decision, found, begun)
         expires = subject.ts + engine._challenge_ttl if decision.action == "challenge" else None
-        personal = encode(_without_personal_data(decision))
-        self.fresh.append(Remembered(request.request_id, subject.ts, personal, expires))
+        kept = encode(_without_personal_data(decision))
+        self.fresh.append(Remembered(request.request_id, subject.ts, kept, expires))
         self._decided[request.request_id] = decision
         return decision
 

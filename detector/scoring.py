@@ -627,7 +627,7 @@ class Scorer:
         none known). The score's delay rung is served by waiting: a number whose previous request is at
         least `score.delay_for` old passes it (a retry after `retry_after`); otherwise the request is
         delayed. A rule's own delay (`retry_too_soon`) says how long itself; waiting less never passes it."""
-        score = enforced_score = 0.0  # summed in the hits' order, as sum() does
+        score = enforced_score = 0.0  # summed plainly in the hits' order (sum() compensates from 3.12 on)
         ruled: Action = "allow"  # the worst of the rules' own verdicts, and of those enforced
         enforced_ruled: Action = "allow"
         for hit in hits:

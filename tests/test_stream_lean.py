@@ -152,16 +152,24 @@ def test_faust_s_per_message_race_is_skipped_only_when_the_delivery_cannot_block
     assert tasks
 
 
+@pytest.mark.kafka
 def test_the_consumer_thread_fetches_in_larger_responses(
-    tmp_path: Path, loop: asyncio.AbstractEventLoop
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, kafka_bootstrap: str
 ) -> None:
-    """Faust's consumer would ask for one byte and wait up to 1.5 s; the worker's asks for more, briefly."""
-    app, _, _ = _app(tmp_path, loop, 8)
+    """Faust's consumer asks for one byte and waits up to 1.5 s; the worker's asks for more, briefly: the
+    sizes reach the fetcher aiokafka starts on a real broker (they are set on private attributes, which a
+    new aiokafka could stop reading)."""
+    config = StreamConfig(brokers=kafka_bootstrap, group_id="lean-fetch-test")
+    app = LeanApp("lean-fetch-test", autodiscover=False, loop=loop, **config.faust_settings(str(tmp_path)))
     thread = app.consumer._new_consumer_thread()
 
-    async def create() -> Any:
-        return thread._create_worker_consumer(app.transport)
+    async def fetcher_sizes() -> tuple[int, int]:
+        consumer = thread._create_worker_consumer(app.transport)
+        await consumer.start()
+        try:
+            return consumer._fetcher._fetch_min_bytes, consumer._fetcher._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
 
-    consumer = loop.run_until_complete(create())
-    assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (FETCH_MIN_BYTES, FETCH_MAX_WAIT_MS)
+    assert loop.run_until_complete(fetcher_sizes()) == (FETCH_MIN_BYTES, FETCH_MAX_WAIT_MS)
     assert FETCH_MIN_BYTES > 1 and FETCH_MAX_WAIT_MS < 1500
