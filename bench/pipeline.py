@@ -267,10 +267,11 @@ async def passthrough(bootstrap: str, source: str, target: str, group: str, batc
 
 
 def faust_passthrough(bootstrap: str, source: str, target: str, group: str, batch_size: int) -> None:
-    """What Faust itself costs: the worker's app settings, `take_events` and output, and no engine."""
+    """What Faust itself costs: the worker's app settings, batches and output, and no engine."""
     import faust
 
     from detector.kafka.output import KafkaOutput
+    from detector.stream.batches import take_batches
     from detector.stream.config import StreamConfig
     from detector.stream.lean import LeanApp, new_event_loop
 
@@ -286,9 +287,11 @@ def faust_passthrough(bootstrap: str, source: str, target: str, group: str, batc
         )
 
         async def forward(stream: Any) -> None:
-            async for events in stream.take_events(config.batch_size, within=config.batch_wait):
+            async for events in take_batches(stream, config.batch_size, config.batch_wait):
                 messages = [(event.message.key, event.message.value) for event in events]
                 await asyncio.gather(*await output.send_many(target, messages))
+                for event in events:
+                    await stream.ack(event)
 
         app.agent(topic, name="bench.forward")(forward)
         worker = faust.Worker(app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)

@@ -87,7 +87,10 @@ _TOPICS = TopicNames()
     env="DETECTOR_BATCH_WAIT",
     default=0.01,
     type=click.FloatRange(0.0005, 10.0),
-    help="Seconds to wait for a batch to fill before processing what is there.",
+    help=(
+        "Longest a message waits for its batch to fill: a batch is processed once full or this many "
+        "seconds after its first message arrived."
+    ),
 )
 @option(
     "--feedback-retry-delay",

@@ -2,9 +2,10 @@
 
 Agents (one instance each; throughput comes from batching, not concurrency):
 
-* ``requests``: takes up to `batch_size` messages (or what arrived within `batch_wait`) from the requests
-  topic, runs them through `Engine.process` in one call (one store round trip per batch), and publishes one
-  decision per request, keyed by `request_id`, to the decisions topic;
+* ``requests``: takes batches of up to `batch_size` messages from the requests topic, each closed at most
+  `batch_wait` after its first message arrived (`detector.stream.batches`), runs them through
+  `Engine.process` in one call (one store round trip per batch), and publishes one decision per request,
+  keyed by `request_id`, to the decisions topic;
 * ``feedback``: the same for the feedback topic, applying verification outcomes to the counters;
 * ``feedback_retry``: a delay queue for feedback the store could not apply yet (see below).
 
@@ -76,6 +77,7 @@ from detector.kafka.exit import exit_without_commit, leave_if_stuck
 from detector.kafka.output import KafkaOutput, Output, acknowledged
 from detector.kafka.topics import TopicNames
 from detector.prices import load_prices
+from detector.stream.batches import take_batches
 from detector.stream.config import StreamConfig
 from detector.stream.metrics import Metrics
 
@@ -482,7 +484,7 @@ def build_app(
 
             in_flight: asyncio.Future[None] | None = None
             try:
-                async for events in stream.noack_take(config.batch_size, within=config.batch_wait):
+                async for events in take_batches(stream, config.batch_size, config.batch_wait):
                     try:
                         output = await pipeline.submit(kind, [incoming(event.message) for event in events])
                     except Exception as exc:
