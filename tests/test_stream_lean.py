@@ -14,8 +14,8 @@ from faust.types import TP
 
 from detector.stream.config import StreamConfig
 from detector.stream.lean import (
-    FETCH_MAX_WAIT_MS,
-    FETCH_MIN_BYTES,
+    BUSY_FETCH,
+    QUIET_FETCH,
     LeanApp,
     LeanConsumer,
     QuietMonitor,
@@ -153,23 +153,58 @@ def test_faust_s_per_message_race_is_skipped_only_when_the_delivery_cannot_block
 
 
 @pytest.mark.kafka
-def test_the_consumer_thread_fetches_in_larger_responses(
-    tmp_path: Path, loop: asyncio.AbstractEventLoop, kafka_bootstrap: str
+def test_the_consumer_thread_long_polls_a_quiet_topic_and_fetches_a_busy_one_in_larger_responses(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, kafka_bootstrap: str, kafka_topic_factory: Any
 ) -> None:
-    """Faust's consumer asks for one byte and waits up to 1.5 s; the worker's asks for more, briefly: the
-    sizes reach the fetcher aiokafka starts on a real broker (they are set on private attributes, which a
-    new aiokafka could stop reading)."""
+    """Faust asks for one byte and waits up to 1.5 s: at a few thousand events a second a fetch brings a
+    handful. Asking for 64 KiB within 5 ms always would poll an idle broker 200 times a second (12% of a core
+    here, for nothing): after a fetch that brought nothing, the consumer asks for one byte again, waiting up
+    to `QUIET_FETCH`. On a real broker; the sizes are private attributes of aiokafka's fetcher, which a new
+    aiokafka could stop reading."""
+    from aiokafka import AIOKafkaProducer, TopicPartition
+
+    topic = loop.run_until_complete(kafka_topic_factory(partitions=1))
     config = StreamConfig(brokers=kafka_bootstrap, group_id="lean-fetch-test")
     app = LeanApp("lean-fetch-test", autodiscover=False, loop=loop, **config.faust_settings(str(tmp_path)))
     thread = app.consumer._new_consumer_thread()
 
-    async def fetcher_sizes() -> tuple[int, int]:
+    async def fetching() -> list[tuple[int, int, bool]]:
+        """(bytes asked for, wait, brought records) of each fetch: a quiet second, then one record."""
         consumer = thread._create_worker_consumer(app.transport)
         await consumer.start()
+        fetcher = consumer._fetcher
+        fetches: list[tuple[int, int, bool]] = []
+        paced = fetcher._proc_fetch_request
+
+        async def recorded(assignment: Any, node_id: int, request: Any) -> Any:
+            brought = await paced(assignment, node_id, request)
+            fetches.append((request._min_bytes, request._max_wait_ms, brought))
+            return brought
+
+        fetcher._proc_fetch_request = recorded
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
         try:
-            return consumer._fetcher._fetch_min_bytes, consumer._fetcher._fetch_max_wait_ms
+            await producer.send_and_wait(topic, b"first")
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_end(tp)
+            await asyncio.sleep(1.0)  # a quiet second: how often is the broker asked?
+            quiet = len(fetches)
+            await producer.send_and_wait(topic, b"second")
+            records = await consumer.getmany(tp, timeout_ms=10_000)
+            assert [r.value for r in records[tp]] == [b"second"]
+            while len(fetches) < quiet + 2:  # the fetch that brought it, and the next
+                await asyncio.sleep(0.01)
+            return fetches
         finally:
+            await producer.stop()
             await consumer.stop()
 
-    assert loop.run_until_complete(fetcher_sizes()) == (FETCH_MIN_BYTES, FETCH_MAX_WAIT_MS)
-    assert FETCH_MIN_BYTES > 1 and FETCH_MAX_WAIT_MS < 1500
+    fetches = loop.run_until_complete(fetching())
+    brought = next(i for i, (_, _, records) in enumerate(fetches) if records)
+    assert brought <= 1 + 1000 // QUIET_FETCH[1] + 1, f"{brought} fetches in a quiet second"
+    asked = [(size, wait) for size, wait, _ in fetches]
+    assert all(each == QUIET_FETCH for each in asked[1 : brought + 1]), "after nothing, a long poll"
+    assert asked[brought + 1] == BUSY_FETCH, "after records, more records briefly"
+    assert BUSY_FETCH[0] > 1 and BUSY_FETCH[1] < QUIET_FETCH[1] <= 500

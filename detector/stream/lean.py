@@ -15,7 +15,9 @@ Faust passthrough of `bench.pipeline`, so that the bench's ceiling is the same F
 * `LeanConsumerThread`: Faust asks the broker for records as soon as there is one byte to fetch, so at a
   few thousand events a second its consumer thread fetches a handful of records at a time, and decoding
   each fetch response in Python costs that thread (and the GIL it shares with the agent) more than the
-  records themselves. It asks for `FETCH_MIN_BYTES` instead, waiting at most `FETCH_MAX_WAIT_MS` for them.
+  records themselves. While records come it asks for more (`BUSY_FETCH`, 64 KiB within 5 ms); after a
+  fetch that brought none, for one byte within 100 ms (`QUIET_FETCH`), so that an idle worker does not
+  poll the broker 200 times a second.
 """
 
 from __future__ import annotations
@@ -60,22 +62,43 @@ class QuietMonitor(Monitor):
         pass
 
 
-# A fetch waits for this much data or this long, whichever comes first: a busy topic is fetched in large
-# responses at once, a quiet one at most this late.
-FETCH_MIN_BYTES = 64 * 1024
-FETCH_MAX_WAIT_MS = 5
+# (bytes asked for, longest wait in ms) of a fetch. While records come, a fetch waits for 64 KiB or 5 ms,
+# whichever comes first, so a busy topic is fetched in large responses; once a fetch brought nothing, the
+# next asks for one byte and waits up to 100 ms, so an idle broker is not polled 200 times a second and the
+# first record after a quiet spell comes at once.
+BUSY_FETCH = (64 * 1024, 5)
+QUIET_FETCH = (1, 100)
 
 
 class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread, fetching `FETCH_MIN_BYTES` or `FETCH_MAX_WAIT_MS` at a time."""
+    """Faust's consumer thread, its fetches paced by `BUSY_FETCH` and `QUIET_FETCH`."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Faust passes aiokafka no fetch sizes of its own (it fixes fetch_max_wait_ms at 1.5 s): set them
         # before the consumer starts, which is when aiokafka hands them to its fetcher.
-        consumer._fetch_min_bytes = FETCH_MIN_BYTES
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = BUSY_FETCH
+        start = consumer.start
+
+        async def start_pacing_fetches() -> None:
+            await start()
+            _pace_fetches(consumer._fetcher)
+
+        consumer.start = start_pacing_fetches
         return consumer
+
+
+def _pace_fetches(fetcher: Any) -> None:
+    """Each of `fetcher`'s fetch requests asks as `BUSY_FETCH` if the one before brought records, else as
+    `QUIET_FETCH` (aiokafka reads the two attributes as it builds each request)."""
+    fetch = fetcher._proc_fetch_request
+
+    async def paced(assignment: Any, node_id: int, request: Any) -> bool:
+        brought = await fetch(assignment, node_id, request)
+        fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = BUSY_FETCH if brought else QUIET_FETCH
+        return bool(brought)
+
+    fetcher._proc_fetch_request = paced
 
 
 class LeanConsumer(faust_aiokafka.Consumer):
