@@ -5,11 +5,13 @@ is driven by assigning partitions by hand)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
 from detector.stream.config import StreamConfig
@@ -161,50 +163,84 @@ def test_the_consumer_thread_long_polls_a_quiet_topic_and_fetches_a_busy_one_in_
     here, for nothing): after a fetch that brought nothing, the consumer asks for one byte again, waiting up
     to `QUIET_FETCH`. On a real broker; the sizes are private attributes of aiokafka's fetcher, which a new
     aiokafka could stop reading."""
-    from aiokafka import AIOKafkaProducer, TopicPartition
-
     topic = loop.run_until_complete(kafka_topic_factory(partitions=1))
-    config = StreamConfig(brokers=kafka_bootstrap, group_id="lean-fetch-test")
-    app = LeanApp("lean-fetch-test", autodiscover=False, loop=loop, **config.faust_settings(str(tmp_path)))
-    thread = app.consumer._new_consumer_thread()
+    app = _fetching_app(tmp_path, loop, kafka_bootstrap)
 
     async def fetching() -> list[tuple[int, int, bool]]:
         """(bytes asked for, wait, brought records) of each fetch: a quiet second, then one record."""
-        consumer = thread._create_worker_consumer(app.transport)
-        await consumer.start()
-        fetcher = consumer._fetcher
-        fetches: list[tuple[int, int, bool]] = []
-        paced = fetcher._proc_fetch_request
-
-        async def recorded(assignment: Any, node_id: int, request: Any) -> Any:
-            brought = await paced(assignment, node_id, request)
-            fetches.append((request._min_bytes, request._max_wait_ms, brought))
-            return brought
-
-        fetcher._proc_fetch_request = recorded
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-        await producer.start()
-        try:
-            await producer.send_and_wait(topic, b"first")
+        async with _recorded_fetches(app, kafka_bootstrap, topic) as (consumer, producer, fetches):
             tp = TopicPartition(topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_end(tp)
             await asyncio.sleep(1.0)  # a quiet second: how often is the broker asked?
             quiet = len(fetches)
-            await producer.send_and_wait(topic, b"second")
+            await producer.send_and_wait(topic, b"second", partition=0)
             records = await consumer.getmany(tp, timeout_ms=10_000)
             assert [r.value for r in records[tp]] == [b"second"]
             while len(fetches) < quiet + 2:  # the fetch that brought it, and the next
                 await asyncio.sleep(0.01)
-            return fetches
-        finally:
-            await producer.stop()
-            await consumer.stop()
+            return list(fetches)
 
-    fetches = loop.run_until_complete(fetching())
+    fetches = loop.run_until_complete(asyncio.wait_for(fetching(), 60))
     brought = next(i for i, (_, _, records) in enumerate(fetches) if records)
     assert brought <= 1 + 1000 // QUIET_FETCH[1] + 1, f"{brought} fetches in a quiet second"
     asked = [(size, wait) for size, wait, _ in fetches]
     assert all(each == QUIET_FETCH for each in asked[1 : brought + 1]), "after nothing, a long poll"
     assert asked[brought + 1] == BUSY_FETCH, "after records, more records briefly"
     assert BUSY_FETCH[0] > 1 and BUSY_FETCH[1] < QUIET_FETCH[1] <= 500
+
+
+@pytest.mark.kafka
+def test_no_long_poll_while_records_wait_to_be_taken(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop, kafka_bootstrap: str, kafka_topic_factory: Any
+) -> None:
+    """A partition whose records wait to be taken is left out of the next fetch, and the broker answers one
+    fetch at a time: a long poll on the quiet partition would hold back the busy one for 100 ms."""
+    topic = loop.run_until_complete(kafka_topic_factory(partitions=2))
+    app = _fetching_app(tmp_path, loop, kafka_bootstrap)
+
+    async def fetching() -> list[tuple[int, int, bool]]:
+        async with _recorded_fetches(app, kafka_bootstrap, topic) as (_, producer, fetches):
+            await producer.send_and_wait(topic, b"busy", partition=0)  # and not taken
+            while not any(brought for *_, brought in fetches):
+                await asyncio.sleep(0.01)
+            brought = len(fetches)
+            while len(fetches) < brought + 3:  # partition 1 alone, quiet
+                await asyncio.sleep(0.01)
+            return fetches[brought:]
+
+    after = loop.run_until_complete(asyncio.wait_for(fetching(), 60))
+    assert [(size, wait) for size, wait, _ in after] == [BUSY_FETCH] * len(after)
+
+
+def _fetching_app(tmp_path: Path, loop: asyncio.AbstractEventLoop, bootstrap: str) -> Any:
+    config = StreamConfig(brokers=bootstrap, group_id="lean-fetch-test")
+    return LeanApp("lean-fetch-test", autodiscover=False, loop=loop, **config.faust_settings(str(tmp_path)))
+
+
+@contextlib.asynccontextmanager
+async def _recorded_fetches(
+    app: Any, bootstrap: str, topic: str
+) -> AsyncIterator[tuple[Any, Any, list[tuple[int, int, bool]]]]:
+    """The worker's consumer, assigned every partition of `topic` at its end, with the (bytes asked for,
+    wait, brought records) of each of its fetches as they complete; and a producer."""
+    consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+    await consumer.start()
+    fetcher = consumer._fetcher
+    fetches: list[tuple[int, int, bool]] = []
+    paced = fetcher._proc_fetch_request
+
+    async def recorded(assignment: Any, node_id: int, request: Any) -> Any:
+        brought = await paced(assignment, node_id, request)
+        fetches.append((request._min_bytes, request._max_wait_ms, brought))
+        return brought
+
+    fetcher._proc_fetch_request = recorded
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(await producer.partitions_for(topic))]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        yield consumer, producer, fetches
+    finally:
+        await producer.stop()
+        await consumer.stop()

@@ -89,13 +89,19 @@ class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 def _pace_fetches(fetcher: Any) -> None:
-    """Each of `fetcher`'s fetch requests asks as `BUSY_FETCH` if the one before brought records, else as
-    `QUIET_FETCH` (aiokafka reads the two attributes as it builds each request)."""
+    """Each of `fetcher`'s fetch requests asks as `QUIET_FETCH` if the one before brought no records and
+    none wait to be taken, else as `BUSY_FETCH` (aiokafka reads the two attributes as it builds each
+    request).
+
+    Records waiting to be taken mean partitions left out of the next request (aiokafka fetches a partition
+    again once its records are taken), and a broker answers one fetch at a time per consumer: a long poll
+    for the quiet partitions would hold back the busy ones for up to its wait."""
     fetch = fetcher._proc_fetch_request
 
     async def paced(assignment: Any, node_id: int, request: Any) -> bool:
         brought = await fetch(assignment, node_id, request)
-        fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = BUSY_FETCH if brought else QUIET_FETCH
+        quiet = not brought and not fetcher._records
+        fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms = QUIET_FETCH if quiet else BUSY_FETCH
         return bool(brought)
 
     fetcher._proc_fetch_request = paced
