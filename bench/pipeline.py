@@ -2,8 +2,8 @@
 on the same broker that consume a batch, publish every message and wait for the acks, deciding nothing:
 
 * aiokafka: the bare client, ``getmany`` → ``send`` → commit — the ceiling for any Python consumer here;
-* faust only: the worker's own Faust app (`detector.stream.lean`) and settings, ``take_events`` and output
-  producer (`send_many`) — what Faust costs.
+* faust only: the worker's own Faust app (`detector.stream.lean`) and settings, batches
+  (`detector.stream.batches`) and output producer (`send_many`) — what Faust costs.
 
     python -m bench.pipeline [--requests 50000] [--rates 2000,1000,500] [--seconds 15] [--json out.json]
 
@@ -18,7 +18,8 @@ redis-server of its own in a temporary directory. Measured:
 3. latency: with the consumer running and its group settled, requests are produced at each of --rates per
    second for --seconds (2,000/s is the target; lower rates show a worker that is not saturated); latency
    is from just before `send` to the moment this process reads the output (the first --warmup seconds are
-   left out). Producer and reader share this process and its clock.
+   left out). Producer and reader share this process and its clock;
+4. CPU while idle: a ready consumer on a topic nothing is written to, over 10 s (% of one core).
 
 Every process — broker, Redis, consumer, this one — shares the machine's cores: the report gives the core
 count, the load average and Linux's CPU pressure (the share of time some runnable task waited for a CPU).
@@ -409,12 +410,7 @@ async def latency(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
     try:
-        # Ready means: a probe request comes back. Then produce at a fixed rate and read as we go.
-        _, key, value = workload.request()
-        await producer.send_and_wait(names["requests"], value, key=key)
-        probe = Reader(bootstrap, names["decisions"])
-        await probe.run(1, time.monotonic() + 120, proc.check)
-
+        await probe(bootstrap, names, proc, producer, workload)  # then produce at a fixed rate, read as we go
         total = int(rate * (seconds + warmup))
         reader = Reader(bootstrap, names["decisions"])
         deadline = time.monotonic() + seconds + warmup + 120
@@ -450,6 +446,35 @@ async def latency(
         "max_ms": waits[-1],
         "measured": len(waits),
     }
+
+
+async def probe(
+    bootstrap: str, names: dict[str, str], proc: Process, producer: Any, workload: Workload
+) -> None:
+    """Until the consumer is ready: a probe request comes back."""
+    _, key, value = workload.request()
+    await producer.send_and_wait(names["requests"], value, key=key)
+    await Reader(bootstrap, names["decisions"]).run(1, time.monotonic() + 120, proc.check)
+
+
+async def idle_cpu(bootstrap: str, start: Any, seconds: float = 10.0) -> float:
+    """CPU of a ready consumer on a topic nothing is written to, % of one core: what it costs to wait."""
+    from aiokafka import AIOKafkaProducer
+
+    names = topic_names("idle")
+    await create(bootstrap, names)
+    proc: Process = start(names)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await probe(bootstrap, names, proc, producer, Workload(seed=5))
+        await asyncio.sleep(2.0)  # the probe's batch settled
+        before = proc.cpu_seconds()
+        await asyncio.sleep(seconds)
+        return (proc.cpu_seconds() - before) / seconds * 100
+    finally:
+        await producer.stop()
+        proc.stop()
 
 
 async def engine_alone(redis_url: str, count: int, batch_size: int) -> tuple[float, float]:
@@ -524,6 +549,8 @@ async def run(args: argparse.Namespace, bootstrap: str, redis_url: str, workdir:
         report[f"{name}_per_s_range"] = [rates[0], rates[-1]]
         report[f"{name}_cpu_us_per_event"] = statistics.median(cpu for _, cpu in runs)
         report[f"{name}_latency"] = {}
+        say(f"{name}: CPU while idle ...")
+        report[f"{name}_idle_cpu_pct"] = await idle_cpu(bootstrap, start)
         for rate in args.rates:
             say(f"{name}: latency at {rate:,.0f}/s for {args.seconds:.0f}s ...")
             report[f"{name}_latency"][rate] = await latency(
@@ -577,6 +604,7 @@ def print_report(report: dict[str, Any]) -> None:
     ranges = [report[f"{n}_per_s_range"] for n in names]
     print(f"{'  range':34}" + "".join(f"{f'{lo / 1000:.1f}k-{hi / 1000:.1f}k':>12}" for lo, hi in ranges))
     row("CPU per event (µs)", [report[f"{n}_cpu_us_per_event"] for n in names], ",.0f")
+    row("CPU while idle (% of a core)", [report[f"{n}_idle_cpu_pct"] for n in names], ",.1f")
     for rate in report["worker_latency"]:
         for key in ("p50_ms", "p99_ms", "max_ms"):
             values = [report[f"{n}_latency"][rate][key] for n in names]
