@@ -20,6 +20,7 @@ from detector.stream.lean import (
     QUIET_FETCH,
     LeanApp,
     LeanConsumer,
+    LeanProducerBuffer,
     QuietMonitor,
     new_event_loop,
 )
@@ -152,6 +153,22 @@ def test_faust_s_per_message_race_is_skipped_only_when_the_delivery_cannot_block
 
     loop.run_until_complete(other_wait())
     assert tasks
+
+
+def test_the_producer_buffer_and_the_events_are_faust_s_without_settings_lookups(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    from faust.transport.producer import ProducerBuffer
+
+    app, _, tp = _app(tmp_path, loop, 8)
+    buffer = app.producer.buffer
+    assert isinstance(buffer, LeanProducerBuffer)
+    assert buffer.size == 0
+    for _ in range(3):
+        buffer.pending.put_nowait(object())
+    assert buffer.size == ProducerBuffer.size.fget(buffer) == 3  # type: ignore[attr-defined]
+    event = app.create_event(b"k", b"v", {}, _message(tp, 1))
+    assert type(event) is app.conf.Event and (event.key, event.value) == (b"k", b"v")
 
 
 @pytest.mark.kafka
