@@ -65,9 +65,10 @@ class Memo(dict[K, V], Generic[K, V]):
             return value
         if self.bytes + cost > self.budget_bytes:
             self.clear()
-        if key not in self:
-            self.bytes += cost
+        entries = len(self)
         self[key] = value
+        if len(self) > entries:  # a new key (one probe of the dict, not two)
+            self.bytes += cost
         return value
 
     def clear(self) -> None:

@@ -653,7 +653,7 @@ class Scorer:
         delay = None
         if action == "delay" and by_enforced_score == "delay":
             delay = round(self._delay_for - _larger(waited or 0.0, 0.0), 3)
-        return Conclusion(verdict, action, float(round(score, 2)), tuple(hits), delay)
+        return Conclusion(verdict, action, round(score, 2), tuple(hits), delay)
 
     def _verdict_for(self, score: float) -> Action:
         if score >= self._block_at:
