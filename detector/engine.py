@@ -190,7 +190,9 @@ class Engine:
                 await self._within_deadline(self.store.remember(batch.fresh, batch.offences))
             except (StoreUnavailable, TimeoutError) as exc:
                 log.warning("could not record %d decisions for redelivery: %s", len(batch.fresh), exc)
-        return [result for result in results if result is not None]
+        if None in results:  # an update the store left unanswered (a broken store): its event has no result
+            return [result for result in results if result is not None]
+        return cast(list[Result], results)
 
     def challenge_id(self, request_id: str) -> str:
         """A challenge's id: a keyed digest of its request id, so nobody can answer a challenge not shown."""
