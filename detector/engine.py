@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal, NamedTuple, TypeVar, cast
+from collections.abc import Awaitable, Sequence
+from typing import Literal, TypeVar, cast
 
 import msgspec
 
@@ -172,14 +172,27 @@ class Engine:
                 results[index] = event
 
         batch = _Deciding(self, updates, places, work, results)
-        answers = await self._apply(updates, batch.take)
+        # The store is awaited here, not through a helper coroutine: this runs once per event at batch 1.
+        answers: Sequence[object] = []
+        if updates:
+            try:
+                answers = await self._within_deadline(self.store.apply(updates, batch.take))
+            except (StoreUnavailable, TimeoutError) as exc:
+                on_error = self.policy.state.on_error
+                log.warning("state store unavailable, applying on_error=%s: %s", on_error, exc)
+                answers = [None] * len(updates)
         batch.take(answers[batch.taken :])
         batch.raise_failure()
         for index, challenge, claimer, ts in challenges:
             results[index] = self._challenge_result(challenge, claimer, ts, batch.resolved[index])
         if batch.fresh or batch.offences:
-            await self._remember(batch.fresh, batch.offences)
-        return [result for result in results if result is not None]
+            try:
+                await self._within_deadline(self.store.remember(batch.fresh, batch.offences))
+            except (StoreUnavailable, TimeoutError) as exc:
+                log.warning("could not record %d decisions for redelivery: %s", len(batch.fresh), exc)
+        if None in results:  # an update the store left unanswered (a broken store): its event has no result
+            return [result for result in results if result is not None]
+        return cast(list[Result], results)
 
     def challenge_id(self, request_id: str) -> str:
         """A challenge's id: a keyed digest of its request id, so nobody can answer a challenge not shown."""
@@ -351,19 +364,6 @@ class Engine:
         hits = static + self.scorer.context_hits(subject) + [Hit("redelivered_without_record", "enforce")]
         return self._decision(request, subject, self.scorer.conclude(hits))
 
-    async def _apply(
-        self,
-        updates: list[Observation | FeedbackUpdate | ChallengeUpdate],
-        on_answers: Callable[[Sequence[object]], None],
-    ) -> Sequence[object]:
-        if not updates:
-            return []
-        try:
-            return await self._within_deadline(self.store.apply(updates, on_answers))
-        except (StoreUnavailable, TimeoutError) as exc:
-            log.warning("state store unavailable, applying on_error=%s: %s", self.policy.state.on_error, exc)
-            return [None] * len(updates)
-
     def _within_deadline(self, call: Awaitable[_T]) -> Awaitable[_T]:
         """The store's call, bounded by the engine's deadline unless the store bounds its own (as is: one
         coroutine less per call)."""
@@ -403,12 +403,6 @@ class Engine:
             key = subject.keys.get(dim)
             if key is not None and (dim, key) in begun:
                 counts.quarantines[dim] = begun[(dim, key)]
-
-    async def _remember(self, fresh: list[Remembered], offences: list[Offence]) -> None:
-        try:
-            await self._within_deadline(self.store.remember(fresh, offences))
-        except (StoreUnavailable, TimeoutError) as exc:
-            log.warning("could not record %d decisions for redelivery: %s", len(fresh), exc)
 
     def _fingerprint(self, request: OtpRequest, subject: Subject) -> str:
         """What a redelivery must repeat: the number, the client and the message (keyed, like every key)."""
@@ -451,8 +445,9 @@ class Engine:
         return known
 
 
-class _Request(NamedTuple):
-    """A request of the batch, as far as it is known before its counts."""
+class _Request(msgspec.Struct):
+    """A request of the batch, as far as it is known before its counts (a struct: built in C, unlike a
+    NamedTuple)."""
 
     request: OtpRequest
     subject: Subject
@@ -467,6 +462,21 @@ class _Deciding:
     (`Store.apply`'s `on_answers`): their requests are decided meanwhile. Requests are decided in batch
     order either way, so every decision is what it would be with all the answers at once.
     """
+
+    __slots__ = (
+        "_begun",
+        "_decided",
+        "_engine",
+        "_failure",
+        "_places",
+        "_results",
+        "_updates",
+        "_work",
+        "fresh",
+        "offences",
+        "resolved",
+        "taken",
+    )
 
     def __init__(
         self,
@@ -517,7 +527,7 @@ class _Deciding:
 
     def _decide(self, work: _Request, counts: Counts | None) -> Decision:
         engine, begun = self._engine, self._begun
-        request, subject, static, allow_listed = work
+        request, subject, static = work.request, work.subject, work.static
         if begun and counts is not None:
             engine._meet_quarantines(subject, counts, begun)
         if counts is not None and counts.duplicate:
@@ -525,7 +535,7 @@ class _Deciding:
         if counts is not None and counts.reused:
             reused = Hit("request_id_reused", "enforce", verdict="block")
             return engine._decide(request, subject, [*static, reused], False, counts)[0]
-        decision, conclusion = engine._decide(request, subject, static, allow_listed, counts)
+        decision, conclusion = engine._decide(request, subject, static, work.allow_listed, counts)
         if counts is not None and (found := engine._offences(subject, conclusion, counts, begun)):
             self.offences += found
             decision = _quarantines_started(decision, found, begun)

@@ -21,12 +21,15 @@ DEFAULT_BUDGET = 64 * 1024 * 1024
 
 def key_size(key: object) -> int:
     """The variable part of a key's size: the length of its strings (a tuple's, summed)."""
-    # isinstance with a tuple of types, not a union: this runs for every event
+    # isinstance with a tuple of types, not a union, and a plain loop: this runs for every new key
     if isinstance(key, (str, bytes)):
         return len(key)
+    size = 0
     if isinstance(key, tuple):
-        return sum([len(part) for part in key if isinstance(part, (str, bytes))])
-    return 0
+        for part in key:
+            if isinstance(part, (str, bytes)):
+                size += len(part)
+    return size
 
 
 class Memo(dict[K, V], Generic[K, V]):
@@ -65,9 +68,10 @@ class Memo(dict[K, V], Generic[K, V]):
             return value
         if self.bytes + cost > self.budget_bytes:
             self.clear()
-        if key not in self:
-            self.bytes += cost
+        entries = len(self)
         self[key] = value
+        if len(self) > entries:  # a new key (one probe of the dict, not two)
+            self.bytes += cost
         return value
 
     def clear(self) -> None:

@@ -12,6 +12,7 @@ from detector.signals.network import (
     NetworkSet,
     impossible_client,
     parse_ip,
+    spelled,
     subnet_of,
 )
 
@@ -105,6 +106,31 @@ def test_impossible_client_categories(address: str, category: str | None) -> Non
     assert parsed is not None and impossible_client(parsed) == category
 
 
+def _named_by_ipaddress(address: ipaddress.IPv4Address) -> str | None:
+    """What `impossible_client` says of an IPv4 address, from ipaddress's own properties."""
+    if address.is_unspecified or address in ipaddress.ip_network("0.0.0.0/8"):
+        return "unspecified"
+    for name in ("loopback", "multicast"):
+        if getattr(address, f"is_{name}"):
+            return name
+    if address == ipaddress.ip_address("255.255.255.255"):
+        return "broadcast"
+    return "link_local" if address.is_link_local else "reserved" if address.is_reserved else None
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_impossible_ipv4_clients_are_those_ipaddress_names(seed: int) -> None:
+    rng = random.Random(seed)
+    values = [rng.getrandbits(32) for _ in range(20_000)]
+    # every /8's first and last addresses, and the edges of the /16 link-local block
+    values += [first << 24 | low for first in range(256) for low in (0, 1, 0xFFFFFE, 0xFFFFFF)]
+    values += [169 << 24 | 253 << 16 | 0xFFFF, 169 << 24 | 254 << 16, 169 << 24 | 254 << 16 | 0xFFFF]
+    values += [169 << 24 | 255 << 16]
+    for value in values:
+        address = ipaddress.IPv4Address(value)
+        assert impossible_client(address) == _named_by_ipaddress(address), str(address)
+
+
 def test_bad_peer_and_bad_client_ip_are_reasons() -> None:
     resolver = ClientResolver(PROXIES)
     assert resolver.resolve(None, "nonsense", None).problem == "bad_remote_addr"
@@ -117,13 +143,14 @@ def test_subnets() -> None:
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_subnets_are_spelled_as_ipaddress_spells_the_network(seed: int) -> None:
+def test_addresses_and_subnets_are_spelled_as_ipaddress_spells_them(seed: int) -> None:
     rng = random.Random(seed)
     addresses = [ipaddress.IPv4Address(rng.getrandbits(32)) for _ in range(2000)]
     addresses += [ipaddress.IPv6Address(rng.getrandbits(rng.choice([128, 80, 64, 16]))) for _ in range(2000)]
     for address in addresses:
         network = ipaddress.ip_network(f"{address}/{SUBNET_PREFIX[address.version]}", strict=False)
         assert subnet_of(address) == str(network)
+        assert spelled(address) == str(address)
 
 
 ipv4 = st.ip_addresses(v=4)

@@ -16,12 +16,27 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SUBNET_PREFIX = {4: 24, 6: 64}
 MAX_FORWARDED_HOPS = 32  # header elements walked, more than any real chain; past them: bad_forwarded_for
 
-_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 # An IPv4 address as ipaddress reads it: four decimal octets up to 255, without leading zeros (which
 # inet_aton would read as octal).
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
-_BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+def _v4_range(cidr: str) -> tuple[int, int]:
+    network = ipaddress.IPv4Network(cidr)
+    return int(network.network_address), int(network.broadcast_address)
+
+
+# The IPv4 ranges no client can be in, by the name `impossible_client` gives them, in the order it tries
+# them: ipaddress's `is_*` properties cost ~2.5 µs an address, and every new client address is asked.
+_IMPOSSIBLE_V4 = (
+    ("unspecified", _v4_range("0.0.0.0/8")),  # "this network" (RFC 791), 0.0.0.0 itself included
+    ("loopback", _v4_range("127.0.0.0/8")),
+    ("multicast", _v4_range("224.0.0.0/4")),
+    ("broadcast", _v4_range("255.255.255.255/32")),
+    ("link_local", _v4_range("169.254.0.0/16")),
+    ("reserved", _v4_range("240.0.0.0/4")),
+)
 
 
 def impossible_client(address: IPAddress) -> str | None:
@@ -29,14 +44,18 @@ def impossible_client(address: IPAddress) -> str | None:
 
     Private ranges can (offices, CGNAT behind your own proxies); documentation ranges are left alone too.
     """
-    if address.is_unspecified or address in _THIS_NETWORK:
+    if address.version == 4:
+        value = int(address)
+        for reason, (first, last) in _IMPOSSIBLE_V4:
+            if first <= value <= last:
+                return reason
+        return None
+    if address.is_unspecified:
         return "unspecified"
     if address.is_loopback:
         return "loopback"
     if address.is_multicast:
         return "multicast"
-    if address == _BROADCAST:
-        return "broadcast"
     if address.is_link_local:
         return "link_local"
     if address.is_reserved:
@@ -152,9 +171,18 @@ def subnet_of(address: IPAddress) -> str:
     """The address's /24 or /64, spelled as `ipaddress` spells the network (integer masks, no objects)."""
     prefix = SUBNET_PREFIX[address.version]
     if address.version == 4:
-        value = int(address) >> (32 - prefix) << (32 - prefix)
-        return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}/{prefix}"
+        return f"{_dotted(int(address) >> (32 - prefix) << (32 - prefix))}/{prefix}"
     return f"{ipaddress.IPv6Address(int(address) >> (128 - prefix) << (128 - prefix))}/{prefix}"
+
+
+def spelled(address: IPAddress) -> str:
+    """`str(address)`, an IPv4 one in half the time."""
+    return _dotted(int(address)) if address.version == 4 else str(address)
+
+
+def _dotted(value: int) -> str:
+    """An IPv4 address's integer in dotted quads, as ipaddress spells it (by socket's C code)."""
+    return socket.inet_ntoa(value.to_bytes(4, "big"))
 
 
 class IpFacts(msgspec.Struct, frozen=True):
@@ -195,7 +223,7 @@ class IpClassifier:
 
     def facts(self, address: IPAddress) -> IpFacts:
         return IpFacts(
-            ip=str(address),
+            ip=spelled(address),
             subnet=subnet_of(address),
             allowed=address in self._allow,
             denied=address in self._deny,

@@ -156,7 +156,23 @@ _SPECIFIC_TYPES = (
     ("voicemail", PhoneNumberType.VOICEMAIL),
 )
 _Desc = tuple[frozenset[int], "re.Pattern[str]"] | None
-_CALLING_CODES = frozenset(str(code) for code in COUNTRY_CODE_TO_REGION_CODE)
+
+
+def _calling_codes_by_head() -> dict[str, str]:
+    """Every string of one to three digits, to the calling code it begins with (codes are prefix-free, so
+    there is at most one): a number's code is one lookup of its first three digits."""
+    codes = {str(code) for code in COUNTRY_CODE_TO_REGION_CODE}
+    by_head = {}
+    for length in (1, 2, 3):
+        for number in range(10**length):
+            head = f"{number:0{length}d}"
+            code = next((head[:size] for size in range(1, length + 1) if head[:size] in codes), None)
+            if code is not None:
+                by_head[head] = code
+    return by_head
+
+
+_CALLING_CODE_BY_HEAD = _calling_codes_by_head()
 
 
 def _desc(number_desc: Any) -> _Desc:
@@ -247,11 +263,10 @@ class NumberPlan:
 
     def facts(self, e164: str) -> NumberFacts:
         digits = e164[1:]
-        for size in (1, 2, 3):
-            code = digits[:size]
-            if code in _CALLING_CODES:
-                return self._facts(code, digits[size:])
-        return NumberFacts(False, None, "unknown")
+        code = _CALLING_CODE_BY_HEAD.get(digits[:3])
+        if code is None:
+            return NumberFacts(False, None, "unknown")
+        return self._facts(code, digits[len(code) :])
 
     def _facts(self, code: str, nsn: str) -> NumberFacts:
         plans = self._plans.get(code)
