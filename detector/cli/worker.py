@@ -85,7 +85,7 @@ _TOPICS = TopicNames()
     "--batch-wait",
     "batch_wait",
     env="DETECTOR_BATCH_WAIT",
-    default=0.01,
+    default=0.005,
     type=click.FloatRange(0.0005, 10.0),
     help=(
         "Longest a message waits for its batch to fill: a batch is processed once full or this many "

@@ -29,7 +29,9 @@ class StreamConfig(KafkaSettings):
     shadow: bool = False
     topics: TopicNames = field(default_factory=TopicNames)
     batch_size: int = 500
-    batch_wait: float = 0.01
+    # A batch's first message waits this long at most (Faust's take, which this replaced, polled every 10 ms,
+    # so a message on a quiet topic waited 5 ms on average; at 2,000/s 5 and 10 ms measured alike).
+    batch_wait: float = 0.005
     # Feedback for a request the store does not know yet goes through the retry topic this many times,
     # this long apart, then is dropped (counted in detector_feedback_dropped_total).
     feedback_retry_delay: float = 5.0
