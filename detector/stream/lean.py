@@ -192,6 +192,9 @@ class LeanProducerBuffer(ProducerBuffer):
 
 
 class LeanProducer(faust_aiokafka.Producer):
+    """Faust's producer, with `LeanProducerBuffer` (the worker's outputs go through `KafkaOutput`; Faust's
+    producer stays idle, but the conductor still asks its buffer's size)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.buffer.__class__ = LeanProducerBuffer  # the same object and state, a cheaper `size`
