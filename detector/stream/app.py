@@ -602,7 +602,7 @@ def run_worker(
 
         stack.enter_context(HealthServer(metrics.registry, config.metrics_port, config.metrics_host, ready))
         log.info(
-            "worker %s: group %s, store %s, mode %s, batches of up to %d within %.0f ms",
+            "worker %s: group %s, store %s, mode %s, batches of up to %d within %g ms",
             os.getpid(),
             config.group_id,
             _redact(config.store_url),
